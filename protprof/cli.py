@@ -1,0 +1,242 @@
+"""The `protprof` command line: thin shells over the library's functions.
+
+User errors (`ProtprofError`) become one line on stderr and exit status 1; tracebacks are
+for bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from protprof import __version__
+from protprof.errors import ProtprofError
+
+log = logging.getLogger("protprof")
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def command(name: str, help: str) -> Callable:
+    """Register `add_arguments` for a subcommand; its `run` is found as `_run_<name>`."""
+
+    def register(add_arguments: Callable[[argparse.ArgumentParser], None]) -> Callable:
+        COMMANDS[name] = (help, add_arguments)
+        return add_arguments
+
+    return register
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search (jackhmmer's option names; defaults from --preset)")
+    g.add_argument("--preset", default="hmmer", choices=["hmmer", "alphafold"],
+                   help="hmmer: HMMER jackhmmer defaults; alphafold: AlphaFold's UniRef90 recipe")
+    g.add_argument("-N", "--iterations", type=int, help="maximum iterations")
+    g.add_argument("-E", type=float, dest="E", help="report sequences with E-value <= this")
+    g.add_argument("--domE", type=float, help="report domains with E-value <= this")
+    g.add_argument("--incE", type=float, help="include sequences with E-value <= this")
+    g.add_argument("--incdomE", type=float, help="include domains with E-value <= this")
+    g.add_argument("--F1", type=float, help="MSV filter P-value threshold")
+    g.add_argument("--F2", type=float, help="Viterbi filter P-value threshold")
+    g.add_argument("--F3", type=float, help="Forward filter P-value threshold")
+    g.add_argument("--max-hits", type=int, help="maximum MSA depth (included targets)")
+    g.add_argument("--threads", type=int, default=1, help="worker threads (default 1)")
+    g = p.add_argument_group("profiles")
+    g.add_argument("--profile-method", default="hmm", choices=["hmm", "frequency"])
+    g.add_argument("--pseudocount", type=float, default=1.0, help="frequency method only")
+    g.add_argument("--msa-dir", type=Path, help="also keep each query's final alignment here")
+    g.add_argument("--msa-format", default="stockholm", choices=["stockholm", "a2m"])
+
+
+def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    from protprof.profiles import ProfileParams
+    from protprof.search import search_params
+
+    search = search_params(
+        args.preset, iterations=args.iterations, E=args.E, domE=args.domE, incE=args.incE,
+        incdomE=args.incdomE, F1=args.F1, F2=args.F2, F3=args.F3, max_hits=args.max_hits,
+    )  # fmt: skip
+    return search, ProfileParams(method=args.profile_method, pseudocount=args.pseudocount)
+
+
+def _add_ingest_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ingest")
+    g.add_argument("--min-length", type=int, default=1)
+    g.add_argument("--max-length", type=int, default=1000)
+    g.add_argument("--too-long", default="crop", choices=["crop", "skip"])
+    g.add_argument("--valid-fraction", type=float, default=0.05)
+    g.add_argument("--test-fraction", type=float, default=0.05)
+
+
+def _ingest_params(args: argparse.Namespace) -> Any:
+    from protprof.ingest import IngestParams
+
+    return IngestParams(args.min_length, args.max_length, args.too_long, args.valid_fraction,
+                        args.test_fraction)  # fmt: skip
+
+
+def _progress(total: int, unit: str) -> Any:
+    from tqdm import tqdm
+
+    # disable=None: a bar on a terminal, nothing in a Snakemake or SLURM log file.
+    return tqdm(total=total, unit=unit, disable=None, file=sys.stderr)
+
+
+@command("ingest", "validate query FASTA files and split them into shards")
+def _ingest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
+    p.add_argument("--out", nargs="+", type=Path, required=True, help="one path per shard")
+    _add_ingest_options(p)
+
+
+def _run_ingest(args: argparse.Namespace) -> None:
+    from protprof.pipeline import ingest
+
+    counts = ingest(args.queries, args.out, _ingest_params(args))
+    log.info("wrote %d shards with %s sequences", len(counts), counts)
+
+
+@command("prepare-db", "count and checksum a target database (its fingerprint, for Z)")
+def _prepare_db_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("database", type=Path, help="target FASTA or FASTA.gz")
+    p.add_argument("--out", type=Path, required=True, help="fingerprint JSON")
+
+
+def _run_prepare_db(args: argparse.Namespace) -> None:
+    from protprof._atomic import atomic_output
+    from protprof.search import fingerprint_database
+
+    fingerprint = fingerprint_database(args.database)
+    with atomic_output(args.out) as tmp:
+        tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+    log.info("database %s: %d sequences, %d residues", args.database,
+             fingerprint["n_sequences"], fingerprint["n_residues"])  # fmt: skip
+
+
+def _load_database(args: argparse.Namespace) -> Any:
+    from protprof.search import load_database, read_fingerprint
+
+    fingerprint = read_fingerprint(args.fingerprint) if getattr(args, "fingerprint", None) else None
+    return load_database(args.database, fingerprint)
+
+
+@command("search", "search one shard against the database and write its profile store")
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shard", type=Path, help="a shard FASTA written by `protprof ingest`")
+    p.add_argument("--database", type=Path, required=True)
+    p.add_argument("--fingerprint", type=Path, help="from `protprof prepare-db` (saves a pass)")
+    p.add_argument("--out", type=Path, required=True, help="shard store (.zarr)")
+    _add_search_options(p)
+
+
+def _run_search(args: argparse.Namespace) -> None:
+    from protprof.pipeline import search_shard
+
+    search, profile = _search_settings(args)
+    database = _load_database(args)
+    n = sum(1 for line in open(args.shard) if line.startswith(">"))
+    with _progress(n, "query") as bar:
+        search_shard(args.shard, database, search, profile, args.threads, args.out,
+                     msa_dir=args.msa_dir, msa_format=args.msa_format,
+                     progress=lambda _: bar.update())  # fmt: skip
+    log.info("wrote %s (%d queries)", args.out, n)
+
+
+@command("assemble", "concatenate shard stores into one store")
+def _assemble_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("shards", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+
+
+def _run_assemble(args: argparse.Namespace) -> None:
+    from protprof.pipeline import assemble
+
+    assemble(args.shards, args.out)
+    log.info("wrote %s from %d shards", args.out, len(args.shards))
+
+
+@command("build", "ingest, search, profile and store on one machine (no Snakemake)")
+def _build_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
+    p.add_argument("--database", type=Path, required=True, help="target FASTA or FASTA.gz")
+    p.add_argument("--out", type=Path, required=True, help="the store to write (.zarr)")
+    _add_search_options(p)
+    _add_ingest_options(p)
+
+
+def _run_build(args: argparse.Namespace) -> None:
+    from protprof.ingest import select_records
+    from protprof.pipeline import build
+
+    search, profile = _search_settings(args)
+    params = _ingest_params(args)
+    records = select_records(args.queries, params)  # validate before the slow database load
+    database = _load_database(args)
+    with _progress(len(records), "query") as bar:
+        build(records, database, args.out, args.threads, params, search, profile,
+              msa_dir=args.msa_dir, msa_format=args.msa_format,
+              progress=lambda _: bar.update())  # fmt: skip
+    log.info("wrote %s", args.out)
+
+
+@command("inspect", "summarise a profile store")
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", type=Path)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _run_inspect(args: argparse.Namespace) -> None:
+    from protprof.store import open_store, summary
+
+    info = summary(open_store(args.store))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    search = info["provenance"].get("search", {})
+    database = info["provenance"].get("database", {})
+    print(f"{info['path']}: protprof store v{info['format_version']}")
+    print(f"  sequences {info['n_sequences']}  residues {info['n_residues']}  "
+          f"length {info['length']['min']}-{info['length']['max']} "
+          f"(mean {info['length']['mean']:.0f})")  # fmt: skip
+    print(f"  split {info['split']}  without hits {info['no_hits']}  "
+          f"median hits {info['n_hits_median']:.0f}  median Neff {info['neff_median']:.2f}")
+    print(f"  database {database.get('path')} ({database.get('n_sequences')} sequences)  "
+          f"search -N {search.get('iterations')} -E {search.get('E')} --incE {search.get('incE')}")
+    print(f"  on disk {info['bytes_on_disk']} bytes ({info['bytes_per_residue'] or 0:.1f}/residue)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="protprof",
+        description="Build per-residue MSA profiles with jackhmmer, store them in Zarr, and "
+        "pretrain protein models on them.",
+    )
+    p.add_argument("--version", action="version", version=f"protprof {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help, add_arguments) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help, description=help))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    try:
+        globals()[f"_run_{args.command.replace('-', '_')}"](args)
+    except ProtprofError as e:
+        print(f"protprof {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"protprof {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

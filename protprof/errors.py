@@ -1,0 +1,30 @@
+"""One error root for protprof; subclasses also inherit the matching builtin.
+
+The CLI turns any `ProtprofError` into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+
+class ProtprofError(Exception):
+    """Root of every error protprof raises on purpose (bad input, bad config, bad store)."""
+
+
+class InputFormatError(ProtprofError, ValueError):
+    """A file is not what it should be: not FASTA, truncated, empty, unreadable."""
+
+
+class InvalidSequenceError(ProtprofError, ValueError):
+    """A sequence record is unusable: bad characters, no residues, duplicate ID."""
+
+
+class ConfigError(ProtprofError, ValueError):
+    """A configuration key is unknown or its value is out of bounds."""
+
+
+class StoreError(ProtprofError, ValueError):
+    """A profile store is missing, malformed, or of an unsupported format version."""
+
+
+class SearchError(ProtprofError, RuntimeError):
+    """The homology search could not run or gave an inconsistent result."""

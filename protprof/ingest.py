@@ -1,0 +1,121 @@
+"""Ingest: validate query FASTA files, drop duplicates, apply length limits, and assign each
+unique sequence to a shard and a split by a stable hash of its sequence.
+
+Hashing the *sequence* (not the ID or file position) means adding queries later moves no old
+query to another shard or split, and identical sequences always meet in the same shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from protprof._atomic import atomic_output
+from protprof.errors import ConfigError, InputFormatError
+from protprof.fasta import Record, read_fasta, write_fasta
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+_BUCKETS = 10_000
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """Length limits and split fractions for ingest."""
+
+    min_length: int = 1
+    max_length: int = 1000
+    too_long: str = "crop"  # "crop" keeps the first max_length residues; "skip" drops the record
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_length <= self.max_length:
+            raise ConfigError(
+                f"ingest: need 1 <= min_length <= max_length, got {self.min_length}, "
+                f"{self.max_length}"
+            )
+        if self.too_long not in ("crop", "skip"):
+            raise ConfigError(f"ingest.too_long must be 'crop' or 'skip', got {self.too_long!r}")
+        if not (0 <= self.valid_fraction and 0 <= self.test_fraction) or (
+            self.valid_fraction + self.test_fraction >= 1
+        ):
+            raise ConfigError("ingest: valid_fraction + test_fraction must lie in [0, 1)")
+
+
+def _digest(sequence: str) -> int:
+    return int.from_bytes(hashlib.sha256(sequence.encode("ascii")).digest()[:16], "big")
+
+
+def shard_of(sequence: str, n_shards: int) -> int:
+    """Return the shard (0-based) of a sequence: stable for a fixed shard count."""
+    return _digest(sequence) % n_shards
+
+
+def split_of(sequence: str, params: IngestParams) -> int:
+    """Return the split code (0 train, 1 valid, 2 test): independent of the shard count."""
+    bucket = (_digest(sequence) >> 64) % _BUCKETS
+    if bucket < params.test_fraction * _BUCKETS:
+        return 2
+    if bucket < (params.test_fraction + params.valid_fraction) * _BUCKETS:
+        return 1
+    return 0
+
+
+def select_records(paths: list[Path], params: IngestParams) -> list[Record]:
+    """Read every query file, apply length limits and drop repeated sequences.
+
+    Raises:
+        InputFormatError: a bad file, an ID repeated across files, or nothing left to search.
+        InvalidSequenceError: a bad record (see `fasta.read_fasta`).
+    """
+    kept: list[Record] = []
+    ids: dict[str, Path] = {}
+    sequences: set[str] = set()
+    too_short = too_long = duplicates = cropped = 0
+    for path in paths:
+        for record in read_fasta(path):
+            if record.id in ids:
+                raise InputFormatError(
+                    f"{path}: record ID {record.id!r} already appeared in {ids[record.id]}"
+                )
+            ids[record.id] = path
+            sequence = record.sequence
+            if len(sequence) < params.min_length:
+                too_short += 1
+                continue
+            if len(sequence) > params.max_length:
+                if params.too_long == "skip":
+                    too_long += 1
+                    continue
+                sequence, cropped = sequence[: params.max_length], cropped + 1
+            if sequence in sequences:
+                duplicates += 1
+                continue
+            sequences.add(sequence)
+            kept.append(Record(record.id, sequence))
+    log.info(
+        "ingest: kept %d sequences; skipped %d shorter than %d, %d longer than %d; cropped %d; "
+        "dropped %d repeated sequences",
+        len(kept), too_short, params.min_length, too_long, params.max_length, cropped, duplicates,
+    )  # fmt: skip
+    if not kept:
+        raise InputFormatError(f"{', '.join(map(str, paths))}: no sequence passed the filters")
+    return kept
+
+
+def write_shards(records: list[Record], out_paths: list[Path]) -> list[int]:
+    """Write each record to the shard its sequence hashes to; returns the count per shard.
+
+    Every shard file is written, even an empty one, so the workflow's outputs always exist.
+    """
+    shards: list[list[Record]] = [[] for _ in out_paths]
+    for record in records:
+        shards[shard_of(record.sequence, len(out_paths))].append(record)
+    for path, shard in zip(out_paths, shards):
+        with atomic_output(path) as tmp:
+            write_fasta(tmp, shard)
+    return [len(s) for s in shards]

@@ -1,0 +1,147 @@
+"""The stages the workflow's rules call, as plain functions: ingest, search a shard, assemble.
+
+`build` chains them on one machine without Snakemake.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyhmmer
+
+from protprof._atomic import atomic_output
+from protprof.alphabet import encode
+from protprof.errors import InputFormatError, StoreError
+from protprof.fasta import Record, read_fasta
+from protprof.ingest import SPLITS, IngestParams, select_records, split_of, write_shards
+from protprof.profiles import ProfileParams, profile_from_msa
+from protprof.search import Database, JackhmmerSearch, QueryResult, SearchParams
+from protprof.store import StoreData, open_store, quantise, write_stores
+
+log = logging.getLogger(__name__)
+MSA_FORMATS = {"stockholm": ".sto", "a2m": ".a2m"}
+
+
+def ingest(
+    paths: list[Path], shard_paths: list[Path], params: IngestParams
+) -> list[int]:
+    """Validate queries and write one FASTA per shard; the header carries the split."""
+    records = select_records(paths, params)
+    labelled = [
+        Record(r.id, r.sequence, f"split={SPLITS[split_of(r.sequence, params)]}") for r in records
+    ]
+    return write_shards(labelled, shard_paths)
+
+
+def _split_code(record: Record, path: Path) -> int:
+    for field in record.description.split():
+        key, _, value = field.partition("=")
+        if key == "split" and value in SPLITS:
+            return SPLITS.index(value)
+    raise InputFormatError(
+        f"{path}: record {record.id!r} has no 'split=train|valid|test' in its header; shard "
+        "files are written by `protprof ingest`"
+    )
+
+
+def _store_part(results: list[QueryResult], splits: list[int], profile_params: ProfileParams
+                ) -> StoreData:  # fmt: skip
+    profiles, neffs = [], []
+    for r in results:
+        profile, neff = profile_from_msa(r.msa, r.id, len(r.sequence), profile_params)
+        profiles.append(quantise(profile))
+        neffs.append(neff)
+    lengths = [len(r.sequence) for r in results]
+    return StoreData(
+        ids=[r.id for r in results],
+        tokens=np.concatenate([encode(r.sequence) for r in results]) if results else
+        np.zeros(0, np.uint8),
+        profiles=np.concatenate(profiles) if profiles else np.zeros((0, 20), np.uint8),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        n_hits=np.array([r.n_hits for r in results], dtype=np.int32),
+        neff=np.array(neffs, dtype=np.float32),
+        split=np.array(splits, dtype=np.uint8),
+    )
+
+
+def _write_msas(results: list[QueryResult], msa_dir: Path, msa_format: str) -> None:
+    with atomic_output(msa_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for r in results:
+            name = r.id.replace("/", "_") + MSA_FORMATS[msa_format]
+            with open(tmp / name, "wb") as handle:
+                r.msa.write(handle, msa_format)
+
+
+def provenance(database: Database, search: SearchParams, profile: ProfileParams,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Root attributes that say how a store was made."""
+    return {
+        "pyhmmer_version": pyhmmer.__version__,
+        "database": database.fingerprint,
+        "search": {**asdict(search), "Z": database.fingerprint["n_sequences"]},
+        "profile": asdict(profile),
+        **(extra or {}),
+    }
+
+
+def search_records(
+    records: list[Record], splits: list[int], database: Database, search: SearchParams,
+    profile: ProfileParams, threads: int, out: Path, msa_dir: Path | None = None,
+    msa_format: str = "stockholm", progress: Callable[[QueryResult], None] | None = None,
+    extra_attrs: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """Search records, build their profiles and write one store at `out` (atomically)."""
+    z = int(database.fingerprint["n_sequences"])  # type: ignore[call-overload]
+    results = JackhmmerSearch(database.block, search, threads, z).run(records, progress)
+    part = _store_part(results, splits, profile)
+    if msa_dir is not None:
+        _write_msas(results, msa_dir, msa_format)
+    return write_stores(out, [part], provenance(database, search, profile, extra_attrs))
+
+
+def search_shard(shard: Path, database: Database, search: SearchParams, profile: ProfileParams,
+                 threads: int, out: Path, **kwargs: Any) -> Path:  # fmt: skip
+    """Search one shard FASTA written by `ingest` (an empty shard gives an empty store)."""
+    records = read_fasta(shard) if shard.stat().st_size else []
+    splits = [_split_code(r, shard) for r in records]
+    return search_records(records, splits, database, search, profile, threads, out, **kwargs)
+
+
+def assemble(shards: list[Path], out: Path) -> Path:
+    """Concatenate shard stores into one, refusing shards made with different settings."""
+    stores = [open_store(p) for p in shards]
+    if not stores:
+        raise StoreError("assemble: no shard stores given")
+    keys = ("database", "search", "profile")
+    reference = {k: stores[0].attrs.get(k) for k in keys}
+    for store in stores[1:]:
+        for k in keys:
+            if store.attrs.get(k) != reference[k]:
+                raise StoreError(
+                    f"{store.path}: its {k} settings differ from {stores[0].path}'s; "
+                    "rebuild the shards with one configuration"
+                )
+    parts = [s.read_all() for s in stores]
+    ids = [i for p in parts for i in p.ids]
+    if len(set(ids)) != len(ids):
+        raise StoreError("assemble: the same query ID appears in more than one shard")
+    extra = {k: v for k, v in stores[0].attrs.items() if k in (*keys, "pyhmmer_version")}
+    return write_stores(out, parts, {**extra, "n_shards": len(stores)})
+
+
+def build(
+    records: list[Record], database: Database, out: Path, threads: int, ingest_params: IngestParams,
+    search: SearchParams, profile: ProfileParams, **kwargs: Any,
+) -> Path:  # fmt: skip
+    """Search, profile and store records from `select_records` on one machine: what the
+    workflow does, unsharded."""
+    splits = [split_of(r.sequence, ingest_params) for r in records]
+    extra = {"ingest": asdict(ingest_params)}
+    return search_records(records, splits, database, search, profile, threads, out,
+                          extra_attrs=extra, **kwargs)  # fmt: skip

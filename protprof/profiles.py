@@ -1,0 +1,113 @@
+"""Per-residue profiles (L x 20 distributions over `ACDEFGHIKLMNPQRSTVWY`) from an alignment.
+
+`hmm` (default): the match emissions of the HMM HMMER builds from the final jackhmmer alignment
+with the hand architecture (consensus columns = the query's residues): position-based weights,
+entropy-weighted effective sequence number, Dirichlet-mixture priors (HMMER 3.4 `hmmbuild`).
+`frequency`: Henikoff position-based weighted column frequencies plus a pseudocount spread by
+HMMER's background frequencies, for raw MSA statistics.
+
+`neff` is, for both methods, HMMER's entropy-weighted effective sequence number of the alignment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyhmmer.easel import Alphabet, DigitalMSA
+from pyhmmer.plan7 import HMM, Background, Builder
+
+from protprof.errors import ConfigError, SearchError
+
+AMINO = Alphabet.amino()
+METHODS = ("hmm", "frequency")
+_GAP = 20  # HMMER amino digital codes: 0-19 ACDEFGHIKLMNPQRSTVWY, 20 gap, 21+ degenerate
+
+
+@dataclass(frozen=True)
+class ProfileParams:
+    """How profiles are computed from the final alignment."""
+
+    method: str = "hmm"
+    pseudocount: float = 1.0  # `frequency` only: weight of the background, in sequences
+    seed: int = 42  # HMMER's builder seed
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"profile.method must be one of {METHODS}, got {self.method!r}")
+        if not self.pseudocount > 0:
+            raise ConfigError(f"profile.pseudocount must be > 0, got {self.pseudocount}")
+
+
+def build_hmm(msa: DigitalMSA, query_id: str, query_length: int, seed: int = 42) -> HMM:
+    """Build HMMER's model of an alignment whose consensus columns are the query's residues.
+
+    Raises:
+        SearchError: if the model length differs from the query length.
+    """
+    builder = Builder(AMINO, architecture="hand", seed=seed)
+    hmm, _, _ = builder.build_msa(msa, Background(AMINO))
+    if hmm.M != query_length:
+        raise SearchError(
+            f"query {query_id!r}: the model of its alignment has {hmm.M} match states but the "
+            f"query has {query_length} residues"
+        )
+    return hmm
+
+
+def hmm_profile(hmm: HMM) -> np.ndarray:
+    """Match emissions rows 1..M (row 0 is a dummy in HMMER), float32 (M, 20)."""
+    return np.asarray(hmm.match_emissions, dtype=np.float32)[1:]
+
+
+def henikoff_weights(columns: np.ndarray) -> np.ndarray:
+    """Position-based sequence weights (Henikoff & Henikoff 1994) summing to the row count.
+
+    Args:
+        columns: (n_seq, n_col) digital codes of the consensus columns; gaps are not counted.
+    """
+    n_seq = columns.shape[0]
+    weights = np.zeros(n_seq)
+    for col in columns.T:
+        residues = col < _GAP
+        if not residues.any():
+            continue
+        counts = np.bincount(col[residues], minlength=_GAP)
+        kinds = np.count_nonzero(counts)
+        weights[residues] += 1.0 / (kinds * counts[col[residues]])
+    if weights.sum() == 0:
+        return np.ones(n_seq)
+    return weights * n_seq / weights.sum()
+
+
+def frequency_profile(columns: np.ndarray, pseudocount: float) -> np.ndarray:
+    """Weighted column frequencies with a background pseudocount, float32 (n_col, 20)."""
+    weights = henikoff_weights(columns)
+    background = np.asarray(Background(AMINO).residue_frequencies, dtype=np.float64)[:_GAP]
+    counts = np.zeros((columns.shape[1], _GAP))
+    rows, cols = np.nonzero(columns < _GAP)
+    np.add.at(counts, (cols, columns[rows, cols]), weights[rows])
+    counts += pseudocount * background
+    return (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def consensus_columns(msa: DigitalMSA) -> np.ndarray:
+    """(n_seq, M) digital codes at the consensus (reference-annotated) columns."""
+    reference = msa.textize().reference
+    matrix = np.array([np.asarray(row, dtype=np.uint8) for row in msa.alignment])
+    if reference is None:
+        return matrix
+    keep = np.frombuffer(reference.encode("ascii"), dtype=np.uint8) != ord(".")
+    return matrix[:, keep]
+
+
+def profile_from_msa(
+    msa: DigitalMSA, query_id: str, query_length: int, params: ProfileParams
+) -> tuple[np.ndarray, float]:
+    """Return the (L, 20) float32 profile and neff of a query's final alignment."""
+    hmm = build_hmm(msa, query_id, query_length, params.seed)
+    if params.method == "hmm":
+        profile = hmm_profile(hmm)
+    else:
+        profile = frequency_profile(consensus_columns(msa), params.pseudocount)
+    return profile, float(hmm.nseq_effective)

@@ -1,0 +1,277 @@
+"""Iterative jackhmmer search with pyhmmer, parallel within each query as well as across queries.
+
+`pyhmmer.hmmer.jackhmmer` runs one query per thread, so the longest queries leave cores idle
+at the end of a job. Here each iteration's search is split across database chunks that run on a
+shared thread pool, with `Z` fixed to the whole database's sequence count, and the per-chunk hits
+are merged (`TopHits.merge` re-thresholds them, recomputing domZ). Several queries are driven at
+once so the Python-side work of one (building the next model) overlaps the others' searches.
+The iteration logic itself is pyhmmer's `IterativeSearch`; only its search step is replaced.
+
+Reference: HMMER 3.4 jackhmmer; pyhmmer 0.12.3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pyhmmer
+from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequence, DigitalSequenceBlock, SequenceFile
+from pyhmmer.plan7 import HMM, Builder, IterativeSearch, Pipeline, TopHits
+
+from protprof.errors import ConfigError, InputFormatError, SearchError
+from protprof.fasta import Record
+
+log = logging.getLogger(__name__)
+AMINO = Alphabet.amino()
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """jackhmmer parameters, named as the jackhmmer program names them. Defaults = HMMER's."""
+
+    iterations: int = 5  # -N: maximum number of iterations
+    E: float = 10.0  # reporting threshold, per sequence
+    domE: float = 10.0  # reporting threshold, per domain
+    incE: float = 1e-3  # inclusion threshold, per sequence
+    incdomE: float = 1e-3  # inclusion threshold, per domain
+    F1: float = 0.02  # MSV filter P-value threshold
+    F2: float = 1e-3  # Viterbi filter
+    F3: float = 1e-5  # Forward filter
+    max_hits: int | None = None  # maximum MSA depth: keep the best max_hits included targets
+    seed: int = 42  # HMMER's default RNG seed (domain definition, builder)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ConfigError(f"search.iterations must be >= 1, got {self.iterations}")
+        for name in ("E", "domE", "incE", "incdomE", "F1", "F2", "F3"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"search.{name} must be > 0, got {getattr(self, name)}")
+        if self.max_hits is not None and self.max_hits < 1:
+            raise ConfigError(f"search.max_hits must be >= 1 or null, got {self.max_hits}")
+
+    def thresholds(self) -> dict[str, float]:
+        """The keyword arguments every `Pipeline` gets (never pyhmmer's silent defaults)."""
+        return {k: getattr(self, k) for k in ("E", "domE", "incE", "incdomE", "F1", "F2", "F3")}
+
+
+PRESETS: dict[str, SearchParams] = {
+    # HMMER 3.4 jackhmmer defaults.
+    "hmmer": SearchParams(),
+    # AlphaFold's UniRef90 recipe (jackhmmer -N 1 -E 1e-4 --incE 1e-4 --F1 5e-4 --F2 5e-5
+    # --F3 5e-7, MSA capped at 10,000 sequences).
+    "alphafold": SearchParams(
+        iterations=1, E=1e-4, incE=1e-4, F1=5e-4, F2=5e-5, F3=5e-7, max_hits=10_000
+    ),
+}
+
+
+def search_params(preset: str = "hmmer", **overrides: object) -> SearchParams:
+    """Return a preset with overrides (None values are ignored)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"search.preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Database:
+    """A target database loaded in memory, with the fingerprint stored as provenance."""
+
+    block: DigitalSequenceBlock
+    fingerprint: dict[str, object]
+
+
+def fingerprint_database(path: str | Path) -> dict[str, object]:
+    """Count sequences and residues and checksum the file (the `prepare_db` step)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    n_sequences = n_residues = 0
+    for seq in _read_database(path):
+        n_sequences += 1
+        n_residues += len(seq)
+    return {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "sha256": digest.hexdigest(),
+        "n_sequences": n_sequences,
+        "n_residues": n_residues,
+    }
+
+
+def _read_database(path: Path) -> Iterator[DigitalSequence]:
+    try:
+        with SequenceFile(str(path), digital=True, alphabet=AMINO, format="fasta") as handle:
+            while (block := handle.read_block(sequences=10_000)) and len(block):
+                yield from block
+    except (ValueError, OSError, EOFError) as e:
+        raise InputFormatError(f"{path}: cannot read the database as protein FASTA ({e})") from e
+
+
+def load_database(path: str | Path, fingerprint: dict[str, object] | None = None) -> Database:
+    """Load a FASTA(.gz) database into memory (~3 bytes per residue), once per job."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFormatError(f"{path}: database file not found")
+    block = DigitalSequenceBlock(AMINO, _read_database(path))
+    if not len(block):
+        raise InputFormatError(f"{path}: the database holds no sequences")
+    if fingerprint is None:
+        fingerprint = fingerprint_database(path)
+    elif fingerprint["n_sequences"] != len(block):
+        raise SearchError(
+            f"{path}: holds {len(block)} sequences but its fingerprint says "
+            f"{fingerprint['n_sequences']}: the database changed, rerun prepare-db"
+        )
+    return Database(block, fingerprint)
+
+
+def read_fingerprint(path: str | Path) -> dict[str, object]:
+    """Read a fingerprint JSON written by `protprof prepare-db`."""
+    try:
+        return dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError) as e:
+        raise InputFormatError(f"{path}: not a database fingerprint JSON ({e})") from e
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The final alignment of one query and what the search found."""
+
+    id: str
+    sequence: str
+    msa: DigitalMSA  # final iteration's alignment; the query is row 0
+    n_hits: int  # distinct target sequences included in the final iteration
+    iterations: int  # iterations actually run (fewer than asked if it converged)
+
+
+def _chunks(block: DigitalSequenceBlock, n: int) -> list[DigitalSequenceBlock]:
+    """Split a block into n contiguous chunks of about equal residue counts."""
+    n = max(1, min(n, len(block)))
+    total = sum(len(s) for s in block)
+    bounds, acc, start = [], 0, 0
+    for i, seq in enumerate(block):
+        acc += len(seq)
+        if acc >= total * (len(bounds) + 1) / n and len(bounds) < n - 1:
+            bounds.append((start, i + 1))
+            start = i + 1
+    bounds.append((start, len(block)))
+    return [block[a:b] for a, b in bounds if b > a]
+
+
+class _ChunkedSearch(IterativeSearch):
+    """pyhmmer's IterativeSearch whose search step runs over database chunks in parallel."""
+
+    def __init__(self, *args: object, chunk_search: Callable[[HMM], TopHits]) -> None:
+        super().__init__(*args)
+        self.chunk_search = chunk_search
+
+    def _search_hmm(self, hmm: HMM) -> TopHits:
+        return self.chunk_search(hmm)
+
+
+class JackhmmerSearch:
+    """Run jackhmmer for many queries against one in-memory database.
+
+    Args:
+        database: the loaded targets.
+        params: every search parameter (passed explicitly to each Pipeline).
+        threads: worker threads for the chunked searches.
+        z: sequence count of the *whole* database, so E-values do not depend on splitting.
+    """
+
+    def __init__(
+        self, database: DigitalSequenceBlock, params: SearchParams, threads: int, z: int
+    ) -> None:
+        self.params = params
+        self.threads = max(1, threads)
+        self.z = z
+        # Splitting costs some CPU per search, so a query is split only as much as needed to
+        # keep every thread busy: into threads // (queries in flight) chunks. With many queries
+        # in flight that is 1 (plain query-level parallelism); at a job's tail, all threads
+        # work on the last queries.
+        self._chunkings = {k: _chunks(database, k) for k in range(1, self.threads + 1)}
+        self.chunks = self._chunkings[1]
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _pipeline(self) -> Pipeline:
+        if not hasattr(self._local, "pipeline"):
+            self._local.pipeline = Pipeline(
+                AMINO, Z=self.z, seed=self.params.seed, **self.params.thresholds()
+            )
+        pipeline: Pipeline = self._local.pipeline
+        pipeline.clear()
+        return pipeline
+
+    def _search_chunk(self, hmm: HMM, chunk: DigitalSequenceBlock) -> TopHits:
+        return self._pipeline().search_hmm(hmm, chunk)
+
+    def _search_all(self, pool: Executor, hmm: HMM) -> TopHits:
+        chunks = self._chunkings[max(1, self.threads // max(1, self._in_flight))]
+        futures = [pool.submit(self._search_chunk, hmm, c) for c in chunks]
+        hits = [f.result() for f in futures]
+        return hits[0].merge(*hits[1:]) if len(hits) > 1 else hits[0]
+
+    def _select_hits(self, hits: TopHits) -> None:
+        if self.params.max_hits is None:
+            return
+        included = sorted((h for h in hits if h.included), key=lambda h: h.evalue)
+        for hit in included[self.params.max_hits :]:
+            hit.included = False
+
+    def _run_query(self, pool: Executor, record: Record) -> QueryResult:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            return self._iterate(pool, record)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _iterate(self, pool: Executor, record: Record) -> QueryResult:
+        query = pyhmmer.easel.TextSequence(name=record.id, sequence=record.sequence).digitize(
+            AMINO
+        )
+        builder = Builder(AMINO, architecture="hand", seed=self.params.seed)
+        driver_pipeline = Pipeline(AMINO, Z=self.z, seed=self.params.seed, **self.params.thresholds())
+        search = _ChunkedSearch(
+            driver_pipeline, builder, query, self.chunks[0], self._select_hits,
+            chunk_search=lambda hmm: self._search_all(pool, hmm),
+        )  # fmt: skip
+        result = None
+        for result in search:
+            if result.converged or result.iteration >= self.params.iterations:
+                break
+        assert result is not None  # IterativeSearch always yields a first iteration
+        n_hits = sum(1 for hit in result.hits if hit.included)
+        return QueryResult(record.id, record.sequence, result.msa, n_hits, result.iteration)
+
+    def run(
+        self, records: Sequence[Record], progress: Callable[[QueryResult], None] | None = None
+    ) -> list[QueryResult]:
+        """Search every record; returns results in input order.
+
+        Longest queries start first so the job does not end waiting on one long query.
+        """
+        log.info("jackhmmer parameters: %s, Z=%d, threads=%d", asdict(self.params), self.z,
+                 self.threads)  # fmt: skip
+        order = sorted(range(len(records)), key=lambda i: -len(records[i].sequence))
+        results: list[QueryResult | None] = [None] * len(records)
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="chunk") as chunk_pool, \
+                ThreadPoolExecutor(self.threads, thread_name_prefix="query") as query_pool:  # fmt: skip
+            futures = {query_pool.submit(self._run_query, chunk_pool, records[i]): i for i in order}
+            for future, i in futures.items():
+                results[i] = future.result()
+                if progress is not None:
+                    progress(results[i])  # type: ignore[arg-type]
+        return results  # type: ignore[return-value]
