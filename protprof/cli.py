@@ -209,6 +209,45 @@ def _run_inspect(args: argparse.Namespace) -> None:
     print(f"  on disk {info['bytes_on_disk']} bytes ({info['bytes_per_residue'] or 0:.1f}/residue)")
 
 
+@command("train", "pretrain a model on a profile store (MLM, profile or multitask)")
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="training YAML (keys of TrainConfig)")
+    p.add_argument("--store", help="profile store (overrides the config's)")
+    p.add_argument("--out-dir", help="checkpoint, metrics.jsonl and curves.png go here")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set objective=mlm max_steps=100")
+    p.add_argument("--resume", action="store_true", help="continue from out-dir's checkpoint")
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from protprof.train import load_config, train
+
+    overrides = list(args.set)
+    overrides += [f"store={args.store}"] if args.store else []
+    overrides += [f"out_dir={args.out_dir}"] if args.out_dir else []
+    train(load_config(args.config, overrides), resume=args.resume)
+
+
+@command("embed", "write per-residue and mean embeddings and predicted profiles (.npz)")
+def _embed_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("fasta", type=Path, help="sequences to embed (FASTA or FASTA.gz)")
+    p.add_argument("--out", type=Path, required=True, help="output .npz")
+    p.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch")
+
+
+def _run_embed(args: argparse.Namespace) -> None:
+    from protprof.embed import embed_sequences, write_embeddings
+    from protprof.fasta import read_fasta
+    from protprof.train import load_model
+
+    records = read_fasta(args.fasta)
+    model = load_model(args.checkpoint)
+    hidden, profiles = embed_sequences(model, [r.sequence for r in records], args.max_tokens)
+    write_embeddings(args.out, [r.id for r in records], hidden, profiles)
+    log.info("wrote %s (%d sequences)", args.out, len(records))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="protprof",

@@ -133,6 +133,6 @@ def write_fasta(path: str | Path, records: list[Record], width: int = 60) -> Non
     """Write records as plain FASTA (the caller handles atomicity)."""
     with open(path, "w", encoding="ascii") as out:
         for r in records:
-            out.write(f">{r.id}\n")
+            out.write(f">{r.id} {r.description}\n" if r.description else f">{r.id}\n")
             for i in range(0, len(r.sequence), width):
                 out.write(r.sequence[i : i + width] + "\n")

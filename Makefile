@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   build the demo profile store with Snakemake and train on it (CPU, a few minutes)
+#   make test   run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+
+.PHONY: demo test setup bench clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned exactly: a loose requirement downloads CUDA wheels.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[workflow,test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local --cores $(CORES)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/protprof inspect results/store/profiles.zarr
+	@tail -n 1 results/train/metrics.jsonl
+
+test: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_search.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_loader.py
+
+clean:
+	rm -rf results logs benchmarks .snakemake

@@ -1,0 +1,202 @@
+"""Memory-mapped training data: a map-style Dataset over a profile store, a token-budget
+length-bucketed batch sampler (DDP-aware, deterministic, resumable), collation and MLM masking.
+
+Per item the Dataset slices memory maps of the store's raw chunk files (~µs) — never zarr
+(~ms per protein). Files open lazily in each worker: the Dataset pickles as a path plus offsets,
+so it works under fork, spawn and forkserver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, MASK, N_STANDARD, PAD
+from protprof.errors import ConfigError
+from protprof.store import QUANT, SPLIT_NAMES, open_store
+
+IGNORE = -100  # label of positions that never count in a loss (PyTorch's cross-entropy default)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _crop_start(seed: int, epoch: int, index: int, span: int) -> int:
+    """A deterministic pseudo-random start in [0, span] for (seed, epoch, index) (splitmix64)."""
+    with np.errstate(over="ignore"):
+        x = np.uint64(seed) * _MIX + np.uint64(epoch) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x + np.uint64(index)) * _MIX
+        x ^= x >> np.uint64(31)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(29)
+    return int(x % np.uint64(span + 1))
+
+
+class ProfileDataset(Dataset):
+    """Sequences of one split of a store; item = (token ids uint8 (L,), quantised profile (L, 20)).
+
+    Args:
+        path: the store.
+        split: "train", "valid", "test" or "all".
+        max_len: residues kept per sequence; longer ones get a random crop, deterministic per
+            (seed, epoch, index). The model adds 2 special tokens.
+    """
+
+    def __init__(self, path: str | Path, split: str = "train", max_len: int = 1022,
+                 seed: int = 0) -> None:  # fmt: skip
+        self.store = open_store(path)
+        if split == "all":
+            self.indices = np.arange(len(self.store))
+        elif split in SPLIT_NAMES:
+            self.indices = np.flatnonzero(self.store.split == SPLIT_NAMES.index(split))
+        else:
+            raise ConfigError(f"split must be one of {SPLIT_NAMES} or 'all', got {split!r}")
+        self.max_len, self.seed, self.epoch = max_len, seed, 0
+        self.starts = self.store.offsets[self.indices]
+        self.full_lengths = self.store.lengths[self.indices]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Residues per item after cropping (what the sampler budgets)."""
+        return np.minimum(self.full_lengths, self.max_len)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        start, length = int(self.starts[i]), int(self.full_lengths[i])
+        if length > self.max_len:
+            start += _crop_start(self.seed, self.epoch, i, length - self.max_len)
+            length = self.max_len
+        store = self.store
+        return store.rows("tokens", start, start + length), store.rows(
+            "profiles", start, start + length
+        )
+
+
+class TokenBudgetBatchSampler(Sampler[list[int]]):
+    """Batches whose padded size (longest item + 2 specials) x count stays within `max_tokens`.
+
+    Items are shuffled, sorted by length inside pools of `pool` batches' worth (so batches hold
+    similar lengths and padding stays low), batched greedily, and the batch order shuffled.
+    Deterministic for (seed, epoch). With `num_replicas` > 1 each rank takes every
+    num_replicas-th batch of a list truncated to a multiple of num_replicas: disjoint data and
+    equal batch counts. `start_batch` (see `state_dict`) resumes mid-epoch.
+    """
+
+    def __init__(self, lengths: np.ndarray, max_tokens: int, seed: int = 0, shuffle: bool = True,
+                 num_replicas: int = 1, rank: int = 0, pool: int = 100) -> None:  # fmt: skip
+        longest = int(lengths.max(initial=0)) + 2
+        if max_tokens < longest:
+            raise ConfigError(f"max_tokens {max_tokens} is below the longest item ({longest})")
+        if not 0 <= rank < num_replicas:
+            raise ConfigError(f"rank {rank} is not in [0, {num_replicas})")
+        self.lengths = np.asarray(lengths) + 2
+        self.max_tokens, self.seed, self.shuffle = max_tokens, seed, shuffle
+        self.num_replicas, self.rank, self.pool = num_replicas, rank, pool
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self.start_batch = epoch, 0
+
+    def _all_batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        per_pool = max(1, self.pool * self.max_tokens // max(1, int(self.lengths.mean())))
+        batches: list[np.ndarray] = []
+        for p in range(0, len(order), per_pool):
+            chunk = order[p : p + per_pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches.extend(self._greedy(chunk))
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        usable = len(batches) - len(batches) % self.num_replicas
+        return batches[:usable]
+
+    def _greedy(self, sorted_items: np.ndarray) -> list[np.ndarray]:
+        batches, begin, longest = [], 0, 0
+        for j, item in enumerate(sorted_items):
+            longest = max(longest, int(self.lengths[item]))
+            if longest * (j - begin + 1) > self.max_tokens:
+                batches.append(sorted_items[begin:j])
+                begin, longest = j, int(self.lengths[item])
+        if begin < len(sorted_items):
+            batches.append(sorted_items[begin:])
+        return batches
+
+    def batches(self) -> list[np.ndarray]:
+        """This rank's batches for the current epoch (all of them, ignoring start_batch)."""
+        return self._all_batches()[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches()[self.start_batch :]:
+            yield batch.tolist()
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "start_batch": self.start_batch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.start_batch, self.seed = state["epoch"], state["start_batch"], state["seed"]
+
+
+def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Pad a batch: `<cls> residues <eos> <pad>...`; profile targets line up with tokens.
+
+    Returns:
+        tokens (B, T) int64; profiles (B, T, 20) float32 (zero rows at specials and padding);
+        residue_mask (B, T) bool, True on real residues.
+    """
+    width = max(len(t) for t, _ in items) + 2
+    tokens = np.full((len(items), width), PAD, dtype=np.int64)
+    profiles = np.zeros((len(items), width, N_STANDARD), dtype=np.uint8)
+    mask = np.zeros((len(items), width), dtype=bool)
+    for b, (tok, prof) in enumerate(items):
+        n = len(tok)
+        tokens[b, 0], tokens[b, 1 : n + 1], tokens[b, n + 1] = CLS, tok, EOS
+        profiles[b, 1 : n + 1] = prof
+        mask[b, 1 : n + 1] = True
+    return {
+        "tokens": torch.from_numpy(tokens),
+        "profiles": torch.from_numpy(profiles).float().div_(QUANT),  # (B, T, 20)
+        "residue_mask": torch.from_numpy(mask),
+    }
+
+
+def mask_tokens(tokens: torch.Tensor, p: float, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """BERT masking: choose each residue with probability p; of those 80% become `<mask>`,
+    10% a random standard residue, 10% stay. Special and padding tokens are never chosen.
+
+    Returns:
+        (inputs, labels): labels hold the original token at chosen positions, IGNORE elsewhere.
+    """
+    residue = tokens >= FIRST_RESIDUE
+    draw = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    chosen = residue & (draw < p)
+    action = torch.rand(tokens.shape, generator=generator, device=tokens.device)
+    random_ids = torch.randint(FIRST_RESIDUE, FIRST_RESIDUE + N_STANDARD, tokens.shape,
+                               generator=generator, device=tokens.device)  # fmt: skip
+    inputs = tokens.clone()
+    inputs[chosen & (action < 0.8)] = MASK
+    swap = chosen & (action >= 0.8) & (action < 0.9)
+    inputs[swap] = random_ids[swap]
+    labels = torch.where(chosen, tokens, torch.full_like(tokens, IGNORE))
+    return inputs, labels
+
+
+def loader(dataset: ProfileDataset, sampler: TokenBudgetBatchSampler, num_workers: int = 0,
+           **kwargs: Any) -> torch.utils.data.DataLoader:  # fmt: skip
+    """A DataLoader over `dataset` with `sampler`'s batches and `collate`."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        persistent_workers=False, **kwargs,
+    )  # fmt: skip

@@ -1,0 +1,57 @@
+"""Embeddings of any sequences from a trained checkpoint: per-residue and mean-pooled hidden
+states, and predicted profiles — what downstream probes consume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from protprof._atomic import atomic_output
+from protprof.alphabet import encode
+from protprof.data import collate
+from protprof.model import ProteinEncoder
+
+
+@torch.no_grad()
+def embed_sequences(model: ProteinEncoder, sequences: list[str], max_tokens: int = 8192,
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:  # fmt: skip
+    """Per-residue hidden states (L, d) and predicted profiles (L, 20) for each sequence.
+
+    Sequences are batched by length under a padded-token budget; specials are dropped.
+    """
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    hidden: list[np.ndarray | None] = [None] * len(sequences)
+    profiles: list[np.ndarray | None] = [None] * len(sequences)
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (len(sequences[order[stop]]) + 2) * (stop - start + 1) <= max_tokens:
+            stop += 1
+        items = [(encode(sequences[i]), np.zeros((len(sequences[i]), 20), np.uint8))
+                 for i in order[start:stop]]  # fmt: skip
+        batch = collate(items)
+        out = model(batch["tokens"])
+        predicted = torch.softmax(out["profile_logits"].float(), -1)
+        for b, i in enumerate(order[start:stop]):
+            n = len(sequences[i])
+            hidden[i] = out["hidden"][b, 1 : n + 1].float().numpy()
+            profiles[i] = predicted[b, 1 : n + 1].numpy()
+        start = stop
+    return hidden, profiles  # type: ignore[return-value]
+
+
+def write_embeddings(path: str | Path, ids: list[str], hidden: list[np.ndarray],
+                     profiles: list[np.ndarray]) -> None:  # fmt: skip
+    """An .npz with ids, offsets, per_residue (R, d), mean (N, d), profiles (R, 20)."""
+    lengths = [len(h) for h in hidden]
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            ids=np.array(ids),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            per_residue=np.concatenate(hidden).astype(np.float32),
+            mean=np.stack([h.mean(0) for h in hidden]).astype(np.float32),
+            profiles=np.concatenate(profiles).astype(np.float32),
+        )

@@ -1,0 +1,170 @@
+"""Transformer encoder with an MLM head (tied to the embedding) and a 20-way profile head.
+
+Pre-LayerNorm blocks, rotary position embeddings (RoFormer, Su et al. 2021) and
+`torch.nn.functional.scaled_dot_product_attention` with a key-padding mask.
+Losses: MLM = cross-entropy on masked positions; profile = KL(target || softmax(prediction))
+averaged over real residues (Sturmfels et al. 2020, arXiv 2012.00195).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from protprof.alphabet import N_STANDARD, PAD, VOCAB_SIZE
+from protprof.data import IGNORE
+from protprof.errors import ConfigError
+
+OBJECTIVES = ("mlm", "profile", "multitask")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder shape. `d_model` must divide by `n_heads`, and the head size must be even (RoPE)."""
+
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    d_ff: int = 256
+    dropout: float = 0.0
+    rope_base: float = 10_000.0
+
+    def __post_init__(self) -> None:
+        if min(self.n_layers, self.d_model, self.n_heads, self.d_ff) < 1:
+            raise ConfigError(f"model sizes must be >= 1, got {self}")
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must split into n_heads ({self.n_heads}) "
+                "heads of even size"
+            )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+
+
+PRESETS = {
+    "tiny": ModelConfig(n_layers=2, d_model=64, n_heads=4, d_ff=256),  # ~0.1M: CPU demo
+    "small": ModelConfig(n_layers=6, d_model=256, n_heads=8, d_ff=1024),  # ~4.8M
+    "tape-base": ModelConfig(n_layers=12, d_model=768, n_heads=12, d_ff=3072),  # ~85M, TAPE
+    "large": ModelConfig(n_layers=24, d_model=1024, n_heads=16, d_ff=4096),  # ~300M
+}
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class _Rotary(nn.Module):
+    def __init__(self, head_dim: int, base: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        t = torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)
+        angles = torch.outer(t, self.inv_freq)  # (T, head_dim / 2)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+class _Block(nn.Module):
+    def __init__(self, c: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = c.n_heads, c.dropout
+        self.ln1, self.ln2 = nn.LayerNorm(c.d_model), nn.LayerNorm(c.d_model)
+        self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
+        self.out = nn.Linear(c.d_model, c.d_model)
+        self.ff = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                ) -> torch.Tensor:  # fmt: skip
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
+        q, k, v = (y.transpose(1, 2) for y in (q, k, v))  # (B, H, T, head_dim)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=keep[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, head_dim)
+        x = x + self.drop(self.out(attn.transpose(1, 2).reshape(b, t, d)))
+        return x + self.drop(self.ff(self.ln2(x)))
+
+
+class ProteinEncoder(nn.Module):
+    """The encoder and its two heads. `forward` returns a dict (and losses given targets)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(VOCAB_SIZE, config.d_model, padding_idx=PAD)
+        self.rotary = _Rotary(config.d_model // config.n_heads, config.rope_base)
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.mlm_transform = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(),
+                                           nn.LayerNorm(config.d_model))  # fmt: skip
+        self.mlm_bias = nn.Parameter(torch.zeros(VOCAB_SIZE))
+        self.profile_head = nn.Linear(config.d_model, N_STANDARD)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final hidden states (B, T, d_model)."""
+        keep = tokens != PAD  # (B, T): keys that may be attended to
+        x = self.embed(tokens)
+        cos, sin = self.rotary(tokens.shape[1], x.dtype)
+        for block in self.blocks:
+            x = block(x, keep, cos, sin)
+        return self.ln_f(x)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        mlm_labels: torch.Tensor | None = None,
+        profiles: torch.Tensor | None = None,
+        residue_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Return `hidden`, `mlm_logits` (B, T, V), `profile_logits` (B, T, 20) and, for each
+        target given, `mlm_loss` / `profile_loss`."""
+        hidden = self.encode(tokens)
+        out = {
+            "hidden": hidden,
+            "mlm_logits": self.mlm_transform(hidden) @ self.embed.weight.T + self.mlm_bias,
+            "profile_logits": self.profile_head(hidden),
+        }
+        if mlm_labels is not None:
+            out["mlm_loss"] = mlm_loss(out["mlm_logits"], mlm_labels)
+        if profiles is not None and residue_mask is not None:
+            out["profile_loss"] = profile_kl(out["profile_logits"], profiles, residue_mask)
+        return out
+
+
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over positions whose label is not IGNORE."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+
+
+def profile_kl(logits: torch.Tensor, target: torch.Tensor, residue_mask: torch.Tensor
+               ) -> torch.Tensor:  # fmt: skip
+    """KL(target || softmax(logits)) summed over the 20 residues, averaged over real residues."""
+    log_q = F.log_softmax(logits.float(), dim=-1)
+    kl = (torch.xlogy(target, target) - target * log_q).sum(-1)  # (B, T)
+    weight = residue_mask.float()
+    return (kl * weight).sum() / weight.sum().clamp(min=1)
+
+
+def total_loss(out: dict[str, torch.Tensor], objective: str, mlm_weight: float,
+               profile_weight: float) -> torch.Tensor:  # fmt: skip
+    """The objective's loss: MLM, profile KL, or their weighted sum."""
+    if objective == "mlm":
+        return out["mlm_loss"]
+    if objective == "profile":
+        return out["profile_loss"]
+    return mlm_weight * out["mlm_loss"] + profile_weight * out["profile_loss"]
+
+
+def config_dict(config: ModelConfig) -> dict[str, float | int]:
+    return asdict(config)

@@ -1,0 +1,75 @@
+# Path helpers and resource estimates only; the work is done by `protprof` subcommands.
+import math
+import os
+
+RESULTS = config.get("results", "results")
+SHARDS = [f"{k:04d}" for k in range(config["shards"])]
+SEARCH = config["search"]
+PROFILE = config["profile"]
+ENV = "../../envs/protprof.yaml"
+
+# Measured on the demo data (bench/RESULTS.md): pyhmmer holds ~3 bytes per database residue.
+DB_BYTES_PER_RESIDUE = 3
+SEARCH_WORKING_SET_MB = 1024
+# Search cost per (query residue x database residue x iteration), CPU seconds, measured
+# 1.5e-10 on this machine's 2 cores; doubled for slower cluster cores.
+SEARCH_SECONDS_PER_CELL = 3e-10
+
+
+def database_residues(path):
+    """Estimate database residues from its file size (gzip FASTA compresses ~2.5x)."""
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    return size * 2.5 if path.endswith(".gz") else size
+
+
+def query_residues_per_shard():
+    total = sum(database_residues(q) for q in config["queries"])
+    return min(total, config["ingest"]["max_length"] * 1e6) / len(SHARDS)
+
+
+def search_mem_mb(wildcards):
+    db = database_residues(config["database"])
+    return int(SEARCH_WORKING_SET_MB + DB_BYTES_PER_RESIDUE * db / 1e6)
+
+
+def search_runtime_min(wildcards):
+    iterations = SEARCH["iterations"] or (1 if SEARCH["preset"] == "alphafold" else 5)
+    cells = query_residues_per_shard() * database_residues(config["database"]) * iterations
+    seconds = cells * SEARCH_SECONDS_PER_CELL / SEARCH["threads"]
+    return max(10, math.ceil(1.5 * seconds / 60))
+
+
+def search_options():
+    names = {"iterations": "-N", "E": "-E", "domE": "--domE", "incE": "--incE",
+             "incdomE": "--incdomE", "F1": "--F1", "F2": "--F2", "F3": "--F3",
+             "max_hits": "--max-hits"}  # fmt: skip
+    options = [f"--preset {SEARCH['preset']}"]
+    options += [f"{flag} {SEARCH[key]}" for key, flag in names.items() if SEARCH[key] is not None]
+    options += [f"--profile-method {PROFILE['method']}", f"--pseudocount {PROFILE['pseudocount']}"]
+    return " ".join(options)
+
+
+def msa_option(wildcards):
+    if not PROFILE["keep_msa"]:
+        return ""
+    return f"--msa-dir {RESULTS}/msas/{wildcards.shard} --msa-format {PROFILE['msa_format']}"
+
+
+def ingest_options():
+    i = config["ingest"]
+    return (f"--min-length {i['min_length']} --max-length {i['max_length']} "
+            f"--too-long {i['too_long']} --valid-fraction {i['valid_fraction']} "
+            f"--test-fraction {i['test_fraction']}")  # fmt: skip
+
+
+def train_launcher():
+    """One process on CPU or one GPU; torchrun with one process per GPU beyond that."""
+    devices = config["train"]["devices"]
+    if devices > 1:
+        return f"torchrun --standalone --nproc-per-node {devices} -m protprof.cli"
+    return "protprof"
+
+
+def train_slurm_extra():
+    devices = config["train"]["devices"]
+    return f"'--gpus={devices}'" if devices else ""

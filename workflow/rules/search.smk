@@ -1,0 +1,62 @@
+rule ingest_queries:
+    input:
+        config["queries"],
+    output:
+        expand(f"{RESULTS}/shards/{{shard}}.fasta", shard=SHARDS),
+    params:
+        options=ingest_options(),
+    log:
+        "logs/ingest_queries/all.log",
+    benchmark:
+        "benchmarks/ingest_queries/all.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    shell:
+        "protprof ingest {input} --out {output} {params.options} 2> {log}"
+
+
+rule prepare_database:
+    input:
+        config["database"],
+    output:
+        f"{RESULTS}/database/fingerprint.json",
+    log:
+        "logs/prepare_database/all.log",
+    benchmark:
+        "benchmarks/prepare_database/all.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2048,
+        runtime=120,
+    shell:
+        "protprof prepare-db {input} --out {output} 2> {log}"
+
+
+rule search_shard:
+    input:
+        shard=f"{RESULTS}/shards/{{shard}}.fasta",
+        database=config["database"],
+        fingerprint=f"{RESULTS}/database/fingerprint.json",
+    output:
+        directory(f"{RESULTS}/search/{{shard}}.zarr"),
+    params:
+        options=search_options(),
+        msa=msa_option,
+    threads: SEARCH["threads"]
+    log:
+        "logs/search_shard/{shard}.log",
+    benchmark:
+        "benchmarks/search_shard/{shard}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=search_mem_mb,
+        runtime=search_runtime_min,
+    shell:
+        "protprof search {input.shard} --database {input.database} "
+        "--fingerprint {input.fingerprint} --out {output} --threads {threads} "
+        "{params.options} {params.msa} 2> {log}"

@@ -1,0 +1,32 @@
+rule assemble_store:
+    input:
+        expand(f"{RESULTS}/search/{{shard}}.zarr", shard=SHARDS),
+    output:
+        directory(f"{RESULTS}/store/profiles.zarr"),
+    log:
+        "logs/assemble_store/all.log",
+    benchmark:
+        "benchmarks/assemble_store/all.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4096,
+        runtime=60,
+    shell:
+        "protprof assemble {input} --out {output} 2> {log}"
+
+
+rule summarise_store:
+    input:
+        f"{RESULTS}/store/profiles.zarr",
+    output:
+        f"{RESULTS}/store/summary.json",
+    log:
+        "logs/summarise_store/all.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=1024,
+        runtime=10,
+    shell:
+        "protprof inspect {input} --json > {output} 2> {log}"
