@@ -195,7 +195,12 @@ def mask_tokens(tokens: torch.Tensor, p: float, generator: torch.Generator
 
 def loader(dataset: ProfileDataset, sampler: TokenBudgetBatchSampler, num_workers: int = 0,
            **kwargs: Any) -> torch.utils.data.DataLoader:  # fmt: skip
-    """A DataLoader over `dataset` with `sampler`'s batches and `collate`."""
+    """A DataLoader over `dataset` with `sampler`'s batches and `collate`.
+
+    It gets its own generator: creating a DataLoader iterator otherwise draws from the global
+    torch RNG, which would make a resumed run's dropout differ from an uninterrupted one.
+    """
+    kwargs.setdefault("generator", torch.Generator().manual_seed(0))
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
         persistent_workers=False, **kwargs,

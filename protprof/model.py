@@ -107,6 +107,10 @@ class ProteinEncoder(nn.Module):
                                            nn.LayerNorm(config.d_model))  # fmt: skip
         self.mlm_bias = nn.Parameter(torch.zeros(VOCAB_SIZE))
         self.profile_head = nn.Linear(config.d_model, N_STANDARD)
+        # BERT-style small init: N(0, 1) embeddings make the tied MLM logits ~sqrt(d) large.
+        nn.init.normal_(self.embed.weight, std=0.02)
+        with torch.no_grad():
+            self.embed.weight[PAD].zero_()
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

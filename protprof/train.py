@@ -146,6 +146,11 @@ class Trainer:
             raise ConfigError(f"{config.store}: the train split is empty")
         self.sampler = TokenBudgetBatchSampler(self.train_data.lengths, config.max_tokens,
                                                config.seed, True, self.world, self.rank)  # fmt: skip
+        if len(self.sampler) == 0:
+            raise ConfigError(
+                f"{config.store}: the train split ({len(self.train_data)} sequences) makes fewer "
+                f"batches than processes ({self.world}) at max_tokens={config.max_tokens}"
+            )
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
@@ -251,13 +256,17 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """MLM perplexity, profile KL and argmax agreement on the valid split (fixed masks)."""
-        if not len(self.valid_data):
+        """MLM perplexity, profile KL and argmax agreement on the valid split (fixed masks).
+
+        Rank 0 evaluates the whole split with the unwrapped model (no collectives), so a valid
+        split smaller than the world size still gets measured.
+        """
+        if not len(self.valid_data) or self.rank != 0:
             return {}
         self.network.eval()
         generator = torch.Generator().manual_seed(12345)
         sampler = TokenBudgetBatchSampler(self.valid_data.lengths, self.config.max_tokens,
-                                          0, False, self.world, self.rank)  # fmt: skip
+                                          0, shuffle=False)  # fmt: skip
         totals = torch.zeros(5, dtype=torch.float64)  # ce, masked, kl, residues, agree
         for i, batch in enumerate(loader(self.valid_data, sampler)):
             if self.config.eval_batches and i >= self.config.eval_batches:
@@ -272,8 +281,6 @@ class Trainer:
             totals += torch.tensor([mlm_sum, n_masked,
                                     float(out["profile_loss"]) * n_res, n_res,
                                     int(agree.sum())], dtype=torch.float64)
-        if self.world > 1:
-            dist.all_reduce(totals)
         ce, masked, kl, residues, agree = totals.tolist()
         return {"valid_mlm_perplexity": math.exp(ce / max(masked, 1)),
                 "valid_profile_kl": kl / max(residues, 1),

@@ -1,0 +1,96 @@
+"""Loader: masking, sampler determinism / DDP / resume, collation, spawn workers."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import torch
+
+from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, MASK, PAD
+from protprof.data import (IGNORE, ProfileDataset, TokenBudgetBatchSampler, collate, loader,
+                           mask_tokens)  # fmt: skip
+from protprof.store import open_store
+
+
+def _tokens(b: int = 64, t: int = 300) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(FIRST_RESIDUE, FIRST_RESIDUE + 20, (b, t), generator=g)
+    tokens[:, 0], tokens[:, -1], tokens[::2, 200:] = CLS, EOS, PAD
+    return tokens
+
+
+def test_masking_rate_specials_and_determinism():
+    tokens = _tokens()
+    inputs, labels = mask_tokens(tokens, 0.15, torch.Generator().manual_seed(1))
+    residue = tokens >= FIRST_RESIDUE
+    chosen = labels != IGNORE
+    assert not chosen[~residue].any()  # never specials or padding
+    assert (inputs[~residue] == tokens[~residue]).all()
+    assert abs(chosen.sum().item() / residue.sum().item() - 0.15) < 0.01
+    assert (labels[chosen] == tokens[chosen]).all()
+    masked = (inputs == MASK)[chosen].float().mean().item()
+    unchanged = (inputs == tokens)[chosen].float().mean().item()
+    assert abs(masked - 0.8) < 0.03 and 0.08 < unchanged < 0.16  # 10% kept + 1/20 of random
+    again = mask_tokens(tokens, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], inputs) and torch.equal(again[1], labels)
+
+
+def test_dataset_matches_store_and_pickles_small(small_store):
+    store = open_store(small_store)
+    data = ProfileDataset(small_store, "all", max_len=10_000)
+    tokens, profile = data[3]
+    np.testing.assert_array_equal(tokens, store.tokens(3))
+    np.testing.assert_array_equal(profile, store.quantised_profile(3))
+    assert len(pickle.dumps(data)) < 20_000  # paths and offsets, never the memmapped data
+
+
+def test_crop_is_deterministic_per_epoch(small_store):
+    data = ProfileDataset(small_store, "all", max_len=50, seed=3)
+    long = int(np.argmax(data.full_lengths))
+    first = data[long][0].copy()
+    assert len(first) == 50 and np.array_equal(first, data[long][0])
+    starts = set()
+    for epoch in range(6):
+        data.set_epoch(epoch)
+        starts.add(data[long][0].tobytes())
+    assert len(starts) > 1
+
+
+def test_sampler_budget_determinism_ddp_and_resume():
+    lengths = np.random.default_rng(0).integers(20, 500, size=400)
+    s = TokenBudgetBatchSampler(lengths, 4096, seed=5)
+    batches = list(s)
+    assert all((lengths[b].max() + 2) * len(b) <= 4096 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(400))
+    assert batches == list(TokenBudgetBatchSampler(lengths, 4096, seed=5))
+    s.set_epoch(1)
+    assert list(s) != batches
+    padded = sum((lengths[b].max() + 2) * len(b) for b in batches)
+    assert 1 - (lengths + 2).sum() / padded < 0.10  # padding waste
+    ranks = [list(TokenBudgetBatchSampler(lengths, 4096, 5, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1])
+    assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
+    resumed = TokenBudgetBatchSampler(lengths, 4096, seed=5)
+    resumed.load_state_dict({"epoch": 0, "start_batch": 7, "seed": 5})
+    assert list(resumed) == batches[7:]
+
+
+def test_collate_lines_up_profiles_with_tokens():
+    items = [(np.array([5, 6, 7], np.uint8), np.full((3, 20), 255 // 20, np.uint8)),
+             (np.array([8], np.uint8), np.eye(20, dtype=np.uint8)[[2]] * 255)]  # fmt: skip
+    batch = collate(items)
+    assert batch["tokens"].tolist() == [[CLS, 5, 6, 7, EOS], [CLS, 8, EOS, PAD, PAD]]
+    assert batch["residue_mask"].tolist() == [[0, 1, 1, 1, 0], [0, 1, 0, 0, 0]]
+    assert batch["profiles"].shape == (2, 5, 20)
+    assert batch["profiles"][1, 1, 2] == 1.0 and batch["profiles"][1, 2].sum() == 0
+
+
+def test_loader_with_two_spawn_workers(small_store):
+    data = ProfileDataset(small_store, "all", max_len=128)
+    sampler = TokenBudgetBatchSampler(data.lengths, 2048, seed=0)
+    serial = [b["tokens"] for b in loader(data, sampler)]
+    spawned = [b["tokens"] for b in loader(data, sampler, num_workers=2,
+                                           multiprocessing_context="spawn")]  # fmt: skip
+    assert len(serial) == len(spawned) > 1
+    assert all(torch.equal(a, b) for a, b in zip(serial, spawned))

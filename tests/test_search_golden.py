@@ -1,0 +1,74 @@
+"""Agreement with HMMER's own jackhmmer program (pip `hmmer`, HMMER 3.4) on real queries.
+
+Same parameters and Z: the same included target sequences in the final iteration, and our
+profile equal to the one built from the program's own final alignment (`-A`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import DEMO_DB
+from pyhmmer.easel import MSAFile
+
+from protprof.fasta import read_fasta
+from protprof.profiles import ProfileParams, build_hmm, hmm_profile, profile_from_msa
+from protprof.search import AMINO, JackhmmerSearch, SearchParams
+
+from conftest import DEMO_QUERIES
+
+JACKHMMER = shutil.which("jackhmmer", path=str(Path(sys.executable).parent)) or shutil.which(
+    "jackhmmer"
+)
+QUERY_INDICES = [0, 2, 5, 7, 12]  # real demo queries with 1 to ~300 included targets
+PARAMS = SearchParams(iterations=3)
+
+
+@pytest.fixture(scope="module")
+def plain_db(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("db") / "db.fasta"  # jackhmmer needs a rewindable file
+    path.write_bytes(gzip.decompress(DEMO_DB.read_bytes()))
+    return path
+
+
+def run_program(query, db: Path, tmp: Path) -> tuple[set[str], object]:
+    query_file, alignment = tmp / f"{query.id.replace('|', '_')}.fa", tmp / "final.sto"
+    query_file.write_text(f">{query.id}\n{query.sequence}\n")
+    p = PARAMS
+    subprocess.run(
+        [JACKHMMER, "--cpu", "1", "-N", str(p.iterations), "-E", str(p.E), "--domE", str(p.domE),
+         "--incE", str(p.incE), "--incdomE", str(p.incdomE), "--F1", str(p.F1), "--F2", str(p.F2),
+         "--F3", str(p.F3), "-Z", "5000", "--seed", str(p.seed), "-A", str(alignment), "-o",
+         "/dev/null", str(query_file), str(db)],
+        check=True,
+    )  # fmt: skip
+    with MSAFile(str(alignment), digital=True, alphabet=AMINO) as handle:
+        msa = handle.read()
+    # Rows are "name/start-end"; the query's row is not always first in the program's output.
+    targets = {name.rsplit("/", 1)[0] for name in msa.names} - {query.id}
+    return targets, msa
+
+
+@pytest.mark.skipif(JACKHMMER is None, reason="HMMER's jackhmmer program is not installed")
+def test_same_hits_and_profiles_as_jackhmmer_program(tmp_path, demo_database, plain_db):
+    queries = [read_fasta(DEMO_QUERIES)[i] for i in QUERY_INDICES]
+    ours = JackhmmerSearch(demo_database.block, PARAMS, threads=2, z=5000).run(queries)
+    n_with_hits = 0
+    for query, result in zip(queries, ours):
+        targets, program_msa = run_program(query, plain_db, tmp_path)
+        assert result.msa.names[0] == query.id
+        our_targets = {name.rsplit("/", 1)[0] for name in result.msa.names[1:]}
+        assert our_targets == targets, query.id
+        assert result.n_hits == len(targets)
+        n_with_hits += bool(targets)
+        profile, _ = profile_from_msa(result.msa, query.id, len(query.sequence), ProfileParams())
+        reference = hmm_profile(build_hmm(program_msa, query.id, len(query.sequence)))
+        # Same alignment -> same model: agreement to float32 rounding.
+        np.testing.assert_allclose(profile, reference, atol=1e-5)
+    assert n_with_hits >= 3  # the comparison is not vacuous

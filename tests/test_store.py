@@ -1,0 +1,107 @@
+"""Store round trip, quantisation bound, refusals, and the archived v1.0 store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from protprof.alphabet import encode
+from protprof.cli import main
+from protprof.errors import StoreError
+from protprof.store import StoreData, dequantise, open_store, quantise, write_stores
+
+ARCHIVED = Path(__file__).parent / "data" / "store-v1.0.zarr"
+
+
+def make_part(seqs: list[str], rng: np.random.Generator, names: str = "s") -> StoreData:
+    lengths = [len(s) for s in seqs]
+    profiles = rng.dirichlet(np.full(20, 0.3), size=sum(lengths))
+    return StoreData(
+        ids=[f"{names}{i}" for i in range(len(seqs))],
+        tokens=np.concatenate([encode(s) for s in seqs]),
+        profiles=quantise(profiles),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        n_hits=np.arange(len(seqs), dtype=np.int32),
+        neff=np.linspace(0.5, 3, len(seqs)).astype(np.float32),
+        split=np.array([i % 3 for i in range(len(seqs))], dtype=np.uint8),
+    )
+
+
+def test_quantisation_error_bound_and_sums():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.full(20, 0.2), size=5000)
+    q = quantise(p)
+    assert q.dtype == np.uint8 and (q.astype(int).sum(1) == 255).all()
+    assert np.abs(dequantise(q) - p).max() < 1 / 255
+
+
+def test_round_trip_across_chunks(tmp_path):
+    rng = np.random.default_rng(1)
+    seqs = ["MKV", "ACDEFGHIKLMNPQRSTVWYXBZJUO", "W" * 40, "GG"]
+    parts = [make_part(seqs[:2], rng, "a"), make_part(seqs[2:], rng, "b")]
+    store = open_store(write_stores(tmp_path / "s.zarr", parts, {"note": "x"}, chunk_rows=16))
+    assert len(store) == 4 and list(store.ids) == ["a0", "a1", "b0", "b1"]
+    assert [store.sequence(i) for i in range(4)] == seqs  # row 29..69 crosses chunk bounds
+    expected = np.concatenate([p.profiles for p in parts])
+    for i in range(4):
+        got = store.quantised_profile(i)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected[store.offsets[i] : store.offsets[i + 1]])
+        assert store.profile(i).dtype == np.float32
+        np.testing.assert_allclose(store.profile(i).sum(1), 1, atol=1e-5)
+    np.testing.assert_array_equal(store.n_hits, [0, 1, 0, 1])
+    assert store.n_hits.dtype == np.int32 and store.neff.dtype == np.float32
+    np.testing.assert_array_equal(store.split, [0, 1, 0, 1])
+    assert store.attrs["note"] == "x" and store.attrs["format_version"] == "1.0"
+
+
+def _set_attr(path: Path, key: str, value) -> None:
+    meta = json.loads((path / "zarr.json").read_text())
+    meta["attributes"][key] = value
+    (path / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_unknown_format_version_is_refused(tmp_path, capsys):
+    path = tmp_path / "s.zarr"
+    shutil.copytree(ARCHIVED, path)
+    _set_attr(path, "format_version", "2.0")
+    with pytest.raises(StoreError, match="format version '2.0' is not supported"):
+        open_store(path)
+    assert main(["inspect", str(path)]) == 1
+    assert "not supported" in capsys.readouterr().err
+
+
+def test_corrupt_offsets_and_missing_arrays_are_refused(tmp_path):
+    path = tmp_path / "s.zarr"
+    shutil.copytree(ARCHIVED, path)
+    _set_attr(path, "n_residues", 3)
+    with pytest.raises(StoreError, match="corrupt offsets"):
+        open_store(path)
+    shutil.rmtree(path)
+    shutil.copytree(ARCHIVED, path)
+    shutil.rmtree(path / "offsets")
+    with pytest.raises(StoreError, match="'offsets' is missing"):
+        open_store(path)
+    with pytest.raises(StoreError, match="not a protprof store"):
+        open_store(tmp_path / "nowhere.zarr")
+
+
+def test_archived_v1_store_still_opens():
+    store = open_store(ARCHIVED)
+    assert len(store) == 3
+    assert store.sequence(0) == "MKV" and store.profile(1).shape == (26, 20)
+
+
+def test_real_store_inspect_and_size(small_store, capsys):
+    store = open_store(small_store)
+    assert main(["inspect", str(small_store), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_sequences"] == len(store) == 24
+    assert info["bytes_per_residue"] <= 25
+    assert info["provenance"]["search"]["Z"] == 5000
+    assert info["provenance"]["database"]["n_sequences"] == 5000
+    assert (store.n_hits > 0).sum() >= 10

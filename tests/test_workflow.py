@@ -1,0 +1,87 @@
+"""The real Snakemake workflow, end to end on tiny real data (slow: about a minute)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DEMO_DB, ROOT, write_queries
+
+from protprof.store import open_store
+from protprof.train import load_model
+
+BIN = Path(sys.executable).parent
+SNAKEMAKE = shutil.which("snakemake", path=str(BIN)) or shutil.which("snakemake")
+pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
+         *args], capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+
+
+def write_config(workdir: Path, **extra) -> None:
+    queries = write_queries(workdir / "queries.fasta", 10)
+    train = workdir / "train.yaml"
+    train.write_text(yaml.safe_dump({"max_steps": 6, "eval_every": 3, "checkpoint_every": 3,
+                                     "max_tokens": 1024, "max_len": 200}))  # fmt: skip
+    config = {"queries": [str(queries)], "database": str(DEMO_DB), "shards": 2,
+              "ingest": {"valid_fraction": 0.3, "test_fraction": 0.1, "max_length": 200},
+              "search": {"iterations": 1, "threads": 2}, "train": {"config": str(train)},
+              **extra}  # fmt: skip
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_workflow_end_to_end_and_resume(tmp_path):
+    write_config(tmp_path)
+    run = snakemake(tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    store = open_store(tmp_path / "results/store/profiles.zarr")
+    assert len(store) == 10 and store.attrs["n_shards"] == 2
+    assert store.attrs["search"]["iterations"] == 1 and store.attrs["search"]["Z"] == 5000
+    assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(10))
+    model = load_model(tmp_path / "results/train/checkpoint.pt")
+    assert model.n_parameters() > 0
+    assert (tmp_path / "results/train/curves.png").exists()
+    for rule in ("search_shard", "train_model", "assemble_store"):
+        assert list((tmp_path / "benchmarks" / rule).glob("*.tsv")), rule
+    # An interrupted run (killed while searching shard 1, before assembling) resumes by
+    # searching shard 1 alone; shard 0's finished search is not repeated.
+    shutil.rmtree(tmp_path / "results/search/0001.zarr")
+    for later in ("results/store", "results/train"):
+        shutil.rmtree(tmp_path / later)
+    plan = job_counts(snakemake(tmp_path, "--dry-run").stdout)
+    assert plan["search_shard"] == 1 and plan["assemble_store"] == 1
+    assert "ingest_queries" not in plan and "prepare_database" not in plan
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The 'job  count' table of a Snakemake dry run."""
+    counts = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_bad_config_key_fails_at_dry_run(tmp_path):
+    write_config(tmp_path, serch={"iterations": 2})
+    run = snakemake(tmp_path, "--dry-run")
+    assert run.returncode != 0
+    assert "serch" in run.stderr + run.stdout
+
+
+def test_bad_config_value_fails_at_dry_run(tmp_path):
+    write_config(tmp_path, search={"iterations": 0})
+    run = snakemake(tmp_path, "--dry-run")
+    assert run.returncode != 0
+    assert "iterations" in run.stderr + run.stdout
