@@ -5,7 +5,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
 from protprof.errors import ProtprofError  # noqa: E402
-from protprof.store import ProfileStore, open_store  # noqa: E402
+
+if TYPE_CHECKING:
+    from protprof.store import ProfileStore, open_store
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing zarr costs ~0.5 s, which every CLI call would otherwise pay.
+    if name in ("ProfileStore", "open_store"):
+        from protprof import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'protprof' has no attribute {name!r}")
 
 __all__ = ["ProfileStore", "ProtprofError", "__version__", "open_store"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +49,27 @@ def _split_code(record: Record, path: Path) -> int:
     )
 
 
-def _store_part(results: list[QueryResult], splits: list[int], profile_params: ProfileParams
-                ) -> StoreData:  # fmt: skip
-    profiles, neffs = [], []
-    for r in results:
-        profile, neff = profile_from_msa(r.msa, r.id, len(r.sequence), profile_params)
-        profiles.append(quantise(profile))
-        neffs.append(neff)
+@dataclass(frozen=True)
+class _Profiled:
+    """A search result with its profile, computed in the search's worker thread."""
+
+    result: QueryResult
+    profile: np.ndarray  # (L, 20) uint8, quantised
+    neff: float
+
+
+def _store_part(profiled: list[_Profiled], splits: list[int]) -> StoreData:
+    results = [p.result for p in profiled]
     lengths = [len(r.sequence) for r in results]
     return StoreData(
         ids=[r.id for r in results],
         tokens=np.concatenate([encode(r.sequence) for r in results]) if results else
         np.zeros(0, np.uint8),
-        profiles=np.concatenate(profiles) if profiles else np.zeros((0, 20), np.uint8),
+        profiles=np.concatenate([p.profile for p in profiled]) if profiled else
+        np.zeros((0, 20), np.uint8),
         offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         n_hits=np.array([r.n_hits for r in results], dtype=np.int32),
-        neff=np.array(neffs, dtype=np.float32),
+        neff=np.array([p.neff for p in profiled], dtype=np.float32),
         split=np.array(splits, dtype=np.uint8),
     )
 
@@ -93,15 +98,20 @@ def provenance(database: Database, search: SearchParams, profile: ProfileParams,
 def search_records(
     records: list[Record], splits: list[int], database: Database, search: SearchParams,
     profile: ProfileParams, threads: int, out: Path, msa_dir: Path | None = None,
-    msa_format: str = "stockholm", progress: Callable[[QueryResult], None] | None = None,
+    msa_format: str = "stockholm", progress: Callable[[object], None] | None = None,
     extra_attrs: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Search records, build their profiles and write one store at `out` (atomically)."""
     z = int(database.fingerprint["n_sequences"])  # type: ignore[call-overload]
-    results = JackhmmerSearch(database.block, search, threads, z).run(records, progress)
-    part = _store_part(results, splits, profile)
+
+    def finish(r: QueryResult) -> _Profiled:
+        values, neff = profile_from_msa(r.msa, r.id, len(r.sequence), profile)
+        return _Profiled(r, quantise(values), neff)
+
+    profiled = JackhmmerSearch(database.block, search, threads, z).run(records, progress, finish)
+    part = _store_part(profiled, splits)
     if msa_dir is not None:
-        _write_msas(results, msa_dir, msa_format)
+        _write_msas([p.result for p in profiled], msa_dir, msa_format)
     return write_stores(out, [part], provenance(database, search, profile, extra_attrs))
 
 

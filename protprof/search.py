@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -194,6 +194,8 @@ class JackhmmerSearch:
         self.params = params
         self.threads = max(1, threads)
         self.z = z
+        # One query driver more than threads, so while a driver builds its next model (GIL-free
+        # C code) the chunk pool still has work queued.
         # Splitting costs some CPU per search, so a query is split only as much as needed to
         # keep every thread busy: into threads // (queries in flight) chunks. With many queries
         # in flight that is 1 (plain query-level parallelism); at a job's tail, all threads
@@ -229,6 +231,11 @@ class JackhmmerSearch:
         for hit in included[self.params.max_hits :]:
             hit.included = False
 
+    def _finish(self, finish: Callable[[QueryResult], object] | None, pool: Executor,
+                record: Record) -> object:  # fmt: skip
+        result = self._run_query(pool, record)
+        return finish(result) if finish is not None else result
+
     def _run_query(self, pool: Executor, record: Record) -> QueryResult:
         with self._lock:
             self._in_flight += 1
@@ -257,21 +264,28 @@ class JackhmmerSearch:
         return QueryResult(record.id, record.sequence, result.msa, n_hits, result.iteration)
 
     def run(
-        self, records: Sequence[Record], progress: Callable[[QueryResult], None] | None = None
-    ) -> list[QueryResult]:
-        """Search every record; returns results in input order.
+        self,
+        records: Sequence[Record],
+        progress: Callable[[object], None] | None = None,
+        finish: Callable[[QueryResult], object] | None = None,
+    ) -> list:
+        """Search every record; returns results (or `finish(result)`) in input order.
 
         Longest queries start first so the job does not end waiting on one long query.
+        `finish` runs in the worker threads (pyhmmer releases the GIL), so per-query
+        post-processing such as building the profile overlaps other queries' searches.
         """
         log.info("jackhmmer parameters: %s, Z=%d, threads=%d", asdict(self.params), self.z,
                  self.threads)  # fmt: skip
         order = sorted(range(len(records)), key=lambda i: -len(records[i].sequence))
-        results: list[QueryResult | None] = [None] * len(records)
+        results: list[object] = [None] * len(records)
         with ThreadPoolExecutor(self.threads, thread_name_prefix="chunk") as chunk_pool, \
-                ThreadPoolExecutor(self.threads, thread_name_prefix="query") as query_pool:  # fmt: skip
-            futures = {query_pool.submit(self._run_query, chunk_pool, records[i]): i for i in order}
-            for future, i in futures.items():
+                ThreadPoolExecutor(self.threads + 1, thread_name_prefix="query") as query_pool:  # fmt: skip
+            futures = {query_pool.submit(self._finish, finish, chunk_pool, records[i]): i
+                       for i in order}  # fmt: skip
+            for future in as_completed(futures):
+                i = futures[future]
                 results[i] = future.result()
                 if progress is not None:
-                    progress(results[i])  # type: ignore[arg-type]
-        return results  # type: ignore[return-value]
+                    progress(results[i])
+        return results
