@@ -24,7 +24,8 @@ import zarr
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof.data import ProfileDataset, TokenBudgetBatchSampler, collate, mask_tokens  # noqa: E402
+from protprof.data import (ProfileDataset, TokenBudgetBatchSampler, collate,  # noqa: E402
+                           mask_tokens, profile_targets)
 from protprof.model import PRESETS, ProteinEncoder, total_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ def whole_path(store_path: Path, seconds: float = 5.0) -> tuple[float, float]:
         for batch_ids in sampler:
             batch = collate([data[i] for i in batch_ids])
             mask_tokens(batch["tokens"], 0.15, generator)
+            profile_targets(batch["profiles"])
             sequences += len(batch_ids)
         epoch += 1
     rate = sequences / (time.perf_counter() - start)
@@ -102,7 +104,7 @@ def train_rate(preset: str, store_path: Path, steps: int) -> tuple[float, float]
         if k == 1:  # first step is warm-up
             start = time.perf_counter()
         inputs, labels = mask_tokens(batch["tokens"], 0.15, generator)
-        out = model(inputs, labels, batch["profiles"], batch["residue_mask"])
+        out = model(inputs, labels, profile_targets(batch["profiles"]), batch["residue_mask"])
         total_loss(out, "multitask", 1.0, 1.0).backward()
         optimizer.step()
         optimizer.zero_grad()

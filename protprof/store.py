@@ -213,8 +213,7 @@ class ProfileStore:
         if stop <= start:
             return np.zeros((0,) if name == "tokens" else (0, N_STANDARD), dtype=np.uint8)
         maps = self._maps.get(name) or self._map(name)
-        size = int(self.attrs["chunk_rows"]) if len(self.offsets) else 1
-        size = min(size, max(1, int(self.attrs["n_residues"])))
+        size = self._chunk
         first, last = start // size, (stop - 1) // size
         if first == last:
             return maps[first][start - first * size : stop - first * size]
@@ -234,6 +233,7 @@ class ProfileStore:
         except (OSError, ValueError) as e:
             raise StoreError(f"{self.path}/{name}: chunk file missing or truncated ({e})") from e
         self._maps[name] = maps
+        self._chunk = size
         return maps
 
     def tokens(self, i: int) -> np.ndarray:

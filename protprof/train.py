@@ -25,7 +25,8 @@ import torch.distributed as dist
 import yaml
 
 from protprof._atomic import atomic_output
-from protprof.data import IGNORE, ProfileDataset, TokenBudgetBatchSampler, loader, mask_tokens
+from protprof.data import (IGNORE, ProfileDataset, TokenBudgetBatchSampler, loader, mask_tokens,
+                           profile_targets)
 from protprof.errors import ConfigError
 from protprof.model import OBJECTIVES, PRESETS, ModelConfig, ProteinEncoder, total_loss
 
@@ -222,8 +223,10 @@ class Trainer:
             tokens, labels = mask_tokens(tokens, self.config.mask_prob, generator)
         moved = {"tokens": tokens, "mlm_labels": labels, "profiles": batch["profiles"],
                  "residue_mask": batch["residue_mask"]}  # fmt: skip
-        return {k: (v.to(self.device, non_blocking=True) if v is not None else None)
-                for k, v in moved.items()}  # fmt: skip
+        moved = {k: (v.to(self.device, non_blocking=True) if v is not None else None)
+                 for k, v in moved.items()}  # fmt: skip
+        moved["profiles"] = profile_targets(moved["profiles"])  # type: ignore[arg-type]
+        return moved
 
     def _autocast(self) -> Any:
         enabled = self.device.type == "cuda"

@@ -9,7 +9,7 @@ import torch
 
 from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, MASK, PAD
 from protprof.data import (IGNORE, ProfileDataset, TokenBudgetBatchSampler, collate, loader,
-                           mask_tokens)  # fmt: skip
+                           mask_tokens, profile_targets)  # fmt: skip
 from protprof.store import open_store
 
 
@@ -83,7 +83,10 @@ def test_collate_lines_up_profiles_with_tokens():
     assert batch["tokens"].tolist() == [[CLS, 5, 6, 7, EOS], [CLS, 8, EOS, PAD, PAD]]
     assert batch["residue_mask"].tolist() == [[0, 1, 1, 1, 0], [0, 1, 0, 0, 0]]
     assert batch["profiles"].shape == (2, 5, 20)
-    assert batch["profiles"][1, 1, 2] == 1.0 and batch["profiles"][1, 2].sum() == 0
+    targets = profile_targets(batch["profiles"])
+    assert batch["profiles"].dtype == torch.uint8 and targets.dtype == torch.float32
+    assert targets[1, 1, 2] == 1.0 and targets[1, 2].sum() == 0
+    torch.testing.assert_close(targets[0, 1:4].sum(-1), torch.full((3,), 20 * (255 // 20) / 255))
 
 
 def test_loader_with_two_spawn_workers(small_store):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from protprof.cli import main
-from protprof.data import ProfileDataset, TokenBudgetBatchSampler, loader, mask_tokens
+from protprof.data import (ProfileDataset, TokenBudgetBatchSampler, loader, mask_tokens,
+                           profile_targets)
 from protprof.errors import ConfigError
 from protprof.model import PRESETS, ProteinEncoder, profile_kl, total_loss
 from protprof.train import load_checkpoint, load_config, load_model, train
@@ -40,7 +41,7 @@ def test_loss_falls_on_a_fixed_batch(small_store, objective):
         inputs, labels = batch["tokens"], None
     losses = []
     for _ in range(25):
-        out = model(inputs, labels, batch["profiles"], batch["residue_mask"])
+        out = model(inputs, labels, profile_targets(batch["profiles"]), batch["residue_mask"])
         loss = total_loss(out, objective, 1.0, 1.0)
         optimizer.zero_grad()
         loss.backward()
