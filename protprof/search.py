@@ -167,6 +167,15 @@ def _chunks(block: DigitalSequenceBlock, n: int) -> list[DigitalSequenceBlock]:
     return [block[a:b] for a, b in bounds if b > a]
 
 
+def cap_included(hits: TopHits, max_hits: int | None) -> None:
+    """Keep only the best `max_hits` included targets (by E-value) included: the MSA depth cap."""
+    if max_hits is None:
+        return
+    included = sorted((h for h in hits if h.included), key=lambda h: h.evalue)
+    for hit in included[max_hits:]:
+        hit.included = False
+
+
 class _ChunkedSearch(IterativeSearch):
     """pyhmmer's IterativeSearch whose search step runs over database chunks in parallel."""
 
@@ -225,11 +234,7 @@ class JackhmmerSearch:
         return hits[0].merge(*hits[1:]) if len(hits) > 1 else hits[0]
 
     def _select_hits(self, hits: TopHits) -> None:
-        if self.params.max_hits is None:
-            return
-        included = sorted((h for h in hits if h.included), key=lambda h: h.evalue)
-        for hit in included[self.params.max_hits :]:
-            hit.included = False
+        cap_included(hits, self.params.max_hits)
 
     def _finish(self, finish: Callable[[QueryResult], object] | None, pool: Executor,
                 record: Record) -> object:  # fmt: skip

@@ -1,0 +1,173 @@
+"""jackhmmer against a database split into K chunks, one iteration at a time, so that each
+search job holds only one chunk in memory (databases larger than a node's memory).
+
+Iteration i of a query shard = K `search_chunk` jobs (each: every unconverged query's model
+against one chunk, `Z` = the whole database's sequence count) and one `merge_iteration` job
+(merge the K hit lists, then exactly pyhmmer's `IterativeSearch` step: sort by key, select,
+compare with the previous ranking, align the included hits with the query as row 0, test
+convergence, build the next model). The result equals the in-memory search: same included
+hits, same profiles (tested for K = 1 and K = 3).
+
+Intermediate files are pickles of pyhmmer objects (HMM, TopHits, KeyHash) plus Stockholm text
+for alignments (DigitalMSA does not pickle); they are only read by the same protprof version.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyhmmer.easel import (DigitalMSA, DigitalSequence, DigitalSequenceBlock, KeyHash, MSAFile,
+                           TextSequence)
+from pyhmmer.plan7 import HMM, Background, Builder, Pipeline, TopHits, Trace
+
+from protprof._atomic import atomic_output
+from protprof.errors import InputFormatError
+from protprof.fasta import Record, write_fasta
+from protprof.search import AMINO, QueryResult, SearchParams, _read_database, cap_included
+
+STATE_VERSION = 1
+
+
+@dataclass
+class QueryState:
+    """Where one query's iterative search stands after an iteration."""
+
+    hmm: HMM | None  # the model to search with next; None once converged
+    ranking: KeyHash  # targets seen so far (for the convergence test)
+    n_prev: int  # alignment rows of the previous iteration
+    msa: bytes  # the latest alignment, Stockholm
+    n_hits: int  # included targets in the latest iteration
+    iterations: int
+    converged: bool
+
+
+def split_database(path: str | Path, outs: list[Path]) -> list[int]:
+    """Write the database as len(outs) contiguous FASTA chunks of about equal residue counts."""
+    records = [Record(s.name, s.textize().sequence, s.description) for s in _read_database(Path(path))]
+    total = sum(len(r.sequence) for r in records)
+    bounds, acc, start = [], 0, 0
+    for i, r in enumerate(records):
+        acc += len(r.sequence)
+        if len(bounds) < len(outs) - 1 and acc >= total * (len(bounds) + 1) / len(outs):
+            bounds.append((start, i + 1))
+            start = i + 1
+    bounds.append((start, len(records)))
+    bounds += [(len(records), len(records))] * (len(outs) - len(bounds))
+    for out, (a, b) in zip(outs, bounds):
+        with atomic_output(out) as tmp:
+            write_fasta(tmp, records[a:b])
+    return [b - a for a, b in bounds]
+
+
+def _digital(record: Record) -> DigitalSequence:
+    # A description gives the query a `#=GS` line, which keeps it row 0 through Stockholm
+    # (the reader orders rows by first mention, and hits have descriptions).
+    return TextSequence(name=record.id, description="query", sequence=record.sequence).digitize(
+        AMINO
+    )
+
+
+def _builder(params: SearchParams) -> Builder:
+    # HMMER reseeds the builder's RNG for every model (seed != 0): a fresh one per job is exact.
+    return Builder(AMINO, architecture="hand", seed=params.seed)
+
+
+def initial_states(records: list[Record], params: SearchParams) -> dict[str, QueryState]:
+    """Before iteration 1: the single-sequence model of every query."""
+    builder, background = _builder(params), Background(AMINO)
+    states = {}
+    for r in records:
+        hmm, _, _ = builder.build(_digital(r), background)
+        states[r.id] = QueryState(hmm, KeyHash(), 1, b"", 0, 0, False)
+    return states
+
+
+def search_chunk(states: dict[str, QueryState], chunk: DigitalSequenceBlock,
+                 params: SearchParams, z: int, threads: int) -> dict[str, TopHits]:  # fmt: skip
+    """Every unconverged query's model against one chunk (queries in parallel)."""
+    todo = [(qid, s.hmm) for qid, s in states.items() if s.hmm is not None]
+
+    def one(item: tuple[str, HMM]) -> tuple[str, TopHits]:
+        pipeline = Pipeline(AMINO, Z=z, seed=params.seed, **params.thresholds())
+        return item[0], pipeline.search_hmm(item[1], chunk)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        return dict(pool.map(one, todo))
+
+
+def _write_msa(msa: DigitalMSA) -> bytes:
+    buffer = io.BytesIO()
+    msa.write(buffer, "stockholm")
+    return buffer.getvalue()
+
+
+def read_msa(data: bytes) -> DigitalMSA:
+    with MSAFile(io.BytesIO(data), format="stockholm", digital=True, alphabet=AMINO) as handle:
+        return handle.read()
+
+
+def merge_iteration(records: list[Record], states: dict[str, QueryState],
+                    chunk_hits: list[dict[str, TopHits]], params: SearchParams
+                    ) -> dict[str, QueryState]:  # fmt: skip
+    """Merge one iteration's chunk hits and take pyhmmer's IterativeSearch step per query."""
+    builder, background = _builder(params), Background(AMINO)
+    new = {}
+    for r in records:
+        state = states[r.id]
+        if state.hmm is None:
+            new[r.id] = state
+            continue
+        parts = [hits[r.id] for hits in chunk_hits]
+        hits = parts[0].merge(*parts[1:]) if len(parts) > 1 else parts[0]
+        hits.sort(by="key")
+        cap_included(hits, params.max_hits)
+        n_new = hits.compare_ranking(state.ranking)
+        query = _digital(r)
+        msa = hits.to_msa(AMINO, sequences=[query], traces=[Trace.from_sequence(query)],
+                          all_consensus_cols=True, digitize=True)  # fmt: skip
+        iterations = state.iterations + 1
+        msa.name = f"{r.id}-i{iterations}"  # as IterativeSearch names it (the builder needs one)
+        converged = n_new == 0 and len(msa.sequences) <= state.n_prev
+        last = converged or iterations >= params.iterations
+        hmm = None if last else builder.build_msa(msa, background)[0]
+        n_hits = sum(1 for h in hits if h.included)
+        new[r.id] = QueryState(hmm, state.ranking, len(msa.sequences), _write_msa(msa), n_hits,
+                               iterations, converged)  # fmt: skip
+    return new
+
+
+def results(records: list[Record], states: dict[str, QueryState]) -> list[QueryResult]:
+    """The final alignment of every query, as the in-memory search returns them."""
+    return [QueryResult(r.id, r.sequence, read_msa(states[r.id].msa), states[r.id].n_hits,
+                        states[r.id].iterations) for r in records]  # fmt: skip
+
+
+def save(path: Path, obj: object) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        pickle.dump({"version": STATE_VERSION, "data": obj}, handle)
+
+
+def load(path: Path) -> object:
+    try:
+        with open(path, "rb") as handle:
+            payload = pickle.load(handle)
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise InputFormatError(f"{path}: unreadable search state ({e})") from e
+    if not isinstance(payload, dict) or payload.get("version") != STATE_VERSION:
+        raise InputFormatError(f"{path}: search state from another protprof version")
+    return payload["data"]
+
+
+def run_chunked(records: list[Record], chunks: list[DigitalSequenceBlock], params: SearchParams,
+                z: int, threads: int) -> Iterator[dict[str, QueryState]]:  # fmt: skip
+    """All iterations in one process (what the workflow's jobs do one by one); for tests."""
+    states = initial_states(records, params)
+    for _ in range(params.iterations):
+        hits = [search_chunk(states, c, params, z, threads) for c in chunks]
+        states = merge_iteration(records, states, hits, params)
+        yield states
