@@ -12,6 +12,13 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/search.smk"
+
+
+if N_CHUNKS:
+
+    include: "workflow/rules/chunked.smk"
+
+
 include: "workflow/rules/store.smk"
 include: "workflow/rules/train.smk"
 

@@ -146,6 +146,96 @@ def _run_search(args: argparse.Namespace) -> None:
     log.info("wrote %s (%d queries)", args.out, n)
 
 
+@command("split-db", "split a database into chunks of about equal residue counts")
+def _split_db_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("database", type=Path)
+    p.add_argument("--out", nargs="+", type=Path, required=True, help="one FASTA per chunk")
+
+
+def _run_split_db(args: argparse.Namespace) -> None:
+    from protprof.chunked import split_database
+
+    counts = split_database(args.database, args.out)
+    log.info("wrote %d chunks with %s sequences", len(counts), counts)
+
+
+def _chunked_options(p: argparse.ArgumentParser, state: str) -> None:
+    p.add_argument("shard", type=Path, help="a shard FASTA written by `protprof ingest`")
+    p.add_argument("--state", type=Path, help=state)
+    p.add_argument("--out", type=Path, required=True)
+    _add_search_options(p)
+
+
+@command("init-state", "chunked database: the query models iteration 1 searches with")
+def _init_state_args(p: argparse.ArgumentParser) -> None:
+    _chunked_options(p, argparse.SUPPRESS)
+
+
+def _run_init_state(args: argparse.Namespace) -> None:
+    from protprof import chunked
+    from protprof.pipeline import read_shard
+
+    search, _ = _search_settings(args)
+    records, _ = read_shard(args.shard)
+    # Built once: every chunk job must search with the very same model (TopHits.merge checks).
+    chunked.save(args.out, chunked.initial_states(records, search))
+
+
+@command("search-chunk", "chunked database: one iteration of a shard against one chunk")
+def _search_chunk_args(p: argparse.ArgumentParser) -> None:
+    _chunked_options(p, "state after the previous iteration (from init-state for iteration 1)")
+    p.add_argument("--chunk", type=Path, required=True, help="a chunk from split-db")
+    p.add_argument("--fingerprint", type=Path, required=True, help="of the whole database (Z)")
+
+
+def _run_search_chunk(args: argparse.Namespace) -> None:
+    from protprof import chunked
+    from protprof.pipeline import read_shard
+    from protprof.search import load_database, read_fingerprint
+
+    search, _ = _search_settings(args)
+    records, _ = read_shard(args.shard)
+    states = chunked.load(args.state)
+    z = int(read_fingerprint(args.fingerprint)["n_sequences"])
+    chunk = load_database(args.chunk).block
+    chunked.save(args.out, chunked.search_chunk(states, chunk, search, z, args.threads))
+
+
+@command("merge-iteration", "chunked database: merge one iteration's chunk hits")
+def _merge_iteration_args(p: argparse.ArgumentParser) -> None:
+    _chunked_options(p, "state after the previous iteration (from init-state for iteration 1)")
+    p.add_argument("--hits", nargs="+", type=Path, required=True, help="from search-chunk")
+
+
+def _run_merge_iteration(args: argparse.Namespace) -> None:
+    from protprof import chunked
+    from protprof.pipeline import read_shard
+
+    search, _ = _search_settings(args)
+    records, _ = read_shard(args.shard)
+    states = chunked.load(args.state)
+    hits = [chunked.load(h) for h in args.hits]
+    chunked.save(args.out, chunked.merge_iteration(records, states, hits, search))
+
+
+@command("finish-shard", "chunked database: profiles and the shard store from the last state")
+def _finish_shard_args(p: argparse.ArgumentParser) -> None:
+    _chunked_options(p, "state after the last iteration")
+    p.add_argument("--fingerprint", type=Path, required=True, help="of the whole database")
+
+
+def _run_finish_shard(args: argparse.Namespace) -> None:
+    from protprof import chunked
+    from protprof.pipeline import finish_chunked_shard, read_shard
+    from protprof.search import read_fingerprint
+
+    search, profile = _search_settings(args)
+    records, _ = read_shard(args.shard)
+    results = chunked.results(records, chunked.load(args.state)) if records else []
+    finish_chunked_shard(args.shard, results, read_fingerprint(args.fingerprint), search, profile,
+                         args.out, args.msa_dir, args.msa_format)  # fmt: skip
+
+
 @command("assemble", "concatenate shard stores into one store")
 def _assemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("shards", nargs="+", type=Path)

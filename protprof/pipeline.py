@@ -83,13 +83,13 @@ def _write_msas(results: list[QueryResult], msa_dir: Path, msa_format: str) -> N
                 r.msa.write(handle, msa_format)
 
 
-def provenance(database: Database, search: SearchParams, profile: ProfileParams,
+def provenance(fingerprint: dict[str, Any], search: SearchParams, profile: ProfileParams,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Root attributes that say how a store was made."""
     return {
         "pyhmmer_version": pyhmmer.__version__,
-        "database": database.fingerprint,
-        "search": {**asdict(search), "Z": database.fingerprint["n_sequences"]},
+        "database": fingerprint,
+        "search": {**asdict(search), "Z": fingerprint["n_sequences"]},
         "profile": asdict(profile),
         **(extra or {}),
     }
@@ -103,23 +103,45 @@ def search_records(
 ) -> Path:  # fmt: skip
     """Search records, build their profiles and write one store at `out` (atomically)."""
     z = int(database.fingerprint["n_sequences"])  # type: ignore[call-overload]
+    profiled = JackhmmerSearch(database.block, search, threads, z).run(
+        records, progress, lambda r: _profile(r, profile)
+    )
+    return _write(profiled, splits, out, provenance(database.fingerprint, search, profile,
+                                                     extra_attrs), msa_dir, msa_format)  # fmt: skip
 
-    def finish(r: QueryResult) -> _Profiled:
-        values, neff = profile_from_msa(r.msa, r.id, len(r.sequence), profile)
-        return _Profiled(r, quantise(values), neff)
 
-    profiled = JackhmmerSearch(database.block, search, threads, z).run(records, progress, finish)
-    part = _store_part(profiled, splits)
+def _profile(result: QueryResult, params: ProfileParams) -> _Profiled:
+    values, neff = profile_from_msa(result.msa, result.id, len(result.sequence), params)
+    return _Profiled(result, quantise(values), neff)
+
+
+def _write(profiled: list[_Profiled], splits: list[int], out: Path, attrs: dict[str, Any],
+           msa_dir: Path | None, msa_format: str) -> Path:  # fmt: skip
     if msa_dir is not None:
         _write_msas([p.result for p in profiled], msa_dir, msa_format)
-    return write_stores(out, [part], provenance(database, search, profile, extra_attrs))
+    return write_stores(out, [_store_part(profiled, splits)], attrs)
+
+
+def read_shard(shard: Path) -> tuple[list[Record], list[int]]:
+    """The records of a shard FASTA written by `ingest`, and their split codes."""
+    records = read_fasta(shard) if shard.stat().st_size else []
+    return records, [_split_code(r, shard) for r in records]
+
+
+def finish_chunked_shard(shard: Path, results: list[QueryResult], fingerprint: dict[str, Any],
+                         search: SearchParams, profile: ProfileParams, out: Path,
+                         msa_dir: Path | None = None, msa_format: str = "stockholm") -> Path:  # fmt: skip
+    """Profiles and the shard store from a chunked search's final alignments."""
+    _, splits = read_shard(shard)
+    profiled = [_profile(r, profile) for r in results]
+    attrs = provenance(fingerprint, search, profile, {"database_chunks": True})
+    return _write(profiled, splits, out, attrs, msa_dir, msa_format)
 
 
 def search_shard(shard: Path, database: Database, search: SearchParams, profile: ProfileParams,
                  threads: int, out: Path, **kwargs: Any) -> Path:  # fmt: skip
     """Search one shard FASTA written by `ingest` (an empty shard gives an empty store)."""
-    records = read_fasta(shard) if shard.stat().st_size else []
-    splits = [_split_code(r, shard) for r in records]
+    records, splits = read_shard(shard)
     return search_records(records, splits, database, search, profile, threads, out, **kwargs)
 
 

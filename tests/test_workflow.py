@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import DEMO_DB, ROOT, write_queries
@@ -35,18 +36,25 @@ def write_config(workdir: Path, **extra) -> None:
                                      "max_tokens": 1024, "max_len": 200}))  # fmt: skip
     config = {"queries": [str(queries)], "database": str(DEMO_DB), "shards": 2,
               "ingest": {"valid_fraction": 0.3, "test_fraction": 0.1, "max_length": 200},
-              "search": {"iterations": 1, "threads": 2}, "train": {"config": str(train)},
+              "search": {"iterations": 2, "threads": 2}, "train": {"config": str(train)},
               **extra}  # fmt: skip
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
-def test_workflow_end_to_end_and_resume(tmp_path):
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory) -> Path:
+    tmp_path = tmp_path_factory.mktemp("workflow")
     write_config(tmp_path)
     run = snakemake(tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
+    return tmp_path
+
+
+def test_workflow_end_to_end_and_resume(workflow_run):
+    tmp_path = workflow_run
     store = open_store(tmp_path / "results/store/profiles.zarr")
     assert len(store) == 10 and store.attrs["n_shards"] == 2
-    assert store.attrs["search"]["iterations"] == 1 and store.attrs["search"]["Z"] == 5000
+    assert store.attrs["search"]["iterations"] == 2 and store.attrs["search"]["Z"] == 5000
     assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(10))
     model = load_model(tmp_path / "results/train/checkpoint.pt")
     assert model.n_parameters() > 0
@@ -61,6 +69,20 @@ def test_workflow_end_to_end_and_resume(tmp_path):
     plan = job_counts(snakemake(tmp_path, "--dry-run").stdout)
     assert plan["search_shard"] == 1 and plan["assemble_store"] == 1
     assert "ingest_queries" not in plan and "prepare_database" not in plan
+
+
+def test_chunked_database_workflow_gives_the_same_store(workflow_run, tmp_path):
+    """database_chunks: 3 -> 3 search jobs per shard and iteration, then merges: same store."""
+    write_config(tmp_path, database_chunks=3)
+    run = snakemake(tmp_path, "results/store/profiles.zarr")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert len(list((tmp_path / "results/iterations").glob("*/i*/hits_*.pkl"))) == 2 * 2 * 3
+    chunked = open_store(tmp_path / "results/store/profiles.zarr").read_all()
+    whole = open_store(workflow_run / "results/store/profiles.zarr").read_all()
+    assert chunked.ids == whole.ids
+    for name in ("tokens", "profiles", "offsets", "n_hits", "neff", "split"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
+    assert (whole.n_hits > 0).sum() >= 5
 
 
 def job_counts(stdout: str) -> dict[str, int]:

@@ -7,6 +7,10 @@ SHARDS = [f"{k:04d}" for k in range(config["shards"])]
 SEARCH = config["search"]
 PROFILE = config["profile"]
 ENV = "../../envs/protprof.yaml"
+# database_chunks K > 0: search each iteration as K jobs against database chunks (memory / K).
+N_CHUNKS = config.get("database_chunks", 0)
+CHUNKS = [f"{c:03d}" for c in range(N_CHUNKS)]
+ITERATIONS = SEARCH["iterations"] or (1 if SEARCH["preset"] == "alphafold" else 5)
 
 # Measured on the demo data (bench/RESULTS.md): pyhmmer holds ~3 bytes per database residue.
 DB_BYTES_PER_RESIDUE = 3
@@ -28,15 +32,22 @@ def query_residues_per_shard():
 
 
 def search_mem_mb(wildcards):
-    db = database_residues(config["database"])
+    db = database_residues(config["database"]) / max(1, N_CHUNKS)
     return int(SEARCH_WORKING_SET_MB + DB_BYTES_PER_RESIDUE * db / 1e6)
 
 
 def search_runtime_min(wildcards):
-    iterations = SEARCH["iterations"] or (1 if SEARCH["preset"] == "alphafold" else 5)
-    cells = query_residues_per_shard() * database_residues(config["database"]) * iterations
+    # A whole search job runs every iteration; a chunk job one iteration against 1/K of it.
+    iterations = 1 if N_CHUNKS else ITERATIONS
+    db = database_residues(config["database"]) / max(1, N_CHUNKS)
+    cells = query_residues_per_shard() * db * iterations
     seconds = cells * SEARCH_SECONDS_PER_CELL / SEARCH["threads"]
     return max(10, math.ceil(1.5 * seconds / 60))
+
+
+def previous_state(wildcards):
+    """The state a chunked iteration starts from (i0: the single-sequence models)."""
+    return f"{RESULTS}/iterations/{wildcards.shard}/i{int(wildcards.iteration) - 1}/state.pkl"
 
 
 def search_options():

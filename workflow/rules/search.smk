@@ -36,27 +36,29 @@ rule prepare_database:
         "protprof prepare-db {input} --out {output} 2> {log}"
 
 
-rule search_shard:
-    input:
-        shard=f"{RESULTS}/shards/{{shard}}.fasta",
-        database=config["database"],
-        fingerprint=f"{RESULTS}/database/fingerprint.json",
-    output:
-        directory(f"{RESULTS}/search/{{shard}}.zarr"),
-    params:
-        options=search_options(),
-        msa=msa_option,
-    threads: SEARCH["threads"]
-    log:
-        "logs/search_shard/{shard}.log",
-    benchmark:
-        "benchmarks/search_shard/{shard}.tsv"
-    conda:
-        ENV
-    resources:
-        mem_mb=search_mem_mb,
-        runtime=search_runtime_min,
-    shell:
-        "protprof search {input.shard} --database {input.database} "
-        "--fingerprint {input.fingerprint} --out {output} --threads {threads} "
-        "{params.options} {params.msa} 2> {log}"
+if not N_CHUNKS:
+
+    rule search_shard:
+        input:
+            shard=f"{RESULTS}/shards/{{shard}}.fasta",
+            database=config["database"],
+            fingerprint=f"{RESULTS}/database/fingerprint.json",
+        output:
+            directory(f"{RESULTS}/search/{{shard}}.zarr"),
+        params:
+            options=search_options(),
+            msa=msa_option,
+        threads: SEARCH["threads"]
+        log:
+            "logs/search_shard/{shard}.log",
+        benchmark:
+            "benchmarks/search_shard/{shard}.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=search_mem_mb,
+            runtime=search_runtime_min,
+        shell:
+            "protprof search {input.shard} --database {input.database} "
+            "--fingerprint {input.fingerprint} --out {output} --threads {threads} "
+            "{params.options} {params.msa} 2> {log}"

@@ -1,0 +1,119 @@
+# database_chunks K > 0: every jackhmmer iteration of a shard is K search jobs (one database
+# chunk each, Z fixed to the whole database) and a merge job; a final job builds the store.
+
+
+rule split_database:
+    input:
+        config["database"],
+    output:
+        expand(f"{RESULTS}/database/chunks/{{chunk}}.fasta", chunk=CHUNKS),
+    log:
+        "logs/split_database/all.log",
+    benchmark:
+        "benchmarks/split_database/all.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=search_mem_mb,
+        runtime=120,
+    shell:
+        "protprof split-db {input} --out {output} 2> {log}"
+
+
+rule init_state:
+    input:
+        f"{RESULTS}/shards/{{shard}}.fasta",
+    output:
+        f"{RESULTS}/iterations/{{shard}}/i0/state.pkl",
+    params:
+        options=search_options(),
+    log:
+        "logs/init_state/{shard}.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    shell:
+        "protprof init-state {input} --out {output} {params.options} 2> {log}"
+
+
+rule search_chunk:
+    wildcard_constraints:
+        iteration=r"[1-9]\d*",
+    input:
+        shard=f"{RESULTS}/shards/{{shard}}.fasta",
+        chunk=f"{RESULTS}/database/chunks/{{chunk}}.fasta",
+        fingerprint=f"{RESULTS}/database/fingerprint.json",
+        state=previous_state,
+    output:
+        f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/hits_{{chunk}}.pkl",
+    params:
+        options=search_options(),
+    threads: SEARCH["threads"]
+    log:
+        "logs/search_chunk/{shard}_i{iteration}_{chunk}.log",
+    benchmark:
+        "benchmarks/search_chunk/{shard}_i{iteration}_{chunk}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=search_mem_mb,
+        runtime=search_runtime_min,
+    shell:
+        "protprof search-chunk {input.shard} --chunk {input.chunk} "
+        "--fingerprint {input.fingerprint} --state {input.state} --out {output} "
+        "--threads {threads} {params.options} 2> {log}"
+
+
+rule merge_iteration:
+    wildcard_constraints:
+        iteration=r"[1-9]\d*",
+    input:
+        shard=f"{RESULTS}/shards/{{shard}}.fasta",
+        hits=expand(
+            f"{RESULTS}/iterations/{{{{shard}}}}/i{{{{iteration}}}}/hits_{{chunk}}.pkl",
+            chunk=CHUNKS,
+        ),
+        state=previous_state,
+    output:
+        f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/state.pkl",
+    params:
+        options=search_options(),
+    log:
+        "logs/merge_iteration/{shard}_i{iteration}.log",
+    benchmark:
+        "benchmarks/merge_iteration/{shard}_i{iteration}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4096,
+        runtime=60,
+    shell:
+        "protprof merge-iteration {input.shard} --hits {input.hits} --state {input.state} "
+        "--out {output} {params.options} 2> {log}"
+
+
+rule finish_shard:
+    input:
+        shard=f"{RESULTS}/shards/{{shard}}.fasta",
+        state=f"{RESULTS}/iterations/{{shard}}/i{ITERATIONS}/state.pkl",
+        fingerprint=f"{RESULTS}/database/fingerprint.json",
+    output:
+        directory(f"{RESULTS}/search/{{shard}}.zarr"),
+    params:
+        options=search_options(),
+        msa=msa_option,
+    log:
+        "logs/finish_shard/{shard}.log",
+    benchmark:
+        "benchmarks/finish_shard/{shard}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4096,
+        runtime=60,
+    shell:
+        "protprof finish-shard {input.shard} --state {input.state} "
+        "--fingerprint {input.fingerprint} --out {output} {params.options} {params.msa} "
+        "2> {log}"
