@@ -191,13 +191,12 @@ def _search_chunk_args(p: argparse.ArgumentParser) -> None:
 def _run_search_chunk(args: argparse.Namespace) -> None:
     from protprof import chunked
     from protprof.pipeline import read_shard
-    from protprof.search import load_database, read_fingerprint
+    from protprof.search import read_block, read_fingerprint
 
     search, _ = _search_settings(args)
-    records, _ = read_shard(args.shard)
     states = chunked.load(args.state)
     z = int(read_fingerprint(args.fingerprint)["n_sequences"])
-    chunk = load_database(args.chunk).block
+    chunk = read_block(args.chunk)
     chunked.save(args.out, chunked.search_chunk(states, chunk, search, z, args.threads))
 
 

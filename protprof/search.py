@@ -116,14 +116,21 @@ def _read_database(path: Path) -> Iterator[DigitalSequence]:
         raise InputFormatError(f"{path}: cannot read the database as protein FASTA ({e})") from e
 
 
-def load_database(path: str | Path, fingerprint: dict[str, object] | None = None) -> Database:
-    """Load a FASTA(.gz) database into memory (~3 bytes per residue), once per job."""
+def read_block(path: str | Path) -> DigitalSequenceBlock:
+    """A FASTA(.gz) database in memory (~3 bytes per residue), without fingerprinting it."""
     path = Path(path)
     if not path.exists():
         raise InputFormatError(f"{path}: database file not found")
     block = DigitalSequenceBlock(AMINO, _read_database(path))
     if not len(block):
         raise InputFormatError(f"{path}: the database holds no sequences")
+    return block
+
+
+def load_database(path: str | Path, fingerprint: dict[str, object] | None = None) -> Database:
+    """Load a database once per job; fingerprint it unless a fingerprint is given (checked)."""
+    path = Path(path)
+    block = read_block(path)
     if fingerprint is None:
         fingerprint = fingerprint_database(path)
     elif fingerprint["n_sequences"] != len(block):

@@ -12,7 +12,7 @@ from conftest import DEMO_DB, DEMO_QUERIES
 from protprof import chunked
 from protprof.fasta import read_fasta
 from protprof.profiles import ProfileParams, profile_from_msa
-from protprof.search import JackhmmerSearch, SearchParams, load_database
+from protprof.search import JackhmmerSearch, SearchParams, read_block
 
 PARAMS = SearchParams(iterations=3)
 
@@ -32,7 +32,7 @@ def test_chunked_equals_in_memory(tmp_path, queries, in_memory, k):
     paths = [tmp_path / f"chunk{c}.fasta" for c in range(k)]
     counts = chunked.split_database(DEMO_DB, paths)
     assert sum(counts) == 5000 and all(counts)
-    chunks = [load_database(p).block for p in paths]
+    chunks = [read_block(p) for p in paths]
     for states in chunked.run_chunked(queries, chunks, PARAMS, z=5000, threads=2):
         states = pickle.loads(pickle.dumps(states))  # what crosses job boundaries
     ours = chunked.results(queries, states)
