@@ -1,0 +1,69 @@
+"""The workflow on a real single-node SLURM cluster (ci/slurm-local.sh), through the
+project's SLURM profile and snakemake-executor-plugin-slurm: every job COMPLETED in sacct.
+
+Skipped, with the reason, where the cluster cannot start (not root, no apt-get); in CI
+(CI=true) that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from test_workflow import write_config
+
+from protprof.store import open_store
+from protprof.train import load_model
+
+SCRIPT = ROOT / "ci" / "slurm-local.sh"
+BIN = Path(sys.executable).parent
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the SLURM test, but: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.geteuid() != 0:
+        _unavailable("the local SLURM cluster needs root")
+    if not shutil.which("apt-get") and not shutil.which("slurmctld"):
+        _unavailable("the local SLURM cluster needs apt-get (Debian) or SLURM installed")
+    up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        _unavailable(f"ci/slurm-local.sh up failed: {up.stderr[-2000:]}")
+    yield
+    subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
+
+
+def test_workflow_on_real_slurm(cluster, tmp_path, capsys):
+    write_config(tmp_path)
+    start = datetime.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    run = subprocess.run(
+        ["timeout", "-k", "10", "900", str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"),
+         "--directory", str(tmp_path), "--profile", str(ROOT / "profiles/slurm"),
+         "--slurm-init-seconds-before-status-checks", "1"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-4000:]
+    store = open_store(tmp_path / "results/store/profiles.zarr")
+    assert len(store) == 10
+    assert load_model(tmp_path / "results/train/checkpoint.pt").n_parameters() > 0
+    jobs = subprocess.run(["sacct", "-n", "-X", "-P", "-S", start, "-o", "JobID,State"],
+                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    table = subprocess.run(["sacct", "-X", "-S", start, "-o", "JobID,Partition,State,Elapsed,Comment%40"],
+                           capture_output=True, text=True).stdout  # fmt: skip
+    with capsys.disabled():  # the CI log shows the jobs ran under sbatch
+        print(f"\nsacct of the workflow's jobs on the local SLURM cluster:\n{table}")
+    states = [line.split("|")[1] for line in jobs]
+    # ingest, prepare_database, 2 x search_shard, assemble, summarise, train ("all" is local)
+    assert len(states) == 7 and set(states) == {"COMPLETED"}, jobs
