@@ -12,11 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from test_workflow import write_config
+from test_workflow import job_counts, write_config
 
 from protprof.store import open_store
 from protprof.train import load_model
@@ -67,3 +68,38 @@ def test_workflow_on_real_slurm(cluster, tmp_path, capsys):
     states = [line.split("|")[1] for line in jobs]
     # ingest, prepare_database, 2 x search_shard, assemble, summarise, train ("all" is local)
     assert len(states) == 7 and set(states) == {"COMPLETED"}, jobs
+
+
+def test_killed_search_job_leaves_nothing_complete_and_rerun_redoes_only_it(cluster, tmp_path):
+    write_config(tmp_path, search={"iterations": 3, "threads": 2})
+    start = datetime.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    command = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory",
+               str(tmp_path), "--profile", str(ROOT / "profiles/slurm"),
+               "--slurm-init-seconds-before-status-checks", "1", "--retries", "0"]  # fmt: skip
+    workflow = subprocess.Popen(["timeout", "-k", "10", "600", *command], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGKILL the search inside its SLURM job, as the OOM killer or a node failure would.
+    # (`scancel` is not used: plugin 2.8.0 never noticed a job in state "CANCELLED by 0" and
+    # waited until the timeout; a killed process gives the job state FAILED.)
+    shard, pattern = "0000", "protprof search results/shards/0000.fasta"
+    for _ in range(1200):
+        if subprocess.run(["pkill", "-KILL", "-f", pattern]).returncode == 0:
+            break
+        assert workflow.poll() is None, "the workflow ended before its search job ran"
+        time.sleep(0.1)
+    output, _ = workflow.communicate(timeout=600)
+    assert workflow.returncode == 1, output[-3000:]
+    states = subprocess.run(["sacct", "-n", "-X", "-P", "-S", start, "-o", "State"],
+                            capture_output=True, text=True).stdout.split()  # fmt: skip
+    assert "FAILED" in states, states
+    search = tmp_path / "results" / "search"
+    assert not (search / f"{shard}.zarr").exists()  # nothing that looks complete
+    assert not (tmp_path / "results/store/profiles.zarr").exists()
+    plan = job_counts(subprocess.run([*command, "--dry-run"], env=env, capture_output=True,
+                                     text=True).stdout)  # fmt: skip
+    assert plan.get("search_shard") == 1 and "ingest_queries" not in plan, plan
+    rerun = subprocess.run(["timeout", "-k", "10", "600", *command], env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert len(open_store(tmp_path / "results/store/profiles.zarr")) == 10
