@@ -28,7 +28,8 @@ from pyhmmer.plan7 import HMM, Background, Builder, Pipeline, TopHits, Trace
 from protprof._atomic import atomic_output
 from protprof.errors import InputFormatError
 from protprof.fasta import Record, write_fasta
-from protprof.search import AMINO, QueryResult, SearchParams, _read_database, cap_included
+from protprof.search import (AMINO, QueryResult, SearchParams, _read_database, balanced_bounds,
+                             cap_included)
 
 STATE_VERSION = 1
 
@@ -49,15 +50,7 @@ class QueryState:
 def split_database(path: str | Path, outs: list[Path]) -> list[int]:
     """Write the database as len(outs) contiguous FASTA chunks of about equal residue counts."""
     records = [Record(s.name, s.textize().sequence, s.description) for s in _read_database(Path(path))]
-    total = sum(len(r.sequence) for r in records)
-    bounds, acc, start = [], 0, 0
-    for i, r in enumerate(records):
-        acc += len(r.sequence)
-        if len(bounds) < len(outs) - 1 and acc >= total * (len(bounds) + 1) / len(outs):
-            bounds.append((start, i + 1))
-            start = i + 1
-    bounds.append((start, len(records)))
-    bounds += [(len(records), len(records))] * (len(outs) - len(bounds))
+    bounds = balanced_bounds([len(r.sequence) for r in records], len(outs))
     for out, (a, b) in zip(outs, bounds):
         with atomic_output(out) as tmp:
             write_fasta(tmp, records[a:b])

@@ -160,17 +160,23 @@ class QueryResult:
     iterations: int  # iterations actually run (fewer than asked if it converged)
 
 
-def _chunks(block: DigitalSequenceBlock, n: int) -> list[DigitalSequenceBlock]:
-    """Split a block into n contiguous chunks of about equal residue counts."""
-    n = max(1, min(n, len(block)))
-    total = sum(len(s) for s in block)
+def balanced_bounds(lengths: Sequence[int], n: int) -> list[tuple[int, int]]:
+    """Cut a sequence of lengths into n contiguous ranges [a, b) of about equal total length
+    (empty ranges at the end when there are fewer items than n)."""
+    total = sum(lengths)
     bounds, acc, start = [], 0, 0
-    for i, seq in enumerate(block):
-        acc += len(seq)
-        if acc >= total * (len(bounds) + 1) / n and len(bounds) < n - 1:
+    for i, length in enumerate(lengths):
+        acc += length
+        if len(bounds) < n - 1 and acc >= total * (len(bounds) + 1) / n:
             bounds.append((start, i + 1))
             start = i + 1
-    bounds.append((start, len(block)))
+    bounds.append((start, len(lengths)))
+    return bounds + [(len(lengths), len(lengths))] * (n - len(bounds))
+
+
+def _chunks(block: DigitalSequenceBlock, n: int) -> list[DigitalSequenceBlock]:
+    """Split a block into at most n non-empty contiguous chunks of about equal residue counts."""
+    bounds = balanced_bounds([len(s) for s in block], max(1, min(n, len(block))))
     return [block[a:b] for a, b in bounds if b > a]
 
 

@@ -44,3 +44,12 @@ def test_chunked_equals_in_memory(tmp_path, queries, in_memory, k):
         pb, nb = profile_from_msa(b.msa, b.id, len(b.sequence), ProfileParams())
         np.testing.assert_array_equal(pa, pb)
         assert na == nb
+
+
+def test_balanced_bounds_exact():
+    from protprof.search import balanced_bounds
+
+    assert balanced_bounds([5, 5, 5, 5], 2) == [(0, 2), (2, 4)]
+    assert balanced_bounds([10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 11)]
+    assert balanced_bounds([3, 3], 3) == [(0, 1), (1, 2), (2, 2)]
+    assert balanced_bounds([7], 1) == [(0, 1)]
