@@ -13,6 +13,7 @@ import pytest
 import yaml
 from conftest import DEMO_DB, ROOT, write_queries
 
+from protprof.cli import main
 from protprof.store import open_store
 from protprof.train import load_model
 
@@ -58,6 +59,15 @@ def test_workflow_end_to_end_and_resume(workflow_run):
     assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(10))
     model = load_model(tmp_path / "results/train/checkpoint.pt")
     assert model.n_parameters() > 0
+    # The trained model embeds any sequences.
+    out = tmp_path / "embeddings.npz"
+    assert main(["embed", str(tmp_path / "results/train/checkpoint.pt"),
+                 str(tmp_path / "queries.fasta"), "--out", str(out)]) == 0  # fmt: skip
+    embedded = np.load(out)
+    lengths = [len(store.sequence(i)) for i in range(10)]
+    assert embedded["offsets"][-1] == embedded["per_residue"].shape[0] >= sum(lengths)
+    assert embedded["mean"].shape == (10, model.config.d_model)
+    np.testing.assert_allclose(embedded["profiles"].sum(1), 1, atol=1e-5)
     assert (tmp_path / "results/train/curves.png").exists()
     for rule in ("search_shard", "train_model", "assemble_store"):
         assert list((tmp_path / "benchmarks" / rule).glob("*.tsv")), rule
