@@ -48,11 +48,12 @@ def workflow_run(tmp_path_factory) -> Path:
     write_config(tmp_path)
     run = snakemake(tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
-    return tmp_path
+    # Read now: the resume test removes the store afterwards.
+    return tmp_path, open_store(tmp_path / "results/store/profiles.zarr").read_all()
 
 
 def test_workflow_end_to_end_and_resume(workflow_run):
-    tmp_path = workflow_run
+    tmp_path, _ = workflow_run
     store = open_store(tmp_path / "results/store/profiles.zarr")
     assert len(store) == 10 and store.attrs["n_shards"] == 2
     assert store.attrs["search"]["iterations"] == 2 and store.attrs["search"]["Z"] == 5000
@@ -88,7 +89,7 @@ def test_chunked_database_workflow_gives_the_same_store(workflow_run, tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     assert len(list((tmp_path / "results/iterations").glob("*/i*/hits_*.pkl"))) == 2 * 2 * 3
     chunked = open_store(tmp_path / "results/store/profiles.zarr").read_all()
-    whole = open_store(workflow_run / "results/store/profiles.zarr").read_all()
+    whole = workflow_run[1]
     assert chunked.ids == whole.ids
     for name in ("tokens", "profiles", "offsets", "n_hits", "neff", "split"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
