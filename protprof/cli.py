@@ -190,7 +190,6 @@ def _search_chunk_args(p: argparse.ArgumentParser) -> None:
 
 def _run_search_chunk(args: argparse.Namespace) -> None:
     from protprof import chunked
-    from protprof.pipeline import read_shard
     from protprof.search import read_block, read_fingerprint
 
     search, _ = _search_settings(args)

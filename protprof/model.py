@@ -8,7 +8,7 @@ averaged over real residues (Sturmfels et al. 2020, arXiv 2012.00195).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -168,7 +168,3 @@ def total_loss(out: dict[str, torch.Tensor], objective: str, mlm_weight: float,
     if objective == "profile":
         return out["profile_loss"]
     return mlm_weight * out["mlm_loss"] + profile_weight * out["profile_loss"]
-
-
-def config_dict(config: ModelConfig) -> dict[str, float | int]:
-    return asdict(config)

@@ -223,7 +223,6 @@ class JackhmmerSearch:
         # in flight that is 1 (plain query-level parallelism); at a job's tail, all threads
         # work on the last queries.
         self._chunkings = {k: _chunks(database, k) for k in range(1, self.threads + 1)}
-        self.chunks = self._chunkings[1]
         self._in_flight = 0
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -270,7 +269,8 @@ class JackhmmerSearch:
         builder = Builder(AMINO, architecture="hand", seed=self.params.seed)
         driver_pipeline = Pipeline(AMINO, Z=self.z, seed=self.params.seed, **self.params.thresholds())
         search = _ChunkedSearch(
-            driver_pipeline, builder, query, self.chunks[0], self._select_hits,
+            # The whole database is passed for form's sake; searches go through chunk_search.
+            driver_pipeline, builder, query, self._chunkings[1][0], self._select_hits,
             chunk_search=lambda hmm: self._search_all(pool, hmm),
         )  # fmt: skip
         result = None
