@@ -201,7 +201,7 @@ def mask_tokens(tokens: torch.Tensor, p: float, generator: torch.Generator
     u.masked_fill_(tokens < FIRST_RESIDUE, 1.0)
     chosen = u < p
     inputs = tokens.masked_fill(u < 0.8 * p, MASK)
-    swap = chosen & (u >= 0.8 * p) & (u < 0.9 * p)
+    swap = (u >= 0.8 * p) & (u < 0.9 * p)  # implies chosen
     n_swap = int(swap.sum())
     inputs[swap] = torch.randint(FIRST_RESIDUE, FIRST_RESIDUE + N_STANDARD, (n_swap,),
                                  generator=generator, device=tokens.device, dtype=tokens.dtype)

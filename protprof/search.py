@@ -87,17 +87,13 @@ class Database:
     fingerprint: dict[str, object]
 
 
-def fingerprint_database(path: str | Path) -> dict[str, object]:
-    """Count sequences and residues and checksum the file (the `prepare_db` step)."""
-    path = Path(path)
+def _describe(path: Path, n_sequences: int, n_residues: int) -> dict[str, object]:
+    """The fingerprint of a database whose sequences were already counted: only the checksum
+    needs another (byte-level) pass over the file."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    n_sequences = n_residues = 0
-    for seq in _read_database(path):
-        n_sequences += 1
-        n_residues += len(seq)
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
     return {
         "path": str(path),
         "size_bytes": path.stat().st_size,
@@ -105,6 +101,17 @@ def fingerprint_database(path: str | Path) -> dict[str, object]:
         "n_sequences": n_sequences,
         "n_residues": n_residues,
     }
+
+
+def fingerprint_database(path: str | Path) -> dict[str, object]:
+    """Count sequences and residues and checksum the file (the `prepare_db` step), streaming:
+    the database is never held in memory."""
+    path = Path(path)
+    n_sequences = n_residues = 0
+    for seq in _read_database(path):
+        n_sequences += 1
+        n_residues += len(seq)
+    return _describe(path, n_sequences, n_residues)
 
 
 def _read_database(path: Path) -> Iterator[DigitalSequence]:
@@ -132,7 +139,8 @@ def load_database(path: str | Path, fingerprint: dict[str, object] | None = None
     path = Path(path)
     block = read_block(path)
     if fingerprint is None:
-        fingerprint = fingerprint_database(path)
+        # Count from the loaded block rather than parsing the FASTA a second time.
+        fingerprint = _describe(path, len(block), sum(len(seq) for seq in block))
     elif fingerprint["n_sequences"] != len(block):
         raise SearchError(
             f"{path}: holds {len(block)} sequences but its fingerprint says "
