@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test setup bench clean comparison
 
 setup: $(STAMP)
 
@@ -22,7 +22,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local --cores $(CORES)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/protprof inspect results/store/profiles.zarr
-	@tail -n 1 results/train/metrics.jsonl
+	@tail -n 1 results/train/multitask/metrics.jsonl
+	@cat results/evaluation/comparison.md 2>/dev/null || true
+
+# The paper's comparison (MLM vs profile vs multitask) at this machine's scale: ~80 min on 2 cores.
+comparison: $(STAMP)
+	$(BIN)/python experiments/comparison/make_data.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
+		--configfile experiments/comparison/config.yaml
+	cat experiments/comparison/results/evaluation/comparison.md
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
@@ -30,6 +38,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_search.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_loader.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_evaluate.py
 
 clean:
 	rm -rf results logs benchmarks .snakemake

@@ -10,6 +10,10 @@ configfile: "config.yaml"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+wildcard_constraints:
+    objective="mlm|profile|multitask",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/search.smk"
 
@@ -21,12 +25,13 @@ if N_CHUNKS:
 
 include: "workflow/rules/store.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     input:
         store_summary=f"{RESULTS}/store/summary.json",
-        checkpoint=f"{RESULTS}/train/checkpoint.pt",
-        metrics=f"{RESULTS}/train/metrics.jsonl",
-        plot=f"{RESULTS}/train/curves.png",
+        checkpoints=expand(f"{RESULTS}/train/{{objective}}/checkpoint.pt", objective=OBJECTIVES),
+        plots=expand(f"{RESULTS}/train/{{objective}}/curves.png", objective=OBJECTIVES),
+        evaluation=([f"{RESULTS}/evaluation/comparison.md"] if EVALUATE else []),
     default_target: True

@@ -336,6 +336,83 @@ def _run_embed(args: argparse.Namespace) -> None:
     log.info("wrote %s (%d sequences)", args.out, len(records))
 
 
+@command("guard", "drop queries homologous to any downstream test sequence (leakage guard)")
+def _guard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
+    p.add_argument("--data", type=Path, required=True, help="the benchmark data folder")
+    p.add_argument("--out", type=Path, required=True, help="the kept queries (FASTA)")
+    p.add_argument("--report", type=Path, help="JSON: counts and every dropped query")
+    p.add_argument("-E", "--evalue", type=float, default=1e-3,
+                   help="drop a query with a phmmer hit at E <= this (default 1e-3)")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def _run_guard(args: argparse.Namespace) -> None:
+    from protprof._atomic import atomic_output
+    from protprof.evaluation.leakage import guard_files
+    from protprof.fasta import write_fasta
+
+    result = guard_files(args.queries, args.data, args.evalue, args.threads)
+    if not result.kept:
+        raise ProtprofError(f"guard: every one of {len(result.dropped)} queries is homologous "
+                            "to a test sequence; nothing left to pretrain on")  # fmt: skip
+    report = {"n_queries": len(result.kept) + len(result.dropped), "n_kept": len(result.kept),
+              "n_dropped": len(result.dropped), "evalue": args.evalue,
+              "n_test_sequences": result.n_test_sequences, "dropped": result.dropped}  # fmt: skip
+    if args.report:
+        with atomic_output(args.report) as tmp:
+            tmp.write_text(json.dumps(report, indent=1) + "\n")
+    with atomic_output(args.out) as tmp:
+        write_fasta(tmp, result.kept)
+    log.info("leakage guard: dropped %d of %d queries (phmmer E <= %g against %d test sequences)",
+             report["n_dropped"], report["n_queries"], args.evalue, result.n_test_sequences)
+
+
+@command("evaluate", "score a checkpoint on downstream tasks with probes on frozen embeddings")
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    from protprof.evaluation.tasks import TASKS
+
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--task", "--tasks", dest="tasks", nargs="+", default=list(TASKS),
+                   choices=TASKS, help="tasks to run (default: all)")
+    p.add_argument("--data", type=Path, default=Path("../shared/data"),
+                   help="benchmark data folder (default ../shared/data)")
+    p.add_argument("--store", type=Path, help="profile store whose test split the profile task "
+                   "scores")
+    p.add_argument("--max-train", type=int, default=0,
+                   help="cap on probe training examples per task, a fixed-seed sample (0 = all)")
+    p.add_argument("--max-test", type=int, default=0, help="cap on test examples (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for report.md, report.json and report.png")
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from protprof.evaluation.report import evaluate, write_report
+    from protprof.evaluation.tasks import Limits
+
+    limits = Limits(args.max_train, args.max_test, args.seed)
+    report = evaluate(args.checkpoint, args.tasks, args.data, args.store, limits)
+    write_report(report, args.out)
+    print((args.out / "report.md").read_text(), end="")
+
+
+@command("compare", "one markdown table of several evaluation reports (e.g. the three arms)")
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("reports", nargs="+", type=Path, help="report.json files")
+    p.add_argument("--out", type=Path, required=True, help="markdown table")
+
+
+def _run_compare(args: argparse.Namespace) -> None:
+    from protprof._atomic import atomic_output
+    from protprof.evaluation.report import compare
+
+    table = compare(args.reports)
+    with atomic_output(args.out) as tmp:
+        tmp.write_text(table)
+    print(table, end="")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="protprof",

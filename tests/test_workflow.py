@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import DEMO_DB, ROOT, write_queries
+from conftest import DEMO_DB, ROOT, SHARED_DATA, write_queries
 
 from protprof.cli import main
 from protprof.store import open_store
@@ -30,22 +31,29 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def write_config(workdir: Path, **extra) -> None:
+def write_config(workdir: Path, objectives=("multitask",), **extra) -> None:
     queries = write_queries(workdir / "queries.fasta", 10)
     train = workdir / "train.yaml"
     train.write_text(yaml.safe_dump({"max_steps": 6, "eval_every": 3, "checkpoint_every": 3,
                                      "max_tokens": 1024, "max_len": 200}))  # fmt: skip
     config = {"queries": [str(queries)], "database": str(DEMO_DB), "shards": 2,
               "ingest": {"valid_fraction": 0.3, "test_fraction": 0.1, "max_length": 200},
-              "search": {"iterations": 2, "threads": 2}, "train": {"config": str(train)},
-              **extra}  # fmt: skip
+              "search": {"iterations": 2, "threads": 2},
+              "train": {"config": str(train), "objectives": list(objectives)}, **extra}  # fmt: skip
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+# With the benchmark data beside the project: the leakage guard filters the queries, and two
+# objectives are trained and evaluated on small samples of three tasks, then compared.
+GUARDED = {"leakage_guard": {"enabled": True, "data": str(SHARED_DATA)}} if SHARED_DATA.is_dir() else {}
+EVALUATED = {"evaluation": {"data": str(SHARED_DATA), "tasks": ["ss", "variants", "profile"],
+                            "max_train": 30, "max_test": 20}} if SHARED_DATA.is_dir() else {}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def workflow_run(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("workflow")
-    write_config(tmp_path)
+    write_config(tmp_path, objectives=("mlm", "multitask"), **GUARDED, **EVALUATED)
     run = snakemake(tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
     # Read now: the resume test removes the store afterwards.
@@ -55,21 +63,32 @@ def workflow_run(tmp_path_factory) -> Path:
 def test_workflow_end_to_end_and_resume(workflow_run):
     tmp_path, _ = workflow_run
     store = open_store(tmp_path / "results/store/profiles.zarr")
-    assert len(store) == 10 and store.attrs["n_shards"] == 2
+    n = 10
+    if GUARDED:
+        guard = json.loads((tmp_path / "results/queries/guard_report.json").read_text())
+        assert guard["n_queries"] == 10 and guard["n_kept"] + guard["n_dropped"] == 10
+        n = guard["n_kept"]
+        assert not {d["id"] for d in guard["dropped"]} & set(store.ids)
+    assert len(store) == n and store.attrs["n_shards"] == 2
     assert store.attrs["search"]["iterations"] == 2 and store.attrs["search"]["Z"] == 5000
-    assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(10))
-    model = load_model(tmp_path / "results/train/checkpoint.pt")
+    assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(n))
+    checkpoint = tmp_path / "results/train/multitask/checkpoint.pt"
+    model = load_model(checkpoint)
     assert model.n_parameters() > 0
     # The trained model embeds any sequences.
     out = tmp_path / "embeddings.npz"
-    assert main(["embed", str(tmp_path / "results/train/checkpoint.pt"),
-                 str(tmp_path / "queries.fasta"), "--out", str(out)]) == 0  # fmt: skip
+    assert main(["embed", str(checkpoint), str(tmp_path / "queries.fasta"), "--out", str(out)]) == 0
     embedded = np.load(out)
-    lengths = [len(store.sequence(i)) for i in range(10)]
-    assert embedded["offsets"][-1] == embedded["per_residue"].shape[0] >= sum(lengths)
+    assert embedded["offsets"][-1] == embedded["per_residue"].shape[0]
     assert embedded["mean"].shape == (10, model.config.d_model)
     np.testing.assert_allclose(embedded["profiles"].sum(1), 1, atol=1e-5)
-    assert (tmp_path / "results/train/curves.png").exists()
+    assert (tmp_path / "results/train/mlm/curves.png").exists()
+    if EVALUATED:
+        table = (tmp_path / "results/evaluation/comparison.md").read_text().splitlines()
+        assert table[0] == "| task | metric | mlm | multitask |"
+        assert any(line.startswith("| secondary structure (CB513) | Q3 |") for line in table)
+        report = json.loads((tmp_path / "results/evaluation/mlm/report.json").read_text())
+        assert report["objective"] == "mlm" and len(report["results"]) in (4, 6)
     for rule in ("search_shard", "train_model", "assemble_store"):
         assert list((tmp_path / "benchmarks" / rule).glob("*.tsv")), rule
     # An interrupted run (killed while searching shard 1, before assembling) resumes by
@@ -84,7 +103,7 @@ def test_workflow_end_to_end_and_resume(workflow_run):
 
 def test_chunked_database_workflow_gives_the_same_store(workflow_run, tmp_path):
     """database_chunks: 3 -> 3 search jobs per shard and iteration, then merges: same store."""
-    write_config(tmp_path, database_chunks=3)
+    write_config(tmp_path, database_chunks=3, **GUARDED)
     run = snakemake(tmp_path, "results/store/profiles.zarr")
     assert run.returncode == 0, run.stderr[-4000:]
     assert len(list((tmp_path / "results/iterations").glob("*/i*/hits_*.pkl"))) == 2 * 2 * 3

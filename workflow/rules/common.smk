@@ -1,6 +1,7 @@
 # Path helpers and resource estimates only; the work is done by `protprof` subcommands.
 import math
 import os
+import sys
 
 RESULTS = config.get("results", "results")
 SHARDS = [f"{k:04d}" for k in range(config["shards"])]
@@ -10,6 +11,15 @@ ENV = "../../envs/protprof.yaml"
 # database_chunks K > 0: search each iteration as K jobs against database chunks (memory / K).
 N_CHUNKS = config.get("database_chunks", 0)
 CHUNKS = [f"{c:03d}" for c in range(N_CHUNKS)]
+GUARD = config["leakage_guard"]
+EVALUATION = config["evaluation"]
+OBJECTIVES = config["train"]["objectives"]
+# Evaluation needs the benchmark data; without it the workflow stops at training, and says so.
+EVALUATE = bool(EVALUATION["tasks"])
+if EVALUATE and not os.path.isdir(EVALUATION["data"]):
+    EVALUATE = False
+    print(f"protprof: evaluation skipped: benchmark data folder {EVALUATION['data']} not found "
+          "(set evaluation.data)", file=sys.stderr)
 ITERATIONS = SEARCH["iterations"] or (1 if SEARCH["preset"] == "alphafold" else 5)
 
 # Measured on the demo data (bench/RESULTS.md): pyhmmer holds ~3 bytes per database residue.
@@ -84,3 +94,16 @@ def train_launcher():
 def train_slurm_extra():
     devices = config["train"]["devices"]
     return f"'--gpus={devices}'" if devices else ""
+
+
+def ingest_inputs():
+    """The query files, or what the leakage guard kept of them."""
+    if GUARD["enabled"]:
+        return [f"{RESULTS}/queries/guarded.fasta"]
+    return config["queries"]
+
+
+def evaluation_options():
+    e = EVALUATION
+    return (f"--data {e['data']} --tasks {' '.join(e['tasks'])} --max-train {e['max_train']} "
+            f"--max-test {e['max_test']}")  # fmt: skip

@@ -1,6 +1,30 @@
-rule ingest_queries:
+rule guard_queries:
     input:
         config["queries"],
+    output:
+        fasta=f"{RESULTS}/queries/guarded.fasta",
+        report=f"{RESULTS}/queries/guard_report.json",
+    params:
+        data=GUARD["data"],
+        evalue=GUARD["evalue"],
+    threads: 2
+    log:
+        "logs/guard_queries/all.log",
+    benchmark:
+        "benchmarks/guard_queries/all.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2048,
+        runtime=60,
+    shell:
+        "protprof guard {input} --data {params.data} -E {params.evalue} --threads {threads} "
+        "--out {output.fasta} --report {output.report} 2> {log}"
+
+
+rule ingest_queries:
+    input:
+        ingest_inputs(),
     output:
         expand(f"{RESULTS}/shards/{{shard}}.fasta", shard=SHARDS),
     params:

@@ -3,18 +3,18 @@ rule train_model:
         store=f"{RESULTS}/store/profiles.zarr",
         config=config["train"]["config"],
     output:
-        checkpoint=f"{RESULTS}/train/checkpoint.pt",
-        metrics=f"{RESULTS}/train/metrics.jsonl",
-        plot=f"{RESULTS}/train/curves.png",
+        checkpoint=f"{RESULTS}/train/{{objective}}/checkpoint.pt",
+        metrics=f"{RESULTS}/train/{{objective}}/metrics.jsonl",
+        plot=f"{RESULTS}/train/{{objective}}/curves.png",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
         launcher=train_launcher(),
         devices=config["train"]["devices"],
     threads: 2
     log:
-        "logs/train_model/all.log",
+        "logs/train_model/{objective}.log",
     benchmark:
-        "benchmarks/train_model/all.tsv"
+        "benchmarks/train_model/{objective}.tsv"
     conda:
         ENV
     resources:
@@ -24,4 +24,5 @@ rule train_model:
         slurm_extra=train_slurm_extra(),
     shell:
         "{params.launcher} train --config {input.config} --store {input.store} "
-        "--out-dir {params.out_dir} --set devices={params.devices} 2> {log}"
+        "--out-dir {params.out_dir} --set devices={params.devices} objective={wildcards.objective} "
+        "2> {log}"

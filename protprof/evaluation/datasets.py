@@ -1,0 +1,377 @@
+"""Readers for the downstream benchmark files (layout of ../shared/data, see its README).
+
+Every reader takes the data folder and returns plain records; a missing or malformed file
+raises `DatasetError` naming the file (and the record where it can). Nothing here downloads.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from protprof.alphabet import RESIDUES
+from protprof.errors import ProtprofError
+
+SS3 = "HEC"
+SS8 = "HGIEBTSC"
+_RESIDUE_SET = frozenset(RESIDUES)
+
+
+class DatasetError(ProtprofError, ValueError):
+    """A benchmark file is missing or not in the format its reader expects."""
+
+
+@dataclass
+class ResidueExample:
+    """A sequence with one integer label per residue; `mask` marks residues to learn/score."""
+
+    id: str
+    sequence: str
+    labels: np.ndarray  # (L,) int64
+    mask: np.ndarray  # (L,) bool
+    labels8: np.ndarray | None = None  # DSSP 8-state labels where the file has them
+
+
+@dataclass
+class SequenceExample:
+    id: str
+    sequence: str
+    label: float  # a class index for classification, a value for regression
+    group: str = ""  # e.g. the SCOPe superfamily (what the split holds out)
+
+
+@dataclass
+class ContactExample:
+    id: str
+    sequence: str
+    contacts: np.ndarray  # (L, L) bool, C-beta (C-alpha for glycine) closer than 8 A
+    valid: np.ndarray  # (L,) bool: residues whose C-beta position is known
+
+
+@dataclass
+class VariantSet:
+    """A deep mutational scan: the wild type and, per variant, its mutations and score."""
+
+    name: str
+    wild_type: str
+    mutations: list[list[tuple[int, str, str]]]  # (0-based position, wt residue, mutant)
+    scores: np.ndarray
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"{path}: benchmark file not found (is the data folder right?)")
+    return path
+
+
+def _check_sequence(path: Path, record: str, sequence: str) -> str:
+    sequence = sequence.strip().upper()
+    bad = set(sequence) - _RESIDUE_SET
+    if not sequence or bad:
+        what = "no residues" if not sequence else f"characters {''.join(sorted(bad))!r}"
+        raise DatasetError(f"{path}: record {record}: {what} in the sequence")
+    return sequence
+
+
+def _tsv(path: Path, columns: tuple[str, ...], delimiter: str = "\t") -> list[dict[str, str]]:
+    _need(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter, skipinitialspace=True)
+            fieldnames = [name.strip() for name in reader.fieldnames or []]
+            missing = [c for c in columns if c not in fieldnames]
+            if missing:
+                raise DatasetError(f"{path}: missing column(s) {missing} (has {fieldnames[:12]})")
+            reader.fieldnames = fieldnames
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"{path}: not a readable delimited text file ({e})") from e
+
+
+def _fasta_pairs(path: Path, text: str) -> list[tuple[str, str]]:
+    records: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(">"):
+            records.append((line[1:], ""))
+        elif line:
+            if not records:
+                raise DatasetError(f"{path}: text before the first '>' header")
+            records[-1] = (records[-1][0], records[-1][1] + line)
+    if not records:
+        raise DatasetError(f"{path}: no FASTA records")
+    return records
+
+
+# ---------------------------------------------------------------- secondary structure
+
+
+def _ss_labels(path: Path, record: str, states: str, alphabet: str) -> np.ndarray:
+    try:
+        return np.array([alphabet.index(s) for s in states], dtype=np.int64)
+    except ValueError as e:
+        bad = sorted(set(states) - set(alphabet))
+        raise DatasetError(f"{path}: record {record}: labels {bad} outside {alphabet!r}") from e
+
+
+def read_ss_flip(data: Path, split: str = "train") -> list[ResidueExample]:
+    """FLIP 'sampled' 3-state secondary structure (NetSurfP-2.0 train + NEW364 test).
+
+    `split`: train (SET=train, VALIDATION=False), valid (VALIDATION=True) or test (NEW364).
+    Residues whose mask digit is 0 (unresolved in the structure) are masked out.
+    """
+    path = _need(Path(data) / "ss_flip" / "secondary_structure_splits.zip")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            texts = {name: archive.read(f"splits/{name}.fasta").decode("ascii")
+                     for name in ("sampled", "mask", "sequences")}  # fmt: skip
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not the FLIP secondary-structure archive ({e})") from e
+    wanted = {"train": ("train", "False"), "valid": ("train", "True"), "test": ("test", "False")}
+    if split not in wanted:
+        raise DatasetError(f"read_ss_flip: split must be train, valid or test, got {split!r}")
+    sequences = dict(_fasta_pairs(path, texts["sequences"]))
+    masks = dict(_fasta_pairs(path, texts["mask"]))
+    examples = []
+    for header, states in _fasta_pairs(path, texts["sampled"]):
+        name, *tags = header.split()
+        values = dict(tag.split("=", 1) for tag in tags if "=" in tag)
+        if (values.get("SET"), values.get("VALIDATION")) != wanted[split]:
+            continue
+        if name not in sequences or name not in masks:
+            raise DatasetError(f"{path}: record {name}: no sequence or mask for its labels")
+        sequence = _check_sequence(path, name, sequences[name])
+        mask = masks[name]
+        if not len(sequence) == len(states) == len(mask) or set(mask) - {"0", "1"}:
+            raise DatasetError(f"{path}: record {name}: sequence, labels and mask disagree")
+        examples.append(ResidueExample(name, sequence, _ss_labels(path, name, states, SS3),
+                                       np.frombuffer(mask.encode(), np.uint8) == ord("1")))  # fmt: skip
+    return examples
+
+
+def read_cb513(data: Path) -> list[ResidueExample]:
+    """CB513 (NetSurfP-2.0 CSV): 3- and 8-state DSSP labels; `cb513_mask` 1.0 = scored."""
+    path = Path(data) / "ss_netsurfp" / "CB513_HHblits.csv"
+    rows = _tsv(path, ("input", "dssp3", "dssp8", "cb513_mask"), delimiter=",")
+    examples = []
+    for n, row in enumerate(rows, start=2):
+        record = f"line {n}"
+        sequence = _check_sequence(path, record, "".join(row["input"].split()))
+        ss3, ss8 = "".join(row["dssp3"].split()), "".join(row["dssp8"].split())
+        try:
+            mask = np.array([float(v) for v in row["cb513_mask"].split()]) > 0.5
+        except ValueError as e:
+            raise DatasetError(f"{path}: {record}: cb513_mask is not numeric") from e
+        if not len(sequence) == len(ss3) == len(ss8) == len(mask):
+            raise DatasetError(f"{path}: {record}: sequence, dssp3, dssp8 and mask lengths differ")
+        examples.append(ResidueExample(f"CB513|{n - 2}", sequence, _ss_labels(path, record, ss3, SS3),
+                                       mask, _ss_labels(path, record, ss8, SS8)))  # fmt: skip
+    return examples
+
+
+# ---------------------------------------------------------------- remote homology
+
+
+def read_scope(data: Path, identity: int = 25) -> list[SequenceExample]:
+    """SCOPe 2.08 ASTRAL domains at <= `identity` % identity; label = fold (string in id)."""
+    path = Path(data) / "remote_homology_scope208" / f"scope208_astral_th{identity}.tsv"
+    rows = _tsv(path, ("sid", "fold", "superfamily", "seq", "seq_len"))
+    examples = []
+    for row in rows:
+        sequence = _check_sequence(path, row["sid"], row["seq"])
+        if str(len(sequence)) != row["seq_len"].strip():
+            raise DatasetError(f"{path}: record {row['sid']}: seq_len {row['seq_len']} "
+                               f"but the sequence has {len(sequence)} residues")  # fmt: skip
+        examples.append(SequenceExample(f"{row['sid']}|{row['fold']}", sequence, -1.0,
+                                        row["superfamily"]))  # fmt: skip
+    return examples
+
+
+def _stable_rank(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def split_remote_homology(examples: list[SequenceExample]
+                          ) -> tuple[list[SequenceExample], list[SequenceExample], list[str]]:  # fmt: skip
+    """Fold classification with unseen superfamilies at test time (as TAPE).
+
+    Only folds with at least two superfamilies take part; in each, one superfamily (chosen by a
+    stable hash) is held out for test and the rest train. Returns train, test, fold names;
+    labels are fold indices.
+    """
+    by_fold: dict[str, set[str]] = {}
+    for ex in examples:
+        by_fold.setdefault(ex.id.rsplit("|", 1)[1], set()).add(ex.group)
+    folds = sorted(f for f, families in by_fold.items() if len(families) >= 2)
+    index = {f: i for i, f in enumerate(folds)}
+    held_out = {f: min(by_fold[f], key=_stable_rank) for f in folds}
+    train, test = [], []
+    for ex in examples:
+        fold = ex.id.rsplit("|", 1)[1]
+        if fold not in index:
+            continue
+        labelled = SequenceExample(ex.id, ex.sequence, float(index[fold]), ex.group)
+        (test if ex.group == held_out[fold] else train).append(labelled)
+    return train, test, folds
+
+
+# ---------------------------------------------------------------- stability, fluorescence
+
+
+def _score(path: Path, record: str, text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if np.isfinite(value) else None
+
+
+def read_stability(data: Path, split: str = "train") -> tuple[list[SequenceExample], int]:
+    """Rocklin 2017 stability (TAPE's source): train = design rounds 1-4, test = the
+    single-site mutants of 17 top designs (ssm2). Returns examples and the count of rows
+    dropped for a missing score."""
+    folder = Path(data) / "stability_rocklin"
+    if split == "train":
+        files = [(folder / f"experimental_stability_scores_rd{k}.tsv", "stabilityscore")
+                 for k in range(1, 5)]  # fmt: skip
+    elif split == "test":
+        files = [(folder / "ssm2_stability_scores.tsv", "consensus_stability_score")]
+    else:
+        raise DatasetError(f"read_stability: split must be train or test, got {split!r}")
+    examples, dropped = [], 0
+    for path, column in files:
+        for row in _tsv(path, ("name", "sequence", column)):
+            value = _score(path, row["name"], row[column])
+            if value is None:
+                dropped += 1
+                continue
+            sequence = _check_sequence(path, row["name"], row["sequence"])
+            examples.append(SequenceExample(row["name"], sequence, value, row.get("my_wt", "")))
+    return examples, dropped
+
+
+def _wild_type(path: Path, key: str) -> dict:
+    try:
+        return json.loads(_need(path).read_text())[key]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise DatasetError(f"{path}: no wild type {key!r} ({e})") from e
+
+
+def _apply(path: Path, record: str, wild_type: str, mutations: list[tuple[int, str, str]]) -> str:
+    sequence = list(wild_type)
+    for position, wt, mutant in mutations:
+        if not 0 <= position < len(wild_type) or wild_type[position] != wt:
+            raise DatasetError(f"{path}: record {record}: {wt}{position} does not match the "
+                               "wild type")  # fmt: skip
+        sequence[position] = mutant
+    return "".join(sequence)
+
+
+def _parse_mutations(path: Path, record: str, text: str, offset: int
+                     ) -> list[tuple[int, str, str]]:  # fmt: skip
+    mutations = []
+    for item in text.split(","):
+        item = item.strip()
+        if len(item) < 3 or not item[1:-1].isdigit():
+            raise DatasetError(f"{path}: record {record}: {item!r} is not a mutation like A42G")
+        mutations.append((int(item[1:-1]) - offset, item[0], item[-1]))
+    return mutations
+
+
+def read_fluorescence(data: Path, split: str = "train") -> tuple[list[SequenceExample], int]:
+    """Sarkisyan 2016 avGFP brightness; as TAPE, train on <= 3 mutations, test on >= 4.
+    Variants with a stop codon are dropped (count returned)."""
+    folder = Path(data) / "fluorescence_avgfp"
+    wild_type = _wild_type(folder / "wt_sequence.json", "avgfp")
+    path = folder / "avgfp.tsv"
+    if split not in ("train", "test"):
+        raise DatasetError(f"read_fluorescence: split must be train or test, got {split!r}")
+    examples, dropped = [], 0
+    for row in _tsv(path, ("variant", "num_mutations", "score")):
+        record = row["variant"]
+        n = len(record.split(","))
+        if (n <= 3) != (split == "train"):
+            continue
+        mutations = _parse_mutations(path, record, record, -int(wild_type.get("wt_ofs", 0)))
+        value = _score(path, record, row["score"])
+        if value is None or any(m == "*" for _, _, m in mutations):
+            dropped += 1
+            continue
+        sequence = _apply(path, record, wild_type["wt_aa"], mutations)
+        examples.append(SequenceExample(record, sequence, value))
+    return examples, dropped
+
+
+# ---------------------------------------------------------------- contacts
+
+
+def _chain_coordinates(path: Path, chain_id: str) -> tuple[str, np.ndarray]:
+    from Bio.PDB import PDBParser
+    from Bio.PDB.Polypeptide import protein_letters_3to1
+
+    try:
+        structure = PDBParser(QUIET=True).get_structure(path.stem, str(path))
+        chain = structure[0][chain_id]
+    except (KeyError, ValueError) as e:
+        raise DatasetError(f"{path}: no chain {chain_id} in the first model ({e})") from e
+    letters, points = [], []
+    for residue in chain:
+        if residue.id[0] != " " or "CA" not in residue:  # hetero groups, waters, no C-alpha
+            continue
+        letters.append(protein_letters_3to1.get(residue.get_resname(), "X"))
+        atom = "CA" if residue.get_resname() == "GLY" else "CB"
+        points.append(residue[atom].coord if atom in residue else (np.nan,) * 3)
+    return "".join(letters), np.array(points, dtype=np.float64).reshape(-1, 3)
+
+
+def read_contacts(data: Path, split: str = "train", threshold: float = 8.0
+                  ) -> list[ContactExample]:  # fmt: skip
+    """Crystal structures (manifest.tsv): C-beta distance < `threshold` A (C-alpha for Gly).
+    `split`: train (pdbs_for_training) or test (pdbs_for_validation)."""
+    folder = Path(data) / "contacts_xtal"
+    manifest = folder / "manifest.tsv"
+    wanted = {"train": "training", "test": "validation"}[split]
+    examples = []
+    for row in _tsv(manifest, ("pdb_file", "split", "chain", "sequence_from_ATOM")):
+        if row["split"] != wanted:
+            continue
+        path = _need(folder / f"pdbs_for_{wanted}" / row["pdb_file"])
+        sequence, points = _chain_coordinates(path, row["chain"])
+        if sequence != row["sequence_from_ATOM"]:
+            raise DatasetError(f"{path}: chain {row['chain']} residues differ from {manifest}")
+        valid = ~np.isnan(points).any(1)
+        distance = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+        contacts = np.nan_to_num(distance, nan=np.inf) < threshold
+        examples.append(ContactExample(f"{path.stem}_{row['chain']}", sequence, contacts, valid))
+    return examples
+
+
+# ---------------------------------------------------------------- zero-shot variant effects
+
+
+def read_blat_ecolx(data: Path, score_column: str = "2500") -> VariantSet:
+    """TEM-1 beta-lactamase DMS (Stiffler 2015): fitness at 2500 ug/ml ampicillin, the column
+    ESM's variant-prediction example scores."""
+    folder = Path(data) / "dms_blat_ecolx"
+    info = _wild_type(folder / "wt_sequence.json", "BLAT_ECOLX")
+    wild_type, offset = info["wt_aa"], int(info["first_position_number"])
+    path = folder / "BLAT_ECOLX_Ranganathan2015.csv"
+    mutations, scores, dropped = [], [], 0
+    for row in _tsv(path, ("mutant", score_column), delimiter=","):
+        value = _score(path, row["mutant"], row[score_column])
+        parsed = _parse_mutations(path, row["mutant"], row["mutant"], offset)
+        _apply(path, row["mutant"], wild_type, parsed)  # validates against the wild type
+        if value is None or any(m not in RESIDUES[:20] for _, _, m in parsed):
+            dropped += 1
+            continue
+        mutations.append(parsed)
+        scores.append(value)
+    return VariantSet("BLAT_ECOLX", wild_type, mutations, np.array(scores),
+                      {"no score or non-standard residue": dropped})  # fmt: skip

@@ -1,0 +1,133 @@
+"""`protprof evaluate`: run tasks on one checkpoint and write report.md / .json / .png;
+`protprof compare`: one table across several reports (the paper's three arms)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from protprof._atomic import atomic_output
+from protprof.errors import ConfigError
+from protprof.evaluation.tasks import RUNNERS, TASKS, Limits, Result, profile_prediction
+
+log = logging.getLogger("protprof")
+
+
+def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None, limits: Limits
+             ) -> dict:  # fmt: skip
+    """Every number of every task, with timings, as a JSON-ready dict."""
+    import torch
+
+    from protprof.train import load_checkpoint, load_model
+
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise ConfigError(f"evaluate: unknown or no tasks {unknown} (choose from {', '.join(TASKS)})")
+    if any(t != "profile" for t in tasks) and not Path(data).is_dir():
+        raise ConfigError(f"evaluate: benchmark data folder {data} not found")
+    model = load_model(checkpoint)
+    training = load_checkpoint(checkpoint).get("config", {})
+    torch.manual_seed(limits.seed)
+    results: list[Result] = []
+    seconds: dict[str, float] = {}
+    for task in tasks:
+        start = time.perf_counter()
+        log.info("evaluate: %s ...", task)
+        if task == "profile":
+            new = profile_prediction(model, store, limits)
+        else:
+            new = RUNNERS[task](model, Path(data), limits)
+        results += new
+        seconds[task] = round(time.perf_counter() - start, 1)
+        log.info("evaluate: %s done in %.0f s: %s", task, seconds[task],
+                 "; ".join(f"{r.metric} {r.value:.3f}" for r in new))  # fmt: skip
+    return {
+        "checkpoint": str(checkpoint),
+        "objective": training.get("objective", "?"),
+        "model": training.get("model", "?"),
+        "n_parameters": model.n_parameters(),
+        "steps": training.get("max_steps"),
+        "data": str(data),
+        "store": str(store) if store else None,
+        "limits": {"max_train": limits.max_train, "max_test": limits.max_test,
+                   "seed": limits.seed},  # fmt: skip
+        "seconds": seconds,
+        "results": [r.as_dict() for r in results],
+    }
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Evaluation of {report['checkpoint']}", "",
+             f"objective `{report['objective']}`, model `{report['model']}` "
+             f"({report['n_parameters']:,} parameters), limits {report['limits']}", "",
+             "| task | metric | value | 95% CI | n train | n test | note |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["results"]:
+        lines.append(f"| {r['task']} | {r['metric']} | {_fmt(r['value'])} | "
+                     f"[{_fmt(r['low'])}, {_fmt(r['high'])}] | {r['n_train']} | {r['n_test']} "
+                     f"| {r['note']} |")  # fmt: skip
+    lines += ["", "Seconds per task: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    values = np.array([r["value"] for r in rows], dtype=float)
+    errors = np.array([[r["value"] - r["low"], r["high"] - r["value"]] for r in rows]).T
+    ax.barh(y, np.nan_to_num(values), xerr=np.nan_to_num(errors), color="#4c72b0", capsize=3)
+    ax.set_yticks(y, [f"{r['task'].split(' (')[0]}: {r['metric']}" for r in rows], fontsize=8)
+    ax.set_title(f"{report['objective']} ({report['model']}): value with bootstrap 95% CI")
+    fig.tight_layout()
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    plot(report, out_dir / "report.png")
+    # The markdown last: its presence marks a complete report.
+    with atomic_output(out_dir / "report.md") as tmp:
+        tmp.write_text(markdown(report))
+
+
+def compare(paths: list[Path]) -> str:
+    """A markdown table: one row per (task, metric), one column per report's objective."""
+    reports = []
+    for path in paths:
+        try:
+            reports.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not a protprof evaluation report ({e})") from e
+    keys: list[tuple[str, str]] = []
+    for report in reports:
+        for r in report["results"]:
+            if (r["task"], r["metric"]) not in keys:
+                keys.append((r["task"], r["metric"]))
+    header = "| task | metric | " + " | ".join(r["objective"] for r in reports) + " |"
+    lines = [header, "|---|---|" + "---|" * len(reports)]
+    for task, metric in keys:
+        cells = []
+        for report in reports:
+            found = [r for r in report["results"] if (r["task"], r["metric"]) == (task, metric)]
+            cells.append(f"{_fmt(found[0]['value'])} [{_fmt(found[0]['low'])}, "
+                         f"{_fmt(found[0]['high'])}]" if found else "-")  # fmt: skip
+        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,266 @@
+"""The downstream tasks: read the data, embed with the frozen model, fit a probe, score.
+
+Each task returns `Result`s (one per metric) with a bootstrap 95 % interval over test items
+(proteins for per-residue tasks, so residues of one protein are resampled together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, STANDARD, encode
+from protprof.data import collate
+from protprof.embed import embed_sequences
+from protprof.evaluation import datasets as ds
+from protprof.evaluation import metrics, probes
+from protprof.model import ProteinEncoder
+
+TASKS = ("ss", "homology", "stability", "fluorescence", "contacts", "variants", "profile")
+
+
+@dataclass
+class Limits:
+    """Caps on examples per task (0 = all); samples are drawn with a fixed seed."""
+
+    max_train: int = 0
+    max_test: int = 0
+    seed: int = 0
+    scope_identity: int = 25
+
+
+@dataclass
+class Result:
+    task: str
+    metric: str
+    value: float
+    low: float
+    high: float
+    n_train: int
+    n_test: int
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample(items: list, k: int, seed: int) -> list:
+    if not k or len(items) <= k:
+        return items
+    picked = np.sort(np.random.default_rng(seed).choice(len(items), size=k, replace=False))
+    return [items[i] for i in picked]
+
+
+def residue_embeddings(model: ProteinEncoder, sequences: list[str]) -> list[np.ndarray]:
+    hidden, _ = embed_sequences(model, sequences)
+    return hidden
+
+
+def mean_embeddings(model: ProteinEncoder, sequences: list[str], chunk: int = 2048) -> np.ndarray:
+    """Mean-pooled hidden states, computed in chunks so per-residue states never pile up."""
+    means = []
+    for start in range(0, len(sequences), chunk):
+        hidden, _ = embed_sequences(model, sequences[start : start + chunk])
+        means.extend(h.mean(0) for h in hidden)
+    return np.stack(means).astype(np.float32)
+
+
+def _result(task: str, metric: str, fn: Callable[..., float], arrays: list, n_train: int,
+            limits: Limits, note: str = "") -> Result:  # fmt: skip
+    low, high = metrics.bootstrap_interval(fn, arrays, seed=limits.seed)
+    return Result(task, metric, fn(*arrays), low, high, n_train, len(arrays[0]), note)
+
+
+# ---------------------------------------------------------------- tasks
+
+
+def secondary_structure(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    train = sample(ds.read_ss_flip(data, "train"), limits.max_train, limits.seed)
+    test = sample(ds.read_cb513(data), limits.max_test, limits.seed)
+    predict = probes.fit_residue_classifier(
+        residue_embeddings(model, [e.sequence for e in train]), [e.labels for e in train],
+        [e.mask for e in train], len(ds.SS3), seed=limits.seed)  # fmt: skip
+    predicted = predict(residue_embeddings(model, [e.sequence for e in test]))
+
+    def q3(pred: list, truth: list, mask: list) -> float:
+        return metrics.accuracy(np.concatenate([p[m] for p, m in zip(pred, mask)]),
+                                np.concatenate([t[m] for t, m in zip(truth, mask)]))  # fmt: skip
+
+    arrays = [predicted, [e.labels for e in test], [e.mask for e in test]]
+    return [_result("secondary structure (CB513)", "Q3", q3, arrays, len(train), limits,
+                    "train FLIP/NetSurfP-2.0; Q8 not scored: the training split has 3-state "
+                    "labels only")]  # fmt: skip
+
+
+def remote_homology(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    train, test, folds = ds.split_remote_homology(ds.read_scope(data, limits.scope_identity))
+    train = sample(train, limits.max_train, limits.seed)
+    test = sample(test, limits.max_test, limits.seed)
+    predict = probes.fit_classifier(mean_embeddings(model, [e.sequence for e in train]),
+                                    np.array([int(e.label) for e in train]), len(folds),
+                                    seed=limits.seed)  # fmt: skip
+    predicted = predict(mean_embeddings(model, [e.sequence for e in test]))
+    truth = np.array([int(e.label) for e in test])
+    return [_result(f"remote homology (SCOPe 2.08, <={limits.scope_identity}% id)",
+                    "top-1 fold accuracy", metrics.accuracy, [predicted, truth], len(train),
+                    limits, f"{len(folds)} folds; test superfamilies unseen in training")]  # fmt: skip
+
+
+def _regression(name: str, model: ProteinEncoder, train: list, test: list, limits: Limits,
+                note: str) -> list[Result]:  # fmt: skip
+    predict = probes.fit_ridge(mean_embeddings(model, [e.sequence for e in train]),
+                               np.array([e.label for e in train]), seed=limits.seed)  # fmt: skip
+    predicted = predict(mean_embeddings(model, [e.sequence for e in test]))
+    truth = np.array([e.label for e in test])
+    return [_result(name, "Spearman rho", metrics.spearman, [predicted, truth], len(train),
+                    limits, note)]  # fmt: skip
+
+
+def stability(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    train, _ = ds.read_stability(data, "train")
+    test, _ = ds.read_stability(data, "test")
+    return _regression("stability (Rocklin 2017)", model,
+                       sample(train, limits.max_train, limits.seed),
+                       sample(test, limits.max_test, limits.seed), limits,
+                       "train design rounds 1-4, test single mutants of 17 designs")  # fmt: skip
+
+
+def fluorescence(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    train, _ = ds.read_fluorescence(data, "train")
+    test, _ = ds.read_fluorescence(data, "test")
+    return _regression("fluorescence (avGFP)", model,
+                       sample(train, limits.max_train, limits.seed),
+                       sample(test, limits.max_test, limits.seed), limits,
+                       "train <= 3 mutations, test >= 4")  # fmt: skip
+
+
+def contacts(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    train = sample(ds.read_contacts(data, "train"), limits.max_train, limits.seed)
+    test = sample(ds.read_contacts(data, "test"), limits.max_test, limits.seed)
+    score = probes.fit_contact_probe(residue_embeddings(model, [e.sequence for e in train]),
+                                     [e.contacts for e in train], [e.valid for e in train],
+                                     seed=limits.seed)  # fmt: skip
+    scores = [score(h) for h in residue_embeddings(model, [e.sequence for e in test])]
+    results = []
+    for separation in (12, 24):
+        def precision(s: list, c: list, v: list, separation: int = separation) -> float:
+            return float(np.nanmean([metrics.contact_precision(a, b, m, separation)
+                                     for a, b, m in zip(s, c, v)]))  # fmt: skip
+
+        arrays = [scores, [e.contacts for e in test], [e.valid for e in test]]
+        results.append(_result("contacts (crystal structures)", f"P@L/5, |i-j| >= {separation}",
+                               precision, arrays, len(train), limits,
+                               "C-beta < 8 A; mean over test chains"))  # fmt: skip
+    return results
+
+
+@torch.no_grad()
+def variant_scores(model: ProteinEncoder, variants: ds.VariantSet, batch: int = 16
+                   ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Zero-shot log-odds of every variant, summed over its mutations:
+    MLM head = masked marginal log p(mutant) - log p(wild type) with the site masked;
+    profile head = the same difference of the predicted profile of the unmasked wild type."""
+    wild = encode(variants.wild_type)
+    tokens = collate([(wild, np.zeros((len(wild), 20), np.uint8))])["tokens"]
+    profile = torch.log_softmax(model(tokens)["profile_logits"][0, 1:-1].float(), -1).numpy()
+    positions = sorted({p for mutations in variants.mutations for p, _, _ in mutations})
+    masked_logp: dict[int, np.ndarray] = {}
+    for start in range(0, len(positions), batch):
+        chunk = positions[start : start + batch]
+        batch_tokens = tokens.repeat(len(chunk), 1)
+        for b, p in enumerate(chunk):
+            batch_tokens[b, p + 1] = MASK
+        logp = torch.log_softmax(model(batch_tokens)["mlm_logits"].float(), -1)
+        for b, p in enumerate(chunk):
+            masked_logp[p] = logp[b, p + 1].numpy()
+    mlm, prof = [], []
+    for mutations in variants.mutations:
+        mlm.append(sum(masked_logp[p][FIRST_RESIDUE + RESIDUES.index(m)]
+                       - masked_logp[p][FIRST_RESIDUE + RESIDUES.index(w)]
+                       for p, w, m in mutations))  # fmt: skip
+        prof.append(sum(profile[p, STANDARD.index(m)] - profile[p, STANDARD.index(w)]
+                        for p, w, m in mutations))  # fmt: skip
+    return np.array(mlm), np.array(prof)
+
+
+def variant_effects(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    variants = ds.read_blat_ecolx(data)
+    mlm, prof = variant_scores(model, variants)
+    name = "zero-shot variant effects (BLAT_ECOLX)"
+    return [_result(name, "Spearman rho, MLM head", metrics.spearman, [mlm, variants.scores], 0,
+                    limits, "masked-marginal log-odds; fitness at 2500 ug/ml ampicillin"),
+            _result(name, "Spearman rho, profile head", metrics.spearman,
+                    [prof, variants.scores], 0, limits, "log-odds of the predicted profile")]  # fmt: skip
+
+
+def blosum62_conditionals() -> np.ndarray:
+    """P(b | a) for the 20 standard residues: background x 2^(S_ab / 2), rows normalised
+    (BLOSUM62 scores are half-bit log-odds of the target frequencies)."""
+    from Bio.Align import substitution_matrices
+
+    blosum = substitution_matrices.load("BLOSUM62")
+    background = background_frequencies()
+    scores = np.array([[blosum[a][b] for b in STANDARD] for a in STANDARD])
+    joint = background[None, :] * np.power(2.0, scores / 2.0)
+    return joint / joint.sum(1, keepdims=True)
+
+
+def background_frequencies() -> np.ndarray:
+    """HMMER's amino-acid background (the BLOSUM62 background), in STANDARD order."""
+    import pyhmmer
+
+    frequencies = np.array(
+        list(pyhmmer.plan7.Background(pyhmmer.easel.Alphabet.amino()).residue_frequencies)[:20])
+    return frequencies / frequencies.sum()
+
+
+def profile_prediction(model: ProteinEncoder, store_path: Path | None, limits: Limits
+                       ) -> list[Result]:  # fmt: skip
+    """KL(store profile || prediction) on the store's test split, against two baselines."""
+    from protprof.store import open_store
+
+    if store_path is None:
+        raise ds.DatasetError("evaluate: the profile task needs --store (a profile store)")
+    store = open_store(store_path)
+    rows = sample(list(np.flatnonzero(store.split == 2)), limits.max_test, limits.seed)
+    task = "profile prediction (store test split)"
+    if not rows:  # a tiny store: say so in the report rather than fail the whole evaluation
+        nan = float("nan")
+        return [Result(task, "KL, model profile head", nan, nan, nan, 0, 0,
+                       f"{store_path} has no test-split sequences")]  # fmt: skip
+    sequences = [store.sequence(i) for i in rows]
+    targets = [store.profile(i) for i in rows]
+    _, predicted = embed_sequences(model, sequences)
+    background = background_frequencies()
+    conditionals = blosum62_conditionals()
+    index = {c: k for k, c in enumerate(STANDARD)}
+
+    def smoothed(sequence: str) -> np.ndarray:
+        return np.stack([conditionals[index[c]] if c in index else background for c in sequence])
+
+    def mean_kl(target: list, guess: list) -> float:
+        return float(np.concatenate([metrics.kl_divergence(t, g) for t, g in zip(target, guess)]).mean())
+
+    baselines = {
+        "model profile head": predicted,
+        "baseline: background frequencies": [np.broadcast_to(background, t.shape) for t in targets],
+        "baseline: BLOSUM62-smoothed one-hot": [smoothed(s) for s in sequences],
+    }
+    return [_result(task, f"KL, {name}", mean_kl,
+                    [targets, guess], 0, limits, "nats per residue; lower is better")
+            for name, guess in baselines.items()]  # fmt: skip
+
+
+RUNNERS: dict[str, Callable[..., list[Result]]] = {
+    "ss": secondary_structure,
+    "homology": remote_homology,
+    "stability": stability,
+    "fluorescence": fluorescence,
+    "contacts": contacts,
+    "variants": variant_effects,
+}

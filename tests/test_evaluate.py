@@ -1,0 +1,93 @@
+"""End to end: a tiny checkpoint trained here, evaluated on small samples of real tasks;
+zero-shot scoring and the leakage guard checked against direct computation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, encode
+from protprof.cli import main
+from protprof.evaluation import datasets as ds
+from protprof.evaluation.leakage import evaluation_test_sequences, guard
+from protprof.evaluation.tasks import variant_scores
+from protprof.fasta import Record, read_fasta
+from protprof.train import load_config, load_model, train
+from tests.conftest import DEMO_QUERIES, SHARED_DATA
+
+pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(),
+                                reason=f"benchmark data {SHARED_DATA} not present")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoint(small_store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    values = {"store": small_store, "out_dir": out, "max_steps": 30, "eval_every": 10,
+              "checkpoint_every": 30, "max_tokens": 2048, "max_len": 256, "warmup_steps": 5}  # fmt: skip
+    train(load_config(None, [f"{k}={v}" for k, v in values.items()]))
+    return out / "checkpoint.pt"
+
+
+def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["evaluate", str(checkpoint), "--data", str(SHARED_DATA), "--store",
+                 str(small_store), "--tasks", "ss", "stability", "profile", "--max-train", "80",
+                 "--max-test", "60", "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    results = {(r["task"].split(" (")[0], r["metric"].split(",")[0]): r for r in report["results"]}
+    q3 = results[("secondary structure", "Q3")]
+    assert (q3["n_train"], q3["n_test"]) == (80, 60)
+    # A probe on any informative features beats guessing uniformly among H, E, C.
+    assert 0.38 < q3["value"] < 1 and q3["low"] <= q3["value"] <= q3["high"]
+    rho = results[("stability", "Spearman rho")]
+    assert -1 <= rho["value"] <= 1 and rho["n_test"] == 60
+    kl = {r["metric"]: r["value"] for r in report["results"] if r["task"].startswith("profile")}
+    assert len(kl) == 3 and all(v > 0 for v in kl.values())
+    # Trained on profiles, the head beats the flat background already.
+    assert kl["KL, model profile head"] < kl["KL, baseline: background frequencies"]
+    assert (out / "report.png").stat().st_size > 1000
+    assert "| secondary structure (CB513) | Q3 |" in (out / "report.md").read_text()
+    assert "Q3" in capsys.readouterr().out
+    # compare: one column per report.
+    assert main(["compare", str(out / "report.json"), str(out / "report.json"),
+                 "--out", str(tmp_path / "table.md")]) == 0  # fmt: skip
+    assert (tmp_path / "table.md").read_text().splitlines()[0].count("multitask") == 2
+
+
+def test_zero_shot_scores_equal_a_direct_masked_forward(checkpoint):
+    model = load_model(checkpoint)
+    variants = ds.read_blat_ecolx(SHARED_DATA)
+    variants.mutations, variants.scores = variants.mutations[:40], variants.scores[:40]
+    mlm, profile = variant_scores(model, variants)
+    position, wild, mutant = variants.mutations[7][0]
+    tokens = torch.tensor(np.r_[1, encode(variants.wild_type), 2])[None].long()
+    with torch.no_grad():
+        clean = torch.log_softmax(model(tokens)["profile_logits"][0, position + 1], -1)
+        tokens[0, position + 1] = MASK
+        logp = torch.log_softmax(model(tokens)["mlm_logits"][0, position + 1], -1)
+    expected = logp[FIRST_RESIDUE + RESIDUES.index(mutant)] - logp[FIRST_RESIDUE + RESIDUES.index(wild)]
+    assert mlm[7] == pytest.approx(float(expected), abs=1e-4)
+    expected = clean[RESIDUES.index(mutant)] - clean[RESIDUES.index(wild)]
+    assert profile[7] == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_leakage_guard_drops_a_test_homologue_and_keeps_the_rest(tmp_path):
+    tests = evaluation_test_sequences(SHARED_DATA)
+    assert len(tests) > 1000 and any(name.startswith("homology/") for name, _ in tests)
+    cb513 = ds.read_cb513(SHARED_DATA)[3]
+    # A 90 %-identical copy of a CB513 chain (every tenth residue changed) is a homologue.
+    mutated = "".join("A" if k % 10 == 5 and c != "A" else c for k, c in enumerate(cb513.sequence))
+    unrelated = read_fasta(DEMO_QUERIES)[0]
+    result = guard([Record("near_cb513", mutated), unrelated], tests, evalue=1e-3)
+    assert [r.id for r in result.kept] == [unrelated.id]
+    assert result.dropped[0]["id"] == "near_cb513" and result.dropped[0]["evalue"] < 1e-10
+    # Through the command line, with a report of what was dropped.
+    fasta = tmp_path / "q.fasta"
+    fasta.write_text(f">near_cb513\n{mutated}\n>{unrelated.id}\n{unrelated.sequence}\n")
+    assert main(["guard", str(fasta), "--data", str(SHARED_DATA), "--out", str(tmp_path / "kept.fa"),
+                 "--report", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    assert [r.id for r in read_fasta(tmp_path / "kept.fa")] == [unrelated.id]
+    assert json.loads((tmp_path / "r.json").read_text())["n_dropped"] == 1
