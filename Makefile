@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local --cores $(CORES)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/protprof inspect results/store/profiles.zarr
-	@tail -n 1 results/train/multitask/metrics.jsonl
+	@tail -n 1 results/train/multitask/seed0/metrics.jsonl
 	@cat results/evaluation/comparison.md 2>/dev/null || true
 
 # The paper's comparison (MLM vs profile vs multitask) at this machine's scale: ~80 min on 2 cores.

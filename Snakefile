@@ -12,6 +12,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 wildcard_constraints:
     objective="mlm|profile|multitask",
+    seed=r"\d+",
 
 
 include: "workflow/rules/common.smk"
@@ -31,7 +32,9 @@ include: "workflow/rules/evaluate.smk"
 rule all:
     input:
         store_summary=f"{RESULTS}/store/summary.json",
-        checkpoints=expand(f"{RESULTS}/train/{{objective}}/checkpoint.pt", objective=OBJECTIVES),
-        plots=expand(f"{RESULTS}/train/{{objective}}/curves.png", objective=OBJECTIVES),
+        checkpoints=expand(f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
+                           objective=OBJECTIVES, seed=SEEDS),
+        plots=expand(f"{RESULTS}/train/{{objective}}/seed{{seed}}/curves.png",
+                     objective=OBJECTIVES, seed=SEEDS),
         evaluation=([f"{RESULTS}/evaluation/comparison.md"] if EVALUATE else []),
     default_target: True

@@ -51,10 +51,17 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
     assert (out / "report.png").stat().st_size > 1000
     assert "| secondary structure (CB513) | Q3 |" in (out / "report.md").read_text()
     assert "Q3" in capsys.readouterr().out
-    # compare: one column per report.
+    # compare: one column per objective; two reports of one objective count as two seeds.
+    assert main(["compare", str(out / "report.json"), "--out", str(tmp_path / "one.md")]) == 0
+    one = (tmp_path / "one.md").read_text().splitlines()
+    assert one[0] == "| task | metric | multitask |"
+    assert one[2] == (f"| secondary structure (CB513) | Q3 | {q3['value']:.3f} "
+                      f"[{q3['low']:.3f}, {q3['high']:.3f}] |")  # fmt: skip
     assert main(["compare", str(out / "report.json"), str(out / "report.json"),
-                 "--out", str(tmp_path / "table.md")]) == 0  # fmt: skip
-    assert (tmp_path / "table.md").read_text().splitlines()[0].count("multitask") == 2
+                 "--out", str(tmp_path / "two.md")]) == 0  # fmt: skip
+    two = (tmp_path / "two.md").read_text().splitlines()
+    assert two[0] == "| task | metric | multitask (2 seeds) |"
+    assert two[2] == f"| secondary structure (CB513) | Q3 | {q3['value']:.3f} ± 0.000 |"
 
 
 def test_zero_shot_scores_equal_a_direct_masked_forward(checkpoint):

@@ -58,7 +58,7 @@ def test_workflow_on_real_slurm(cluster, tmp_path, capsys):
     assert run.returncode == 0, run.stderr[-4000:]
     store = open_store(tmp_path / "results/store/profiles.zarr")
     assert len(store) == 10
-    assert load_model(tmp_path / "results/train/multitask/checkpoint.pt").n_parameters() > 0
+    assert load_model(tmp_path / "results/train/multitask/seed0/checkpoint.pt").n_parameters() > 0
     jobs = subprocess.run(["sacct", "-n", "-X", "-P", "-S", start, "-o", "JobID,State"],
                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
     table = subprocess.run(["sacct", "-X", "-S", start, "-o", "JobID,Partition,State,Elapsed,Comment%40"],

@@ -72,7 +72,7 @@ def test_workflow_end_to_end_and_resume(workflow_run):
     assert len(store) == n and store.attrs["n_shards"] == 2
     assert store.attrs["search"]["iterations"] == 2 and store.attrs["search"]["Z"] == 5000
     assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(n))
-    checkpoint = tmp_path / "results/train/multitask/checkpoint.pt"
+    checkpoint = tmp_path / "results/train/multitask/seed0/checkpoint.pt"
     model = load_model(checkpoint)
     assert model.n_parameters() > 0
     # The trained model embeds any sequences.
@@ -82,12 +82,12 @@ def test_workflow_end_to_end_and_resume(workflow_run):
     assert embedded["offsets"][-1] == embedded["per_residue"].shape[0]
     assert embedded["mean"].shape == (10, model.config.d_model)
     np.testing.assert_allclose(embedded["profiles"].sum(1), 1, atol=1e-5)
-    assert (tmp_path / "results/train/mlm/curves.png").exists()
+    assert (tmp_path / "results/train/mlm/seed0/curves.png").exists()
     if EVALUATED:
         table = (tmp_path / "results/evaluation/comparison.md").read_text().splitlines()
         assert table[0] == "| task | metric | mlm | multitask |"
         assert any(line.startswith("| secondary structure (CB513) | Q3 |") for line in table)
-        report = json.loads((tmp_path / "results/evaluation/mlm/report.json").read_text())
+        report = json.loads((tmp_path / "results/evaluation/mlm/seed0/report.json").read_text())
         assert report["objective"] == "mlm" and len(report["results"]) in (4, 6)
     for rule in ("search_shard", "train_model", "assemble_store"):
         assert list((tmp_path / "benchmarks" / rule).glob("*.tsv")), rule

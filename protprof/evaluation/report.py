@@ -51,6 +51,7 @@ def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None,
         "model": training.get("model", "?"),
         "n_parameters": model.n_parameters(),
         "steps": training.get("max_steps"),
+        "seed": training.get("seed"),
         "data": str(data),
         "store": str(store) if store else None,
         "limits": {"max_train": limits.max_train, "max_test": limits.max_test,
@@ -109,25 +110,39 @@ def write_report(report: dict, out_dir: Path) -> None:
 
 
 def compare(paths: list[Path]) -> str:
-    """A markdown table: one row per (task, metric), one column per report's objective."""
-    reports = []
+    """A markdown table: one row per (task, metric), one column per objective.
+
+    One report per objective: the value and its bootstrap 95 % interval. Several (seeds):
+    mean ± standard deviation across them, the seed-to-seed spread.
+    """
+    by_objective: dict[str, list[dict]] = {}
     for path in paths:
         try:
-            reports.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+            report = json.loads(Path(path).read_text())
+            by_objective.setdefault(report["objective"], []).append(report)
+        except (OSError, json.JSONDecodeError, KeyError) as e:
             raise ConfigError(f"{path}: not a protprof evaluation report ({e})") from e
     keys: list[tuple[str, str]] = []
-    for report in reports:
-        for r in report["results"]:
-            if (r["task"], r["metric"]) not in keys:
-                keys.append((r["task"], r["metric"]))
-    header = "| task | metric | " + " | ".join(r["objective"] for r in reports) + " |"
-    lines = [header, "|---|---|" + "---|" * len(reports)]
+    for reports in by_objective.values():
+        for report in reports:
+            for r in report["results"]:
+                if (r["task"], r["metric"]) not in keys:
+                    keys.append((r["task"], r["metric"]))
+    names = [f"{o} ({len(r)} seeds)" if len(r) > 1 else o for o, r in by_objective.items()]
+    lines = ["| task | metric | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]  # fmt: skip
     for task, metric in keys:
         cells = []
-        for report in reports:
-            found = [r for r in report["results"] if (r["task"], r["metric"]) == (task, metric)]
-            cells.append(f"{_fmt(found[0]['value'])} [{_fmt(found[0]['low'])}, "
-                         f"{_fmt(found[0]['high'])}]" if found else "-")  # fmt: skip
+        for reports in by_objective.values():
+            found = [r for report in reports for r in report["results"]
+                     if (r["task"], r["metric"]) == (task, metric)]  # fmt: skip
+            if not found:
+                cells.append("-")
+            elif len(found) == 1:
+                r = found[0]
+                cells.append(f"{_fmt(r['value'])} [{_fmt(r['low'])}, {_fmt(r['high'])}]")
+            else:
+                values = np.array([r["value"] for r in found], dtype=float)
+                cells.append(f"{_fmt(values.mean())} ± {_fmt(values.std(ddof=1))}")
         lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

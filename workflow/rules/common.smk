@@ -14,6 +14,7 @@ CHUNKS = [f"{c:03d}" for c in range(N_CHUNKS)]
 GUARD = config["leakage_guard"]
 EVALUATION = config["evaluation"]
 OBJECTIVES = config["train"]["objectives"]
+SEEDS = config["train"]["seeds"]
 # Evaluation needs the benchmark data; without it the workflow stops at training, and says so.
 EVALUATE = bool(EVALUATION["tasks"])
 if EVALUATE and not os.path.isdir(EVALUATION["data"]):
@@ -41,15 +42,21 @@ def query_residues_per_shard():
     return min(total, config["ingest"]["max_length"] * 1e6) / len(SHARDS)
 
 
+def target_residues():
+    """The database's residue count: config `database_residues` when given (e.g. to plan a
+    UniRef90 run in a dry run before the file is there), else estimated from the file."""
+    return config.get("database_residues") or database_residues(config["database"])
+
+
 def search_mem_mb(wildcards):
-    db = database_residues(config["database"]) / max(1, N_CHUNKS)
+    db = target_residues() / max(1, N_CHUNKS)
     return int(SEARCH_WORKING_SET_MB + DB_BYTES_PER_RESIDUE * db / 1e6)
 
 
 def search_runtime_min(wildcards):
     # A whole search job runs every iteration; a chunk job one iteration against 1/K of it.
     iterations = 1 if N_CHUNKS else ITERATIONS
-    db = database_residues(config["database"]) / max(1, N_CHUNKS)
+    db = target_residues() / max(1, N_CHUNKS)
     cells = query_residues_per_shard() * db * iterations
     seconds = cells * SEARCH_SECONDS_PER_CELL / SEARCH["threads"]
     return max(10, math.ceil(1.5 * seconds / 60))

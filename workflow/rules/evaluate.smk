@@ -1,19 +1,19 @@
 rule evaluate_model:
     input:
-        checkpoint=f"{RESULTS}/train/{{objective}}/checkpoint.pt",
+        checkpoint=f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
         store=f"{RESULTS}/store/profiles.zarr",
     output:
-        report=f"{RESULTS}/evaluation/{{objective}}/report.md",
-        numbers=f"{RESULTS}/evaluation/{{objective}}/report.json",
-        plot=f"{RESULTS}/evaluation/{{objective}}/report.png",
+        report=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.md",
+        numbers=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.json",
+        plot=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.png",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.report),
         options=evaluation_options(),
     threads: 2
     log:
-        "logs/evaluate_model/{objective}.log",
+        "logs/evaluate_model/{objective}-seed{seed}.log",
     benchmark:
-        "benchmarks/evaluate_model/{objective}.tsv"
+        "benchmarks/evaluate_model/{objective}-seed{seed}.tsv"
     conda:
         ENV
     resources:
@@ -26,7 +26,8 @@ rule evaluate_model:
 
 rule compare_models:
     input:
-        expand(f"{RESULTS}/evaluation/{{objective}}/report.json", objective=OBJECTIVES),
+        expand(f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.json",
+               objective=OBJECTIVES, seed=SEEDS),
     output:
         f"{RESULTS}/evaluation/comparison.md",
     log:

@@ -3,18 +3,18 @@ rule train_model:
         store=f"{RESULTS}/store/profiles.zarr",
         config=config["train"]["config"],
     output:
-        checkpoint=f"{RESULTS}/train/{{objective}}/checkpoint.pt",
-        metrics=f"{RESULTS}/train/{{objective}}/metrics.jsonl",
-        plot=f"{RESULTS}/train/{{objective}}/curves.png",
+        checkpoint=f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
+        metrics=f"{RESULTS}/train/{{objective}}/seed{{seed}}/metrics.jsonl",
+        plot=f"{RESULTS}/train/{{objective}}/seed{{seed}}/curves.png",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
         launcher=train_launcher(),
         devices=config["train"]["devices"],
     threads: 2
     log:
-        "logs/train_model/{objective}.log",
+        "logs/train_model/{objective}-seed{seed}.log",
     benchmark:
-        "benchmarks/train_model/{objective}.tsv"
+        "benchmarks/train_model/{objective}-seed{seed}.tsv"
     conda:
         ENV
     resources:
@@ -24,5 +24,5 @@ rule train_model:
         slurm_extra=train_slurm_extra(),
     shell:
         "{params.launcher} train --config {input.config} --store {input.store} "
-        "--out-dir {params.out_dir} --set devices={params.devices} objective={wildcards.objective} "
+        "--out-dir {params.out_dir} --set devices={params.devices} objective={wildcards.objective} seed={wildcards.seed} "
         "2> {log}"
