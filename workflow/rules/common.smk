@@ -38,7 +38,7 @@ def database_residues(path):
 
 
 def query_residues_per_shard():
-    total = sum(database_residues(q) for q in config["queries"])
+    total = config.get("query_residues") or sum(database_residues(q) for q in config["queries"])
     return min(total, config["ingest"]["max_length"] * 1e6) / len(SHARDS)
 
 
