@@ -30,7 +30,7 @@ comparison: $(STAMP)
 	$(BIN)/python experiments/comparison/make_data.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
 		--configfile experiments/comparison/config.yaml
-	cat experiments/comparison/results/evaluation/comparison.md
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python experiments/comparison/untrained_baseline.py
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q

@@ -383,6 +383,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="cap on probe training examples per task, a fixed-seed sample (0 = all)")
     p.add_argument("--max-test", type=int, default=0, help="cap on test examples (0 = all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", help="name in reports and comparisons (default: the objective)")
     p.add_argument("--out", type=Path, required=True,
                    help="folder for report.md, report.json and report.png")
 
@@ -393,6 +394,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     limits = Limits(args.max_train, args.max_test, args.seed)
     report = evaluate(args.checkpoint, args.tasks, args.data, args.store, limits)
+    if args.label:
+        report["objective"] = args.label
     write_report(report, args.out)
     print((args.out / "report.md").read_text(), end="")
 

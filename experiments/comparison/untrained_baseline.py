@@ -1,0 +1,45 @@
+"""The no-pretraining reference for the comparison: the same architecture at its random
+initialisation (seed 0, step 0), evaluated with the same probes, tasks and caps. A pretrained
+arm that does not beat it has learnt nothing the probes can use.
+
+Usage (after `make comparison`): python experiments/comparison/untrained_baseline.py
+Writes experiments/comparison/results/evaluation/untrained/ and adds a column to
+experiments/comparison/results/evaluation/comparison_with_untrained.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+from protprof.cli import main as protprof
+from protprof.train import Trainer, load_config
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def main() -> int:
+    config = yaml.safe_load((HERE / "config.yaml").read_text())
+    out = RESULTS / "train" / "untrained"
+    trainer = Trainer(load_config(HERE / "train.yaml", [f"store={RESULTS / 'store/profiles.zarr'}",
+                                                        f"out_dir={out}", "seed=0"]))  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save()  # step 0: the random initialisation every arm starts from
+    e = config["evaluation"]
+    report = RESULTS / "evaluation" / "untrained"
+    status = protprof(["evaluate", str(out / "checkpoint.pt"), "--label", "untrained",
+                       "--store", str(RESULTS / "store/profiles.zarr"), "--data", e["data"],
+                       "--tasks", *e["tasks"], "--max-train", str(e["max_train"]),
+                       "--max-test", str(e["max_test"]), "--out", str(report)])  # fmt: skip
+    if status:
+        return status
+    reports = sorted((RESULTS / "evaluation").glob("*/seed*/report.json"))
+    return protprof(["compare", str(report / "report.json"), *map(str, reports),
+                     "--out", str(RESULTS / "evaluation" / "comparison_with_untrained.md")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
