@@ -153,9 +153,9 @@ def contacts(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
                                      for a, b, m in zip(s, c, v)]))  # fmt: skip
 
         arrays = [scores, [e.contacts for e in test], [e.valid for e in test]]
-        results.append(_result("contacts (crystal structures)", f"P@L/5, |i-j| >= {separation}",
-                               precision, arrays, len(train), limits,
-                               "C-beta < 8 A; mean over test chains"))  # fmt: skip
+        results.append(_result("contacts (crystal structures)",
+                               f"P@L/5, separation >= {separation}", precision, arrays,
+                               len(train), limits, "C-beta < 8 A; mean over test chains"))  # fmt: skip
     return results
 
 
