@@ -137,3 +137,24 @@ def test_bad_config_value_fails_at_dry_run(tmp_path):
     run = snakemake(tmp_path, "--dry-run")
     assert run.returncode != 0
     assert "iterations" in run.stderr + run.stdout
+
+
+def test_uniref90_plan_dry_run_requests_sane_resources_and_gpus(tmp_path):
+    """The documented UniRef90 plan: chunked search jobs of ~11 GB, GPUs and torchrun."""
+    run = subprocess.run(
+        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(ROOT), "-n",
+         "--profile", str(ROOT / "profiles/slurm"), "--cores", "64", "--configfile",
+         str(ROOT / "config.yaml"), str(ROOT / "workflow/plans/uniref90.yaml"),
+         "--config", f"results={tmp_path / 'plan'}"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    plan = job_counts(run.stdout)
+    assert plan["search_chunk"] == 100 * 3 * 16 and plan["merge_iteration"] == 300
+    chunk = run.stdout[run.stdout.index("rule search_chunk:"):]
+    chunk = chunk[: chunk.index("Shell command")]
+    # 5.5e10 residues / 16 chunks x 3 bytes + 1 GiB working set
+    assert "mem_mb=11336," in chunk and "runtime=564" in chunk
+    train = run.stdout[run.stdout.index("rule train_model:"):]
+    assert "gpu=4" in train and "--gpus=4" in train
+    assert "torchrun --standalone --nproc-per-node 4 -m protprof.cli train" in train
