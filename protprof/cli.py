@@ -321,7 +321,7 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("fasta", type=Path, help="sequences to embed (FASTA or FASTA.gz)")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
-    p.add_argument("--max-tokens", type=int, default=8192, help="padded tokens per batch")
+    p.add_argument("--max-tokens", type=int, default=32768, help="padded tokens per batch")
 
 
 def _run_embed(args: argparse.Namespace) -> None:
