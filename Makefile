@@ -25,7 +25,7 @@ demo: $(STAMP)
 	@tail -n 1 results/train/multitask/seed0/metrics.jsonl
 	@cat results/evaluation/comparison.md 2>/dev/null || true
 
-# The paper's comparison (MLM vs profile vs multitask) at this machine's scale: ~80 min on 2 cores.
+# The paper's comparison (MLM vs profile vs multitask) at this machine's scale: ~2.5 hours on 2 cores.
 comparison: $(STAMP)
 	$(BIN)/python experiments/comparison/make_data.py
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --profile profiles/local --cores $(CORES) \
