@@ -15,12 +15,14 @@ for alignments (DigitalMSA does not pickle); they are only read by the same prot
 from __future__ import annotations
 
 import io
+import itertools
 import pickle
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from pyhmmer.easel import (DigitalMSA, DigitalSequence, DigitalSequenceBlock, KeyHash, MSAFile,
                            TextSequence)
 from pyhmmer.plan7 import HMM, Background, Builder, Pipeline, TopHits, Trace
@@ -48,12 +50,18 @@ class QueryState:
 
 
 def split_database(path: str | Path, outs: list[Path]) -> list[int]:
-    """Write the database as len(outs) contiguous FASTA chunks of about equal residue counts."""
-    records = [Record(s.name, s.textize().sequence, s.description) for s in _read_database(Path(path))]
-    bounds = balanced_bounds([len(r.sequence) for r in records], len(outs))
+    """Write the database as len(outs) contiguous FASTA chunks of about equal residue counts.
+
+    Two streaming passes (lengths, then records), so the job holds one sequence at a time and
+    not the database it exists to split.
+    """
+    path = Path(path)
+    lengths = np.fromiter((len(s) for s in _read_database(path)), dtype=np.int64)
+    bounds = balanced_bounds(lengths, len(outs))
+    records = (Record(s.name, s.textize().sequence, s.description) for s in _read_database(path))
     for out, (a, b) in zip(outs, bounds):
         with atomic_output(out) as tmp:
-            write_fasta(tmp, records[a:b])
+            write_fasta(tmp, itertools.islice(records, b - a))
     return [b - a for a, b in bounds]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +129,7 @@ def _refuse_nucleotides(path: Path, records: list[Record]) -> None:
         )
 
 
-def write_fasta(path: str | Path, records: list[Record], width: int = 60) -> None:
+def write_fasta(path: str | Path, records: Iterable[Record], width: int = 60) -> None:
     """Write records as plain FASTA (the caller handles atomicity)."""
     with open(path, "w", encoding="ascii") as out:
         for r in records:
