@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
@@ -40,8 +39,7 @@ def test_remote_homology_split_holds_out_whole_superfamilies():
     assert not {e.group for e in train} & {e.group for e in test}
     assert {int(e.label) for e in test} == set(range(len(folds)))
     for e in train + test:
-        assert e.id.rsplit("|", 1)[1] == folds[int(e.label)]
-        assert e.group.startswith(folds[int(e.label)] + ".")
+        assert ds.fold_of(e.group) == folds[int(e.label)]
 
 
 def test_stability_and_fluorescence_readers():
@@ -53,14 +51,25 @@ def test_stability_and_fluorescence_readers():
     gfp_train, no_score = ds.read_fluorescence(SHARED_DATA, "train")
     gfp_test, _ = ds.read_fluorescence(SHARED_DATA, "test")
     assert (len(gfp_train), no_score, len(gfp_test)) == (26197, 610, 25517)
-    wild = ds._wild_type(SHARED_DATA / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")["wt_aa"]
+    wild = ds.read_wild_type(SHARED_DATA / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")["wt_aa"]
     assert all(len(e.sequence) == len(wild) == 237 for e in gfp_train[:500])
     assert all(1 <= sum(a != b for a, b in zip(e.sequence, wild)) <= 3 for e in gfp_train[:500])
+
+
+def test_mutation_numbers_count_from_the_wild_types_first_number():
+    # nn4dms numbers Pab1 from 126: its first variant G126A changes wild-type residue 0.
+    info = ds.read_wild_type(SHARED_DATA / "dms_nn4dms" / "wt_sequences.json", "pab1")
+    path = SHARED_DATA / "dms_nn4dms" / "pab1.tsv"
+    first = path.read_text().splitlines()[1].split("\t")[0]
+    assert first == "G126A" and info["wt_ofs"] == 126
+    [(index, wild, mutant)] = ds._parse_mutations(path, first, info["wt_ofs"])
+    assert (index, wild, mutant) == (0, "G", "A") and info["wt_aa"][index] == wild
 
 
 def test_contact_and_variant_readers():
     train, test = ds.read_contacts(SHARED_DATA, "train"), ds.read_contacts(SHARED_DATA, "test")
     assert (len(train), len(test)) == (81, 84)
+    assert [e.sequence for e in test] == [s for _, _, s in ds.contact_chains(SHARED_DATA, "test")]
     for e in train[:10]:
         assert e.contacts.shape == (len(e.sequence),) * 2
         assert (e.contacts == e.contacts.T).all() and e.contacts.diagonal().all()
@@ -78,10 +87,9 @@ def test_missing_or_malformed_file_names_it(tmp_path, capsys):
     (tmp_path / "ss_netsurfp" / "CB513_HHblits.csv").write_text("input,dssp3\nA B,C C\n")
     with pytest.raises(ds.DatasetError, match=r"CB513_HHblits.csv: missing column\(s\)"):
         ds.read_cb513(tmp_path)
-    folder = tmp_path / "stability_rocklin"
-    shutil.copytree(SHARED_DATA / "stability_rocklin", folder)
-    path = folder / "ssm2_stability_scores.tsv"
-    lines = path.read_text().splitlines()
+    (tmp_path / "stability_rocklin").mkdir()
+    path = tmp_path / "stability_rocklin" / "ssm2_stability_scores.tsv"
+    lines = (SHARED_DATA / "stability_rocklin" / path.name).read_text().splitlines()
     fields = lines[2].split("\t")
     fields[1] = fields[1][:5] + "#" + fields[1][6:]
     path.write_text("\n".join([*lines[:2], "\t".join(fields)]) + "\n")

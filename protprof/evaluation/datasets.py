@@ -180,7 +180,8 @@ def read_cb513(data: Path) -> list[ResidueExample]:
 
 
 def read_scope(data: Path, identity: int = 25) -> list[SequenceExample]:
-    """SCOPe 2.08 ASTRAL domains at <= `identity` % identity; label = fold (string in id)."""
+    """SCOPe 2.08 ASTRAL domains at <= `identity` % identity; `group` = the superfamily
+    (`fold_of` gives its fold). Labels are set by `split_remote_homology`."""
     path = Path(data) / "remote_homology_scope208" / f"scope208_astral_th{identity}.tsv"
     rows = _tsv(path, ("sid", "fold", "superfamily", "seq", "seq_len"))
     examples = []
@@ -189,9 +190,16 @@ def read_scope(data: Path, identity: int = 25) -> list[SequenceExample]:
         if str(len(sequence)) != row["seq_len"].strip():
             raise DatasetError(f"{path}: record {row['sid']}: seq_len {row['seq_len']} "
                                f"but the sequence has {len(sequence)} residues")  # fmt: skip
-        examples.append(SequenceExample(f"{row['sid']}|{row['fold']}", sequence, -1.0,
-                                        row["superfamily"]))  # fmt: skip
+        if fold_of(row["superfamily"]) != row["fold"]:
+            raise DatasetError(f"{path}: record {row['sid']}: superfamily {row['superfamily']} "
+                               f"is not in fold {row['fold']}")  # fmt: skip
+        examples.append(SequenceExample(row["sid"], sequence, -1.0, row["superfamily"]))
     return examples
+
+
+def fold_of(superfamily: str) -> str:
+    """The SCOPe fold of a superfamily sccs: 'a.1.1' -> 'a.1'."""
+    return superfamily.rsplit(".", 1)[0]
 
 
 def _stable_rank(text: str) -> str:
@@ -208,13 +216,13 @@ def split_remote_homology(examples: list[SequenceExample]
     """
     by_fold: dict[str, set[str]] = {}
     for ex in examples:
-        by_fold.setdefault(ex.id.rsplit("|", 1)[1], set()).add(ex.group)
+        by_fold.setdefault(fold_of(ex.group), set()).add(ex.group)
     folds = sorted(f for f, families in by_fold.items() if len(families) >= 2)
     index = {f: i for i, f in enumerate(folds)}
     held_out = {f: min(by_fold[f], key=_stable_rank) for f in folds}
     train, test = [], []
     for ex in examples:
-        fold = ex.id.rsplit("|", 1)[1]
+        fold = fold_of(ex.group)
         if fold not in index:
             continue
         labelled = SequenceExample(ex.id, ex.sequence, float(index[fold]), ex.group)
@@ -225,7 +233,8 @@ def split_remote_homology(examples: list[SequenceExample]
 # ---------------------------------------------------------------- stability, fluorescence
 
 
-def _score(path: Path, record: str, text: str) -> float | None:
+def _score(text: str) -> float | None:
+    """A finite number, or None for a missing score ('', 'NA', 'nan', ...)."""
     try:
         value = float(text)
     except ValueError:
@@ -248,7 +257,7 @@ def read_stability(data: Path, split: str = "train") -> tuple[list[SequenceExamp
     examples, dropped = [], 0
     for path, column in files:
         for row in _tsv(path, ("name", "sequence", column)):
-            value = _score(path, row["name"], row[column])
+            value = _score(row[column])
             if value is None:
                 dropped += 1
                 continue
@@ -257,7 +266,8 @@ def read_stability(data: Path, split: str = "train") -> tuple[list[SequenceExamp
     return examples, dropped
 
 
-def _wild_type(path: Path, key: str) -> dict:
+def read_wild_type(path: Path, key: str) -> dict:
+    """The `key` entry of a wt_sequence(s).json: `wt_aa` and its numbering offset."""
     try:
         return json.loads(_need(path).read_text())[key]
     except (json.JSONDecodeError, KeyError) as e:
@@ -274,14 +284,15 @@ def _apply(path: Path, record: str, wild_type: str, mutations: list[tuple[int, s
     return "".join(sequence)
 
 
-def _parse_mutations(path: Path, record: str, text: str, offset: int
-                     ) -> list[tuple[int, str, str]]:  # fmt: skip
+def _parse_mutations(path: Path, record: str, first_number: int) -> list[tuple[int, str, str]]:
+    """'A42G,L7P' -> [(index, wt, mutant)], index = position number - `first_number` (the
+    number of the wild type's first residue: `first_position_number` or nn4dms' `wt_ofs`)."""
     mutations = []
-    for item in text.split(","):
+    for item in record.split(","):
         item = item.strip()
         if len(item) < 3 or not item[1:-1].isdigit():
             raise DatasetError(f"{path}: record {record}: {item!r} is not a mutation like A42G")
-        mutations.append((int(item[1:-1]) - offset, item[0], item[-1]))
+        mutations.append((int(item[1:-1]) - first_number, item[0], item[-1]))
     return mutations
 
 
@@ -289,7 +300,7 @@ def read_fluorescence(data: Path, split: str = "train") -> tuple[list[SequenceEx
     """Sarkisyan 2016 avGFP brightness; as TAPE, train on <= 3 mutations, test on >= 4.
     Variants with a stop codon are dropped (count returned)."""
     folder = Path(data) / "fluorescence_avgfp"
-    wild_type = _wild_type(folder / "wt_sequence.json", "avgfp")
+    wild_type = read_wild_type(folder / "wt_sequence.json", "avgfp")
     path = folder / "avgfp.tsv"
     if split not in ("train", "test"):
         raise DatasetError(f"read_fluorescence: split must be train or test, got {split!r}")
@@ -299,8 +310,8 @@ def read_fluorescence(data: Path, split: str = "train") -> tuple[list[SequenceEx
         n = len(record.split(","))
         if (n <= 3) != (split == "train"):
             continue
-        mutations = _parse_mutations(path, record, record, -int(wild_type.get("wt_ofs", 0)))
-        value = _score(path, record, row["score"])
+        mutations = _parse_mutations(path, record, int(wild_type.get("wt_ofs", 0)))
+        value = _score(row["score"])
         if value is None or any(m == "*" for _, _, m in mutations):
             dropped += 1
             continue
@@ -331,25 +342,31 @@ def _chain_coordinates(path: Path, chain_id: str) -> tuple[str, np.ndarray]:
     return "".join(letters), np.array(points, dtype=np.float64).reshape(-1, 3)
 
 
+def contact_chains(data: Path, split: str = "train") -> list[tuple[Path, str, str]]:
+    """(PDB file, chain, sequence) of each crystal chain of a split, from manifest.tsv alone:
+    train = pdbs_for_training, test = pdbs_for_validation."""
+    folder = Path(data) / "contacts_xtal"
+    if split not in ("train", "test"):
+        raise DatasetError(f"contact_chains: split must be train or test, got {split!r}")
+    wanted = {"train": "training", "test": "validation"}[split]
+    rows = _tsv(folder / "manifest.tsv", ("pdb_file", "split", "chain", "sequence_from_ATOM"))
+    return [(folder / f"pdbs_for_{wanted}" / row["pdb_file"], row["chain"],
+             row["sequence_from_ATOM"]) for row in rows if row["split"] == wanted]  # fmt: skip
+
+
 def read_contacts(data: Path, split: str = "train", threshold: float = 8.0
                   ) -> list[ContactExample]:  # fmt: skip
-    """Crystal structures (manifest.tsv): C-beta distance < `threshold` A (C-alpha for Gly).
-    `split`: train (pdbs_for_training) or test (pdbs_for_validation)."""
-    folder = Path(data) / "contacts_xtal"
-    manifest = folder / "manifest.tsv"
-    wanted = {"train": "training", "test": "validation"}[split]
+    """Contact maps of the crystal chains of `contact_chains`: C-beta distance < `threshold`
+    A (C-alpha for Gly), each chain's residues checked against the manifest."""
     examples = []
-    for row in _tsv(manifest, ("pdb_file", "split", "chain", "sequence_from_ATOM")):
-        if row["split"] != wanted:
-            continue
-        path = _need(folder / f"pdbs_for_{wanted}" / row["pdb_file"])
-        sequence, points = _chain_coordinates(path, row["chain"])
-        if sequence != row["sequence_from_ATOM"]:
-            raise DatasetError(f"{path}: chain {row['chain']} residues differ from {manifest}")
+    for path, chain, expected in contact_chains(data, split):
+        sequence, points = _chain_coordinates(_need(path), chain)
+        if sequence != expected:
+            raise DatasetError(f"{path}: chain {chain} residues differ from manifest.tsv")
         valid = ~np.isnan(points).any(1)
         distance = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
         contacts = np.nan_to_num(distance, nan=np.inf) < threshold
-        examples.append(ContactExample(f"{path.stem}_{row['chain']}", sequence, contacts, valid))
+        examples.append(ContactExample(f"{path.stem}_{chain}", sequence, contacts, valid))
     return examples
 
 
@@ -360,13 +377,13 @@ def read_blat_ecolx(data: Path, score_column: str = "2500") -> VariantSet:
     """TEM-1 beta-lactamase DMS (Stiffler 2015): fitness at 2500 ug/ml ampicillin, the column
     ESM's variant-prediction example scores."""
     folder = Path(data) / "dms_blat_ecolx"
-    info = _wild_type(folder / "wt_sequence.json", "BLAT_ECOLX")
+    info = read_wild_type(folder / "wt_sequence.json", "BLAT_ECOLX")
     wild_type, offset = info["wt_aa"], int(info["first_position_number"])
     path = folder / "BLAT_ECOLX_Ranganathan2015.csv"
     mutations, scores, dropped = [], [], 0
     for row in _tsv(path, ("mutant", score_column), delimiter=","):
-        value = _score(path, row["mutant"], row[score_column])
-        parsed = _parse_mutations(path, row["mutant"], row["mutant"], offset)
+        value = _score(row[score_column])
+        parsed = _parse_mutations(path, row["mutant"], offset)
         _apply(path, row["mutant"], wild_type, parsed)  # validates against the wild type
         if value is None or any(m not in RESIDUES[:20] for _, _, m in parsed):
             dropped += 1

@@ -26,10 +26,11 @@ def evaluation_test_sequences(data: Path) -> list[tuple[str, str]]:
     named: list[tuple[str, str]] = [(f"ss/{e.id}", e.sequence) for e in ds.read_cb513(data)]
     _, scope_test, _ = ds.split_remote_homology(ds.read_scope(data))
     named += [(f"homology/{e.id}", e.sequence) for e in scope_test]
-    named += [(f"contacts/{e.id}", e.sequence) for e in ds.read_contacts(data, "test")]
+    named += [(f"contacts/{path.stem}_{chain}", sequence)
+              for path, chain, sequence in ds.contact_chains(data, "test")]  # fmt: skip
     stability, _ = ds.read_stability(data, "test")
     named += [(f"stability/{e.id}", e.sequence) for e in stability if e.id == e.group]
-    gfp = ds._wild_type(data / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")
+    gfp = ds.read_wild_type(data / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")
     named.append(("fluorescence/avGFP", gfp["wt_aa"]))
     named.append(("variants/BLAT_ECOLX", ds.read_blat_ecolx(data).wild_type))
     unique: dict[str, str] = {}
