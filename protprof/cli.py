@@ -389,15 +389,13 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from protprof.evaluation.report import evaluate, write_report
+    from protprof.evaluation.report import evaluate, markdown, write_report
     from protprof.evaluation.tasks import Limits
 
     limits = Limits(args.max_train, args.max_test, args.seed)
-    report = evaluate(args.checkpoint, args.tasks, args.data, args.store, limits)
-    if args.label:
-        report["objective"] = args.label
+    report = evaluate(args.checkpoint, args.tasks, args.data, args.store, limits, args.label)
     write_report(report, args.out)
-    print((args.out / "report.md").read_text(), end="")
+    print(markdown(report), end="")
 
 
 @command("compare", "one markdown table of several evaluation reports (e.g. the three arms)")

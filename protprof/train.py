@@ -365,7 +365,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path) -> ProteinEncoder:
     """The trained encoder of a checkpoint, in eval mode on CPU."""
-    state = load_checkpoint(path)
+    return model_from_state(load_checkpoint(path))
+
+
+def model_from_state(state: dict[str, Any]) -> ProteinEncoder:
+    """The encoder of an already loaded checkpoint, in eval mode on CPU."""
     model = ProteinEncoder(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.eval()

@@ -62,6 +62,12 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
     two = (tmp_path / "two.md").read_text().splitlines()
     assert two[0] == "| task | metric | multitask (2 seeds) |"
     assert two[2] == f"| secondary structure (CB513) | Q3 | {q3['value']:.3f} ± 0.000 |"
+    # Columns follow labels (evaluate --label), not the training objective.
+    assert report["label"] == report["objective"] == "multitask"
+    (tmp_path / "other.json").write_text(json.dumps({**report, "label": "untrained"}))
+    assert main(["compare", str(tmp_path / "other.json"), str(out / "report.json"),
+                 "--out", str(tmp_path / "labels.md")]) == 0  # fmt: skip
+    assert (tmp_path / "labels.md").read_text().startswith("| task | metric | untrained | multitask |")
 
 
 def test_zero_shot_scores_equal_a_direct_masked_forward(checkpoint):

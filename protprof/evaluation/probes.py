@@ -14,12 +14,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from protprof.evaluation.metrics import spearman
+
 VALIDATION_FRACTION = 0.1
 
 
 def _holdout(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and held-out rows. Below 10 rows nothing can be spared: both are every row."""
+    if n < 10:
+        return np.arange(n), np.arange(n)
     order = np.random.default_rng(seed).permutation(n)
-    k = max(1, int(n * VALIDATION_FRACTION)) if n >= 10 else 0
+    k = max(1, int(n * VALIDATION_FRACTION))
     return np.sort(order[k:]), np.sort(order[:k])
 
 
@@ -38,8 +43,6 @@ class Standardiser:
 def fit_ridge(x: np.ndarray, y: np.ndarray, seed: int = 0,
               alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)):  # fmt: skip
     """Ridge regression; alpha picked by Spearman on a held-out 10 %. Returns predict(x)."""
-    from protprof.evaluation.metrics import spearman
-
     scale = Standardiser(x)
     z = np.c_[scale(x).astype(np.float64), np.ones(len(x))]
     y = np.asarray(y, dtype=np.float64)
@@ -50,18 +53,17 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, seed: int = 0,
         return np.linalg.solve(z[rows].T @ z[rows] + penalty, z[rows].T @ y[rows])
 
     train, valid = _holdout(len(x), seed)
-    best = alphas[0]
-    if len(valid) >= 2:
-        scores = [spearman(z[valid] @ solve(train, a), y[valid]) for a in alphas]
-        best = alphas[int(np.nanargmax(scores))] if np.isfinite(scores).any() else alphas[0]
+    scores = [spearman(z[valid] @ solve(train, a), y[valid]) if len(valid) >= 2 else np.nan
+              for a in alphas]  # fmt: skip
+    best = alphas[int(np.nanargmax(scores))] if np.isfinite(scores).any() else alphas[0]
     weights = solve(np.arange(len(x)), best)
     return lambda new: np.c_[scale(new).astype(np.float64), np.ones(len(new))] @ weights
 
 
-def _train_softmax(model: torch.nn.Module, batches, valid_score, epochs: int, lr: float,
-                   weight_decay: float) -> torch.nn.Module:  # fmt: skip
-    """AdamW on `batches()` (yields (loss-closure-ready) tensors), keeping the epoch with the
-    best held-out score."""
+def _fit_keeping_best(model: torch.nn.Module, batches, valid_score, epochs: int, lr: float,
+                      weight_decay: float) -> torch.nn.Module:  # fmt: skip
+    """AdamW for `epochs` passes over `batches()` (which yields loss closures), ending with
+    the weights of the epoch with the best `valid_score()` (early stopping)."""
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     best_score, best_state = -np.inf, {k: v.clone() for k, v in model.state_dict().items()}
     for _ in range(epochs):
@@ -86,8 +88,6 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0,
     scale = Standardiser(x)
     z, labels = torch.from_numpy(scale(x)), torch.as_tensor(np.asarray(y), dtype=torch.long)
     train, valid = _holdout(len(x), seed)
-    if not len(valid):
-        valid = train
     linear = torch.nn.Linear(z.shape[1], n_classes)
     generator = torch.Generator().manual_seed(seed)
 
@@ -100,7 +100,7 @@ def fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0,
     def score() -> float:
         return float((linear(z[valid]).argmax(-1) == labels[valid]).float().mean())
 
-    _train_softmax(linear, batches, score, epochs, 1e-2, weight_decay)
+    _fit_keeping_best(linear, batches, score, epochs, 1e-2, weight_decay)
     return lambda new: linear(torch.from_numpy(scale(new))).argmax(-1).numpy()
 
 
@@ -134,8 +134,6 @@ def fit_residue_classifier(features: list[np.ndarray], labels: list[np.ndarray],
     features = [scale(f) for f in features]
     targets = [np.where(m, l, -100).astype(np.int64) for l, m in zip(labels, masks)]
     train, valid = _holdout(len(features), seed)
-    if not len(valid):
-        valid = train
     probe = _ConvProbe(features[0].shape[1], n_classes)
     generator = np.random.default_rng(seed)
 
@@ -168,7 +166,7 @@ def fit_residue_classifier(features: list[np.ndarray], labels: list[np.ndarray],
             total += int((y >= 0).sum())
         return right / max(total, 1)
 
-    _train_softmax(probe, batches, score, epochs, 3e-3, 1e-2)
+    _fit_keeping_best(probe, batches, score, epochs, 3e-3, 1e-2)
 
     @torch.no_grad()
     def predict(new: list[np.ndarray]) -> list[np.ndarray]:
@@ -205,7 +203,7 @@ def fit_contact_probe(features: list[np.ndarray], contacts: list[np.ndarray],
         xs.append(pair_features(h, i[rows], j[rows]))
         ys.append(c[i[rows], j[rows]].astype(np.int64))
     x, y = np.concatenate(xs), np.concatenate(ys)
-    predict_class = fit_classifier_scores(x, y, seed)
+    predict_class = fit_logistic(x, y, seed)
 
     def score(h: np.ndarray) -> np.ndarray:
         h = scale(h)
@@ -217,7 +215,7 @@ def fit_contact_probe(features: list[np.ndarray], contacts: list[np.ndarray],
     return score
 
 
-def fit_classifier_scores(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 10):
+def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 10):
     """Binary logistic regression; returns the positive-class logit of new rows."""
     torch.manual_seed(seed)
     z, labels = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
@@ -235,7 +233,7 @@ def fit_classifier_scores(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: i
     def score() -> float:
         return -float(F.binary_cross_entropy_with_logits(linear(z[valid])[:, 0], labels[valid]))
 
-    _train_softmax(linear, batches, score, epochs, 3e-3, 1e-2)
+    _fit_keeping_best(linear, batches, score, epochs, 3e-3, 1e-2)
 
     @torch.no_grad()
     def logits(new: np.ndarray) -> np.ndarray:

@@ -17,21 +17,20 @@ from protprof.evaluation.tasks import RUNNERS, TASKS, Limits, Result, profile_pr
 log = logging.getLogger("protprof")
 
 
-def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None, limits: Limits
-             ) -> dict:  # fmt: skip
-    """Every number of every task, with timings, as a JSON-ready dict."""
-    import torch
-
-    from protprof.train import load_checkpoint, load_model
+def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None, limits: Limits,
+             label: str | None = None) -> dict:  # fmt: skip
+    """Every number of every task, with timings, as a JSON-ready dict. `label` names the
+    model in reports and comparisons (default: its training objective)."""
+    from protprof.train import load_checkpoint, model_from_state
 
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown or not tasks:
         raise ConfigError(f"evaluate: unknown or no tasks {unknown} (choose from {', '.join(TASKS)})")
     if any(t != "profile" for t in tasks) and not Path(data).is_dir():
         raise ConfigError(f"evaluate: benchmark data folder {data} not found")
-    model = load_model(checkpoint)
-    training = load_checkpoint(checkpoint).get("config", {})
-    torch.manual_seed(limits.seed)
+    state = load_checkpoint(checkpoint)
+    model = model_from_state(state)
+    training = state.get("config", {})
     results: list[Result] = []
     seconds: dict[str, float] = {}
     for task in tasks:
@@ -47,6 +46,7 @@ def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None,
                  "; ".join(f"{r.metric} {r.value:.3f}" for r in new))  # fmt: skip
     return {
         "checkpoint": str(checkpoint),
+        "label": label or training.get("objective", "?"),
         "objective": training.get("objective", "?"),
         "model": training.get("model", "?"),
         "n_parameters": model.n_parameters(),
@@ -66,7 +66,7 @@ def _fmt(value: float) -> str:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Evaluation of {report['checkpoint']}", "",
+    lines = [f"# Evaluation of {report['checkpoint']} ({report['label']})", "",
              f"objective `{report['objective']}`, model `{report['model']}` "
              f"({report['n_parameters']:,} parameters), limits {report['limits']}", "",
              "| task | metric | value | 95% CI | n train | n test | note |",
@@ -92,7 +92,7 @@ def plot(report: dict, out: Path) -> None:
     errors = np.array([[r["value"] - r["low"], r["high"] - r["value"]] for r in rows]).T
     ax.barh(y, np.nan_to_num(values), xerr=np.nan_to_num(errors), color="#4c72b0", capsize=3)
     ax.set_yticks(y, [f"{r['task'].split(' (')[0]}: {r['metric']}" for r in rows], fontsize=8)
-    ax.set_title(f"{report['objective']} ({report['model']}): value with bootstrap 95% CI")
+    ax.set_title(f"{report['label']} ({report['model']}): value with bootstrap 95% CI")
     fig.tight_layout()
     with atomic_output(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -110,30 +110,31 @@ def write_report(report: dict, out_dir: Path) -> None:
 
 
 def compare(paths: list[Path]) -> str:
-    """A markdown table: one row per (task, metric), one column per objective.
+    """A markdown table: one row per (task, metric), one column per label.
 
-    One report per objective: the value and its bootstrap 95 % interval. Several (seeds):
+    Columns are report labels (by default the objective). One report per label: the value
+    and its bootstrap 95 % interval. Several (seeds):
     mean ± standard deviation across them, the seed-to-seed spread.
     """
-    by_objective: dict[str, list[dict]] = {}
+    by_label: dict[str, list[dict]] = {}
     for path in paths:
         try:
             report = json.loads(Path(path).read_text())
-            by_objective.setdefault(report["objective"], []).append(report)
+            by_label.setdefault(report["label"], []).append(report)
         except (OSError, json.JSONDecodeError, KeyError) as e:
             raise ConfigError(f"{path}: not a protprof evaluation report ({e})") from e
     keys: list[tuple[str, str]] = []
-    for reports in by_objective.values():
+    for reports in by_label.values():
         for report in reports:
             for r in report["results"]:
                 if (r["task"], r["metric"]) not in keys:
                     keys.append((r["task"], r["metric"]))
-    names = [f"{o} ({len(r)} seeds)" if len(r) > 1 else o for o, r in by_objective.items()]
+    names = [f"{o} ({len(r)} seeds)" if len(r) > 1 else o for o, r in by_label.items()]
     lines = ["| task | metric | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]  # fmt: skip
     for task, metric in keys:
         cells = []
-        for reports in by_objective.values():
+        for reports in by_label.values():
             found = [r for report in reports for r in report["results"]
                      if (r["task"], r["metric"]) == (task, metric)]  # fmt: skip
             if not found:

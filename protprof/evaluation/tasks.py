@@ -7,7 +7,7 @@ Each task returns `Result`s (one per metric) with a bootstrap 95 % interval over
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,6 @@ class Result:
     n_train: int
     n_test: int
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -111,32 +110,27 @@ def remote_homology(model: ProteinEncoder, data: Path, limits: Limits) -> list[R
                     limits, f"{len(folds)} folds; test superfamilies unseen in training")]  # fmt: skip
 
 
-def _regression(name: str, model: ProteinEncoder, train: list, test: list, limits: Limits,
-                note: str) -> list[Result]:  # fmt: skip
-    predict = probes.fit_ridge(mean_embeddings(model, [e.sequence for e in train]),
-                               np.array([e.label for e in train]), seed=limits.seed)  # fmt: skip
-    predicted = predict(mean_embeddings(model, [e.sequence for e in test]))
-    truth = np.array([e.label for e in test])
-    return [_result(name, "Spearman rho", metrics.spearman, [predicted, truth], len(train),
-                    limits, note)]  # fmt: skip
+def _regression_task(name: str, reader: Callable[[Path, str], tuple[list, int]], note: str
+                     ) -> Callable[[ProteinEncoder, Path, Limits], list[Result]]:  # fmt: skip
+    """A per-sequence regression task: ridge on mean embeddings, Spearman on the test split."""
+
+    def run(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+        train = sample(reader(data, "train")[0], limits.max_train, limits.seed)
+        test = sample(reader(data, "test")[0], limits.max_test, limits.seed)
+        predict = probes.fit_ridge(mean_embeddings(model, [e.sequence for e in train]),
+                                   np.array([e.label for e in train]), seed=limits.seed)  # fmt: skip
+        predicted = predict(mean_embeddings(model, [e.sequence for e in test]))
+        truth = np.array([e.label for e in test])
+        return [_result(name, "Spearman rho", metrics.spearman, [predicted, truth], len(train),
+                        limits, note)]  # fmt: skip
+
+    return run
 
 
-def stability(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
-    train, _ = ds.read_stability(data, "train")
-    test, _ = ds.read_stability(data, "test")
-    return _regression("stability (Rocklin 2017)", model,
-                       sample(train, limits.max_train, limits.seed),
-                       sample(test, limits.max_test, limits.seed), limits,
-                       "train design rounds 1-4, test single mutants of 17 designs")  # fmt: skip
-
-
-def fluorescence(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
-    train, _ = ds.read_fluorescence(data, "train")
-    test, _ = ds.read_fluorescence(data, "test")
-    return _regression("fluorescence (avGFP)", model,
-                       sample(train, limits.max_train, limits.seed),
-                       sample(test, limits.max_test, limits.seed), limits,
-                       "train <= 3 mutations, test >= 4")  # fmt: skip
+stability = _regression_task("stability (Rocklin 2017)", ds.read_stability,
+                             "train design rounds 1-4, test single mutants of 17 designs")
+fluorescence = _regression_task("fluorescence (avGFP)", ds.read_fluorescence,
+                                "train <= 3 mutations, test >= 4")
 
 
 def contacts(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
