@@ -28,7 +28,7 @@ from protprof.train import load_model  # noqa: E402
 
 
 def all_sequences(data: Path) -> list[str]:
-    sequences = [e.sequence for s in ("train",) for e in ds.read_ss_flip(data, s)]
+    sequences = [e.sequence for e in ds.read_ss_flip(data, "train")]
     sequences += [e.sequence for e in ds.read_cb513(data)]
     train, test, _ = ds.split_remote_homology(ds.read_scope(data))
     sequences += [e.sequence for e in train + test]
