@@ -41,4 +41,4 @@ bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_evaluate.py
 
 clean:
-	rm -rf results logs benchmarks .snakemake
+	rm -rf results .snakemake

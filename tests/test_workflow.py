@@ -90,7 +90,7 @@ def test_workflow_end_to_end_and_resume(workflow_run):
         report = json.loads((tmp_path / "results/evaluation/mlm/seed0/report.json").read_text())
         assert report["objective"] == "mlm" and len(report["results"]) in (4, 6)
     for rule in ("search_shard", "train_model", "assemble_store"):
-        assert list((tmp_path / "benchmarks" / rule).glob("*.tsv")), rule
+        assert list((tmp_path / "results/benchmarks" / rule).glob("*.tsv")), rule
     # An interrupted run (killed while searching shard 1, before assembling) resumes by
     # searching shard 1 alone; shard 0's finished search is not repeated.
     shutil.rmtree(tmp_path / "results/search/0001.zarr")

@@ -8,9 +8,9 @@ rule split_database:
     output:
         expand(f"{RESULTS}/database/chunks/{{chunk}}.fasta", chunk=CHUNKS),
     log:
-        "logs/split_database/all.log",
+        f"{RESULTS}/logs/split_database/all.log",
     benchmark:
-        "benchmarks/split_database/all.tsv"
+        f"{RESULTS}/benchmarks/split_database/all.tsv"
     conda:
         ENV
     resources:
@@ -30,7 +30,7 @@ rule init_state:
     params:
         options=search_options(),
     log:
-        "logs/init_state/{shard}.log",
+        f"{RESULTS}/logs/init_state/{{shard}}.log",
     conda:
         ENV
     resources:
@@ -54,9 +54,9 @@ rule search_chunk:
         options=search_options(),
     threads: SEARCH["threads"]
     log:
-        "logs/search_chunk/{shard}_i{iteration}_{chunk}.log",
+        f"{RESULTS}/logs/search_chunk/{{shard}}_i{{iteration}}_{{chunk}}.log",
     benchmark:
-        "benchmarks/search_chunk/{shard}_i{iteration}_{chunk}.tsv"
+        f"{RESULTS}/benchmarks/search_chunk/{{shard}}_i{{iteration}}_{{chunk}}.tsv"
     conda:
         ENV
     resources:
@@ -83,9 +83,9 @@ rule merge_iteration:
     params:
         options=search_options(),
     log:
-        "logs/merge_iteration/{shard}_i{iteration}.log",
+        f"{RESULTS}/logs/merge_iteration/{{shard}}_i{{iteration}}.log",
     benchmark:
-        "benchmarks/merge_iteration/{shard}_i{iteration}.tsv"
+        f"{RESULTS}/benchmarks/merge_iteration/{{shard}}_i{{iteration}}.tsv"
     conda:
         ENV
     resources:
@@ -107,9 +107,9 @@ rule finish_shard:
         options=search_options(),
         msa=msa_option,
     log:
-        "logs/finish_shard/{shard}.log",
+        f"{RESULTS}/logs/finish_shard/{{shard}}.log",
     benchmark:
-        "benchmarks/finish_shard/{shard}.tsv"
+        f"{RESULTS}/benchmarks/finish_shard/{{shard}}.tsv"
     conda:
         ENV
     resources:

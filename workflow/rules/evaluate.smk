@@ -11,9 +11,9 @@ rule evaluate_model:
         options=evaluation_options(),
     threads: 2
     log:
-        "logs/evaluate_model/{objective}-seed{seed}.log",
+        f"{RESULTS}/logs/evaluate_model/{{objective}}-seed{{seed}}.log",
     benchmark:
-        "benchmarks/evaluate_model/{objective}-seed{seed}.tsv"
+        f"{RESULTS}/benchmarks/evaluate_model/{{objective}}-seed{{seed}}.tsv"
     conda:
         ENV
     resources:
@@ -31,7 +31,7 @@ rule compare_models:
     output:
         f"{RESULTS}/evaluation/comparison.md",
     log:
-        "logs/compare_models/all.log",
+        f"{RESULTS}/logs/compare_models/all.log",
     conda:
         ENV
     resources:

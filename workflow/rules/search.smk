@@ -9,9 +9,9 @@ rule guard_queries:
         evalue=GUARD["evalue"],
     threads: 2
     log:
-        "logs/guard_queries/all.log",
+        f"{RESULTS}/logs/guard_queries/all.log",
     benchmark:
-        "benchmarks/guard_queries/all.tsv"
+        f"{RESULTS}/benchmarks/guard_queries/all.tsv"
     conda:
         ENV
     resources:
@@ -30,9 +30,9 @@ rule ingest_queries:
     params:
         options=ingest_options(),
     log:
-        "logs/ingest_queries/all.log",
+        f"{RESULTS}/logs/ingest_queries/all.log",
     benchmark:
-        "benchmarks/ingest_queries/all.tsv"
+        f"{RESULTS}/benchmarks/ingest_queries/all.tsv"
     conda:
         ENV
     resources:
@@ -48,9 +48,9 @@ rule prepare_database:
     output:
         f"{RESULTS}/database/fingerprint.json",
     log:
-        "logs/prepare_database/all.log",
+        f"{RESULTS}/logs/prepare_database/all.log",
     benchmark:
-        "benchmarks/prepare_database/all.tsv"
+        f"{RESULTS}/benchmarks/prepare_database/all.tsv"
     conda:
         ENV
     resources:
@@ -74,9 +74,9 @@ if not N_CHUNKS:
             msa=msa_option,
         threads: SEARCH["threads"]
         log:
-            "logs/search_shard/{shard}.log",
+            f"{RESULTS}/logs/search_shard/{{shard}}.log",
         benchmark:
-            "benchmarks/search_shard/{shard}.tsv"
+            f"{RESULTS}/benchmarks/search_shard/{{shard}}.tsv"
         conda:
             ENV
         resources:

@@ -4,9 +4,9 @@ rule assemble_store:
     output:
         directory(f"{RESULTS}/store/profiles.zarr"),
     log:
-        "logs/assemble_store/all.log",
+        f"{RESULTS}/logs/assemble_store/all.log",
     benchmark:
-        "benchmarks/assemble_store/all.tsv"
+        f"{RESULTS}/benchmarks/assemble_store/all.tsv"
     conda:
         ENV
     resources:
@@ -22,7 +22,7 @@ rule summarise_store:
     output:
         f"{RESULTS}/store/summary.json",
     log:
-        "logs/summarise_store/all.log",
+        f"{RESULTS}/logs/summarise_store/all.log",
     conda:
         ENV
     resources:

@@ -12,9 +12,9 @@ rule train_model:
         devices=config["train"]["devices"],
     threads: 2
     log:
-        "logs/train_model/{objective}-seed{seed}.log",
+        f"{RESULTS}/logs/train_model/{{objective}}-seed{{seed}}.log",
     benchmark:
-        "benchmarks/train_model/{objective}-seed{seed}.tsv"
+        f"{RESULTS}/benchmarks/train_model/{{objective}}-seed{{seed}}.tsv"
     conda:
         ENV
     resources:
