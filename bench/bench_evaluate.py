@@ -23,7 +23,8 @@ from _results import record  # noqa: E402
 from protprof.evaluation import datasets as ds  # noqa: E402
 from protprof.evaluation.report import evaluate  # noqa: E402
 from protprof.embed import embed_sequences  # noqa: E402
-from protprof.evaluation.tasks import TASKS, Limits  # noqa: E402
+from protprof.evaluation import TASKS  # noqa: E402
+from protprof.evaluation.tasks import Limits  # noqa: E402
 from protprof.train import load_model  # noqa: E402
 
 

@@ -370,7 +370,7 @@ def _run_guard(args: argparse.Namespace) -> None:
 
 @command("evaluate", "score a checkpoint on downstream tasks with probes on frozen embeddings")
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    from protprof.evaluation.tasks import TASKS
+    from protprof.evaluation import TASKS
 
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--task", "--tasks", dest="tasks", nargs="+", default=list(TASKS),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +118,13 @@ def test_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for name in ("ingest", "prepare-db", "search", "assemble", "build", "inspect", "train", "embed"):
         assert name in out
+
+
+def test_cli_start_up_does_not_import_torch():
+    """Every `protprof` command builds the whole parser; torch (~3 s to import) must wait for
+    the commands that use it, or each of the workflow's many search jobs pays for it."""
+    code = ("import sys\nfrom protprof.cli import main\ntry:\n    main(['build', '--help'])\n"
+            "except SystemExit:\n    pass\nprint(sorted(m for m in ('torch', 'zarr') "
+            "if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

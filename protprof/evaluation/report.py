@@ -12,7 +12,8 @@ import numpy as np
 
 from protprof._atomic import atomic_output
 from protprof.errors import ConfigError
-from protprof.evaluation.tasks import RUNNERS, TASKS, Limits, Result, profile_prediction
+from protprof.evaluation import TASKS
+from protprof.evaluation.tasks import RUNNERS, Limits, Result, profile_prediction
 
 log = logging.getLogger("protprof")
 

@@ -20,8 +20,6 @@ from protprof.evaluation import datasets as ds
 from protprof.evaluation import metrics, probes
 from protprof.model import ProteinEncoder
 
-TASKS = ("ss", "homology", "stability", "fluorescence", "contacts", "variants", "profile")
-
 
 @dataclass
 class Limits:
