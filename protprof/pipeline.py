@@ -111,7 +111,8 @@ def search_records(
 
 
 def _profile(result: QueryResult, params: ProfileParams) -> _Profiled:
-    values, neff = profile_from_msa(result.msa, result.id, len(result.sequence), params)
+    values, neff = profile_from_msa(result.msa, result.id, len(result.sequence), params,
+                                    result.hmm)
     return _Profiled(result, quantise(values), neff)
 
 

@@ -39,14 +39,36 @@ class ProfileParams:
             raise ConfigError(f"profile.pseudocount must be > 0, got {self.pseudocount}")
 
 
+# A profile needs the model's emissions and effective sequence number only. HMMER's builder
+# then calibrates the model's E-value statistics on 600 simulated sequences (~30 % of its time);
+# calibration runs after the emissions are set and never changes them, so the profile builder
+# simulates as little as HMMER's fits accept. A fit that fails falls back to the full builder.
+_MINIMAL_CALIBRATION = {"EmL": 10, "EmN": 10, "EvL": 10, "EvN": 10, "EfL": 10, "EfN": 10}
+
+
 def build_hmm(msa: DigitalMSA, query_id: str, query_length: int, seed: int = 42) -> HMM:
     """Build HMMER's model of an alignment whose consensus columns are the query's residues.
+
+    The emissions and `nseq_effective` are HMMER's (`hmmbuild --hand`); the E-value
+    calibration (`evalue_parameters`) is a minimal one, not fit for searching with.
 
     Raises:
         SearchError: if the model length differs from the query length.
     """
-    builder = Builder(AMINO, architecture="hand", seed=seed)
-    hmm, _, _ = builder.build_msa(msa, Background(AMINO))
+    # The builder edits the alignment it is given (it marks fragments), so it gets a copy: the
+    # alignment kept beside the store stays the one the search made.
+    background = Background(AMINO)
+    try:
+        builder = Builder(AMINO, architecture="hand", seed=seed, **_MINIMAL_CALIBRATION)
+        hmm, _, _ = builder.build_msa(msa.copy(), background)
+    except RuntimeError:  # pyhmmer's UnexpectedError: a calibration fit failed
+        builder = Builder(AMINO, architecture="hand", seed=seed)
+        hmm, _, _ = builder.build_msa(msa.copy(), background)
+    return check_length(hmm, query_id, query_length)
+
+
+def check_length(hmm: HMM, query_id: str, query_length: int) -> HMM:
+    """Return `hmm`; raise SearchError if its length differs from the query's."""
     if hmm.M != query_length:
         raise SearchError(
             f"query {query_id!r}: the model of its alignment has {hmm.M} match states but the "
@@ -102,10 +124,18 @@ def consensus_columns(msa: DigitalMSA) -> np.ndarray:
 
 
 def profile_from_msa(
-    msa: DigitalMSA, query_id: str, query_length: int, params: ProfileParams
+    msa: DigitalMSA, query_id: str, query_length: int, params: ProfileParams,
+    hmm: HMM | None = None,
 ) -> tuple[np.ndarray, float]:
-    """Return the (L, 20) float32 profile and neff of a query's final alignment."""
-    hmm = build_hmm(msa, query_id, query_length, params.seed)
+    """Return the (L, 20) float32 profile and neff of a query's final alignment.
+
+    `hmm`, if given, is the model HMMER's builder already made of this very alignment (the
+    search's, when its last two alignments are identical); it is not built again.
+    """
+    if hmm is None:
+        hmm = build_hmm(msa, query_id, query_length, params.seed)
+    else:
+        hmm = check_length(hmm, query_id, query_length)
     if params.method == "hmm":
         profile = hmm_profile(hmm)
     else:

@@ -166,6 +166,9 @@ class QueryResult:
     msa: DigitalMSA  # final iteration's alignment; the query is row 0
     n_hits: int  # distinct target sequences included in the final iteration
     iterations: int  # iterations actually run (fewer than asked if it converged)
+    # HMMER's model of `msa` when the search already built it: its last two alignments were
+    # identical, so the model it searched with last is the model of the final alignment.
+    hmm: HMM | None = None
 
 
 def balanced_bounds(lengths: Sequence[int], n: int) -> list[tuple[int, int]]:
@@ -186,6 +189,17 @@ def _chunks(block: DigitalSequenceBlock, n: int) -> list[DigitalSequenceBlock]:
     """Split a block into at most n non-empty contiguous chunks of about equal residue counts."""
     bounds = balanced_bounds([len(s) for s in block], max(1, min(n, len(block))))
     return [block[a:b] for a, b in bounds if b > a]
+
+
+def same_alignment(a: DigitalMSA, b: DigitalMSA) -> bool:
+    """Whether two alignments hold the same rows, residues and consensus columns: all that
+    HMMER's builder reads. (easel's `==` also compares the alignments' names, which jackhmmer
+    numbers by iteration, and ignores the reference line that marks the consensus columns.)"""
+    return (
+        a.names == b.names
+        and a.reference == b.reference
+        and all(bytes(x) == bytes(y) for x, y in zip(a.alignment, b.alignment, strict=True))
+    )
 
 
 def cap_included(hits: TopHits, max_hits: int | None) -> None:
@@ -281,13 +295,18 @@ class JackhmmerSearch:
             driver_pipeline, builder, query, self._chunkings[1][0], self._select_hits,
             chunk_search=lambda hmm: self._search_all(pool, hmm),
         )  # fmt: skip
-        result = None
+        result = previous = None
         for result in search:
             if result.converged or result.iteration >= self.params.iterations:
                 break
+            # Copied before the next iteration's builder edits it (it marks fragments).
+            previous = result.msa.copy()
         assert result is not None  # IterativeSearch always yields a first iteration
         n_hits = sum(1 for hit in result.hits if hit.included)
-        return QueryResult(record.id, record.sequence, result.msa, n_hits, result.iteration)
+        model = result.hmm if previous is not None and same_alignment(previous, result.msa) \
+            else None  # fmt: skip
+        return QueryResult(record.id, record.sequence, result.msa, n_hits, result.iteration,
+                           model)  # fmt: skip
 
     def run(
         self,

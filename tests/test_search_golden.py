@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import DEMO_DB
 from pyhmmer.easel import MSAFile
+from pyhmmer.plan7 import HMM, Background, Builder
 
 from protprof.fasta import read_fasta
 from protprof.profiles import ProfileParams, build_hmm, hmm_profile, profile_from_msa
@@ -35,6 +36,11 @@ def plain_db(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("db") / "db.fasta"  # jackhmmer needs a rewindable file
     path.write_bytes(gzip.decompress(DEMO_DB.read_bytes()))
     return path
+
+
+def hmmbuild(msa) -> HMM:
+    """HMMER's own model of an alignment (`hmmbuild --hand`), fully calibrated."""
+    return Builder(AMINO, architecture="hand").build_msa(msa.copy(), Background(AMINO))[0]
 
 
 def run_program(query, db: Path, tmp: Path) -> tuple[set[str], object]:
@@ -67,8 +73,26 @@ def test_same_hits_and_profiles_as_jackhmmer_program(tmp_path, demo_database, pl
         assert our_targets == targets, query.id
         assert result.n_hits == len(targets)
         n_with_hits += bool(targets)
-        profile, _ = profile_from_msa(result.msa, query.id, len(query.sequence), ProfileParams())
-        reference = hmm_profile(build_hmm(program_msa, query.id, len(query.sequence)))
+        profile, _ = profile_from_msa(result.msa, query.id, len(query.sequence), ProfileParams(),
+                                      result.hmm)  # fmt: skip
+        reference = hmm_profile(hmmbuild(program_msa))
         # Same alignment -> same model: agreement to float32 rounding.
         np.testing.assert_allclose(profile, reference, atol=1e-5)
     assert n_with_hits >= 3  # the comparison is not vacuous
+
+
+def test_profile_shortcuts_are_exact(demo_database):
+    """The two ways protprof avoids HMMER builder work give HMMER's model bit for bit: the
+    profile builder's minimal E-value calibration, and reusing the search's last model when the
+    last two alignments are identical."""
+    # 13 and 23 converge at iteration 2 with unchanged alignments; the others do not.
+    queries = [read_fasta(DEMO_QUERIES)[i] for i in [*QUERY_INDICES, 13, 23]]
+    results = JackhmmerSearch(demo_database.block, PARAMS, threads=2, z=5000).run(queries)
+    reused = [r for r in results if r.hmm is not None]
+    assert reused and len(reused) < len(results)  # both paths are exercised
+    for r in results:
+        full = hmmbuild(r.msa)
+        for model in [build_hmm(r.msa, r.id, len(r.sequence))] + ([r.hmm] if r.hmm else []):
+            np.testing.assert_array_equal(np.asarray(model.match_emissions),
+                                          np.asarray(full.match_emissions))  # fmt: skip
+            assert model.nseq_effective == full.nseq_effective
