@@ -160,12 +160,18 @@ def assemble(shards: list[Path], out: Path) -> Path:
                     f"{store.path}: its {k} settings differ from {stores[0].path}'s; "
                     "rebuild the shards with one configuration"
                 )
-    parts = [s.read_all() for s in stores]
-    ids = [i for p in parts for i in p.ids]
-    if len(set(ids)) != len(ids):
-        raise StoreError("assemble: the same query ID appears in more than one shard")
+    seen: dict[str, Path] = {}
+    for store in stores:
+        for query_id in map(str, store.ids):
+            if query_id in seen:
+                raise StoreError(f"assemble: query {query_id!r} is in both {seen[query_id]} and "
+                                 f"{store.path}")  # fmt: skip
+            seen[query_id] = store.path
     extra = {k: v for k, v in stores[0].attrs.items() if k in (*keys, "pyhmmer_version")}
-    return write_stores(out, parts, {**extra, "n_shards": len(stores)})
+    # One shard in memory at a time: a UniRef-scale dataset need not fit in the gather job.
+    sizes = len(seen), sum(int(s.attrs["n_residues"]) for s in stores)
+    return write_stores(out, (s.read_all() for s in stores), {**extra, "n_shards": len(stores)},
+                        sizes=sizes)  # fmt: skip
 
 
 def build(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,12 +121,19 @@ def _base_attrs(attrs: dict[str, Any], n_seq: int, n_res: int, chunk_rows: int) 
 
 
 def write_stores(
-    out: str | Path, parts: list[StoreData], attrs: dict[str, Any], chunk_rows: int = CHUNK_ROWS
-) -> Path:
-    """Write parts, concatenated in order, as one store at `out`, atomically."""
+    out: str | Path, parts: Iterable[StoreData], attrs: dict[str, Any],
+    chunk_rows: int = CHUNK_ROWS, sizes: tuple[int, int] | None = None,
+) -> Path:  # fmt: skip
+    """Write parts, concatenated in order, as one store at `out`, atomically.
+
+    With `sizes` = (sequences, residues) of all parts together, `parts` may be an iterator
+    that loads each part only when it is written, so only one part is in memory at a time.
+    """
     out = Path(out)
-    n_seq = sum(len(p.ids) for p in parts)
-    n_res = sum(len(p.tokens) for p in parts)
+    if sizes is None:
+        parts = list(parts)
+        sizes = sum(len(p.ids) for p in parts), sum(len(p.tokens) for p in parts)
+    n_seq, n_res = sizes
     with atomic_output(out) as tmp:
         group = zarr.create_group(str(tmp), zarr_format=3)
         arrays = _create(group, n_seq, n_res, chunk_rows)
@@ -134,6 +142,10 @@ def write_stores(
         for part in parts:
             _write_part(arrays, part, seq0, res0)
             seq0, res0 = seq0 + len(part.ids), res0 + len(part.tokens)
+            del part  # before the next part loads
+        if (seq0, res0) != (n_seq, n_res):
+            raise StoreError(f"{out}: parts hold {seq0} sequences and {res0} residues, but "
+                             f"{n_seq} and {n_res} were announced")  # fmt: skip
         group.attrs.update(_base_attrs(attrs, n_seq, n_res, chunk_rows))
     return out
 
@@ -252,14 +264,31 @@ class ProfileStore:
 
     def read_all(self) -> StoreData:
         """Every column in memory (for assembling and tests)."""
-        r = int(self.attrs["n_residues"])
         return StoreData(
             ids=[str(x) for x in self.ids],
-            tokens=np.array(self.rows("tokens", 0, r)) if r else np.zeros(0, np.uint8),
-            profiles=np.array(self.rows("profiles", 0, r)) if r else np.zeros((0, 20), np.uint8),
+            tokens=self._read_rows("tokens"),
+            profiles=self._read_rows("profiles"),
             offsets=self.offsets.copy(),
             n_hits=self.n_hits, neff=self.neff, split=self.split,
         )  # fmt: skip
+
+    def _read_rows(self, name: str) -> np.ndarray:
+        """All rows of `tokens` or `profiles`, read straight into one array: no memory maps
+        left holding pages after the data is copied (assemble reads shard after shard)."""
+        r = int(self.attrs["n_residues"])
+        size = min(int(self.attrs["chunk_rows"]), max(1, r))
+        out = np.empty((r,) if name == "tokens" else (r, N_STANDARD), dtype=np.uint8)
+        for c, start in enumerate(range(0, r, size)):
+            path = self.path / name / "c" / (f"{c}" if name == "tokens" else f"{c}/0")
+            view = memoryview(out[start : start + size]).cast("B")
+            try:
+                with open(path, "rb") as handle:
+                    complete = handle.readinto(view) == view.nbytes
+            except OSError as e:
+                raise StoreError(f"{self.path}/{name}: chunk file unreadable ({e})") from e
+            if not complete:
+                raise StoreError(f"{path}: chunk file truncated")
+        return out
 
 
 def _array_meta(path: Path, name: str) -> dict[str, Any]:

@@ -105,3 +105,28 @@ def test_real_store_inspect_and_size(small_store, capsys):
     assert info["provenance"]["search"]["Z"] == 5000
     assert info["provenance"]["database"]["n_sequences"] == 5000
     assert (store.n_hits > 0).sum() >= 10
+
+
+def test_assemble_streams_shards_and_refuses_duplicate_ids(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    seqs = ["MKV", "W" * 40, "ACDEFGHIK", "GG", "P" * 25]
+    attrs = {"database": {"sha256": "x"}, "search": {"N": 1}, "profile": {"method": "hmm"}}
+    parts = [make_part(seqs[:2], rng, "a"), make_part(seqs[2:3], rng, "b"),
+             make_part(seqs[3:], rng, "c")]  # fmt: skip
+    shards = [write_stores(tmp_path / f"{i}.zarr", [p], attrs, chunk_rows=16)
+              for i, p in enumerate(parts)]  # fmt: skip
+    out = tmp_path / "all.zarr"
+    assert main(["-q", "assemble", *map(str, shards), "--out", str(out)]) == 0
+    store = open_store(out)
+    assert list(store.ids) == ["a0", "a1", "b0", "c0", "c1"] and store.attrs["n_shards"] == 3
+    assert [store.sequence(i) for i in range(5)] == seqs
+    np.testing.assert_array_equal(store.read_all().profiles,
+                                  np.concatenate([p.profiles for p in parts]))  # fmt: skip
+    np.testing.assert_array_equal(store.n_hits, [0, 1, 0, 0, 1])
+
+    again = tmp_path / "dup.zarr"
+    assert main(["-q", "assemble", str(shards[0]), str(shards[1]), str(shards[0]),
+                 "--out", str(again)]) == 1  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'a0'" in err[0] and str(shards[0]) in err[0]
+    assert not again.exists()
