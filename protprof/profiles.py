@@ -46,7 +46,10 @@ class ProfileParams:
 _MINIMAL_CALIBRATION = {"EmL": 10, "EmN": 10, "EvL": 10, "EvN": 10, "EfL": 10, "EfN": 10}
 
 
-def build_hmm(msa: DigitalMSA, query_id: str, query_length: int, seed: int = 42) -> HMM:
+def build_hmm(
+    msa: DigitalMSA, query_id: str, query_length: int, seed: int = 42,
+    calibration: dict[str, int] = _MINIMAL_CALIBRATION,
+) -> HMM:  # fmt: skip
     """Build HMMER's model of an alignment whose consensus columns are the query's residues.
 
     The emissions and `nseq_effective` are HMMER's (`hmmbuild --hand`); the E-value
@@ -59,9 +62,9 @@ def build_hmm(msa: DigitalMSA, query_id: str, query_length: int, seed: int = 42)
     # alignment kept beside the store stays the one the search made.
     background = Background(AMINO)
     try:
-        builder = Builder(AMINO, architecture="hand", seed=seed, **_MINIMAL_CALIBRATION)
+        builder = Builder(AMINO, architecture="hand", seed=seed, **calibration)
         hmm, _, _ = builder.build_msa(msa.copy(), background)
-    except RuntimeError:  # pyhmmer's UnexpectedError: a calibration fit failed
+    except (ValueError, RuntimeError):  # e.g. "failed to determine msv mu": a fit failed
         builder = Builder(AMINO, architecture="hand", seed=seed)
         hmm, _, _ = builder.build_msa(msa.copy(), background)
     return check_length(hmm, query_id, query_length)

@@ -96,3 +96,19 @@ def test_profile_shortcuts_are_exact(demo_database):
             np.testing.assert_array_equal(np.asarray(model.match_emissions),
                                           np.asarray(full.match_emissions))  # fmt: skip
             assert model.nseq_effective == full.nseq_effective
+
+
+def test_failed_minimal_calibration_falls_back_to_hmmer_builder(demo_database):
+    """One simulated sequence per fit makes HMMER's calibration fail ("failed to determine msv
+    mu"); the profile builder then builds again with HMMER's full calibration."""
+    query = read_fasta(DEMO_QUERIES)[QUERY_INDICES[1]]
+    (result,) = JackhmmerSearch(demo_database.block, PARAMS, threads=2, z=5000).run([query])
+    one = {"EmL": 1, "EmN": 1, "EvL": 1, "EvN": 1, "EfL": 1, "EfN": 1}
+    with pytest.raises(ValueError, match="failed to determine"):
+        Builder(AMINO, architecture="hand", **one).build_msa(result.msa.copy(), Background(AMINO))
+    model = build_hmm(result.msa, query.id, len(query.sequence), calibration=one)
+    full = hmmbuild(result.msa)
+    np.testing.assert_array_equal(np.asarray(model.match_emissions),
+                                  np.asarray(full.match_emissions))  # fmt: skip
+    # calibrated in full: the same MSV, Viterbi and Forward statistics as hmmbuild
+    assert list(model.evalue_parameters.as_vector()) == list(full.evalue_parameters.as_vector())
