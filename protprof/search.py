@@ -222,13 +222,29 @@ class _ChunkedSearch(IterativeSearch):
         return self.chunk_search(hmm)
 
 
+class _CoreBoundBuilder(Builder):
+    """A Builder that holds one of the job's core permits while it builds (and calibrates)."""
+
+    def __init__(self, cores: threading.Semaphore, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.cores = cores
+
+    def build(self, *args: object) -> tuple:
+        with self.cores:
+            return super().build(*args)
+
+    def build_msa(self, *args: object) -> tuple:
+        with self.cores:
+            return super().build_msa(*args)
+
+
 class JackhmmerSearch:
     """Run jackhmmer for many queries against one in-memory database.
 
     Args:
         database: the loaded targets.
         params: every search parameter (passed explicitly to each Pipeline).
-        threads: worker threads for the chunked searches.
+        threads: cores to use: at most this many searches, builds and `finish` calls at once.
         z: sequence count of the *whole* database, so E-values do not depend on splitting.
     """
 
@@ -245,6 +261,9 @@ class JackhmmerSearch:
         # in flight that is 1 (plain query-level parallelism); at a job's tail, all threads
         # work on the last queries.
         self._chunkings = {k: _chunks(database, k) for k in range(1, self.threads + 1)}
+        # At most `threads` CPU-heavy steps at once (chunk searches, model builds, `finish`),
+        # so a job uses the cores Snakemake or SLURM gave it, however many drivers wait.
+        self._cores = threading.BoundedSemaphore(self.threads)
         self._in_flight = 0
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -259,7 +278,8 @@ class JackhmmerSearch:
         return pipeline
 
     def _search_chunk(self, hmm: HMM, chunk: DigitalSequenceBlock) -> TopHits:
-        return self._pipeline().search_hmm(hmm, chunk)
+        with self._cores:
+            return self._pipeline().search_hmm(hmm, chunk)
 
     def _search_all(self, pool: Executor, hmm: HMM) -> TopHits:
         chunks = self._chunkings[max(1, self.threads // max(1, self._in_flight))]
@@ -273,7 +293,10 @@ class JackhmmerSearch:
     def _finish(self, finish: Callable[[QueryResult], object] | None, pool: Executor,
                 record: Record) -> object:  # fmt: skip
         result = self._run_query(pool, record)
-        return finish(result) if finish is not None else result
+        if finish is None:
+            return result
+        with self._cores:
+            return finish(result)
 
     def _run_query(self, pool: Executor, record: Record) -> QueryResult:
         with self._lock:
@@ -288,7 +311,7 @@ class JackhmmerSearch:
         query = pyhmmer.easel.TextSequence(name=record.id, sequence=record.sequence).digitize(
             AMINO
         )
-        builder = Builder(AMINO, architecture="hand", seed=self.params.seed)
+        builder = _CoreBoundBuilder(self._cores, AMINO, architecture="hand", seed=self.params.seed)
         driver_pipeline = Pipeline(AMINO, Z=self.z, seed=self.params.seed, **self.params.thresholds())
         search = _ChunkedSearch(
             # The whole database is passed for form's sake; searches go through chunk_search.
