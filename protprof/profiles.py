@@ -11,6 +11,7 @@ HMMER's background frequencies, for raw MSA statistics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,7 @@ _MINIMAL_CALIBRATION = {"EmL": 10, "EmN": 10, "EvL": 10, "EvN": 10, "EfL": 10, "
 
 def build_hmm(
     msa: DigitalMSA, query_id: str, query_length: int, seed: int = 42,
-    calibration: dict[str, int] = _MINIMAL_CALIBRATION,
+    calibration: Mapping[str, int] = _MINIMAL_CALIBRATION,
 ) -> HMM:  # fmt: skip
     """Build HMMER's model of an alignment whose consensus columns are the query's residues.
 
