@@ -8,7 +8,7 @@ so it works under fork, spawn and forkserver.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,23 +157,30 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.epoch, self.start_batch, self.seed = state["epoch"], state["start_batch"], state["seed"]
 
 
+def pad_tokens(residues: Sequence[np.ndarray]) -> np.ndarray:
+    """(B, T) int64 model input: `<cls> residues <eos> <pad>...` per sequence, so residue j of
+    sequence b sits at column j + 1."""
+    width = max(len(t) for t in residues) + 2
+    tokens = np.full((len(residues), width), PAD, dtype=np.int64)
+    for b, tok in enumerate(residues):
+        tokens[b, 0], tokens[b, 1 : len(tok) + 1], tokens[b, len(tok) + 1] = CLS, tok, EOS
+    return tokens
+
+
 def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Pad a batch: `<cls> residues <eos> <pad>...`; profile targets line up with tokens.
+    """Pad a batch (`pad_tokens`); profile targets line up with tokens.
 
     Returns:
         tokens (B, T) int64; profiles (B, T, 20) uint8, quantised (zero rows at specials and
         padding; `profile_targets` turns them into float32 distributions, on the device, so
         host-to-device copies stay 4x smaller); residue_mask (B, T) bool, True on residues.
     """
-    width = max(len(t) for t, _ in items) + 2
-    tokens = np.full((len(items), width), PAD, dtype=np.int64)
-    profiles = np.zeros((len(items), width, N_STANDARD), dtype=np.uint8)
-    mask = np.zeros((len(items), width), dtype=bool)
+    tokens = pad_tokens([tok for tok, _ in items])
+    profiles = np.zeros((*tokens.shape, N_STANDARD), dtype=np.uint8)
+    mask = np.zeros(tokens.shape, dtype=bool)
     for b, (tok, prof) in enumerate(items):
-        n = len(tok)
-        tokens[b, 0], tokens[b, 1 : n + 1], tokens[b, n + 1] = CLS, tok, EOS
-        profiles[b, 1 : n + 1] = prof
-        mask[b, 1 : n + 1] = True
+        profiles[b, 1 : len(tok) + 1] = prof
+        mask[b, 1 : len(tok) + 1] = True
     return {
         "tokens": torch.from_numpy(tokens),
         "profiles": torch.from_numpy(profiles),  # (B, T, 20) uint8

@@ -10,7 +10,7 @@ import torch
 
 from protprof._atomic import atomic_output
 from protprof.alphabet import encode
-from protprof.data import collate
+from protprof.data import pad_tokens
 from protprof.model import ProteinEncoder
 
 
@@ -31,10 +31,8 @@ def embed_sequences(model: ProteinEncoder, sequences: list[str], max_tokens: int
         stop = start + 1
         while stop < len(order) and (len(sequences[order[stop]]) + 2) * (stop - start + 1) <= max_tokens:
             stop += 1
-        items = [(encode(sequences[i]), np.zeros((len(sequences[i]), 20), np.uint8))
-                 for i in order[start:stop]]  # fmt: skip
-        batch = collate(items)
-        states = model.encode(batch["tokens"])
+        tokens = pad_tokens([encode(sequences[i]) for i in order[start:stop]])
+        states = model.encode(torch.from_numpy(tokens))
         predicted = torch.softmax(model.profile_head(states).float(), -1)
         for b, i in enumerate(order[start:stop]):
             n = len(sequences[i])

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, STANDARD, encode
-from protprof.data import collate
+from protprof.data import pad_tokens
 from protprof.embed import embed_sequences
 from protprof.evaluation import datasets as ds
 from protprof.evaluation import metrics, probes
@@ -158,7 +158,7 @@ def variant_scores(model: ProteinEncoder, variants: ds.VariantSet, batch: int = 
     MLM head = masked marginal log p(mutant) - log p(wild type) with the site masked;
     profile head = the same difference of the predicted profile of the unmasked wild type."""
     wild = encode(variants.wild_type)
-    tokens = collate([(wild, np.zeros((len(wild), 20), np.uint8))])["tokens"]
+    tokens = torch.from_numpy(pad_tokens([wild]))
     profile = torch.log_softmax(model(tokens)["profile_logits"][0, 1:-1].float(), -1).numpy()
     positions = sorted({p for mutations in variants.mutations for p, _, _ in mutations})
     masked_logp: dict[int, np.ndarray] = {}
