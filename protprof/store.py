@@ -225,7 +225,7 @@ class ProfileStore:
         if stop <= start:
             return np.zeros((0,) if name == "tokens" else (0, N_STANDARD), dtype=np.uint8)
         maps = self._maps.get(name) or self._map(name)
-        size = self._chunk
+        size = len(maps[0])
         first, last = start // size, (stop - 1) // size
         if first == last:
             return maps[first][start - first * size : stop - first * size]
@@ -233,19 +233,22 @@ class ProfileStore:
                   for c in range(first, last + 1)]  # fmt: skip
         return np.concatenate(pieces)
 
-    def _map(self, name: str) -> list[np.ndarray]:
+    def _chunk_files(self, name: str) -> tuple[int, tuple[int, ...], list[Path]]:
+        """Rows per chunk, row shape and chunk files of `tokens` or `profiles` (the chunk
+        keys zarr v3 gives a 1-D and a (R, 20) array)."""
         r = int(self.attrs["n_residues"])
         size = min(int(self.attrs["chunk_rows"]), max(1, r))
-        n_chunks = -(-r // size)
         width = () if name == "tokens" else (N_STANDARD,)
-        keys = [f"{c}" if name == "tokens" else f"{c}/0" for c in range(n_chunks)]
+        keys = [f"{c}" if name == "tokens" else f"{c}/0" for c in range(-(-r // size))]
+        return size, width, [self.path / name / "c" / k for k in keys]
+
+    def _map(self, name: str) -> list[np.ndarray]:
+        size, width, files = self._chunk_files(name)
         try:
-            maps = [np.memmap(self.path / name / "c" / k, dtype=np.uint8, mode="r",
-                              shape=(size, *width)) for k in keys]  # fmt: skip
+            maps = [np.memmap(f, dtype=np.uint8, mode="r", shape=(size, *width)) for f in files]
         except (OSError, ValueError) as e:
             raise StoreError(f"{self.path}/{name}: chunk file missing or truncated ({e})") from e
         self._maps[name] = maps
-        self._chunk = size
         return maps
 
     def tokens(self, i: int) -> np.ndarray:
@@ -275,12 +278,10 @@ class ProfileStore:
     def _read_rows(self, name: str) -> np.ndarray:
         """All rows of `tokens` or `profiles`, read straight into one array: no memory maps
         left holding pages after the data is copied (assemble reads shard after shard)."""
-        r = int(self.attrs["n_residues"])
-        size = min(int(self.attrs["chunk_rows"]), max(1, r))
-        out = np.empty((r,) if name == "tokens" else (r, N_STANDARD), dtype=np.uint8)
-        for c, start in enumerate(range(0, r, size)):
-            path = self.path / name / "c" / (f"{c}" if name == "tokens" else f"{c}/0")
-            view = memoryview(out[start : start + size]).cast("B")
+        size, width, files = self._chunk_files(name)
+        out = np.empty((int(self.attrs["n_residues"]), *width), dtype=np.uint8)
+        for c, path in enumerate(files):
+            view = memoryview(out[c * size : (c + 1) * size]).cast("B")
             try:
                 with open(path, "rb") as handle:
                     complete = handle.readinto(view) == view.nbytes
