@@ -13,7 +13,8 @@ from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, encode
 from protprof.cli import main
 from protprof.evaluation import datasets as ds
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
-from protprof.evaluation.tasks import variant_scores
+from protprof.evaluation import TASKS
+from protprof.evaluation.tasks import RUNNERS, variant_scores
 from protprof.fasta import Record, read_fasta
 from protprof.train import load_config, load_model, train
 from tests.conftest import DEMO_QUERIES, SHARED_DATA
@@ -104,3 +105,8 @@ def test_leakage_guard_drops_a_test_homologue_and_keeps_the_rest(tmp_path):
                  "--report", str(tmp_path / "r.json")]) == 0  # fmt: skip
     assert [r.id for r in read_fasta(tmp_path / "kept.fa")] == [unrelated.id]
     assert json.loads((tmp_path / "r.json").read_text())["n_dropped"] == 1
+
+
+def test_cli_task_names_match_the_runners():
+    # TASKS lives apart from the runners so the CLI needs no torch; the two must not drift.
+    assert set(TASKS) == {*RUNNERS, "profile"}
