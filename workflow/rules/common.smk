@@ -29,6 +29,9 @@ SEARCH_WORKING_SET_MB = 1024
 # Search cost per (query residue x database residue x iteration), CPU seconds, measured
 # 1.5e-10 on this machine's 2 cores; doubled for slower cluster cores.
 SEARCH_SECONDS_PER_CELL = 3e-10
+# assemble_store holds one shard at a time: 21 store bytes per residue (tokens + profiles),
+# doubled for the write path. Measured: 6 shards of 5.9M residues, peak RSS 275 MB.
+STORE_BYTES_PER_RESIDUE = 21
 
 
 def database_residues(path):
@@ -51,6 +54,11 @@ def target_residues():
 def search_mem_mb(wildcards):
     db = target_residues() / max(1, N_CHUNKS)
     return int(SEARCH_WORKING_SET_MB + DB_BYTES_PER_RESIDUE * db / 1e6)
+
+
+def assemble_mem_mb(wildcards):
+    shard = query_residues_per_shard()
+    return int(SEARCH_WORKING_SET_MB + 2 * STORE_BYTES_PER_RESIDUE * shard / 1e6)
 
 
 def search_runtime_min(wildcards):

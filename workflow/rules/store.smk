@@ -10,7 +10,7 @@ rule assemble_store:
     conda:
         ENV
     resources:
-        mem_mb=4096,  # one shard in memory at a time (35.6M residues from 6 shards: 275 MB peak)
+        mem_mb=assemble_mem_mb,
         runtime=60,
     shell:
         "protprof assemble {input} --out {output} 2> {log}"
