@@ -10,7 +10,8 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,24 @@ def _ingest_params(args: argparse.Namespace) -> Any:
                         args.test_fraction)  # fmt: skip
 
 
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="replace existing outputs even when they are not protprof's own")
+
+
+@contextmanager
+def _claim(args: argparse.Namespace, *outputs: tuple[Path | None, Any]) -> Iterator[None]:
+    """Lock and check every (path, kind) output before any work: an unwritable, locked or
+    foreign output fails now, in one line, not after a whole search."""
+    from protprof._atomic import claim_output
+
+    with ExitStack() as stack:
+        for path, kind in outputs:
+            if path is not None:
+                stack.enter_context(claim_output(path, kind, args.force))
+        yield
+
+
 def _progress(total: int, unit: str) -> Any:
     from tqdm import tqdm
 
@@ -91,12 +110,15 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
     p.add_argument("--out", nargs="+", type=Path, required=True, help="one path per shard")
     _add_ingest_options(p)
+    _add_force(p)
 
 
 def _run_ingest(args: argparse.Namespace) -> None:
+    from protprof.ingest import SHARD
     from protprof.pipeline import ingest
 
-    counts = ingest(args.queries, args.out, _ingest_params(args))
+    with _claim(args, *((path, SHARD) for path in args.out)):
+        counts = ingest(args.queries, args.out, _ingest_params(args))
     log.info("wrote %d shards with %s sequences", len(counts), counts)
 
 
@@ -104,15 +126,17 @@ def _run_ingest(args: argparse.Namespace) -> None:
 def _prepare_db_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("database", type=Path, help="target FASTA or FASTA.gz")
     p.add_argument("--out", type=Path, required=True, help="fingerprint JSON")
+    _add_force(p)
 
 
 def _run_prepare_db(args: argparse.Namespace) -> None:
     from protprof._atomic import atomic_output
-    from protprof.search import fingerprint_database
+    from protprof.search import FINGERPRINT, fingerprint_database
 
-    fingerprint = fingerprint_database(args.database)
-    with atomic_output(args.out) as tmp:
-        tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+    with _claim(args, (args.out, FINGERPRINT)):
+        fingerprint = fingerprint_database(args.database)
+        with atomic_output(args.out, FINGERPRINT) as tmp:
+            tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
     log.info("database %s: %d sequences, %d residues", args.database,
              fingerprint["n_sequences"], fingerprint["n_residues"])  # fmt: skip
 
@@ -131,18 +155,21 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fingerprint", type=Path, help="from `protprof prepare-db` (saves a pass)")
     p.add_argument("--out", type=Path, required=True, help="shard store (.zarr)")
     _add_search_options(p)
+    _add_force(p)
 
 
 def _run_search(args: argparse.Namespace) -> None:
-    from protprof.pipeline import search_shard
+    from protprof.pipeline import MSA_DIR, read_shard, search_shard
+    from protprof.store import STORE
 
     search, profile = _search_settings(args)
-    database = _load_database(args)
-    n = sum(1 for line in open(args.shard) if line.startswith(">"))
-    with _progress(n, "query") as bar:
-        search_shard(args.shard, database, search, profile, args.threads, args.out,
-                     msa_dir=args.msa_dir, msa_format=args.msa_format,
-                     progress=lambda _: bar.update())  # fmt: skip
+    with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
+        n = len(read_shard(args.shard)[0])
+        database = _load_database(args)
+        with _progress(n, "query") as bar:
+            search_shard(args.shard, database, search, profile, args.threads, args.out,
+                         msa_dir=args.msa_dir, msa_format=args.msa_format,
+                         progress=lambda _: bar.update())  # fmt: skip
     log.info("wrote %s (%d queries)", args.out, n)
 
 
@@ -150,12 +177,15 @@ def _run_search(args: argparse.Namespace) -> None:
 def _split_db_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("database", type=Path)
     p.add_argument("--out", nargs="+", type=Path, required=True, help="one FASTA per chunk")
+    _add_force(p)
 
 
 def _run_split_db(args: argparse.Namespace) -> None:
+    from protprof._atomic import FILE
     from protprof.chunked import split_database
 
-    counts = split_database(args.database, args.out)
+    with _claim(args, *((path, FILE) for path in args.out)):
+        counts = split_database(args.database, args.out)
     log.info("wrote %d chunks with %s sequences", len(counts), counts)
 
 
@@ -164,6 +194,7 @@ def _chunked_options(p: argparse.ArgumentParser, state: str) -> None:
     p.add_argument("--state", type=Path, help=state)
     p.add_argument("--out", type=Path, required=True)
     _add_search_options(p)
+    _add_force(p)
 
 
 @command("init-state", "chunked database: the query models iteration 1 searches with")
@@ -228,22 +259,29 @@ def _run_finish_shard(args: argparse.Namespace) -> None:
     from protprof.search import read_fingerprint
 
     search, profile = _search_settings(args)
-    records, _ = read_shard(args.shard)
-    results = chunked.results(records, chunked.load(args.state)) if records else []
-    finish_chunked_shard(args.shard, results, read_fingerprint(args.fingerprint), search, profile,
-                         args.out, args.msa_dir, args.msa_format)  # fmt: skip
+    from protprof.pipeline import MSA_DIR
+    from protprof.store import STORE
+
+    with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
+        records, _ = read_shard(args.shard)
+        results = chunked.results(records, chunked.load(args.state)) if records else []
+        finish_chunked_shard(args.shard, results, read_fingerprint(args.fingerprint), search,
+                             profile, args.out, args.msa_dir, args.msa_format)  # fmt: skip
 
 
 @command("assemble", "concatenate shard stores into one store")
 def _assemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("shards", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
+    _add_force(p)
 
 
 def _run_assemble(args: argparse.Namespace) -> None:
     from protprof.pipeline import assemble
+    from protprof.store import STORE
 
-    assemble(args.shards, args.out)
+    with _claim(args, (args.out, STORE)):
+        assemble(args.shards, args.out)
     log.info("wrote %s from %d shards", args.out, len(args.shards))
 
 
@@ -254,20 +292,23 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="the store to write (.zarr)")
     _add_search_options(p)
     _add_ingest_options(p)
+    _add_force(p)
 
 
 def _run_build(args: argparse.Namespace) -> None:
     from protprof.ingest import select_records
-    from protprof.pipeline import build
+    from protprof.pipeline import MSA_DIR, build
+    from protprof.store import STORE
 
     search, profile = _search_settings(args)
     params = _ingest_params(args)
-    records = select_records(args.queries, params)  # validate before the slow database load
-    database = _load_database(args)
-    with _progress(len(records), "query") as bar:
-        build(records, database, args.out, args.threads, params, search, profile,
-              msa_dir=args.msa_dir, msa_format=args.msa_format,
-              progress=lambda _: bar.update())  # fmt: skip
+    with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
+        records = select_records(args.queries, params)  # validate before the slow database load
+        database = _load_database(args)
+        with _progress(len(records), "query") as bar:
+            build(records, database, args.out, args.threads, params, search, profile,
+                  msa_dir=args.msa_dir, msa_format=args.msa_format,
+                  progress=lambda _: bar.update())  # fmt: skip
     log.info("wrote %s", args.out)
 
 
@@ -322,17 +363,19 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("fasta", type=Path, help="sequences to embed (FASTA or FASTA.gz)")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
     p.add_argument("--max-tokens", type=int, default=32768, help="padded tokens per batch")
+    _add_force(p)
 
 
 def _run_embed(args: argparse.Namespace) -> None:
-    from protprof.embed import embed_sequences, write_embeddings
+    from protprof.embed import EMBEDDINGS, embed_sequences, write_embeddings
     from protprof.fasta import read_fasta
     from protprof.train import load_model
 
-    records = read_fasta(args.fasta)
-    model = load_model(args.checkpoint)
-    hidden, profiles = embed_sequences(model, [r.sequence for r in records], args.max_tokens)
-    write_embeddings(args.out, [r.id for r in records], hidden, profiles)
+    with _claim(args, (args.out, EMBEDDINGS)):
+        records = read_fasta(args.fasta)
+        model = load_model(args.checkpoint)
+        hidden, profiles = embed_sequences(model, [r.sequence for r in records], args.max_tokens)
+        write_embeddings(args.out, [r.id for r in records], hidden, profiles)
     log.info("wrote %s (%d sequences)", args.out, len(records))
 
 
@@ -345,9 +388,17 @@ def _guard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-E", "--evalue", type=float, default=1e-3,
                    help="drop a query with a phmmer hit at E <= this (default 1e-3)")
     p.add_argument("--threads", type=int, default=1)
+    _add_force(p)
 
 
 def _run_guard(args: argparse.Namespace) -> None:
+    from protprof._atomic import FILE
+
+    with _claim(args, (args.out, FILE), (args.report, FILE)):
+        _guard(args)
+
+
+def _guard(args: argparse.Namespace) -> None:
     from protprof._atomic import atomic_output
     from protprof.evaluation.leakage import guard_files
     from protprof.fasta import write_fasta
@@ -402,6 +453,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("reports", nargs="+", type=Path, help="report.json files")
     p.add_argument("--out", type=Path, required=True, help="markdown table")
+    _add_force(p)
 
 
 def _run_compare(args: argparse.Namespace) -> None:
@@ -409,7 +461,7 @@ def _run_compare(args: argparse.Namespace) -> None:
     from protprof.evaluation.report import compare
 
     table = compare(args.reports)
-    with atomic_output(args.out) as tmp:
+    with atomic_output(args.out, force=args.force) as tmp:
         tmp.write_text(table)
     print(table, end="")
 

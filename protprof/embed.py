@@ -3,12 +3,13 @@ states, and predicted profiles — what downstream probes consume."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from protprof._atomic import atomic_output
+from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import encode
 from protprof.data import pad_tokens
 from protprof.model import ProteinEncoder
@@ -42,11 +43,22 @@ def embed_sequences(model: ProteinEncoder, sequences: list[str], max_tokens: int
     return hidden, profiles  # type: ignore[return-value]
 
 
+def _is_embeddings(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {"ids.npy", "per_residue.npy", "profiles.npy"} <= set(archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+EMBEDDINGS = Kind("an embeddings .npz of `protprof embed`", _is_embeddings)
+
+
 def write_embeddings(path: str | Path, ids: list[str], hidden: list[np.ndarray],
                      profiles: list[np.ndarray]) -> None:  # fmt: skip
     """An .npz with ids, offsets, per_residue (R, d), mean (N, d), profiles (R, 20)."""
     lengths = [len(h) for h in hidden]
-    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_output(path, EMBEDDINGS) as tmp, open(tmp, "wb") as handle:
         np.savez(
             handle,
             ids=np.array(ids),

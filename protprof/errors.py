@@ -28,3 +28,8 @@ class StoreError(ProtprofError, ValueError):
 
 class SearchError(ProtprofError, RuntimeError):
     """The homology search could not run or gave an inconsistent result."""
+
+
+class OutputError(ProtprofError, OSError):
+    """An output cannot be written: it exists and is not protprof's, another run holds it, its
+    folder is not writable, or the disk filled up."""

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from protprof._atomic import atomic_output
+from protprof._atomic import Kind, atomic_output
 from protprof.errors import ConfigError, InputFormatError
 from protprof.fasta import Record, read_fasta, write_fasta
 
@@ -107,6 +107,19 @@ def select_records(paths: list[Path], params: IngestParams) -> list[Record]:
     return kept
 
 
+def _is_shard(path: Path) -> bool:
+    """A shard FASTA written by `ingest`: empty, or its first header carries the split."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            first = handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return path.is_file() and (not first or (first.startswith(">") and " split=" in first))
+
+
+SHARD = Kind("a shard FASTA of `protprof ingest`", _is_shard)
+
+
 def write_shards(records: list[Record], out_paths: list[Path]) -> list[int]:
     """Write each record to the shard its sequence hashes to; returns the count per shard.
 
@@ -116,6 +129,6 @@ def write_shards(records: list[Record], out_paths: list[Path]) -> list[int]:
     for record in records:
         shards[shard_of(record.sequence, len(out_paths))].append(record)
     for path, shard in zip(out_paths, shards):
-        with atomic_output(path) as tmp:
+        with atomic_output(path, SHARD) as tmp:
             write_fasta(tmp, shard)
     return [len(s) for s in shards]

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pyhmmer
 
-from protprof._atomic import atomic_output
+from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import encode
 from protprof.errors import InputFormatError, StoreError
 from protprof.fasta import Record, read_fasta
@@ -74,13 +75,40 @@ def _store_part(profiled: list[_Profiled], splits: list[int]) -> StoreData:
     )
 
 
+MSA_INDEX = "index.tsv"
+_MSA_INDEX_HEADER = "# protprof alignments: query_id<TAB>file\n"
+
+
+def msa_filename(query_id: str, msa_format: str) -> str:
+    """A file name for a query's alignment: percent-encoded (`/` and `%` among others), so
+    distinct IDs (`q/1`, `q_1`) never share a file and the ID can be read back
+    (`urllib.parse.unquote`). UniProt IDs (`sp|P69905|HBA_HUMAN`) stay as they are."""
+    name = quote(query_id, safe="|:=+,@")
+    name = "%2E" + name[1:] if name.startswith(".") else name  # no hidden files, no `..`
+    return name + MSA_FORMATS[msa_format]
+
+
+def _is_msa_dir(path: Path) -> bool:
+    try:
+        with open(path / MSA_INDEX) as handle:
+            return handle.readline() == _MSA_INDEX_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+MSA_DIR = Kind("a protprof alignment folder (with index.tsv)", _is_msa_dir)
+
+
 def _write_msas(results: list[QueryResult], msa_dir: Path, msa_format: str) -> None:
-    with atomic_output(msa_dir) as tmp:
+    with atomic_output(msa_dir, MSA_DIR) as tmp:
         tmp.mkdir(parents=True)
+        index = [_MSA_INDEX_HEADER]
         for r in results:
-            name = r.id.replace("/", "_") + MSA_FORMATS[msa_format]
+            name = msa_filename(r.id, msa_format)
             with open(tmp / name, "wb") as handle:
                 r.msa.write(handle, msa_format)
+            index.append(f"{r.id}\t{name}\n")
+        (tmp / MSA_INDEX).write_text("".join(index))
 
 
 def provenance(fingerprint: dict[str, Any], search: SearchParams, profile: ProfileParams,

@@ -12,19 +12,23 @@ Reference: HMMER 3.4 jackhmmer; pyhmmer 0.12.3.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import pyhmmer
 from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequence, DigitalSequenceBlock, SequenceFile
 from pyhmmer.plan7 import HMM, Builder, IterativeSearch, Pipeline, TopHits
 
+from protprof._atomic import Kind
 from protprof.errors import ConfigError, InputFormatError, SearchError
 from protprof.fasta import Record
 
@@ -114,12 +118,41 @@ def fingerprint_database(path: str | Path) -> dict[str, object]:
     return _describe(path, n_sequences, n_residues)
 
 
-def _read_database(path: Path) -> Iterator[DigitalSequence]:
+def is_fingerprint(path: Path) -> bool:
+    """Whether `path` is a fingerprint JSON written by `protprof prepare-db`."""
     try:
-        with SequenceFile(str(path), digital=True, alphabet=AMINO, format="fasta") as handle:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"sha256", "n_sequences", "n_residues"} <= set(data)
+
+
+FINGERPRINT = Kind("a protprof database fingerprint", is_fingerprint)
+
+
+def _open_database(path: Path) -> BinaryIO | gzip.GzipFile:
+    """The database as bytes. Gzip is decompressed here, not by easel: easel pipes through
+    `gzip -dc` and reads a file cut short (a partial download) as a complete database, with
+    only a stray message on stderr; Python's reader raises EOFError at the cut."""
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
+
+
+def _read_database(path: Path) -> Iterator[DigitalSequence]:
+    """Stream the database's sequences; one clear error for a truncated or unreadable file."""
+    try:
+        with _open_database(path) as raw, SequenceFile(raw, digital=True, alphabet=AMINO,
+                                                       format="fasta") as handle:  # fmt: skip
             while (block := handle.read_block(sequences=10_000)) and len(block):
                 yield from block
-    except (ValueError, OSError, EOFError) as e:
+    except FileNotFoundError as e:
+        raise InputFormatError(f"{path}: database file not found") from e
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputFormatError(
+            f"{path}: truncated or corrupt gzip file ({e}); download it again"
+        ) from e
+    except (ValueError, OSError) as e:
         raise InputFormatError(f"{path}: cannot read the database as protein FASTA ({e})") from e
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 from protprof import __version__
-from protprof._atomic import atomic_output
+from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import N_STANDARD, decode
 from protprof.errors import StoreError
 
@@ -134,7 +134,7 @@ def write_stores(
         parts = list(parts)
         sizes = sum(len(p.ids) for p in parts), sum(len(p.tokens) for p in parts)
     n_seq, n_res = sizes
-    with atomic_output(out) as tmp:
+    with atomic_output(out, STORE) as tmp:
         group = zarr.create_group(str(tmp), zarr_format=3)
         arrays = _create(group, n_seq, n_res, chunk_rows)
         arrays["offsets"][0:1] = 0
@@ -290,6 +290,17 @@ class ProfileStore:
             if not complete:
                 raise StoreError(f"{path}: chunk file truncated")
         return out
+
+
+def _is_store(path: Path) -> bool:
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return path.is_dir() and isinstance(attrs, dict) and attrs.get("format") == FORMAT
+
+
+STORE = Kind("a protprof store", _is_store)
 
 
 def _array_meta(path: Path, name: str) -> dict[str, Any]:
