@@ -30,8 +30,8 @@ from pyhmmer.plan7 import HMM, Background, Builder, Pipeline, TopHits, Trace
 from protprof._atomic import atomic_output
 from protprof.errors import InputFormatError
 from protprof.fasta import Record, write_fasta
-from protprof.search import (AMINO, QueryResult, SearchParams, _read_database, balanced_bounds,
-                             cap_included)
+from protprof.search import (AMINO, QueryResult, SearchParams, _read_database, alignment_depth,
+                             balanced_bounds, cap_included)
 
 STATE_VERSION = 1
 
@@ -136,7 +136,7 @@ def merge_iteration(records: list[Record], states: dict[str, QueryState],
         converged = n_new == 0 and len(msa.sequences) <= state.n_prev
         last = converged or iterations >= params.iterations
         hmm = None if last else builder.build_msa(msa, background)[0]
-        n_hits = sum(1 for h in hits if h.included)
+        n_hits = alignment_depth(hits)
         new[r.id] = QueryState(hmm, state.ranking, len(msa.sequences), _write_msa(msa), n_hits,
                                iterations, converged)  # fmt: skip
     return new

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -490,8 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"protprof {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"protprof {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"protprof {args.command}: interrupted; nothing incomplete was left behind", file=sys.stderr)
+        # Abandon searches still running in worker threads (a chunk of a large database can
+        # take minutes): exiting normally would wait for them. Outputs are safe: nothing
+        # complete-looking exists before its final rename, and the kernel drops our locks.
+        sys.stderr.flush()
+        os._exit(130)
     return 0
 
 

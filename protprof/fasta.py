@@ -36,9 +36,7 @@ class Record:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as raw:
-        magic = raw.read(2)
-    if magic == _GZIP_MAGIC:
+    if _is_gzip(path):
         return gzip.open(path, "rt", encoding="ascii")  # newline=None: CRLF becomes \n
     return open(path, encoding="ascii")
 
@@ -63,11 +61,35 @@ def _parse(path: Path) -> Iterator[tuple[str, str]]:
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise InputFormatError(f"{path}: truncated or corrupt gzip file ({e})") from e
     except UnicodeDecodeError as e:
+        # e.start counts from the decoder's current buffer, not the file: find the byte again.
+        offset, line = _first_non_ascii(path)
         raise InputFormatError(
-            f"{path}: not a text FASTA file (non-ASCII byte at offset {e.start})"
+            f"{path}: not a text FASTA file (non-ASCII byte at line {line}, byte offset "
+            f"{offset}{' of the decompressed text' if _is_gzip(path) else ''})"
         ) from e
     except FileNotFoundError as e:
         raise InputFormatError(f"{path}: no such file") from e
+    except IsADirectoryError as e:
+        raise InputFormatError(f"{path}: is a folder, not a FASTA file") from e
+    except PermissionError as e:
+        raise InputFormatError(f"{path}: cannot read it (permission denied)") from e
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as raw:
+        return raw.read(2) == _GZIP_MAGIC
+
+
+def _first_non_ascii(path: Path) -> tuple[int, int]:
+    """Byte offset (0-based) and line (1-based) of the first non-ASCII byte of the text."""
+    offset, line = 0, 1
+    with gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            bad = next((i for i, b in enumerate(block) if b > 127), None)
+            if bad is not None:
+                return offset + bad, line + block.count(b"\n", 0, bad)
+            offset, line = offset + len(block), line + block.count(b"\n")
+    return offset, line
 
 
 def _chain_first(first: str, handle: Iterator[str]) -> Iterator[str]:

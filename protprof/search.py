@@ -197,7 +197,7 @@ class QueryResult:
     id: str
     sequence: str
     msa: DigitalMSA  # final iteration's alignment; the query is row 0
-    n_hits: int  # distinct target sequences included in the final iteration
+    n_hits: int  # distinct targets in the final alignment (its depth; `alignment_depth`)
     iterations: int  # iterations actually run (fewer than asked if it converged)
     # HMMER's model of `msa` when the search already built it: its last two alignments were
     # identical, so the model it searched with last is the model of the final alignment.
@@ -233,6 +233,13 @@ def same_alignment(a: DigitalMSA, b: DigitalMSA) -> bool:
         and a.reference == b.reference
         and all(bytes(x) == bytes(y) for x, y in zip(a.alignment, b.alignment, strict=True))
     )
+
+
+def alignment_depth(hits: TopHits) -> int:
+    """Distinct targets in the alignment built from `hits` (its depth, as users read it): the
+    included targets with at least one included domain. A target can be included on its
+    whole-sequence E-value with no domain passing `incdomE`; it then has no alignment row."""
+    return sum(1 for hit in hits if hit.included and any(d.included for d in hit.domains))
 
 
 def cap_included(hits: TopHits, max_hits: int | None) -> None:
@@ -358,7 +365,7 @@ class JackhmmerSearch:
             # Copied before the next iteration's builder edits it (it marks fragments).
             previous = result.msa.copy()
         assert result is not None  # IterativeSearch always yields a first iteration
-        n_hits = sum(1 for hit in result.hits if hit.included)
+        n_hits = alignment_depth(result.hits)
         model = result.hmm if previous is not None and same_alignment(previous, result.msa) \
             else None  # fmt: skip
         return QueryResult(record.id, record.sequence, result.msa, n_hits, result.iteration,
@@ -380,8 +387,9 @@ class JackhmmerSearch:
                  self.threads)  # fmt: skip
         order = sorted(range(len(records)), key=lambda i: -len(records[i].sequence))
         results: list[object] = [None] * len(records)
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="chunk") as chunk_pool, \
-                ThreadPoolExecutor(self.threads + 1, thread_name_prefix="query") as query_pool:  # fmt: skip
+        chunk_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk")
+        query_pool = ThreadPoolExecutor(self.threads + 1, thread_name_prefix="query")
+        try:
             futures = {query_pool.submit(self._finish, finish, chunk_pool, records[i]): i
                        for i in order}  # fmt: skip
             for future in as_completed(futures):
@@ -389,4 +397,13 @@ class JackhmmerSearch:
                 results[i] = future.result()
                 if progress is not None:
                     progress(results[i])
+        except BaseException:
+            # Ctrl-C or a failed query: drop the queued work instead of finishing the whole
+            # search first (what `with ThreadPoolExecutor` would do). Searches already running
+            # end on their own; their drivers stop at the next submit.
+            for pool in (query_pool, chunk_pool):
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        for pool in (query_pool, chunk_pool):
+            pool.shutdown()
         return results
