@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from protprof import __version__
-from protprof.errors import ProtprofError
+from protprof.errors import ProtprofError, StoreError
 
 log = logging.getLogger("protprof")
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -325,6 +325,7 @@ def _run_inspect(args: argparse.Namespace) -> None:
     info = summary(open_store(args.store))
     if args.json:
         print(json.dumps(info, indent=2))
+        _fail_on_problems(args.store, info["problems"], "inspect")
         return
     search = info["provenance"].get("search", {})
     database = info["provenance"].get("database", {})
@@ -337,6 +338,31 @@ def _run_inspect(args: argparse.Namespace) -> None:
     print(f"  database {database.get('path')} ({database.get('n_sequences')} sequences)  "
           f"search -N {search.get('iterations')} -E {search.get('E')} --incE {search.get('incE')}")
     print(f"  on disk {info['bytes_on_disk']} bytes ({info['bytes_per_residue'] or 0:.1f}/residue)")
+    _fail_on_problems(args.store, info["problems"], "inspect")
+
+
+def _fail_on_problems(store: Path, problems: list[str], command: str) -> None:
+    """Print each problem on its own line, then fail with one summary line."""
+    for problem in problems[:-1]:
+        print(f"protprof {command}: {problem}", file=sys.stderr)
+    if problems:
+        raise StoreError(problems[-1] if len(problems) == 1 else
+                         f"{problems[-1]} ({len(problems)} problems in {store})")
+
+
+@command("verify", "check a store's every chunk (checksums, invariants) and per-sequence array")
+def _verify_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", type=Path)
+
+
+def _run_verify(args: argparse.Namespace) -> None:
+    import time
+
+    from protprof.store import verify
+
+    start = time.perf_counter()
+    _fail_on_problems(args.store, verify(args.store), "verify")
+    print(f"{args.store}: intact ({time.perf_counter() - start:.1f} s)")
 
 
 @command("train", "pretrain a model on a profile store (MLM, profile or multitask)")

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import uuid
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +32,13 @@ import zarr
 
 from protprof import __version__
 from protprof._atomic import Kind, atomic_output
-from protprof.alphabet import N_STANDARD, decode
+from protprof.alphabet import FIRST_RESIDUE, N_STANDARD, VOCAB_SIZE, decode
 from protprof.errors import StoreError
 
 FORMAT = "protprof.profiles"
-FORMAT_VERSION = "1.0"
+# 1.1 adds `store_id` and per-chunk `checksums` to the root attributes (the arrays are
+# unchanged); 1.0 stores are still read, checked by their invariants instead.
+FORMAT_VERSION = "1.1"
 SUPPORTED_MAJOR = 1
 QUANT = 255
 CHUNK_ROWS = 1 << 18  # 5 MiB profile chunks: few files per store, cheap to page in
@@ -113,6 +117,8 @@ def _base_attrs(attrs: dict[str, Any], n_seq: int, n_res: int, chunk_rows: int) 
         "format_version": FORMAT_VERSION,
         "protprof_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # Identity: a reader that reopens files later can tell the store was replaced meanwhile.
+        "store_id": uuid.uuid4().hex,
         "n_sequences": n_seq,
         "n_residues": n_res,
         "chunk_rows": chunk_rows,
@@ -146,8 +152,23 @@ def write_stores(
         if (seq0, res0) != (n_seq, n_res):
             raise StoreError(f"{out}: parts hold {seq0} sequences and {res0} residues, but "
                              f"{n_seq} and {n_res} were announced")  # fmt: skip
-        group.attrs.update(_base_attrs(attrs, n_seq, n_res, chunk_rows))
+        base = _base_attrs(attrs, n_seq, n_res, chunk_rows)
+        # Checksums of the chunk files as written (read back: what is on disk is what counts).
+        base["checksums"] = {"algorithm": "crc32", **{
+            name: [zlib.crc32(f.read_bytes()) for f in _chunk_paths(tmp, name, n_res, chunk_rows)]
+            for name in RESIDUE_ARRAYS}}  # fmt: skip
+        group.attrs.update(base)
     return out
+
+
+RESIDUE_ARRAYS = ("tokens", "profiles")
+
+
+def _chunk_paths(path: Path, name: str, n_res: int, chunk_rows: int) -> list[Path]:
+    """Chunk files of `tokens` or `profiles`: the keys zarr v3 gives a 1-D and a (R, 20) array."""
+    size = min(chunk_rows, max(1, n_res))
+    keys = [f"{c}" if name == "tokens" else f"{c}/0" for c in range(-(-n_res // size))]
+    return [path / name / "c" / k for k in keys]
 
 
 class ProfileStore:
@@ -161,6 +182,7 @@ class ProfileStore:
         self.offsets = self._read("offsets").astype(np.int64)
         self._validate()
         self._maps: dict[str, list[np.ndarray]] = {}
+        self._checked: set[tuple[str, int]] = set()
         self._cache: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -168,13 +190,30 @@ class ProfileStore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._maps, self._cache = {}, {}
+        self._maps, self._checked, self._cache = {}, set(), {}
 
     def _read(self, name: str) -> np.ndarray:
         try:
             return np.asarray(zarr.open_array(str(self.path / name), mode="r")[:])
-        except (FileNotFoundError, KeyError, ValueError) as e:
-            raise StoreError(f"{self.path}: array {name!r} is missing or unreadable ({e})") from e
+        except Exception as e:  # zarr raises many types for malformed metadata and chunks
+            raise StoreError(f"{self.path}: array {name!r} is missing or unreadable "
+                             f"({type(e).__name__}: {e})") from e  # fmt: skip
+
+    @property
+    def identity(self) -> str:
+        """The store's `store_id` (the creation time for 1.0 stores, which have none)."""
+        return str(self.attrs.get("store_id") or self.attrs.get("created"))
+
+    def _check_identity(self) -> None:
+        """Refuse to read files of a store replaced since this reader opened it (the offsets
+        in memory would index someone else's data)."""
+        on_disk = ProfileStore.__new__(ProfileStore)
+        on_disk.attrs = _read_attrs(self.path)
+        if on_disk.identity != self.identity:
+            raise StoreError(
+                f"{self.path}: the store was replaced while in use (opened {self.identity}, "
+                f"now {on_disk.identity}); restart the reader"
+            )
 
     def _validate(self) -> None:
         n, r = int(self.attrs["n_sequences"]), int(self.attrs["n_residues"])
@@ -185,11 +224,16 @@ class ProfileStore:
             )
         for name, shape in (("tokens", (r,)), ("profiles", (r, N_STANDARD))):
             meta = _array_meta(self.path, name)
-            codecs = [c["name"] for c in meta.get("codecs", [])]
-            if tuple(meta["shape"]) != shape or meta["data_type"] != "uint8" or codecs != ["bytes"]:
+            try:
+                found = (tuple(meta["shape"]), meta["data_type"],
+                         [c["name"] for c in meta.get("codecs", [])])  # fmt: skip
+            except (KeyError, TypeError) as e:
+                raise StoreError(f"{self.path}/{name}/zarr.json: malformed array metadata "
+                                 f"({type(e).__name__}: {e})") from e  # fmt: skip
+            if found != (shape, "uint8", ["bytes"]):
                 raise StoreError(
                     f"{self.path}/{name}: expected uncompressed uint8 of shape {shape}, found "
-                    f"{meta['data_type']} {tuple(meta['shape'])} with codecs {codecs}"
+                    f"{found[1]} {found[0]} with codecs {found[2]}"
                 )
 
     def __len__(self) -> int:
@@ -227,22 +271,52 @@ class ProfileStore:
         maps = self._maps.get(name) or self._map(name)
         size = len(maps[0])
         first, last = start // size, (stop - 1) // size
+        for c in range(first, last + 1):
+            if (name, c) not in self._checked:
+                self._check_chunk(name, c, maps[c])
         if first == last:
             return maps[first][start - first * size : stop - first * size]
         pieces = [maps[c][max(start - c * size, 0) : min(stop - c * size, size)]
                   for c in range(first, last + 1)]  # fmt: skip
         return np.concatenate(pieces)
 
+    def _check_chunk(self, name: str, c: int, chunk: np.ndarray) -> None:
+        """Check a chunk the first time it is read (~1 ms per 5 MiB chunk for the checksum):
+        its checksum, or for 1.0 stores without checksums, its invariants."""
+        checksums = self.attrs.get("checksums")
+        if checksums:
+            if zlib.crc32(chunk) != checksums[name][c]:
+                raise StoreError(f"{self._chunk_files(name)[2][c]}: checksum mismatch, chunk "
+                                 f"{c} of {name!r} is corrupt (run `protprof verify`)")  # fmt: skip
+        else:
+            problem = self._invariant_problem(name, c, chunk)
+            if problem:
+                raise StoreError(f"{self._chunk_files(name)[2][c]}: {problem}")
+        self._checked.add((name, c))
+
+    def _invariant_problem(self, name: str, c: int, chunk: np.ndarray) -> str | None:
+        """What is wrong with the real rows of a chunk, if anything: token ids must be
+        residues, quantised profile rows must sum to 255."""
+        size, r = len(chunk), int(self.attrs["n_residues"])
+        rows = np.asarray(chunk[: max(0, min(size, r - c * size))])
+        if name == "tokens":
+            bad = np.flatnonzero((rows < FIRST_RESIDUE) | (rows >= VOCAB_SIZE))
+            what = "a token id that is not a residue"
+        else:
+            bad = np.flatnonzero(rows.sum(axis=1, dtype=np.uint32) != QUANT)
+            what = f"a profile row that does not sum to {QUANT}"
+        if len(bad):
+            return f"chunk {c} of {name!r} is corrupt: row {c * size + int(bad[0])} has {what}"
+        return None
+
     def _chunk_files(self, name: str) -> tuple[int, tuple[int, ...], list[Path]]:
-        """Rows per chunk, row shape and chunk files of `tokens` or `profiles` (the chunk
-        keys zarr v3 gives a 1-D and a (R, 20) array)."""
-        r = int(self.attrs["n_residues"])
-        size = min(int(self.attrs["chunk_rows"]), max(1, r))
+        """Rows per chunk, row shape and chunk files of `tokens` or `profiles`."""
+        r, rows = int(self.attrs["n_residues"]), int(self.attrs["chunk_rows"])
         width = () if name == "tokens" else (N_STANDARD,)
-        keys = [f"{c}" if name == "tokens" else f"{c}/0" for c in range(-(-r // size))]
-        return size, width, [self.path / name / "c" / k for k in keys]
+        return min(rows, max(1, r)), width, _chunk_paths(self.path, name, r, rows)
 
     def _map(self, name: str) -> list[np.ndarray]:
+        self._check_identity()
         size, width, files = self._chunk_files(name)
         try:
             maps = [np.memmap(f, dtype=np.uint8, mode="r", shape=(size, *width)) for f in files]
@@ -250,6 +324,20 @@ class ProfileStore:
             raise StoreError(f"{self.path}/{name}: chunk file missing or truncated ({e})") from e
         self._maps[name] = maps
         return maps
+
+    def chunk_problems(self) -> list[str]:
+        """Missing or wrongly sized chunk files (a cheap `stat` of each, no reading)."""
+        problems = []
+        for name in RESIDUE_ARRAYS:
+            size, width, files = self._chunk_files(name)
+            expected = size * (width[0] if width else 1)
+            for c, f in enumerate(files):
+                if not f.is_file():
+                    problems.append(f"{f}: chunk {c} of {name!r} is missing")
+                elif f.stat().st_size != expected:
+                    problems.append(f"{f}: chunk {c} of {name!r} has {f.stat().st_size} bytes, "
+                                    f"expected {expected} (truncated or overwritten)")  # fmt: skip
+        return problems
 
     def tokens(self, i: int) -> np.ndarray:
         """Residue token ids (uint8) of sequence i."""
@@ -281,14 +369,17 @@ class ProfileStore:
         size, width, files = self._chunk_files(name)
         out = np.empty((int(self.attrs["n_residues"]), *width), dtype=np.uint8)
         for c, path in enumerate(files):
-            view = memoryview(out[c * size : (c + 1) * size]).cast("B")
             try:
-                with open(path, "rb") as handle:
-                    complete = handle.readinto(view) == view.nbytes
+                raw = path.read_bytes()
             except OSError as e:
                 raise StoreError(f"{self.path}/{name}: chunk file unreadable ({e})") from e
-            if not complete:
-                raise StoreError(f"{path}: chunk file truncated")
+            chunk = np.frombuffer(raw, dtype=np.uint8)
+            if len(chunk) != size * (width[0] if width else 1):
+                raise StoreError(f"{path}: chunk file truncated or overwritten")
+            chunk = chunk.reshape(size, *width)
+            self._check_chunk(name, c, chunk)
+            part = out[c * size : (c + 1) * size]
+            part[:] = chunk[: len(part)]
         return out
 
 
@@ -337,6 +428,47 @@ def open_store(path: str | Path) -> ProfileStore:
     return ProfileStore(path)
 
 
+def verify(path: str | Path) -> list[str]:
+    """Check everything in a store and return what is wrong (empty: intact).
+
+    Reads every chunk once: sizes, checksums (format 1.1), the invariants (token ids are
+    residues, quantised rows sum to 255), and the per-sequence arrays (lengths, unique ids,
+    split codes, counts). Raises StoreError when the store cannot be opened at all.
+    """
+    store = open_store(path)
+    problems = store.chunk_problems()
+    for name in RESIDUE_ARRAYS:
+        size, width, files = store._chunk_files(name)
+        for c, f in enumerate(files):
+            if any(p.startswith(f"{f}:") for p in problems):
+                continue
+            chunk = np.fromfile(f, dtype=np.uint8).reshape(size, *width)
+            checksums = store.attrs.get("checksums")
+            if checksums and zlib.crc32(chunk) != checksums[name][c]:
+                problems.append(f"{f}: checksum mismatch, chunk {c} of {name!r} is corrupt")
+            problem = store._invariant_problem(name, c, chunk)
+            if problem:
+                problems.append(f"{f}: {problem}")
+    n = len(store)
+    for name in ("ids", *_PER_SEQUENCE):
+        try:
+            values = store._array(name)
+        except StoreError as e:
+            problems.append(str(e))
+            continue
+        if len(values) != n:
+            problems.append(f"{store.path}/{name}: {len(values)} values for {n} sequences")
+        elif name == "ids" and len(set(map(str, values))) != n:
+            problems.append(f"{store.path}/ids: identifiers repeat")
+        elif name == "split" and not np.isin(values, range(len(SPLIT_NAMES))).all():
+            problems.append(f"{store.path}/split: codes other than 0, 1, 2")
+        elif name == "n_hits" and (values < 0).any():
+            problems.append(f"{store.path}/n_hits: negative counts")
+        elif name == "neff" and not (np.isfinite(values) & (values >= 0)).all():
+            problems.append(f"{store.path}/neff: values that are not finite and >= 0")
+    return problems
+
+
 def summary(store: ProfileStore) -> dict[str, Any]:
     """A JSON-able summary: counts, sizes, statistics and provenance."""
     lengths = store.lengths
@@ -357,6 +489,8 @@ def summary(store: ProfileStore) -> dict[str, Any]:
         "neff_median": float(np.median(store.neff)) if len(store) else 0.0,
         "bytes_on_disk": on_disk,
         "bytes_per_residue": on_disk / n_res if n_res else None,
+        "problems": store.chunk_problems(),
         "provenance": {k: v for k, v in store.attrs.items()
-                       if k not in ("format", "format_version", "n_sequences", "n_residues")},
+                       if k not in ("format", "format_version", "n_sequences", "n_residues",
+                                    "checksums")},
     }  # fmt: skip

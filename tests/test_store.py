@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_round_trip_across_chunks(tmp_path):
     np.testing.assert_array_equal(store.n_hits, [0, 1, 0, 1])
     assert store.n_hits.dtype == np.int32 and store.neff.dtype == np.float32
     np.testing.assert_array_equal(store.split, [0, 1, 0, 1])
-    assert store.attrs["note"] == "x" and store.attrs["format_version"] == "1.0"
+    assert store.attrs["note"] == "x" and store.attrs["format_version"] == "1.1"
 
 
 def _set_attr(path: Path, key: str, value) -> None:
@@ -130,3 +131,100 @@ def test_assemble_streams_shards_and_refuses_duplicate_ids(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'a0'" in err[0] and str(shards[0]) in err[0]
     assert not again.exists()
+
+
+def _corrupt_copy(source: Path, tmp_path: Path, name: str = "s.zarr") -> Path:
+    path = tmp_path / name
+    shutil.copytree(source, path)
+    return path
+
+
+def _flip(path: Path, offset: int, value: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] = (data[offset] + 1) % 256 if value is None else value
+    path.write_bytes(bytes(data))
+
+
+def _run(capsys, *args: str) -> tuple[int, list[str]]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.err.strip().splitlines()
+
+
+def test_intact_store_verifies(small_store, capsys):
+    assert main(["verify", str(small_store)]) == 0
+    assert "intact" in capsys.readouterr().out
+    assert open_store(small_store).attrs["checksums"]["algorithm"] == "crc32"
+
+
+@pytest.mark.parametrize("array, key", [("profiles", "0/0"), ("tokens", "0")])
+def test_flipped_bytes_are_found_by_verify_and_refused_by_readers(small_store, tmp_path, capsys,
+                                                                   array, key):  # fmt: skip
+    path = _corrupt_copy(small_store, tmp_path)
+    chunk = path / array / "c" / key
+    # A NUL token (what a flipped byte made a training IndexError of), or a profile entry + 1.
+    _flip(chunk, 1000, 0 if array == "tokens" else None)
+    code, err = _run(capsys, "verify", str(path))
+    assert code == 1 and len(err) == 2  # the checksum and the invariant, each named
+    assert all(str(chunk) in line and f"chunk 0 of '{array}'" in line for line in err)
+    store = open_store(path)  # opening is cheap and does not read chunks
+    with pytest.raises(StoreError, match=f"checksum mismatch, chunk 0 of '{array}'"):
+        store.profile(0) if array == "profiles" else store.sequence(0)
+    with pytest.raises(StoreError, match="checksum mismatch"):
+        store.read_all()  # assemble reads this way: a corrupt shard stops it
+
+
+def test_archived_v1_store_without_checksums_is_checked_by_invariants(tmp_path, capsys):
+    path = _corrupt_copy(ARCHIVED, tmp_path)
+    _flip(path / "profiles" / "c" / "0" / "0", 20 * 2 + 3)  # row 2 now sums to 256
+    code, err = _run(capsys, "verify", str(path))
+    assert code == 1 and err == [f"protprof verify: error: {path}/profiles/c/0/0: chunk 0 of "
+                                 "'profiles' is corrupt: row 2 has a profile row that does not "
+                                 "sum to 255"]  # fmt: skip
+    with pytest.raises(StoreError, match="row 2 has a profile row"):
+        open_store(path).profile(0)
+
+
+def test_truncated_and_missing_chunks_are_reported_by_inspect(small_store, tmp_path, capsys):
+    path = _corrupt_copy(small_store, tmp_path)
+    chunk = path / "profiles" / "c" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-7])
+    code, err = _run(capsys, "inspect", str(path))
+    assert code == 1 and len(err) == 1 and str(chunk) in err[0] and "truncated" in err[0]
+    (path / "tokens" / "c" / "0").unlink()
+    code, err = _run(capsys, "inspect", str(path))
+    assert code == 1 and len(err) == 2 and "'tokens' is missing" in err[0]
+    code, err = _run(capsys, "verify", str(path))
+    assert code == 1 and "2 problems" in err[-1]
+    with pytest.raises(StoreError, match="missing or truncated"):
+        open_store(path).profile(0)
+
+
+@pytest.mark.parametrize("damage", ["truncated offsets chunk", "malformed array zarr.json",
+                                    "array zarr.json without shape"])  # fmt: skip
+def test_damaged_metadata_is_one_line(small_store, tmp_path, capsys, damage):
+    path = _corrupt_copy(small_store, tmp_path)
+    if damage == "truncated offsets chunk":
+        chunk = path / "offsets" / "c" / "0"
+        chunk.write_bytes(chunk.read_bytes()[:10])
+    elif damage == "malformed array zarr.json":
+        (path / "neff" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "arr')
+    else:
+        meta = json.loads((path / "profiles" / "zarr.json").read_text())
+        del meta["shape"]
+        (path / "profiles" / "zarr.json").write_text(json.dumps(meta))
+    code, err = _run(capsys, "inspect", str(path))
+    assert code == 1 and len(err) == 1 and str(path) in err[0]
+
+
+def test_a_store_replaced_while_in_use_is_refused(small_store, tmp_path):
+    path = _corrupt_copy(small_store, tmp_path)
+    reader = open_store(path)
+    worker_copy = pickle.loads(pickle.dumps(reader))  # as a DataLoader worker receives it
+    rng = np.random.default_rng(0)
+    write_stores(path, [make_part(["MKV", "W" * 40], rng, "new")], {})  # replaced meanwhile
+    for store in (reader, worker_copy):
+        with pytest.raises(StoreError, match="replaced while in use"):
+            store.profile(0)
+    assert len(open_store(path)) == 2  # a fresh reader sees the new store
