@@ -153,7 +153,8 @@ def _write(profiled: list[_Profiled], splits: list[int], out: Path, attrs: dict[
 
 def read_shard(shard: Path) -> tuple[list[Record], list[int]]:
     """The records of a shard FASTA written by `ingest`, and their split codes."""
-    records = read_fasta(shard) if shard.stat().st_size else []
+    # An empty shard is valid (ingest writes every shard); anything else must be FASTA.
+    records = [] if shard.is_file() and shard.stat().st_size == 0 else read_fasta(shard)
     return records, [_split_code(r, shard) for r in records]
 
 

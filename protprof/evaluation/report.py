@@ -122,7 +122,7 @@ def compare(paths: list[Path]) -> str:
         try:
             report = json.loads(Path(path).read_text())
             by_label.setdefault(report["label"], []).append(report)
-        except (OSError, json.JSONDecodeError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: JSON, encoding
             raise ConfigError(f"{path}: not a protprof evaluation report ({e})") from e
     keys: list[tuple[str, str]] = []
     for reports in by_label.values():

@@ -1,0 +1,99 @@
+"""Tracebacks are for bugs: every subcommand, given a bad file wherever it takes one, exits
+non-zero with one line naming the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import DEMO_DB, SHARED_DATA, write_queries
+
+from protprof.cli import COMMANDS, main
+
+BAD_KINDS = ["missing", "folder", "empty", "binary", "text"]
+
+# Each command with one argument replaced by {BAD}; the others are valid (see `valid`).
+TEMPLATES = {
+    "ingest": "ingest {BAD} --out {OUT}/s0.fasta",
+    "prepare-db": "prepare-db {BAD} --out {OUT}/fp.json",
+    "search shard": "search {BAD} --database {DB} --out {OUT}/s.zarr",
+    "search database": "search {SHARD} --database {BAD} --out {OUT}/s.zarr",
+    "search fingerprint": "search {SHARD} --database {DB} --fingerprint {BAD} --out {OUT}/s.zarr",
+    "split-db": "split-db {BAD} --out {OUT}/c0.fasta {OUT}/c1.fasta",
+    "init-state": "init-state {BAD} --out {OUT}/i0.pkl -N 1",
+    "search-chunk state": "search-chunk {SHARD} --state {BAD} --chunk {DB} --fingerprint {FP} "
+    "--out {OUT}/h.pkl -N 1",
+    "search-chunk chunk": "search-chunk {SHARD} --state {STATE} --chunk {BAD} --fingerprint {FP} "
+    "--out {OUT}/h.pkl -N 1",
+    "merge-iteration": "merge-iteration {SHARD} --state {STATE} --hits {BAD} --out {OUT}/i1.pkl -N 1",
+    "finish-shard": "finish-shard {SHARD} --state {BAD} --fingerprint {FP} --out {OUT}/s.zarr -N 1",
+    "assemble": "assemble {BAD} --out {OUT}/a.zarr",
+    "build queries": "build {BAD} --database {DB} --out {OUT}/b.zarr -N 1",
+    "build database": "build {QUERIES} --database {BAD} --out {OUT}/b.zarr -N 1",
+    "inspect": "inspect {BAD}",
+    "verify": "verify {BAD}",
+    "train config": "train --config {BAD} --store {STORE} --out-dir {OUT}/t",
+    "train store": "train --store {BAD} --out-dir {OUT}/t --set max_steps=1",
+    "embed checkpoint": "embed {BAD} {QUERIES} --out {OUT}/e.npz",
+    "guard queries": "guard {BAD} --data {SHARED} --out {OUT}/kept.fasta",
+    "guard data": "guard {QUERIES} --data {BAD} --out {OUT}/kept.fasta",
+    "evaluate checkpoint": "evaluate {BAD} --tasks variants --data {SHARED} --out {OUT}/r",
+    "compare": "compare {BAD} --out {OUT}/c.md",
+}
+
+
+@pytest.fixture(scope="module")
+def valid(tmp_path_factory, small_store) -> dict[str, str]:
+    """Real, valid inputs for the arguments a template does not break."""
+    tmp = tmp_path_factory.mktemp("valid")
+    queries = write_queries(tmp / "q.fasta", 2)
+    shard, fingerprint, state = tmp / "shard.fasta", tmp / "fp.json", tmp / "i0.pkl"
+    assert main(["-q", "ingest", str(queries), "--out", str(shard)]) == 0
+    assert main(["-q", "prepare-db", str(DEMO_DB), "--out", str(fingerprint)]) == 0
+    assert main(["-q", "init-state", str(shard), "--out", str(state), "-N", "1"]) == 0
+    return {"DB": str(DEMO_DB), "SHARD": str(shard), "FP": str(fingerprint),
+            "STATE": str(state), "QUERIES": str(queries), "STORE": str(small_store),
+            "SHARED": str(SHARED_DATA)}  # fmt: skip
+
+
+def make_bad(kind: str, where: Path) -> Path:
+    path = where / f"bad-{kind}"
+    if kind == "folder":
+        path.mkdir()
+        (path / "inside.txt").write_text("x\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 8)
+    elif kind == "text":
+        path.write_text("hello, this is not what you wanted\n")
+    return path
+
+
+def test_every_subcommand_is_covered():
+    covered = {name.split()[0] for name in TEMPLATES}
+    assert covered == set(COMMANDS), set(COMMANDS) ^ covered
+
+
+# Empty files that are valid input: an empty shard (ingest writes every shard, even one with
+# no queries) and an empty training YAML (every setting at its default).
+VALID_EMPTY = {"search shard", "init-state", "train config"}
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys, valid, name, kind):
+    if "{SHARED}" in TEMPLATES[name] and not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the shared benchmark data at {SHARED_DATA}")
+    if kind == "empty" and name in VALID_EMPTY:
+        pytest.skip("an empty file is valid input here")
+    bad = make_bad(kind, tmp_path)
+    out = tmp_path / "out"
+    argv = TEMPLATES[name].format(BAD=bad, OUT=out, **valid).split()
+    code = main(["-q", *argv])  # a bug would raise here: main only catches ProtprofError
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, (argv, err)
+    assert len(err) == 1 and err[0].startswith(f"protprof {argv[0]}: error: "), err
+    assert str(bad) in err[0], err[0]  # names the file
+    if kind == "folder":
+        assert (bad / "inside.txt").exists()
