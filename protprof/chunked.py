@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 from pyhmmer.easel import (DigitalMSA, DigitalSequence, DigitalSequenceBlock, KeyHash, MSAFile,
                            TextSequence)
-from pyhmmer.plan7 import HMM, Background, Builder, Pipeline, TopHits, Trace
+from pyhmmer.plan7 import HMM, Background, TopHits, Trace
 
 from protprof._atomic import atomic_output
 from protprof.errors import InputFormatError
 from protprof.fasta import Record, write_fasta
-from protprof.search import (AMINO, QueryResult, SearchParams, _read_database, alignment_depth,
-                             balanced_bounds, cap_included)
+from protprof.search import (AMINO, QueryResult, SearchParams, alignment_depth, balanced_bounds,
+                             cap_included, make_builder, make_pipeline, read_database)
 
 STATE_VERSION = 1
 
@@ -56,9 +56,9 @@ def split_database(path: str | Path, outs: list[Path]) -> list[int]:
     not the database it exists to split.
     """
     path = Path(path)
-    lengths = np.fromiter((len(s) for s in _read_database(path)), dtype=np.int64)
+    lengths = np.fromiter((len(s) for s in read_database(path)), dtype=np.int64)
     bounds = balanced_bounds(lengths, len(outs))
-    records = (Record(s.name, s.textize().sequence, s.description) for s in _read_database(path))
+    records = (Record(s.name, s.textize().sequence, s.description) for s in read_database(path))
     for out, (a, b) in zip(outs, bounds):
         with atomic_output(out) as tmp:
             write_fasta(tmp, itertools.islice(records, b - a))
@@ -73,14 +73,9 @@ def _digital(record: Record) -> DigitalSequence:
     )
 
 
-def _builder(params: SearchParams) -> Builder:
-    # HMMER reseeds the builder's RNG for every model (seed != 0): a fresh one per job is exact.
-    return Builder(AMINO, architecture="hand", seed=params.seed)
-
-
 def initial_states(records: list[Record], params: SearchParams) -> dict[str, QueryState]:
     """Before iteration 1: the single-sequence model of every query."""
-    builder, background = _builder(params), Background(AMINO)
+    builder, background = make_builder(params), Background(AMINO)
     states = {}
     for r in records:
         hmm, _, _ = builder.build(_digital(r), background)
@@ -94,7 +89,7 @@ def search_chunk(states: dict[str, QueryState], chunk: DigitalSequenceBlock,
     todo = [(qid, s.hmm) for qid, s in states.items() if s.hmm is not None]
 
     def one(item: tuple[str, HMM]) -> tuple[str, TopHits]:
-        pipeline = Pipeline(AMINO, Z=z, seed=params.seed, **params.thresholds())
+        pipeline = make_pipeline(params, z)
         return item[0], pipeline.search_hmm(item[1], chunk)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -116,7 +111,7 @@ def merge_iteration(records: list[Record], states: dict[str, QueryState],
                     chunk_hits: list[dict[str, TopHits]], params: SearchParams
                     ) -> dict[str, QueryState]:  # fmt: skip
     """Merge one iteration's chunk hits and take pyhmmer's IterativeSearch step per query."""
-    builder, background = _builder(params), Background(AMINO)
+    builder, background = make_builder(params), Background(AMINO)
     new = {}
     for r in records:
         state = states[r.id]

@@ -115,8 +115,7 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_ingest(args: argparse.Namespace) -> None:
-    from protprof.ingest import SHARD
-    from protprof.pipeline import ingest
+    from protprof.ingest import SHARD, ingest
 
     with _claim(args, *((path, SHARD) for path in args.out)):
         counts = ingest(args.queries, args.out, _ingest_params(args))
@@ -160,7 +159,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> None:
-    from protprof.pipeline import MSA_DIR, read_shard, search_shard
+    from protprof.alignments import MSA_DIR
+    from protprof.ingest import read_shard
+    from protprof.pipeline import search_shard
     from protprof.store import STORE
 
     search, profile = _search_settings(args)
@@ -205,7 +206,7 @@ def _init_state_args(p: argparse.ArgumentParser) -> None:
 
 def _run_init_state(args: argparse.Namespace) -> None:
     from protprof import chunked
-    from protprof.pipeline import read_shard
+    from protprof.ingest import read_shard
 
     search, _ = _search_settings(args)
     records, _ = read_shard(args.shard)
@@ -239,7 +240,7 @@ def _merge_iteration_args(p: argparse.ArgumentParser) -> None:
 
 def _run_merge_iteration(args: argparse.Namespace) -> None:
     from protprof import chunked
-    from protprof.pipeline import read_shard
+    from protprof.ingest import read_shard
 
     search, _ = _search_settings(args)
     records, _ = read_shard(args.shard)
@@ -256,11 +257,12 @@ def _finish_shard_args(p: argparse.ArgumentParser) -> None:
 
 def _run_finish_shard(args: argparse.Namespace) -> None:
     from protprof import chunked
-    from protprof.pipeline import finish_chunked_shard, read_shard
+    from protprof.ingest import read_shard
+    from protprof.pipeline import finish_chunked_shard
     from protprof.search import read_fingerprint
 
     search, profile = _search_settings(args)
-    from protprof.pipeline import MSA_DIR
+    from protprof.alignments import MSA_DIR
     from protprof.store import STORE
 
     with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
@@ -278,8 +280,7 @@ def _assemble_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_assemble(args: argparse.Namespace) -> None:
-    from protprof.pipeline import assemble
-    from protprof.store import STORE
+    from protprof.store import STORE, assemble
 
     with _claim(args, (args.out, STORE)):
         assemble(args.shards, args.out)
@@ -298,7 +299,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def _run_build(args: argparse.Namespace) -> None:
     from protprof.ingest import select_records
-    from protprof.pipeline import MSA_DIR, build
+    from protprof.alignments import MSA_DIR
+    from protprof.pipeline import build
     from protprof.store import STORE
 
     search, profile = _search_settings(args)
@@ -369,10 +371,15 @@ def _run_verify(args: argparse.Namespace) -> None:
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="training YAML (keys of TrainConfig)")
     p.add_argument("--store", help="profile store (overrides the config's)")
-    p.add_argument("--out-dir", help="checkpoint, metrics.jsonl and curves.png go here")
+    p.add_argument("--out-dir", help="checkpoint.pt, metrics.jsonl and curves.png appear here "
+                   "when training ends; meanwhile last.pt and last-metrics.jsonl hold the run")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set objective=mlm max_steps=100")
-    p.add_argument("--resume", action="store_true", help="continue from out-dir's checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from out-dir's last.pt (an interrupted run) or else its "
+                   "checkpoint.pt (a finished run, e.g. with a larger max_steps); start afresh if "
+                   "neither exists. Without --resume either file stops the run. The workflow "
+                   "always passes it")
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -394,9 +401,9 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> None:
+    from protprof.checkpoint import load_model
     from protprof.embed import EMBEDDINGS, embed_sequences, write_embeddings
     from protprof.fasta import read_fasta
-    from protprof.train import load_model
 
     with _claim(args, (args.out, EMBEDDINGS)):
         records = read_fasta(args.fasta)

@@ -1,6 +1,9 @@
 """Ingest: validate query FASTA files, drop duplicates, apply length limits, and assign each
 unique sequence to a shard and a split by a stable hash of its sequence.
 
+Ingest owns the shard file format: plain FASTA whose headers carry the split
+(`>id split=train`), written by `ingest` and read back by `read_shard`.
+
 Hashing the *sequence* (not the ID or file position) means adding queries later moves no old
 query to another shard or split, and identical sequences always meet in the same shard.
 """
@@ -132,3 +135,30 @@ def write_shards(records: list[Record], out_paths: list[Path]) -> list[int]:
         with atomic_output(path, SHARD) as tmp:
             write_fasta(tmp, shard)
     return [len(s) for s in shards]
+
+
+def ingest(paths: list[Path], shard_paths: list[Path], params: IngestParams) -> list[int]:
+    """Validate queries and write one FASTA per shard; the header carries the split."""
+    records = select_records(paths, params)
+    labelled = [
+        Record(r.id, r.sequence, f"split={SPLITS[split_of(r.sequence, params)]}") for r in records
+    ]
+    return write_shards(labelled, shard_paths)
+
+
+def _split_code(record: Record, path: Path) -> int:
+    for field in record.description.split():
+        key, _, value = field.partition("=")
+        if key == "split" and value in SPLITS:
+            return SPLITS.index(value)
+    raise InputFormatError(
+        f"{path}: record {record.id!r} has no 'split=train|valid|test' in its header; shard "
+        "files are written by `protprof ingest`"
+    )
+
+
+def read_shard(shard: Path) -> tuple[list[Record], list[int]]:
+    """The records of a shard FASTA written by `ingest`, and their split codes."""
+    # An empty shard is valid (ingest writes every shard); anything else must be FASTA.
+    records = [] if shard.is_file() and shard.stat().st_size == 0 else read_fasta(shard)
+    return records, [_split_code(r, shard) for r in records]

@@ -112,7 +112,7 @@ def fingerprint_database(path: str | Path) -> dict[str, object]:
     the database is never held in memory."""
     path = Path(path)
     n_sequences = n_residues = 0
-    for seq in _read_database(path):
+    for seq in read_database(path):
         n_sequences += 1
         n_residues += len(seq)
     return _describe(path, n_sequences, n_residues)
@@ -139,7 +139,7 @@ def _open_database(path: Path) -> BinaryIO | gzip.GzipFile:
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def _read_database(path: Path) -> Iterator[DigitalSequence]:
+def read_database(path: Path) -> Iterator[DigitalSequence]:
     """Stream the database's sequences; one clear error for a truncated or unreadable file."""
     try:
         with _open_database(path) as raw, SequenceFile(raw, digital=True, alphabet=AMINO,
@@ -161,7 +161,7 @@ def read_block(path: str | Path) -> DigitalSequenceBlock:
     path = Path(path)
     if not path.exists():
         raise InputFormatError(f"{path}: database file not found")
-    block = DigitalSequenceBlock(AMINO, _read_database(path))
+    block = DigitalSequenceBlock(AMINO, read_database(path))
     if not len(block):
         raise InputFormatError(f"{path}: the database holds no sequences")
     return block
@@ -251,6 +251,18 @@ def cap_included(hits: TopHits, max_hits: int | None) -> None:
         hit.included = False
 
 
+def make_pipeline(params: SearchParams, z: int) -> Pipeline:
+    """A search pipeline with every threshold given explicitly and `Z` fixed to the whole
+    database's sequence count, so E-values never depend on how the database is split."""
+    return Pipeline(AMINO, Z=z, seed=params.seed, **params.thresholds())
+
+
+def make_builder(params: SearchParams) -> Builder:
+    """jackhmmer's model builder (`--hand`: the query's columns are the consensus columns).
+    HMMER reseeds its RNG for every model (seed != 0), so a fresh builder per job is exact."""
+    return Builder(AMINO, architecture="hand", seed=params.seed)
+
+
 class _ChunkedSearch(IterativeSearch):
     """pyhmmer's IterativeSearch whose search step runs over database chunks in parallel."""
 
@@ -310,9 +322,7 @@ class JackhmmerSearch:
 
     def _pipeline(self) -> Pipeline:
         if not hasattr(self._local, "pipeline"):
-            self._local.pipeline = Pipeline(
-                AMINO, Z=self.z, seed=self.params.seed, **self.params.thresholds()
-            )
+            self._local.pipeline = make_pipeline(self.params, self.z)
         pipeline: Pipeline = self._local.pipeline
         pipeline.clear()
         return pipeline
@@ -352,7 +362,7 @@ class JackhmmerSearch:
             AMINO
         )
         builder = _CoreBoundBuilder(self._cores, AMINO, architecture="hand", seed=self.params.seed)
-        driver_pipeline = Pipeline(AMINO, Z=self.z, seed=self.params.seed, **self.params.thresholds())
+        driver_pipeline = make_pipeline(self.params, self.z)
         search = _ChunkedSearch(
             # The whole database is passed for form's sake; searches go through chunk_search.
             driver_pipeline, builder, query, self._chunkings[1][0], self._select_hits,

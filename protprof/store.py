@@ -32,7 +32,7 @@ import zarr
 
 from protprof import __version__
 from protprof._atomic import Kind, atomic_output
-from protprof.alphabet import FIRST_RESIDUE, N_STANDARD, VOCAB_SIZE, decode
+from protprof.alphabet import FIRST_RESIDUE, N_STANDARD, VOCAB_SIZE, decode, encode
 from protprof.errors import StoreError
 
 FORMAT = "protprof.profiles"
@@ -57,6 +57,37 @@ class StoreData:
     n_hits: np.ndarray  # (N,) int32
     neff: np.ndarray  # (N,) float32
     split: np.ndarray  # (N,) uint8
+
+
+def columns(ids: list[str], sequences: list[str], profiles: list[np.ndarray],
+            n_hits: list[int], neff: list[float], splits: list[int]) -> StoreData:  # fmt: skip
+    """The store's columns of some sequences: residues and quantised (L, 20) profiles
+    concatenated, with offsets."""
+    lengths = [len(seq) for seq in sequences]
+    return StoreData(
+        ids=list(ids),
+        tokens=np.concatenate([encode(seq) for seq in sequences]) if sequences else
+        np.zeros(0, np.uint8),
+        profiles=np.concatenate(profiles) if profiles else np.zeros((0, N_STANDARD), np.uint8),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        n_hits=np.array(n_hits, dtype=np.int32),
+        neff=np.array(neff, dtype=np.float32),
+        split=np.array(splits, dtype=np.uint8),
+    )  # fmt: skip
+
+
+def provenance(database: dict[str, Any], search: dict[str, Any], profile: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Root attributes that say how a store was made (versions are added by `write_stores`)."""
+    import pyhmmer
+
+    return {
+        "pyhmmer_version": pyhmmer.__version__,
+        "database": database,
+        "search": {**search, "Z": database["n_sequences"]},
+        "profile": profile,
+        **(extra or {}),
+    }
 
 
 def quantise(profile: np.ndarray) -> np.ndarray:
@@ -494,3 +525,31 @@ def summary(store: ProfileStore) -> dict[str, Any]:
                        if k not in ("format", "format_version", "n_sequences", "n_residues",
                                     "checksums")},
     }  # fmt: skip
+
+
+def assemble(shards: list[Path], out: Path) -> Path:
+    """Concatenate shard stores into one, refusing shards made with different settings."""
+    stores = [open_store(p) for p in shards]
+    if not stores:
+        raise StoreError("assemble: no shard stores given")
+    keys = ("database", "search", "profile")
+    reference = {k: stores[0].attrs.get(k) for k in keys}
+    for store in stores[1:]:
+        for k in keys:
+            if store.attrs.get(k) != reference[k]:
+                raise StoreError(
+                    f"{store.path}: its {k} settings differ from {stores[0].path}'s; "
+                    "rebuild the shards with one configuration"
+                )
+    seen: dict[str, Path] = {}
+    for store in stores:
+        for query_id in map(str, store.ids):
+            if query_id in seen:
+                raise StoreError(f"assemble: query {query_id!r} is in both {seen[query_id]} and "
+                                 f"{store.path}")  # fmt: skip
+            seen[query_id] = store.path
+    extra = {k: v for k, v in stores[0].attrs.items() if k in (*keys, "pyhmmer_version")}
+    # One shard in memory at a time: a UniRef-scale dataset need not fit in the gather job.
+    sizes = len(seen), sum(int(s.attrs["n_residues"]) for s in stores)
+    return write_stores(out, (s.read_all() for s in stores), {**extra, "n_shards": len(stores)},
+                        sizes=sizes)  # fmt: skip

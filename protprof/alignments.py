@@ -1,0 +1,49 @@
+"""The alignment folder (`--msa-dir`, `profile.keep_msa`): each query's final alignment as one
+file, named from its ID, and an `index.tsv` that lists them and marks the folder as protprof's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import quote
+
+from protprof._atomic import Kind, atomic_output
+from protprof.search import QueryResult
+
+MSA_FORMATS = {"stockholm": ".sto", "a2m": ".a2m"}
+MSA_INDEX = "index.tsv"
+_MSA_INDEX_HEADER = "# protprof alignments: query_id<TAB>file\n"
+
+
+def msa_filename(query_id: str, msa_format: str) -> str:
+    """A file name for a query's alignment: percent-encoded (`/` and `%` among others), so
+    distinct IDs (`q/1`, `q_1`) never share a file and the ID can be read back
+    (`urllib.parse.unquote`). UniProt IDs (`sp|P69905|HBA_HUMAN`) stay as they are."""
+    name = quote(query_id, safe="|:=+,@")
+    name = "%2E" + name[1:] if name.startswith(".") else name  # no hidden files, no `..`
+    return name + MSA_FORMATS[msa_format]
+
+
+def _is_msa_dir(path: Path) -> bool:
+    try:
+        with open(path / MSA_INDEX) as handle:
+            return handle.readline() == _MSA_INDEX_HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+MSA_DIR = Kind("a protprof alignment folder (with index.tsv)", _is_msa_dir)
+
+
+def write_alignments(results: Iterable[QueryResult], msa_dir: Path, msa_format: str) -> None:
+    """Write each result's final alignment as a file of `msa_dir`, plus the index (atomic)."""
+    with atomic_output(msa_dir, MSA_DIR) as tmp:
+        tmp.mkdir(parents=True)
+        index = [_MSA_INDEX_HEADER]
+        for r in results:
+            name = msa_filename(r.id, msa_format)
+            with open(tmp / name, "wb") as handle:
+                r.msa.write(handle, msa_format)
+            index.append(f"{r.id}\t{name}\n")
+        (tmp / MSA_INDEX).write_text("".join(index))
