@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,51 +35,50 @@ def command(name: str, help: str) -> Callable:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
+    from protprof.profiles import METHODS, ProfileParams
+    from protprof.search import FLAGS, PRESETS, SearchParams
+
     g = p.add_argument_group("search (jackhmmer's option names; defaults from --preset)")
-    g.add_argument("--preset", default="hmmer", choices=["hmmer", "alphafold"],
+    g.add_argument("--preset", default="hmmer", choices=list(PRESETS),
                    help="hmmer: HMMER jackhmmer defaults; alphafold: AlphaFold's UniRef90 recipe")
-    g.add_argument("-N", "--iterations", type=int, help="maximum iterations")
-    g.add_argument("-E", type=float, dest="E", help="report sequences with E-value <= this")
-    g.add_argument("--domE", type=float, help="report domains with E-value <= this")
-    g.add_argument("--incE", type=float, help="include sequences with E-value <= this")
-    g.add_argument("--incdomE", type=float, help="include domains with E-value <= this")
-    g.add_argument("--F1", type=float, help="MSV filter P-value threshold")
-    g.add_argument("--F2", type=float, help="Viterbi filter P-value threshold")
-    g.add_argument("--F3", type=float, help="Forward filter P-value threshold")
-    g.add_argument("--max-hits", type=int, help="maximum MSA depth (included targets)")
-    g.add_argument("--threads", type=int, default=1, help="worker threads (default 1)")
+    types = {f.name: f.type for f in fields(SearchParams)}
+    for name, (flag, help) in FLAGS.items():
+        kind = int if "int" in str(types[name]) else float
+        names = [flag, f"--{name}"] if name == "iterations" else [flag]
+        g.add_argument(*names, dest=name, type=kind, help=help)
+    g.add_argument("--threads", type=int, default=1, help="cores to use (default 1)")
     g = p.add_argument_group("profiles")
-    g.add_argument("--profile-method", default="hmm", choices=["hmm", "frequency"])
-    g.add_argument("--pseudocount", type=float, default=1.0, help="frequency method only")
+    g.add_argument("--profile-method", default=ProfileParams.method, choices=METHODS)
+    g.add_argument("--pseudocount", type=float, default=ProfileParams.pseudocount,
+                   help="frequency method only")
     g.add_argument("--msa-dir", type=Path, help="also keep each query's final alignment here")
     g.add_argument("--msa-format", default="stockholm", choices=["stockholm", "a2m"])
 
 
 def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
     from protprof.profiles import ProfileParams
-    from protprof.search import search_params
+    from protprof.search import FLAGS, search_params
 
-    search = search_params(
-        args.preset, iterations=args.iterations, E=args.E, domE=args.domE, incE=args.incE,
-        incdomE=args.incdomE, F1=args.F1, F2=args.F2, F3=args.F3, max_hits=args.max_hits,
-    )  # fmt: skip
+    search = search_params(args.preset, **{name: getattr(args, name) for name in FLAGS})
     return search, ProfileParams(method=args.profile_method, pseudocount=args.pseudocount)
 
 
-def _add_ingest_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("ingest")
-    g.add_argument("--min-length", type=int, default=1)
-    g.add_argument("--max-length", type=int, default=1000)
-    g.add_argument("--too-long", default="crop", choices=["crop", "skip"])
-    g.add_argument("--valid-fraction", type=float, default=0.05)
-    g.add_argument("--test-fraction", type=float, default=0.05)
+def _add_ingest_options(p: argparse.ArgumentParser, title: str = "ingest",
+                        defaults: bool = True) -> None:  # fmt: skip
+    from protprof.ingest import IngestParams
+
+    g = p.add_argument_group(title)
+    for f in fields(IngestParams):
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default),
+                       default=f.default if defaults else None, choices=f.metadata.get("choices"),
+                       help=f"{f.metadata['help']} (default {f.default})")  # fmt: skip
 
 
 def _ingest_params(args: argparse.Namespace) -> Any:
     from protprof.ingest import IngestParams
 
-    return IngestParams(args.min_length, args.max_length, args.too_long, args.valid_fraction,
-                        args.test_fraction)  # fmt: skip
+    given = {f.name: getattr(args, f.name) for f in fields(IngestParams)}
+    return IngestParams(**{k: v for k, v in given.items() if v is not None})
 
 
 def _add_force(p: argparse.ArgumentParser) -> None:
@@ -276,14 +276,19 @@ def _run_finish_shard(args: argparse.Namespace) -> None:
 def _assemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("shards", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
+    _add_ingest_options(p, "ingest settings the shards were made with (recorded as provenance)",
+                        defaults=False)  # fmt: skip
     _add_force(p)
 
 
 def _run_assemble(args: argparse.Namespace) -> None:
+    from protprof.ingest import IngestParams
     from protprof.store import STORE, assemble
 
+    given = any(getattr(args, f.name) is not None for f in fields(IngestParams))
+    ingest = asdict(_ingest_params(args)) if given else None
     with _claim(args, (args.out, STORE)):
-        assemble(args.shards, args.out)
+        assemble(args.shards, args.out, ingest)
     log.info("wrote %s from %d shards", args.out, len(args.shards))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from protprof._atomic import Kind, atomic_output
@@ -25,15 +25,23 @@ SPLITS = ("train", "valid", "test")
 _BUCKETS = 10_000
 
 
+TOO_LONG = ("crop", "skip")
+
+
 @dataclass(frozen=True)
 class IngestParams:
-    """Length limits and split fractions for ingest."""
+    """Length limits and split fractions for ingest. The single source of every default and
+    bound: the CLI options and the workflow's option strings are generated from these fields
+    (`help` metadata), and a test checks the workflow schema against them."""
 
-    min_length: int = 1
-    max_length: int = 1000
-    too_long: str = "crop"  # "crop" keeps the first max_length residues; "skip" drops the record
-    valid_fraction: float = 0.05
-    test_fraction: float = 0.05
+    min_length: int = field(default=20, metadata={"help": "skip queries shorter than this"})
+    max_length: int = field(default=1000, metadata={"help": "crop or skip longer queries"})
+    too_long: str = field(default="crop", metadata={
+        "help": "crop: keep the first max_length residues; skip: drop the record",
+        "choices": TOO_LONG})  # fmt: skip
+    valid_fraction: float = field(default=0.1, metadata={
+        "help": "share of sequences in the valid split (stable sequence hash)"})  # fmt: skip
+    test_fraction: float = field(default=0.05, metadata={"help": "share in the test split"})
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_length <= self.max_length:
@@ -41,7 +49,7 @@ class IngestParams:
                 f"ingest: need 1 <= min_length <= max_length, got {self.min_length}, "
                 f"{self.max_length}"
             )
-        if self.too_long not in ("crop", "skip"):
+        if self.too_long not in TOO_LONG:
             raise ConfigError(f"ingest.too_long must be 'crop' or 'skip', got {self.too_long!r}")
         if not (0 <= self.valid_fraction and 0 <= self.test_fraction) or (
             self.valid_fraction + self.test_fraction >= 1

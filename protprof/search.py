@@ -65,6 +65,20 @@ class SearchParams:
         return {k: getattr(self, k) for k in ("E", "domE", "incE", "incdomE", "F1", "F2", "F3")}
 
 
+# The command-line flag of every SearchParams field a user sets: jackhmmer's own names. The CLI
+# and the workflow's option strings are both generated from this table.
+FLAGS = {
+    "iterations": ("-N", "maximum iterations"),
+    "E": ("-E", "report sequences with E-value <= this"),
+    "domE": ("--domE", "report domains with E-value <= this"),
+    "incE": ("--incE", "include sequences with E-value <= this"),
+    "incdomE": ("--incdomE", "include domains with E-value <= this"),
+    "F1": ("--F1", "MSV filter P-value threshold"),
+    "F2": ("--F2", "Viterbi filter P-value threshold"),
+    "F3": ("--F3", "Forward filter P-value threshold"),
+    "max_hits": ("--max-hits", "maximum MSA depth (included targets)"),
+}
+
 PRESETS: dict[str, SearchParams] = {
     # HMMER 3.4 jackhmmer defaults.
     "hmmer": SearchParams(),

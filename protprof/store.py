@@ -527,8 +527,11 @@ def summary(store: ProfileStore) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def assemble(shards: list[Path], out: Path) -> Path:
-    """Concatenate shard stores into one, refusing shards made with different settings."""
+def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None) -> Path:
+    """Concatenate shard stores into one, refusing shards made with different settings.
+
+    `ingest`, the settings the shards' queries were ingested with, is recorded as provenance.
+    """
     stores = [open_store(p) for p in shards]
     if not stores:
         raise StoreError("assemble: no shard stores given")
@@ -548,7 +551,9 @@ def assemble(shards: list[Path], out: Path) -> Path:
                 raise StoreError(f"assemble: query {query_id!r} is in both {seen[query_id]} and "
                                  f"{store.path}")  # fmt: skip
             seen[query_id] = store.path
-    extra = {k: v for k, v in stores[0].attrs.items() if k in (*keys, "pyhmmer_version")}
+    kept = (*keys, "pyhmmer_version", "database_chunks")
+    extra = {k: v for k, v in stores[0].attrs.items() if k in kept}
+    extra.update({"ingest": ingest} if ingest else {})
     # One shard in memory at a time: a UniRef-scale dataset need not fit in the gather job.
     sizes = len(seen), sum(int(s.attrs["n_residues"]) for s in stores)
     return write_stores(out, (s.read_all() for s in stores), {**extra, "n_shards": len(stores)},

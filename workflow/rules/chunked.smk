@@ -28,7 +28,7 @@ rule init_state:
     output:
         f"{RESULTS}/iterations/{{shard}}/i0/state.pkl",
     params:
-        options=search_options(),
+        options=SEARCH_OPTIONS,
     log:
         f"{RESULTS}/logs/init_state/{{shard}}.log",
     conda:
@@ -51,8 +51,8 @@ rule search_chunk:
     output:
         f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/hits_{{chunk}}.pkl",
     params:
-        options=search_options(),
-    threads: SEARCH["threads"]
+        options=SEARCH_OPTIONS,
+    threads: SEARCH_THREADS
     log:
         f"{RESULTS}/logs/search_chunk/{{shard}}_i{{iteration}}_{{chunk}}.log",
     benchmark:
@@ -60,8 +60,8 @@ rule search_chunk:
     conda:
         ENV
     resources:
-        mem_mb=search_mem_mb,
-        runtime=search_runtime_min,
+        mem_mb=SEARCH_MEM_MB,
+        runtime=SEARCH_RUNTIME_MIN,
     shell:
         "protprof search-chunk {input.shard} --chunk {input.chunk} "
         "--fingerprint {input.fingerprint} --state {input.state} --out {output} "
@@ -81,7 +81,7 @@ rule merge_iteration:
     output:
         f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/state.pkl",
     params:
-        options=search_options(),
+        options=SEARCH_OPTIONS,
     log:
         f"{RESULTS}/logs/merge_iteration/{{shard}}_i{{iteration}}.log",
     benchmark:
@@ -104,7 +104,7 @@ rule finish_shard:
     output:
         directory(f"{RESULTS}/search/{{shard}}.zarr"),
     params:
-        options=search_options(),
+        options=SEARCH_OPTIONS,
         msa=msa_option,
     log:
         f"{RESULTS}/logs/finish_shard/{{shard}}.log",

@@ -8,7 +8,7 @@ rule evaluate_model:
         plot=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.png",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.report),
-        options=evaluation_options(),
+        options=EVALUATION_OPTIONS,
     threads: 2
     log:
         f"{RESULTS}/logs/evaluate_model/{{objective}}-seed{{seed}}.log",

@@ -28,7 +28,7 @@ rule ingest_queries:
     output:
         expand(f"{RESULTS}/shards/{{shard}}.fasta", shard=SHARDS),
     params:
-        options=ingest_options(),
+        options=INGEST_OPTIONS,
     log:
         f"{RESULTS}/logs/ingest_queries/all.log",
     benchmark:
@@ -70,9 +70,9 @@ if not N_CHUNKS:
         output:
             directory(f"{RESULTS}/search/{{shard}}.zarr"),
         params:
-            options=search_options(),
+            options=SEARCH_OPTIONS,
             msa=msa_option,
-        threads: SEARCH["threads"]
+        threads: SEARCH_THREADS
         log:
             f"{RESULTS}/logs/search_shard/{{shard}}.log",
         benchmark:
@@ -80,8 +80,8 @@ if not N_CHUNKS:
         conda:
             ENV
         resources:
-            mem_mb=search_mem_mb,
-            runtime=search_runtime_min,
+            mem_mb=SEARCH_MEM_MB,
+            runtime=SEARCH_RUNTIME_MIN,
         shell:
             "protprof search {input.shard} --database {input.database} "
             "--fingerprint {input.fingerprint} --out {output} --threads {threads} "

@@ -3,6 +3,8 @@ rule assemble_store:
         expand(f"{RESULTS}/search/{{shard}}.zarr", shard=SHARDS),
     output:
         directory(f"{RESULTS}/store/profiles.zarr"),
+    params:
+        ingest=INGEST_OPTIONS,
     log:
         f"{RESULTS}/logs/assemble_store/all.log",
     benchmark:
@@ -10,10 +12,10 @@ rule assemble_store:
     conda:
         ENV
     resources:
-        mem_mb=assemble_mem_mb,
+        mem_mb=ASSEMBLE_MEM_MB,
         runtime=60,
     shell:
-        "protprof assemble {input} --out {output} 2> {log}"
+        "protprof assemble {input} --out {output} {params.ingest} 2> {log}"
 
 
 rule summarise_store:

@@ -1,0 +1,155 @@
+"""What the Snakemake workflow needs from Python, kept here so it is tested: the parameters a
+config means (validated at parse time, so `--dry-run` names a bad value), the option strings
+its rules pass to `protprof`, and the resource model that sizes its jobs.
+
+Functions take the workflow's validated `config` dict. Nothing here imports torch or zarr:
+Snakemake parses the workflow once per job.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, fields
+from typing import Any
+
+from protprof.ingest import IngestParams
+from protprof.profiles import ProfileParams
+from protprof.search import FLAGS, SearchParams, search_params
+
+# Measured on the demo data (bench/RESULTS.md): pyhmmer holds ~3 bytes per database residue.
+DB_BYTES_PER_RESIDUE = 3
+WORKING_SET_MB = 1024
+# Search cost per (query residue x database residue x iteration), CPU seconds: measured
+# 1.5e-10 (demo) and 1.8e-10 (comparison) on this machine's cores, doubled for slower cluster
+# cores. Runtimes get a further 1.5x margin.
+SEARCH_SECONDS_PER_CELL = 3e-10
+RUNTIME_MARGIN = 1.5
+# The store holds 21 bytes per residue (tokens + profiles); assemble holds one shard at a time
+# and writes it, so 2x. Measured: 6 shards of 5.9 M residues, peak RSS 275 MB.
+STORE_BYTES_PER_RESIDUE = 21
+# A gzip FASTA of proteins is ~2.5x smaller than the text (UniProt files); a plain FASTA has
+# about one byte per residue (headers make it an overestimate, the safe side for resources).
+GZIP_RATIO = 2.5
+
+
+def ingest(config: dict[str, Any]) -> IngestParams:
+    """The config's ingest parameters (the dataclass validates them)."""
+    return IngestParams(**config["ingest"])
+
+
+def search(config: dict[str, Any]) -> SearchParams:
+    """The config's search parameters: its preset with the non-null overrides."""
+    section = config["search"]
+    return search_params(section["preset"], **{k: section.get(k) for k in FLAGS})
+
+
+def profile(config: dict[str, Any]) -> ProfileParams:
+    section = config["profile"]
+    return ProfileParams(method=section["method"], pseudocount=section["pseudocount"])
+
+
+def options(params: object) -> str:
+    """`--name value` for every field of a params dataclass (names with dashes)."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(params).items())  # type: ignore[call-overload]
+
+
+def ingest_options(config: dict[str, Any]) -> str:
+    return options(ingest(config))
+
+
+def search_options(config: dict[str, Any]) -> str:
+    """Every search and profile option, fully resolved (the preset's values written out, so a
+    job's command line says exactly what it ran)."""
+    params, method = search(config), profile(config)
+    parts = [f"--preset {config['search']['preset']}"]
+    parts += [f"{flag} {getattr(params, name)}" for name, (flag, _) in FLAGS.items()
+              if getattr(params, name) is not None]  # fmt: skip
+    parts += [f"--profile-method {method.method}", f"--pseudocount {method.pseudocount}"]
+    return " ".join(parts)
+
+
+def iterations(config: dict[str, Any]) -> int:
+    """Iterations the chunked path runs (its DAG waits on the last one's state)."""
+    return search(config).iterations
+
+
+def file_residues(path: str) -> float:
+    """Residues in a FASTA(.gz) file, estimated from its size (0 if it is not there yet)."""
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    return size * GZIP_RATIO if path.endswith(".gz") else size
+
+
+def database_residues(config: dict[str, Any]) -> float:
+    """`database_residues` when given (to plan a run before the file exists), else estimated."""
+    return config.get("database_residues") or file_residues(config["database"])
+
+
+def query_residues_per_shard(config: dict[str, Any]) -> float:
+    total = config.get("query_residues") or sum(file_residues(q) for q in config["queries"])
+    return total / config["shards"]
+
+
+def search_mem_mb(config: dict[str, Any]) -> int:
+    """A search job holds the database (or one of its chunks) plus a working set."""
+    chunk = database_residues(config) / max(1, config["database_chunks"])
+    return int(WORKING_SET_MB + DB_BYTES_PER_RESIDUE * chunk / 1e6)
+
+
+def search_runtime_min(config: dict[str, Any]) -> int:
+    """A whole search job runs every iteration; a chunk job one iteration on 1/K of the
+    database."""
+    k = config["database_chunks"]
+    cells = query_residues_per_shard(config) * database_residues(config) / max(1, k)
+    cells *= 1 if k else iterations(config)
+    seconds = cells * SEARCH_SECONDS_PER_CELL / config["search"]["threads"]
+    return max(10, math.ceil(RUNTIME_MARGIN * seconds / 60))
+
+
+def assemble_mem_mb(config: dict[str, Any]) -> int:
+    shard = query_residues_per_shard(config)
+    return int(WORKING_SET_MB + 2 * STORE_BYTES_PER_RESIDUE * shard / 1e6)
+
+
+def evaluation_options(config: dict[str, Any]) -> str:
+    e = config["evaluation"]
+    return (f"--data {e['data']} --tasks {' '.join(e['tasks'])} --max-train {e['max_train']} "
+            f"--max-test {e['max_test']}")  # fmt: skip
+
+
+def train_launcher(config: dict[str, Any]) -> str:
+    """One process on CPU or one GPU; torchrun with one process per GPU beyond that."""
+    devices = config["train"]["devices"]
+    if devices > 1:
+        return f"torchrun --standalone --nproc-per-node {devices} -m protprof.cli"
+    return "protprof"
+
+
+def train_slurm_extra(config: dict[str, Any]) -> str:
+    devices = config["train"]["devices"]
+    return f"'--gpus={devices}'" if devices else ""
+
+
+def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:
+    """Where the workflow's JSON schema disagrees with the dataclasses (defaults, choices)."""
+    from protprof.ingest import TOO_LONG
+    from protprof.profiles import METHODS
+    from protprof.search import PRESETS
+
+    props = schema["properties"]
+    problems = []
+    for f in fields(IngestParams):
+        if props["ingest"]["properties"][f.name].get("default") != f.default:
+            problems.append(f"ingest.{f.name}")
+    expected_enums = {("ingest", "too_long"): list(TOO_LONG),
+                      ("search", "preset"): list(PRESETS),
+                      ("profile", "method"): list(METHODS)}  # fmt: skip
+    for (section, key), values in expected_enums.items():
+        if props[section]["properties"][key]["enum"] != values:
+            problems.append(f"{section}.{key} choices")
+    for name in FLAGS:  # null = the preset's value
+        if props["search"]["properties"][name].get("default", "missing") is not None:
+            problems.append(f"search.{name}")
+    if props["profile"]["properties"]["pseudocount"]["default"] != ProfileParams.pseudocount:
+        problems.append("profile.pseudocount")
+    return problems

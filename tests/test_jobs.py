@@ -1,0 +1,89 @@
+"""The workflow's Python side (protprof.jobs): one source of truth for parameters, option
+strings the CLI parses back to the same parameters, and the resource model's numbers."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from protprof import jobs
+from protprof.cli import _ingest_params, _search_settings, parser
+from protprof.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def config(**sections) -> dict:
+    """The demo config with schema defaults filled in, as Snakemake's `validate` leaves it."""
+    base = yaml.safe_load((ROOT / "config.yaml").read_text())
+    base.update(copy.deepcopy(sections))
+    for key, prop in SCHEMA["properties"].items():
+        if prop.get("type") == "object":
+            defaults = {k: v["default"] for k, v in prop["properties"].items() if "default" in v}
+            base[key] = {**defaults, **base.get(key, {})}
+        elif "default" in prop:
+            base.setdefault(key, prop["default"])
+    return base
+
+
+def test_schema_defaults_and_choices_equal_the_dataclasses():
+    assert jobs.schema_defaults_mismatch(SCHEMA) == []
+    changed = copy.deepcopy(SCHEMA)
+    changed["properties"]["ingest"]["properties"]["min_length"]["default"] = 1
+    changed["properties"]["search"]["properties"]["preset"]["enum"] = ["hmmer"]
+    assert jobs.schema_defaults_mismatch(changed) == ["ingest.min_length", "search.preset choices"]
+
+
+@pytest.mark.parametrize("search", [{"preset": "hmmer", "iterations": 3},
+                                    {"preset": "alphafold"},
+                                    {"preset": "hmmer", "incE": 1e-5, "max_hits": 50}])  # fmt: skip
+def test_option_strings_parse_back_to_the_same_parameters(search):
+    cfg = config(search=search, ingest={"min_length": 30, "too_long": "skip"})
+    argv = ["build", "q.fa", "--database", "db.fa", "--out", "o.zarr",
+            *jobs.search_options(cfg).split(), *jobs.ingest_options(cfg).split()]  # fmt: skip
+    args = parser().parse_args(argv)
+    searched, profile = _search_settings(args)
+    assert searched == jobs.search(cfg) and profile == jobs.profile(cfg)
+    assert _ingest_params(args) == jobs.ingest(cfg)
+    assert asdict(_ingest_params(args))["min_length"] == 30
+
+
+def test_iterations_come_from_the_preset():
+    assert jobs.iterations(config(search={"preset": "alphafold"})) == 1
+    assert jobs.iterations(config(search={"preset": "hmmer"})) == 5
+    assert jobs.iterations(config(search={"preset": "alphafold", "iterations": 2})) == 2
+
+
+def test_cross_field_rules_fail_naming_the_keys():
+    with pytest.raises(ConfigError, match="min_length <= max_length, got 50, 10"):
+        jobs.ingest_options(config(ingest={"min_length": 50, "max_length": 10}))
+    with pytest.raises(ConfigError, match="valid_fraction \\+ test_fraction"):
+        jobs.ingest_options(config(ingest={"valid_fraction": 0.5, "test_fraction": 0.5}))
+
+
+def test_resource_model_for_the_uniref90_plan():
+    plan = yaml.safe_load((ROOT / "workflow/plans/uniref90.yaml").read_text())
+    chunked = config(**plan)
+    cfg = {**chunked, "database_chunks": 0}
+    assert jobs.search_mem_mb(cfg) == 1024 + 3 * 55_000  # 3 B per residue of 5.5e10
+    assert jobs.search_mem_mb(chunked) == 1024 + int(3 * 5.5e10 / 16 / 1e6)
+    # per-cell rate x cells x margin: all iterations in one job vs one iteration on 1/16
+    cells = cfg["query_residues"] / cfg["shards"] * 5.5e10
+    whole = 1.5 * cells * 3 * 3e-10 / cfg["search"]["threads"] / 60
+    assert jobs.search_runtime_min(cfg) == pytest.approx(whole, rel=1e-3)
+    assert jobs.search_runtime_min(chunked) == pytest.approx(whole / 3 / 16, rel=1e-3)
+    assert jobs.train_launcher(cfg).startswith("torchrun --standalone --nproc-per-node 4")
+
+
+def test_residue_estimate_from_file_sizes(tmp_path):
+    plain, packed = tmp_path / "a.fasta", tmp_path / "b.fasta.gz"
+    plain.write_bytes(b"x" * 1000)
+    packed.write_bytes(b"x" * 1000)
+    assert jobs.file_residues(str(plain)) == 1000
+    assert jobs.file_residues(str(packed)) == 2500
+    assert jobs.file_residues(str(tmp_path / "not-yet.fasta")) == 0
