@@ -44,6 +44,6 @@ def write_alignments(results: Iterable[QueryResult], msa_dir: Path, msa_format: 
         for r in results:
             name = msa_filename(r.id, msa_format)
             with open(tmp / name, "wb") as handle:
-                r.msa.write(handle, msa_format)
+                r.msa.write(handle, msa_format)  # type: ignore[arg-type]  # one of MSA_FORMATS
             index.append(f"{r.id}\t{name}\n")
         (tmp / MSA_INDEX).write_text("".join(index))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import itertools
 import pickle
+from typing import Any, cast
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,9 +103,12 @@ def _write_msa(msa: DigitalMSA) -> bytes:
     return buffer.getvalue()
 
 
-def read_msa(data: bytes) -> DigitalMSA:
+def read_msa(data: bytes) -> DigitalMSA[Any]:
     with MSAFile(io.BytesIO(data), format="stockholm", digital=True, alphabet=AMINO) as handle:
-        return handle.read()
+        msa = handle.read()
+    if msa is None:
+        raise InputFormatError("a saved search state holds an empty alignment")
+    return msa
 
 
 def merge_iteration(records: list[Record], states: dict[str, QueryState],
@@ -124,8 +128,8 @@ def merge_iteration(records: list[Record], states: dict[str, QueryState],
         cap_included(hits, params.max_hits)
         n_new = hits.compare_ranking(state.ranking)
         query = _digital(r)
-        msa = hits.to_msa(AMINO, sequences=[query], traces=[Trace.from_sequence(query)],
-                          all_consensus_cols=True, digitize=True)  # fmt: skip
+        msa = cast(DigitalMSA, hits.to_msa(AMINO, sequences=[query],
+                   traces=[Trace.from_sequence(query)], all_consensus_cols=True, digitize=True))  # fmt: skip
         iterations = state.iterations + 1
         msa.name = f"{r.id}-i{iterations}"  # as IterativeSearch names it (the builder needs one)
         converged = n_new == 0 and len(msa.sequences) <= state.n_prev
@@ -148,7 +152,7 @@ def save(path: Path, obj: object) -> None:
         pickle.dump({"version": STATE_VERSION, "data": obj}, handle)
 
 
-def load(path: Path) -> object:
+def load(path: Path) -> Any:
     try:
         with open(path, "rb") as handle:
             payload = pickle.load(handle)

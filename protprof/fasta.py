@@ -62,9 +62,9 @@ def _parse(path: Path) -> Iterator[tuple[str, str]]:
         raise InputFormatError(f"{path}: truncated or corrupt gzip file ({e})") from e
     except UnicodeDecodeError as e:
         # e.start counts from the decoder's current buffer, not the file: find the byte again.
-        offset, line = _first_non_ascii(path)
+        offset, line_number = _first_non_ascii(path)
         raise InputFormatError(
-            f"{path}: not a text FASTA file (non-ASCII byte at line {line}, byte offset "
+            f"{path}: not a text FASTA file (non-ASCII byte at line {line_number}, byte offset "
             f"{offset}{' of the decompressed text' if _is_gzip(path) else ''})"
         ) from e
     except FileNotFoundError as e:

@@ -40,7 +40,7 @@ def search_records(
     extra_attrs: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Search records, build their profiles and write one store at `out` (atomically)."""
-    z = int(database.fingerprint["n_sequences"])  # type: ignore[call-overload]
+    z = int(database.fingerprint["n_sequences"])
     profiled = JackhmmerSearch(database.block, search, threads, z).run(
         records, progress, lambda r: _profile(r, profile)
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pyhmmer.easel import Alphabet, DigitalMSA
@@ -48,7 +49,7 @@ _MINIMAL_CALIBRATION = {"EmL": 10, "EmN": 10, "EvL": 10, "EvN": 10, "EfL": 10, "
 
 
 def build_hmm(
-    msa: DigitalMSA, query_id: str, query_length: int, seed: int = 42,
+    msa: DigitalMSA[Any], query_id: str, query_length: int, seed: int = 42,
     calibration: Mapping[str, int] = _MINIMAL_CALIBRATION,
 ) -> HMM:  # fmt: skip
     """Build HMMER's model of an alignment whose consensus columns are the query's residues.
@@ -63,7 +64,8 @@ def build_hmm(
     # alignment kept beside the store stays the one the search made.
     background = Background(AMINO)
     try:
-        builder = Builder(AMINO, architecture="hand", seed=seed, **calibration)
+        options: dict[str, Any] = dict(calibration)
+        builder = Builder(AMINO, architecture="hand", seed=seed, **options)
         hmm, _, _ = builder.build_msa(msa.copy(), background)
     except (ValueError, RuntimeError):  # e.g. "failed to determine msv mu": a fit failed
         builder = Builder(AMINO, architecture="hand", seed=seed)
@@ -83,7 +85,7 @@ def check_length(hmm: HMM, query_id: str, query_length: int) -> HMM:
 
 def hmm_profile(hmm: HMM) -> np.ndarray:
     """Match emissions rows 1..M (row 0 is a dummy in HMMER), float32 (M, 20)."""
-    return np.asarray(hmm.match_emissions, dtype=np.float32)[1:]
+    return np.asarray(hmm.match_emissions, dtype=np.float32)[1:]  # type: ignore[attr-defined]
 
 
 def henikoff_weights(columns: np.ndarray) -> np.ndarray:
@@ -117,7 +119,7 @@ def frequency_profile(columns: np.ndarray, pseudocount: float) -> np.ndarray:
     return (counts / counts.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def consensus_columns(msa: DigitalMSA) -> np.ndarray:
+def consensus_columns(msa: DigitalMSA[Any]) -> np.ndarray:
     """(n_seq, M) digital codes at the consensus (reference-annotated) columns."""
     reference = msa.textize().reference
     matrix = np.array([np.asarray(row, dtype=np.uint8) for row in msa.alignment])
@@ -128,7 +130,7 @@ def consensus_columns(msa: DigitalMSA) -> np.ndarray:
 
 
 def profile_from_msa(
-    msa: DigitalMSA, query_id: str, query_length: int, params: ProfileParams,
+    msa: DigitalMSA[Any], query_id: str, query_length: int, params: ProfileParams,
     hmm: HMM | None = None,
 ) -> tuple[np.ndarray, float]:
     """Return the (L, 20) float32 profile and neff of a query's final alignment.
@@ -144,4 +146,6 @@ def profile_from_msa(
         profile = hmm_profile(hmm)
     else:
         profile = frequency_profile(consensus_columns(msa), params.pseudocount)
-    return profile, float(hmm.nseq_effective)
+    neff = hmm.nseq_effective
+    assert neff is not None  # set by every build
+    return profile, float(neff)

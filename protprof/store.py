@@ -112,7 +112,7 @@ def dequantise(q: np.ndarray) -> np.ndarray:
 
 
 def _create(group: zarr.Group, n_seq: int, n_res: int, chunk_rows: int) -> dict[str, Any]:
-    raw = {"compressors": None, "config": {"write_empty_chunks": True}}
+    raw: dict[str, Any] = {"compressors": None, "config": {"write_empty_chunks": True}}
     rows = max(1, min(chunk_rows, n_res))
     seqs = max(1, min(chunk_rows, n_seq))
     arrays = {
@@ -316,7 +316,7 @@ class ProfileStore:
         its checksum, or for 1.0 stores without checksums, its invariants."""
         checksums = self.attrs.get("checksums")
         if checksums:
-            if zlib.crc32(chunk) != checksums[name][c]:
+            if zlib.crc32(chunk.data) != checksums[name][c]:
                 raise StoreError(f"{self._chunk_files(name)[2][c]}: checksum mismatch, chunk "
                                  f"{c} of {name!r} is corrupt (run `protprof verify`)")  # fmt: skip
         else:
@@ -350,7 +350,9 @@ class ProfileStore:
         self._check_identity()
         size, width, files = self._chunk_files(name)
         try:
-            maps = [np.memmap(f, dtype=np.uint8, mode="r", shape=(size, *width)) for f in files]
+            maps: list[np.ndarray] = [
+                np.memmap(f, dtype=np.uint8, mode="r", shape=(size, *width)) for f in files
+            ]
         except (OSError, ValueError) as e:
             raise StoreError(f"{self.path}/{name}: chunk file missing or truncated ({e})") from e
         self._maps[name] = maps
@@ -475,7 +477,7 @@ def verify(path: str | Path) -> list[str]:
                 continue
             chunk = np.fromfile(f, dtype=np.uint8).reshape(size, *width)
             checksums = store.attrs.get("checksums")
-            if checksums and zlib.crc32(chunk) != checksums[name][c]:
+            if checksums and zlib.crc32(chunk.data) != checksums[name][c]:
                 problems.append(f"{f}: checksum mismatch, chunk {c} of {name!r} is corrupt")
             problem = store._invariant_problem(name, c, chunk)
             if problem:

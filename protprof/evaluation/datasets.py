@@ -220,7 +220,8 @@ def split_remote_homology(examples: list[SequenceExample]
     folds = sorted(f for f, families in by_fold.items() if len(families) >= 2)
     index = {f: i for i, f in enumerate(folds)}
     held_out = {f: min(by_fold[f], key=_stable_rank) for f in folds}
-    train, test = [], []
+    train: list[SequenceExample] = []
+    test: list[SequenceExample] = []
     for ex in examples:
         fold = fold_of(ex.group)
         if fold not in index:

@@ -8,6 +8,7 @@ at E <= `evalue` (Z = the number of test sequences) is dropped before ingest.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from protprof.evaluation import datasets as ds
@@ -58,7 +59,8 @@ def guard(records: list[Record], tests: list[tuple[str, str]], evalue: float = D
         pyhmmer.easel.TextSequence(name=name.encode(), sequence=seq).digitize(alphabet)
         for name, seq in tests])  # fmt: skip
     best: dict[int, tuple[str, float]] = {}
-    for hits in pyhmmer.hmmer.phmmer(queries, targets, cpus=threads, E=evalue, Z=len(targets)):
+    search: Any = pyhmmer.hmmer.phmmer  # its stubs reject amino-typed sequences
+    for hits in search(queries, targets, cpus=threads, E=evalue, Z=len(targets)):
         index = int(_text(hits.query.name))
         for hit in hits:
             if hit.evalue <= evalue and (index not in best or hit.evalue < best[index][1]):

@@ -78,9 +78,9 @@ def bootstrap_interval(metric: Callable[..., float], arrays: Sequence[Sequence],
         pick = rng.integers(0, size, size)
         values.append(metric(*[[a[k] for k in pick] if isinstance(a, list) else np.asarray(a)[pick]
                                 for a in arrays]))  # fmt: skip
-    values = np.array(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if not len(values):
+    samples = np.array(values, dtype=np.float64)
+    samples = samples[np.isfinite(samples)]
+    if not len(samples):
         return float("nan"), float("nan")
     tail = (1 - level) / 2 * 100
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))

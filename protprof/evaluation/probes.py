@@ -139,7 +139,9 @@ def fit_residue_classifier(features: list[np.ndarray], labels: list[np.ndarray],
 
     def groups(rows: np.ndarray) -> list[np.ndarray]:
         rows = rows[np.argsort([len(features[k]) for k in rows], kind="stable")]
-        out, current, longest = [], [], 0
+        out: list[np.ndarray] = []
+        current: list[int] = []
+        longest = 0
         for k in rows:
             longest = max(longest, len(features[k]))
             if current and longest * (len(current) + 1) > max_tokens:

@@ -60,7 +60,7 @@ def residue_embeddings(model: ProteinEncoder, sequences: list[str]) -> list[np.n
 
 def mean_embeddings(model: ProteinEncoder, sequences: list[str], chunk: int = 2048) -> np.ndarray:
     """Mean-pooled hidden states, computed in chunks so per-residue states never pile up."""
-    means = []
+    means: list[np.ndarray] = []
     for start in range(0, len(sequences), chunk):
         hidden, _ = embed_sequences(model, sequences[start : start + chunk])
         means.extend(h.mean(0) for h in hidden)
