@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import DEMO_DB, ROOT, SHARED_DATA, write_queries
+from conftest import ROOT, SHARED_DATA
 
 from protprof.cli import main
 from protprof.store import open_store
@@ -31,16 +31,17 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def write_config(workdir: Path, objectives=("multitask",), **extra) -> None:
-    queries = write_queries(workdir / "queries.fasta", 10)
-    train = workdir / "train.yaml"
-    train.write_text(yaml.safe_dump({"max_steps": 6, "eval_every": 3, "checkpoint_every": 3,
-                                     "max_tokens": 1024, "max_len": 200}))  # fmt: skip
-    config = {"queries": [str(queries)], "database": str(DEMO_DB), "shards": 2,
-              "ingest": {"valid_fraction": 0.3, "test_fraction": 0.1, "max_length": 200},
-              "search": {"iterations": 2, "threads": 2},
-              "train": {"config": str(train), "objectives": list(objectives)}, **extra}  # fmt: skip
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+def write_config(workdir: Path, objectives=("multitask",), test="basic", **extra) -> None:
+    """One of the runnable `.test/` configurations, its paths made absolute and results kept
+    in `workdir/results`, with `extra` top-level keys."""
+    config = yaml.safe_load((ROOT / f".test/config-{test}.yaml").read_text())
+    config["queries"] = [str(ROOT / q) for q in config["queries"]]
+    config["database"] = str(ROOT / config["database"])
+    config["train"] = {**config["train"], "config": str(ROOT / config["train"]["config"]),
+                       "objectives": list(objectives)}  # fmt: skip
+    config["results"] = "results"
+    shutil.copy(ROOT / config["queries"][0], workdir / "queries.fasta")
+    (workdir / "config.yaml").write_text(yaml.safe_dump({**config, **extra}))
 
 
 # With the benchmark data beside the project: the leakage guard filters the queries, and two
@@ -103,10 +104,12 @@ def test_workflow_end_to_end_and_resume(workflow_run):
 
 def test_chunked_database_workflow_gives_the_same_store(workflow_run, tmp_path):
     """database_chunks: 3 -> 3 search jobs per shard and iteration, then merges: same store."""
-    write_config(tmp_path, database_chunks=3, **GUARDED)
+    write_config(tmp_path, test="chunked", **GUARDED)
     run = snakemake(tmp_path, "results/store/profiles.zarr")
     assert run.returncode == 0, run.stderr[-4000:]
-    assert len(list((tmp_path / "results/iterations").glob("*/i*/hits_*.pkl"))) == 2 * 2 * 3
+    assert len(list((tmp_path / "results/benchmarks/search_chunk").glob("*.tsv"))) == 2 * 2 * 3
+    # the per-iteration pickles are temporary: gone once the shard stores exist
+    assert not list((tmp_path / "results/iterations").rglob("*.pkl"))
     chunked = open_store(tmp_path / "results/store/profiles.zarr").read_all()
     whole = workflow_run[1]
     assert chunked.ids == whole.ids

@@ -26,11 +26,13 @@ rule init_state:
     input:
         f"{RESULTS}/shards/{{shard}}.fasta",
     output:
-        f"{RESULTS}/iterations/{{shard}}/i0/state.pkl",
+        temp(f"{RESULTS}/iterations/{{shard}}/i0/state.pkl"),
     params:
         options=SEARCH_OPTIONS,
     log:
         f"{RESULTS}/logs/init_state/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/init_state/{{shard}}.tsv"
     conda:
         ENV
     resources:
@@ -49,7 +51,7 @@ rule search_chunk:
         fingerprint=f"{RESULTS}/database/fingerprint.json",
         state=previous_state,
     output:
-        f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/hits_{{chunk}}.pkl",
+        temp(f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/hits_{{chunk}}.pkl"),
     params:
         options=SEARCH_OPTIONS,
     threads: SEARCH_THREADS
@@ -79,7 +81,7 @@ rule merge_iteration:
         ),
         state=previous_state,
     output:
-        f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/state.pkl",
+        temp(f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/state.pkl"),
     params:
         options=SEARCH_OPTIONS,
     log:

@@ -5,11 +5,16 @@ rule evaluate_model:
     output:
         report=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.md",
         numbers=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.json",
-        plot=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.png",
+        plot=report(
+            f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.png",
+            caption="../report/evaluation.rst",
+            category="Evaluation",
+            labels={"objective": "{objective}", "seed": "{seed}"},
+        ),
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.report),
         options=EVALUATION_OPTIONS,
-    threads: 2
+    threads: EVALUATION["threads"]
     log:
         f"{RESULTS}/logs/evaluate_model/{{objective}}-seed{{seed}}.log",
     benchmark:
@@ -29,9 +34,15 @@ rule compare_models:
         expand(f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.json",
                objective=OBJECTIVES, seed=SEEDS),
     output:
-        f"{RESULTS}/evaluation/comparison.md",
+        report(
+            f"{RESULTS}/evaluation/comparison.md",
+            caption="../report/comparison.rst",
+            category="Evaluation",
+        ),
     log:
         f"{RESULTS}/logs/compare_models/all.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/compare_models/all.tsv"
     conda:
         ENV
     resources:

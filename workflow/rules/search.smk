@@ -7,7 +7,7 @@ rule guard_queries:
     params:
         data=GUARD["data"],
         evalue=GUARD["evalue"],
-    threads: 2
+    threads: GUARD["threads"]
     log:
         f"{RESULTS}/logs/guard_queries/all.log",
     benchmark:

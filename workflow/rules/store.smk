@@ -25,6 +25,8 @@ rule summarise_store:
         f"{RESULTS}/store/summary.json",
     log:
         f"{RESULTS}/logs/summarise_store/all.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/summarise_store/all.tsv"
     conda:
         ENV
     resources:
