@@ -5,7 +5,7 @@ passes no evaluation can skip. The ratio total / embedding is the cost of readin
 fitting the probes and bootstrapping.
 
 Usage: python bench/bench_evaluate.py [CHECKPOINT] [STORE] [DATA]
-  defaults: results/train/multitask/checkpoint.pt (the demo's tiny model),
+  defaults: results/train/multitask/seed0/checkpoint.pt (the demo's tiny model),
             results/store/profiles.zarr, ../shared/data
 """
 
@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import record  # noqa: E402
 
-from protprof.evaluation import datasets as ds  # noqa: E402
-from protprof.evaluation.report import evaluate  # noqa: E402
+from protprof.checkpoint import load_model  # noqa: E402
 from protprof.embed import embed_sequences  # noqa: E402
 from protprof.evaluation import TASKS  # noqa: E402
+from protprof.evaluation import datasets as ds  # noqa: E402
+from protprof.evaluation.report import evaluate  # noqa: E402
 from protprof.evaluation.tasks import Limits  # noqa: E402
-from protprof.train import load_model  # noqa: E402
 
 
 def all_sequences(data: Path) -> list[str]:
@@ -42,7 +42,8 @@ def all_sequences(data: Path) -> list[str]:
 
 
 def main() -> None:
-    checkpoint = Path(sys.argv[1] if len(sys.argv) > 1 else "results/train/multitask/checkpoint.pt")
+    default = "results/train/multitask/seed0/checkpoint.pt"
+    checkpoint = Path(sys.argv[1] if len(sys.argv) > 1 else default)
     store = Path(sys.argv[2] if len(sys.argv) > 2 else "results/store/profiles.zarr")
     data = Path(sys.argv[3] if len(sys.argv) > 3 else "../shared/data")
     model = load_model(checkpoint)

@@ -20,6 +20,7 @@ FIRST_RESIDUE = len(SPECIALS)
 VOCAB = SPECIALS + tuple(RESIDUES)
 VOCAB_SIZE = len(VOCAB)
 N_STANDARD = len(STANDARD)
+IGNORE = -100  # label of positions that never count in a loss (PyTorch's cross-entropy default)
 
 _ENCODE = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(RESIDUES):

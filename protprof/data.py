@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, MASK, N_STANDARD, PAD
+from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, IGNORE, MASK, N_STANDARD, PAD
 from protprof.errors import ConfigError
 from protprof.store import QUANT, SPLIT_NAMES, open_store
 
-IGNORE = -100  # label of positions that never count in a loss (PyTorch's cross-entropy default)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 

@@ -30,6 +30,16 @@ class SearchError(ProtprofError, RuntimeError):
     """The homology search could not run or gave an inconsistent result."""
 
 
+class CheckpointError(ProtprofError, ValueError):
+    """A file given as a checkpoint is missing, not protprof's, truncated, or holds non-finite
+    weights."""
+
+
+class TrainingError(ProtprofError, RuntimeError):
+    """Training stopped before `max_steps`: a non-finite loss, or a planned stop (`stop_after`).
+    The last good checkpoint is kept, and a rerun continues from it."""
+
+
 class OutputError(ProtprofError, OSError):
     """An output cannot be written: it exists and is not protprof's, another run holds it, its
     folder is not writable, or the disk filled up."""

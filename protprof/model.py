@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protprof.alphabet import N_STANDARD, PAD, VOCAB_SIZE
-from protprof.data import IGNORE
+from protprof.alphabet import IGNORE, N_STANDARD, PAD, VOCAB_SIZE
 from protprof.errors import ConfigError
 
 OBJECTIVES = ("mlm", "profile", "multitask")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,23 @@ def small_store(tmp_path_factory, demo_database) -> Path:
 @pytest.fixture
 def gz_bytes():
     return lambda text: gzip.compress(text.encode())
+
+
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir()
+    run = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                         capture_output=True, text=True)  # fmt: skip
+    if run.returncode:
+        print(f"cannot mount a tmpfs ({run.stderr.strip()})")
+        pytest.skip(f"a full disk needs a tmpfs mount (root): {run.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB file system (tmpfs), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "2m")
+    yield disk
+    if subprocess.run(["umount", str(disk)]).returncode:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+        pytest.fail(f"{disk}: a file was left open there (a failed save leaks its handle)")

@@ -9,13 +9,17 @@ experiments/comparison/results/evaluation/comparison_with_untrained.md.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
+from protprof.checkpoint import model_state, save_checkpoint
 from protprof.cli import main as protprof
-from protprof.train import Trainer, load_config
+from protprof.model import ProteinEncoder
+from protprof.train import CHECKPOINT, load_config
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -24,13 +28,16 @@ RESULTS = HERE / "results"
 def main() -> int:
     config = yaml.safe_load((HERE / "config.yaml").read_text())
     out = RESULTS / "train" / "untrained"
-    trainer = Trainer(load_config(HERE / "train.yaml", [f"store={RESULTS / 'store/profiles.zarr'}",
-                                                        f"out_dir={out}", "seed=0"]))  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    trainer.save()  # step 0: the random initialisation every arm starts from
+    settings = load_config(HERE / "train.yaml", [f"store={RESULTS / 'store/profiles.zarr'}",
+                                                 f"out_dir={out}", "seed=0"])  # fmt: skip
+    # Step 0: the random initialisation every arm starts from (the trainer seeds torch, then
+    # builds the model first, exactly so).
+    torch.manual_seed(settings.seed)
+    model = ProteinEncoder(settings.model_config())
+    save_checkpoint(out / CHECKPOINT, model_state(model, dataclasses.asdict(settings), step=0))
     e = config["evaluation"]
     report = RESULTS / "evaluation" / "untrained"
-    status = protprof(["evaluate", str(out / "checkpoint.pt"), "--label", "untrained",
+    status = protprof(["evaluate", str(out / CHECKPOINT), "--label", "untrained",
                        "--store", str(RESULTS / "store/profiles.zarr"), "--data", e["data"],
                        "--tasks", *e["tasks"], "--max-train", str(e["max_train"]),
                        "--max-test", str(e["max_test"]), "--out", str(report)])  # fmt: skip

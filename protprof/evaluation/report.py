@@ -22,7 +22,7 @@ def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None,
              label: str | None = None) -> dict:  # fmt: skip
     """Every number of every task, with timings, as a JSON-ready dict. `label` names the
     model in reports and comparisons (default: its training objective)."""
-    from protprof.train import load_checkpoint, model_from_state
+    from protprof.checkpoint import load_checkpoint, model_from_state
 
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown or not tasks:
@@ -30,7 +30,7 @@ def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None,
     if any(t != "profile" for t in tasks) and not Path(data).is_dir():
         raise ConfigError(f"evaluate: benchmark data folder {data} not found")
     state = load_checkpoint(checkpoint)
-    model = model_from_state(state)
+    model = model_from_state(state, checkpoint)
     training = state.get("config", {})
     results: list[Result] = []
     seconds: dict[str, float] = {}
@@ -51,7 +51,7 @@ def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None,
         "objective": training.get("objective", "?"),
         "model": training.get("model", "?"),
         "n_parameters": model.n_parameters(),
-        "steps": training.get("max_steps"),
+        "steps": state["step"],  # trained, not configured (0 for the untrained baseline)
         "seed": training.get("seed"),
         "data": str(data),
         "store": str(store) if store else None,

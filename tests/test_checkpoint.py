@@ -1,0 +1,170 @@
+"""Checkpoints apart from training: one clear error per bad file, non-finite weights refused,
+a full disk keeps the previous checkpoint, and inference never imports the trainer."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, write_queries
+
+from protprof.checkpoint import (
+    load_checkpoint,
+    load_model,
+    model_from_state,
+    model_state,
+    save_checkpoint,
+)
+from protprof.cli import main
+from protprof.errors import CheckpointError, OutputError
+from protprof.model import PRESETS, ProteinEncoder
+
+
+def _state(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    return model_state(ProteinEncoder(PRESETS["tiny"]), {"objective": "mlm"}, step=7)
+
+
+def write_bad(kind: str, path: Path) -> Path:
+    """A file that is not a usable protprof checkpoint, of the given kind."""
+    good = _state()
+    if kind == "text":
+        path.write_text("model_config: tiny\n")
+    elif kind == "tensor":
+        torch.save(torch.randn(3, 4), path)
+    elif kind == "foreign dict":
+        torch.save({"state_dict": good["model"], "epoch": 3}, path)  # e.g. another trainer's
+    elif kind == "truncated":
+        save_checkpoint(path, good)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "nan weights":
+        good["model"]["blocks.0.ff.0.weight"][3, 5] = float("nan")
+        save_checkpoint(path, good)
+    elif kind == "inf weights":
+        good["model"]["embed.weight"][0, 0] = float("inf")
+        save_checkpoint(path, good)
+    elif kind == "other shape":
+        good["model_config"]["d_model"] = 128
+        save_checkpoint(path, good)
+    return path
+
+
+BAD = {  # kind: what the one line must say
+    "text": "not a protprof checkpoint (not a PyTorch archive)",
+    "tensor": "not a protprof checkpoint (no model_config, model, config, step; found Tensor)",
+    "foreign dict": "not a protprof checkpoint (no model_config, model, config, step; found a "
+    "dict without them)",
+    "truncated": "the checkpoint is truncated or corrupt",
+    "nan weights": "the weights hold NaN or inf (1 of 34 tensors, first blocks.0.ff.0.weight); "
+    "refusing a corrupt model",
+    "inf weights": "the weights hold NaN or inf (1 of 34 tensors, first embed.weight); refusing "
+    "a corrupt model",
+    "other shape": "the weights do not fit the checkpoint's model_config",
+}
+
+
+def test_state_keys_are_as_documented():
+    """The layout readers rely on (the trainer adds optimizer, scheduler, sampler, rng)."""
+    assert set(_state()) == {"config", "model_config", "model", "step"}
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_bad_checkpoint_is_one_line_naming_the_file(tmp_path, capsys, kind):
+    bad = write_bad(kind, tmp_path / "model.pt")
+    with pytest.raises(CheckpointError) as error:
+        load_model(bad)
+    assert str(error.value).startswith(f"{bad}: {BAD[kind]}"), str(error.value)
+    queries = write_queries(tmp_path / "q.fasta", 2)
+    out = tmp_path / "e.npz"
+    assert main(["-q", "embed", str(bad), str(queries), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"protprof embed: error: {error.value}"]
+    assert not out.exists() and bad.exists()  # nothing written, the bad file left alone
+
+
+def test_a_good_checkpoint_round_trips(tmp_path):
+    state = _state()
+    save_checkpoint(tmp_path / "c.pt", state)
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    assert loaded["step"] == 7 and loaded["config"] == {"objective": "mlm"}
+    model = model_from_state(loaded)
+    for name, weight in state["model"].items():
+        assert torch.equal(model.state_dict()[name], weight), name
+    assert not model.training
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(small_disk):
+    path = small_disk / "checkpoint.pt"
+    save_checkpoint(path, _state(0))  # 0.4 MB
+    before = path.read_bytes()
+    big = {**_state(1), "extra": torch.zeros(600_000)}  # 2.4 MB: more than the disk
+    with pytest.raises(OutputError) as error:
+        save_checkpoint(path, big)
+    assert str(error.value) == (
+        f"{path}: cannot write, the disk is full ({small_disk}); nothing was replaced"
+    )
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in small_disk.iterdir()) == ["checkpoint.pt"]  # no temporaries
+
+
+def test_untrained_baseline_checkpoint_is_the_trainers_step_zero(small_store, tmp_path):
+    """experiments/comparison/untrained_baseline.py builds the model without a Trainer: the
+    weights must be the initialisation every trained arm starts from."""
+    from protprof.train import Trainer, load_config
+
+    config = load_config(
+        ROOT / "experiments/comparison/train.yaml",
+        [f"store={small_store}", f"out_dir={tmp_path}", "seed=0"],
+    )
+    torch.manual_seed(config.seed)
+    baseline = ProteinEncoder(config.model_config())
+    trainer = Trainer(config)
+    for (name, a), (_, b) in zip(
+        baseline.state_dict().items(), trainer.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def _imports(module: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_inference_does_not_import_the_trainer():
+    """checkpoint.py and model.py: no trainer, torch.distributed, YAML or loader; embed, the
+    evaluation package, the benchmark and the baseline: no trainer for models."""
+    lean = {"protprof.train", "torch.distributed", "yaml", "protprof.data"}
+    for module in ("protprof/checkpoint.py", "protprof/model.py"):
+        assert not _imports(ROOT / module) & lean, module
+    inference = [
+        ROOT / "protprof/embed.py",
+        ROOT / "bench/bench_evaluate.py",
+        *sorted((ROOT / "protprof/evaluation").glob("*.py")),
+    ]
+    for module in inference:
+        assert "protprof.train" not in _imports(module), module
+    # The baseline reads the training YAML with train.load_config, but builds and saves its
+    # model through the checkpoint module.
+    baseline = (ROOT / "experiments/comparison/untrained_baseline.py").read_text()
+    assert "Trainer" not in baseline and "save_checkpoint" in baseline
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, protprof.checkpoint, protprof.embed, "
+            "protprof.evaluation.report; print(sorted(m for m in sys.modules if "
+            "m == 'protprof.train'))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr
