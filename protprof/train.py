@@ -1,10 +1,14 @@
 """Multi-task pretraining from a profile store: MLM, profile prediction, or both.
 
 AdamW with linear warmup then cosine decay, gradient clipping and accumulation, bf16 autocast on
-CUDA, optional `torch.compile`, DDP through `torchrun` (NCCL on GPUs, gloo on CPU). Validation
-every `eval_every` steps appends a line to `metrics.jsonl`; checkpoints are written atomically and
-hold everything needed to continue bit-identically (model, optimizer, scheduler, sampler
-position, RNG states, resolved config).
+CUDA, optional `torch.compile`, DDP through `torchrun` (NCCL on GPUs, gloo on CPU).
+
+Files in `out_dir`. While training: the rolling checkpoint `last.pt` (everything needed to
+continue bit-identically: model, optimizer, scheduler, sampler position, RNG states, settings)
+and `last-metrics.jsonl` (a line per validation). When `max_steps` is reached they are published
+as `checkpoint.pt`, `metrics.jsonl` and `curves.png` (each renamed into place when complete) and
+removed. The rolling files are not workflow outputs, so a killed job keeps them and its rerun
+continues from them. One run per `out_dir` (a lock).
 """
 
 from __future__ import annotations
@@ -14,25 +18,44 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 import yaml
 
-from protprof._atomic import atomic_output
-from protprof.data import (IGNORE, ProfileDataset, TokenBudgetBatchSampler, loader, mask_tokens,
-                           profile_targets)
-from protprof.errors import ConfigError
+from protprof._atomic import atomic_output, claim_output
+from protprof.alphabet import IGNORE
+from protprof.checkpoint import (  # noqa: F401 (load_model, model_from_state: re-exported)
+    load_checkpoint,
+    load_model,
+    model_from_state,
+    model_state,
+    non_finite,
+    save_checkpoint,
+)
+from protprof.data import (
+    ProfileDataset,
+    TokenBudgetBatchSampler,
+    loader,
+    mask_tokens,
+    profile_targets,
+)
+from protprof.errors import CheckpointError, ConfigError, TrainingError
 from protprof.model import OBJECTIVES, PRESETS, ModelConfig, ProteinEncoder, total_loss
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"  # published when training ends
 METRICS = "metrics.jsonl"
+CURVES = "curves.png"
+LAST = "last.pt"  # rolling checkpoint, kept after a kill
+LAST_METRICS = "last-metrics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -59,7 +82,9 @@ class TrainConfig:
     eval_every: int = 50
     eval_batches: int = 20  # validation batches per evaluation (0 = the whole split)
     checkpoint_every: int = 100
-    stop_after: int = 0  # stop (checkpointed) after this many steps, e.g. a SLURM time limit
+    # Run at most this many steps in one invocation, then checkpoint and fail with "stopped at
+    # step N (stop_after)"; a rerun with --resume continues (e.g. under a SLURM time limit).
+    stop_after: int = 0
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -67,59 +92,119 @@ class TrainConfig:
     devices: int = 1  # processes torchrun starts (set by the workflow; informational)
 
     def __post_init__(self) -> None:
-        if not self.store:
-            raise ConfigError("train: 'store' is required (the profile store to train on)")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"train.objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.model not in PRESETS:
-            raise ConfigError(f"train.model must be one of {sorted(PRESETS)}, got {self.model!r}")
-        for key in ("max_len", "max_tokens", "accum_steps", "max_steps", "eval_every",
-                    "checkpoint_every"):  # fmt: skip
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 < self.mask_prob < 1 or self.lr <= 0 or self.warmup_steps < 0:
-            raise ConfigError("train: need 0 < mask_prob < 1, lr > 0 and warmup_steps >= 0")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        for f in dataclasses.fields(self):
+            value = _checked(f.name, str(f.type), getattr(self, f.name))
+            object.__setattr__(self, f.name, value)  # ints given for floats become floats
         self.model_config()  # validates the overrides
 
     def model_config(self) -> ModelConfig:
+        """The encoder shape: the preset with `model_overrides` applied (checked)."""
         base = dataclasses.asdict(PRESETS[self.model])
         unknown = set(self.model_overrides) - set(base)
         if unknown:
             raise ConfigError(f"train.model_overrides: unknown keys {sorted(unknown)}")
-        return ModelConfig(**{**base, **self.model_overrides})
+        overrides = {k: _checked(f"model_overrides.{k}", type(base[k]).__name__, v)
+                     for k, v in self.model_overrides.items()}  # fmt: skip
+        return ModelConfig(**{**base, **overrides})
 
 
-def _coerce(key: str, text: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    if key not in fields:
-        raise ConfigError(f"train: unknown setting {key!r} (known: {', '.join(sorted(fields))})")
-    value = yaml.safe_load(text)
-    default = getattr(TrainConfig, key, None) if key != "model_overrides" else {}
-    if isinstance(default, bool) != isinstance(value, bool) or (
-        isinstance(default, (int, float)) and not isinstance(value, (int, float))
-    ):
-        raise ConfigError(f"train: {key} must be like {default!r}, got {text!r}")
-    return float(value) if isinstance(default, float) else value
+# Intervals of the numeric settings. lr <= 1: beyond, AdamW's step size overflows float32.
+_BOUNDS = {
+    "mlm_weight": "[0, inf)", "profile_weight": "[0, inf)", "mask_prob": "(0, 1)",
+    "max_len": "[1, inf)", "max_tokens": "[1, inf)", "accum_steps": "[1, inf)", "lr": "(0, 1]",
+    "weight_decay": "[0, inf)", "warmup_steps": "[0, inf)", "max_steps": "[1, inf)",
+    "min_lr_ratio": "[0, 1]", "grad_clip": "(0, inf)", "eval_every": "[1, inf)",
+    "eval_batches": "[0, inf)", "checkpoint_every": "[1, inf)", "stop_after": "[0, inf)",
+    "seed": "[0, inf)", "num_workers": "[0, inf)", "devices": "[0, inf)",
+    "model_overrides.n_layers": "[1, inf)", "model_overrides.d_model": "[1, inf)",
+    "model_overrides.n_heads": "[1, inf)", "model_overrides.d_ff": "[1, inf)",
+    "model_overrides.dropout": "[0, 1)", "model_overrides.rope_base": "(0, inf)",
+}  # fmt: skip
+_CHOICES = {"objective": OBJECTIVES, "model": tuple(PRESETS), "device": ("auto", "cpu", "cuda")}
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+def _checked(key: str, kind: str, value: Any) -> Any:
+    """`value` if it has the setting's type and lies in its interval (an int is accepted for a
+    float and returned as one); otherwise a ConfigError naming the key and the value."""
+    if kind in ("int", "float"):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind == "int" and not (number and isinstance(value, int)):
+            raise ConfigError(f"train.{key} must be an integer{_bounds(key)}, got {value!r}")
+        if not number or not math.isfinite(value):
+            raise ConfigError(f"train.{key} must be a finite number{_bounds(key)}, got {value!r}")
+        value = int(value) if kind == "int" else float(value)
+        if key in _BOUNDS and not _within(value, _BOUNDS[key]):
+            raise ConfigError(f"train.{key} must be{_bounds(key)}, got {value!r}")
+        return value
+    expected = {"str": str, "bool": bool, "dict": dict}[kind]
+    if not isinstance(value, expected):
+        raise ConfigError(f"train.{key} must be a {kind}, got {value!r}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"train.{key} must be one of {_CHOICES[key]}, got {value!r}")
+    if key == "store" and not value:
+        raise ConfigError("train: 'store' is required (the profile store to train on)")
+    return value
+
+
+def _within(value: float, interval: str) -> bool:
+    low, high = (float(x) for x in interval[1:-1].split(","))
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
+
+
+def _bounds(key: str) -> str:
+    """' >= 1' or ' in (0, 1]': the interval as the error message states it."""
+    interval = _BOUNDS.get(key)
+    if interval is None:
+        return ""
+    if interval.endswith("inf)"):
+        return f" {'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
+    return f" in {interval}"
+
+
+_FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(key: str, value: Any, text: str | None = None) -> Any:
+    """A setting's value as read from YAML (or from `--set` `text`), before checking.
+
+    YAML 1.1 reads `1e-3` (no dot) as a string: a number-like string is read as a float for a
+    float setting. A `--set` value for a string setting is kept as typed (`out_dir=2024`).
+    """
+    if key not in _FIELDS:
+        raise ConfigError(f"train: unknown setting {key!r} (known: {', '.join(sorted(_FIELDS))})")
+    if _FIELDS[key] == "float" and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value  # refused by the check, naming the key and the value
+    if _FIELDS[key] == "str" and text is not None:
+        return text
+    return value
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a YAML config and apply `key=value` overrides; unknown keys are errors."""
     values: dict[str, Any] = {}
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path}: cannot read the training config ({e})") from e
+        except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not UTF-8 text
+            why = " ".join(str(e).split()) or type(e).__name__  # one line
+            raise ConfigError(f"{path}: cannot read the training config ({why})") from e
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the training config must be a mapping")
-        values = {k: _coerce(k, yaml.safe_dump(v)) for k, v in loaded.items()}
+        values = {k: _coerce(str(k), v) for k, v in loaded.items()}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"train: override {item!r} is not key=value")
-        values[key] = _coerce(key, text)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"train: override {item!r} is not valid YAML") from None
+        values[key] = _coerce(key, value, text)
     return TrainConfig(**values)
 
 
@@ -145,8 +230,9 @@ class Trainer:
         self.valid_data = ProfileDataset(config.store, "valid", config.max_len, config.seed)
         if not len(self.train_data):
             raise ConfigError(f"{config.store}: the train split is empty")
-        self.sampler = TokenBudgetBatchSampler(self.train_data.lengths, config.max_tokens,
-                                               config.seed, True, self.world, self.rank)  # fmt: skip
+        self.sampler = TokenBudgetBatchSampler(
+            self.train_data.lengths, config.max_tokens, config.seed, True, self.world, self.rank
+        )
         if len(self.sampler) == 0:
             raise ConfigError(
                 f"{config.store}: the train split ({len(self.train_data)} sequences) makes fewer "
@@ -163,59 +249,55 @@ class Trainer:
             lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio),
         )
         self.mask_generator = torch.Generator().manual_seed(config.seed)
-        self.step, self.epoch, self.batches_done = 0, 0, 0
+        self.step = 0
+        self.saved_step: int | None = None  # step of the last rolling checkpoint
         self.network = self._wrap(self.model)
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        return torch.compile(model) if self.config.compile else model
+        return cast(torch.nn.Module, torch.compile(model)) if self.config.compile else model
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue bit-identically."""
         return {
-            "config": dataclasses.asdict(self.config),
-            "model_config": dataclasses.asdict(self.model.config),
-            "model": self.model.state_dict(),
+            **model_state(self.model, dataclasses.asdict(self.config), self.step),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "step": self.step,
-            "sampler": {"epoch": self.epoch, "start_batch": self.batches_done,
-                        "seed": self.config.seed},  # fmt: skip
+            "sampler": self.sampler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "mask": self.mask_generator.get_state()},
         }
 
     def load(self, path: Path) -> None:
-        """Continue from a checkpoint, refusing one made with another model shape."""
+        """Continue from a checkpoint, refusing one made with other settings."""
         state = load_checkpoint(path)
-        mine = dataclasses.asdict(self.model.config)
-        diff = {k: (state["model_config"].get(k), v) for k, v in mine.items()
-                if state["model_config"].get(k) != v}  # fmt: skip
-        if diff:
-            raise ConfigError(
-                f"{path}: cannot resume, the model config differs (checkpoint, now): {diff}"
-            )
+        missing = [k for k in ("optimizer", "scheduler", "sampler", "rng") if k not in state]
+        if missing:
+            raise CheckpointError(f"{path}: cannot resume, it holds a model but not the training "
+                                  f"state ({', '.join(missing)})")  # fmt: skip
+        _check_same_run(path, state, self.config, self.model.config)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step = state["step"]
-        self.epoch, self.batches_done = state["sampler"]["epoch"], state["sampler"]["start_batch"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = self.saved_step = state["step"]
         torch.set_rng_state(state["rng"]["torch"])
         self.mask_generator.set_state(state["rng"]["mask"])
         log.info("resumed from %s at step %d", path, self.step)
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
-            self.sampler.set_epoch(self.epoch)
-            self.train_data.set_epoch(self.epoch)
-            self.sampler.start_batch = self.batches_done
+            self.train_data.set_epoch(self.sampler.epoch)
             for batch in loader(self.train_data, self.sampler, self.config.num_workers):
-                self.batches_done += 1
+                # start_batch counts the batches consumed, so the sampler's state_dict is the
+                # resume position. Safe to change: its iterator read it when it began.
+                self.sampler.start_batch += 1
                 yield batch
-            self.epoch, self.batches_done = self.epoch + 1, 0
+            self.sampler.set_epoch(self.sampler.epoch + 1)
 
     def _inputs(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
-                ) -> dict[str, torch.Tensor | None]:  # fmt: skip
+                ) -> dict[str, Any]:  # fmt: skip
         """Model inputs on the device: masked tokens and MLM labels unless `generator` is None
         (profile prediction alone sees the whole sequence)."""
         tokens, labels = batch["tokens"], None
@@ -233,7 +315,12 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """One optimizer step over `accum_steps` micro-batches."""
+        """One optimizer step over `accum_steps` micro-batches.
+
+        Raises:
+            TrainingError: the loss or the gradient norm is not finite (before the update, so
+                the weights stay as they were).
+        """
         c = self.config
         self.network.train()
         sums: dict[str, float] = {"loss": 0.0, "mlm_loss": 0.0, "profile_loss": 0.0}
@@ -250,12 +337,20 @@ class Trainer:
             for k in ("mlm_loss", "profile_loss"):
                 if k in out:
                     sums[k] += out[k].item() / c.accum_steps
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
+        for what, value in (("loss", sums["loss"]), ("gradient norm", norm)):
+            if not math.isfinite(value):
+                raise self._diverged(f"the {what} is {value} at step {self.step + 1}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
         return {**sums, "tokens": tokens}
+
+    def _diverged(self, what: str) -> TrainingError:
+        kept = (f"the last good checkpoint is {self.out / LAST} (step {self.saved_step})"
+                if self.saved_step is not None else "no checkpoint was written yet")  # fmt: skip
+        return TrainingError(f"{what}: training stopped; {kept}; try a lower lr")
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -290,47 +385,81 @@ class Trainer:
                 "valid_profile_argmax_agreement": agree / max(residues, 1)}  # fmt: skip
 
     def save(self) -> None:
-        if self.rank == 0:
-            save_checkpoint(self.out / CHECKPOINT, self.state_dict())
+        """Write the rolling checkpoint (rank 0), refusing non-finite weights."""
+        if self.rank != 0:
+            return
+        bad = non_finite(self.model.state_dict())
+        if bad:
+            raise self._diverged(f"the weights hold NaN or inf at step {self.step} ({bad[0]})")
+        save_checkpoint(self.out / LAST, self.state_dict())
+        self.saved_step = self.step
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.rank == 0:
-            with open(self.out / METRICS, "a") as handle:
+            with open(self.out / LAST_METRICS, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
     def fit(self) -> None:
-        """Train to `max_steps` (or `stop_after`), validating, logging and checkpointing."""
+        """Train to `max_steps`, validating, logging and checkpointing to the rolling files.
+
+        Raises:
+            TrainingError: `stop_after` steps were run before `max_steps` (checkpointed), or
+                training diverged (the last good checkpoint is kept).
+        """
         from tqdm import tqdm
 
         c = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
-        if self.rank == 0 and self.step == 0:
-            (self.out / METRICS).write_text("")
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        stop = min(c.max_steps, self.step + c.stop_after) if c.stop_after else c.max_steps
         batches = self._batches()
-        stop = min(c.max_steps, c.stop_after or c.max_steps)
         bar = tqdm(total=c.max_steps, initial=self.step, disable=None if self.rank == 0 else True,
                    unit="step")  # fmt: skip
-        start, tokens = time.perf_counter(), 0
+        start, tokens = time.perf_counter(), 0.0
         while self.step < stop:
             stats = self.train_step(batches)
             tokens += stats["tokens"] * self.world
             rate = tokens / (time.perf_counter() - start)
             bar.update()
             bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
-            last = self.step == c.max_steps
-            if self.step % c.eval_every == 0 or last:
-                record = {"step": self.step, "epoch": self.epoch,
+            if self.step % c.eval_every == 0 or self.step == c.max_steps:
+                record = {"step": self.step, "epoch": self.sampler.epoch,
                           "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": rate,
                           **{f"train_{k}": v for k, v in stats.items() if k != "tokens"},
                           **self.evaluate()}  # fmt: skip
                 self._log(record)
                 log.info("step %d %s", self.step, {k: round(v, 4) for k, v in record.items()
                                                     if isinstance(v, float)})  # fmt: skip
-            if self.step % c.checkpoint_every == 0 or last or self.step == stop:
+            if self.step % c.checkpoint_every == 0 or self.step == stop:
                 self.save()
         bar.close()
-        if self.rank == 0 and self.step == c.max_steps:
-            plot_metrics(self.out / METRICS, self.out / "curves.png")
+        if self.step < c.max_steps:
+            raise TrainingError(f"stopped at step {self.step} (stop_after); rerun with --resume "
+                                f"to continue from {self.out / LAST}")  # fmt: skip
+
+
+# Settings a resumed run may change: they do not alter the trained weights, or (max_steps,
+# stop_after) are why one resumes. Any other difference is refused rather than mixed in.
+_RESUMABLE = {"store", "out_dir", "max_steps", "stop_after", "eval_every", "eval_batches",
+              "checkpoint_every", "num_workers", "device", "compile", "devices"}  # fmt: skip
+
+
+def _check_same_run(path: Path, state: dict[str, Any], config: TrainConfig,
+                    model: ModelConfig) -> None:  # fmt: skip
+    mine = dataclasses.asdict(model)
+    diff = {k: (state["model_config"].get(k), v) for k, v in mine.items()
+            if state["model_config"].get(k) != v}  # fmt: skip
+    if diff:
+        raise ConfigError(
+            f"{path}: cannot resume, the model config differs (checkpoint, now): {diff}"
+        )
+    now = dataclasses.asdict(config)
+    changed = {k: (state["config"].get(k), v) for k, v in now.items()
+               if k not in _RESUMABLE and state["config"].get(k) != v}  # fmt: skip
+    if changed:
+        listed = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(f"{path}: cannot resume, it was trained with other settings "
+                          f"({listed}); remove it to start over")  # fmt: skip
 
 
 def _init_distributed() -> tuple[int, int]:
@@ -350,31 +479,6 @@ def _pick_device(choice: str, rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (plain dicts of tensors: loads with weights_only=True)."""
-    with atomic_output(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    try:
-        return dict(torch.load(path, map_location="cpu", weights_only=True))
-    except (OSError, RuntimeError, EOFError) as e:
-        raise ConfigError(f"{path}: cannot read the checkpoint ({e})") from e
-
-
-def load_model(path: str | Path) -> ProteinEncoder:
-    """The trained encoder of a checkpoint, in eval mode on CPU."""
-    return model_from_state(load_checkpoint(path))
-
-
-def model_from_state(state: dict[str, Any]) -> ProteinEncoder:
-    """The encoder of an already loaded checkpoint, in eval mode on CPU."""
-    model = ProteinEncoder(ModelConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model.eval()
-
-
 def plot_metrics(metrics: Path, out: Path) -> None:
     """Training and validation curves from metrics.jsonl, as a PNG."""
     import matplotlib
@@ -386,9 +490,9 @@ def plot_metrics(metrics: Path, out: Path) -> None:
     keys = [k for k in ("train_loss", "train_mlm_loss", "train_profile_loss",
                         "valid_mlm_perplexity", "valid_profile_kl") if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    for ax, key in zip(axes[0], keys, strict=True):
         points = [(r["step"], r[key]) for r in rows if key in r]
-        ax.plot(*zip(*points), marker="o", markersize=3)
+        ax.plot(*zip(*points, strict=True), marker="o", markersize=3)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
     fig.tight_layout()
@@ -397,21 +501,84 @@ def plot_metrics(metrics: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def train(config: TrainConfig, resume: bool = False) -> Trainer:
-    """Train per `config`; with `resume`, continue from out_dir's checkpoint if there is one."""
-    trainer = Trainer(config)
-    checkpoint = Path(config.out_dir) / CHECKPOINT
-    if resume and checkpoint.exists():
-        trainer.load(checkpoint)
-    elif checkpoint.exists():
+def _resume_source(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to continue from: the rolling one of an interrupted run, else the
+    published one of a finished run; None to start afresh. Without `resume`, either is refused
+    (starting over must not silently replace them)."""
+    found = next((p for p in (out / LAST, out / CHECKPOINT) if p.exists()), None)
+    if found is not None and not resume:
         raise ConfigError(
-            f"{checkpoint} exists: pass --resume to continue it, or remove it to start over"
+            f"{found} exists: pass --resume to continue it, or remove it to start over"
         )
-    if trainer.rank == 0:
-        log.info("model %s: %d parameters; objective %s; %d train / %d valid sequences",
-                 config.model, trainer.model.n_parameters(), config.objective,
-                 len(trainer.train_data), len(trainer.valid_data))  # fmt: skip
-    trainer.fit()
+    return found
+
+
+def _rolling_metrics(out: Path, source: Path | None, step: int) -> None:
+    """Start last-metrics.jsonl from `source`'s lines up to `step`: the lines a killed run
+    wrote after its last checkpoint are dropped, as the resumed run writes them again."""
+    rows = source.read_text().splitlines() if source is not None and source.exists() else []
+    kept = []
+    for row in rows:
+        try:
+            if json.loads(row)["step"] <= step:
+                kept.append(row)
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut by the kill
+    if len(kept) < len(rows):
+        log.info("metrics: dropped %d lines after step %d", len(rows) - len(kept), step)
+    with atomic_output(out / LAST_METRICS) as tmp:
+        tmp.write_text("".join(f"{row}\n" for row in kept))
+
+
+def publish(out: Path) -> None:
+    """Publish a finished run: checkpoint.pt, metrics.jsonl and curves.png, each renamed into
+    place when complete; then remove the rolling files (a kill before that only republishes)."""
+    with atomic_output(out / CHECKPOINT) as tmp:
+        try:
+            os.link(out / LAST, tmp)  # no copy of a large model
+        except OSError:
+            shutil.copyfile(out / LAST, tmp)
+    with atomic_output(out / METRICS) as tmp:
+        shutil.copyfile(out / LAST_METRICS, tmp)
+    plot_metrics(out / METRICS, out / CURVES)
+    for rolling in (LAST_METRICS, LAST):
+        (out / rolling).unlink()
+
+
+def _lock(out: Path) -> AbstractContextManager:
+    """One run per out_dir: rank 0 holds the published checkpoint's lock for the whole run (the
+    kernel drops it if the process dies, so a kill never blocks the rerun)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return nullcontext()
+    return claim_output(out / CHECKPOINT)
+
+
+def train(config: TrainConfig, resume: bool = False) -> Trainer:
+    """Train per `config` in its out_dir and publish the results when `max_steps` is reached.
+
+    With `resume`, continue from out_dir's last.pt (an interrupted run) or checkpoint.pt (a
+    finished one, e.g. with a larger max_steps) if there is one, else start afresh.
+
+    Raises:
+        OutputError: another run holds out_dir, or it cannot be written.
+        ConfigError: a checkpoint exists without `resume`, or was trained with other settings.
+        TrainingError: stopped by `stop_after`, or diverged; the rolling checkpoint is kept.
+    """
+    out = Path(config.out_dir)
+    with _lock(out):
+        trainer = Trainer(config)
+        source = _resume_source(out, resume)
+        if source is not None:
+            trainer.load(source)
+        if trainer.rank == 0:
+            metrics = {out / LAST: out / LAST_METRICS, out / CHECKPOINT: out / METRICS}
+            _rolling_metrics(out, metrics.get(source) if source else None, trainer.step)
+            log.info("model %s: %d parameters; objective %s; %d train / %d valid sequences",
+                     config.model, trainer.model.n_parameters(), config.objective,
+                     len(trainer.train_data), len(trainer.valid_data))  # fmt: skip
+        trainer.fit()
+        if trainer.rank == 0:
+            publish(out)
     if trainer.world > 1:
         dist.destroy_process_group()
     return trainer

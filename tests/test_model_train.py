@@ -11,9 +11,14 @@ import pytest
 import torch
 
 from protprof.cli import main
-from protprof.data import (ProfileDataset, TokenBudgetBatchSampler, loader, mask_tokens,
-                           profile_targets)
-from protprof.errors import ConfigError
+from protprof.data import (
+    ProfileDataset,
+    TokenBudgetBatchSampler,
+    loader,
+    mask_tokens,
+    profile_targets,
+)
+from protprof.errors import ConfigError, TrainingError
 from protprof.model import PRESETS, ProteinEncoder, profile_kl, total_loss
 from protprof.train import load_checkpoint, load_config, load_model, train
 
@@ -59,11 +64,12 @@ def _config(store, out, **extra):
 
 def test_interrupted_and_resumed_training_is_bit_identical(small_store, tmp_path):
     full = train(_config(small_store, tmp_path / "full"))
-    train(_config(small_store, tmp_path / "cut", stop_after=6))  # stops at step 6, checkpointed
+    with pytest.raises(TrainingError, match="stopped at step 6"):
+        train(_config(small_store, tmp_path / "cut", stop_after=6))  # checkpointed at step 6
     resumed = train(_config(small_store, tmp_path / "cut"), resume=True)
     assert resumed.step == full.step == 12
     for (name, a), (_, b) in zip(full.model.state_dict().items(),
-                                 resumed.model.state_dict().items()):  # fmt: skip
+                                 resumed.model.state_dict().items(), strict=True):  # fmt: skip
         assert torch.equal(a, b), name
     assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
     rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
@@ -127,4 +133,4 @@ def test_two_process_gloo_ddp_sees_disjoint_data(small_store, tmp_path):
         raise
     assert proc.returncode == 0, stderr[-3000:]
     assert stdout.count("ok") == 2
-    assert load_checkpoint(tmp_path / "o" / "checkpoint.pt")["step"] == 3
+    assert load_checkpoint(tmp_path / "o" / "last.pt")["step"] == 3  # Trainer.fit: rolling only

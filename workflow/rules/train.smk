@@ -5,24 +5,31 @@ rule train_model:
     output:
         checkpoint=f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
         metrics=f"{RESULTS}/train/{{objective}}/seed{{seed}}/metrics.jsonl",
-        plot=f"{RESULTS}/train/{{objective}}/seed{{seed}}/curves.png",
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
-        launcher=train_launcher(),
-        devices=config["train"]["devices"],
-    threads: 2
+        plot=report(
+            f"{RESULTS}/train/{{objective}}/seed{{seed}}/curves.png",
+            caption="../report/curves.rst",
+            category="Training",
+            labels={"objective": "{objective}", "seed": "{seed}"},
+        ),
     log:
         f"{RESULTS}/logs/train_model/{{objective}}-seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_model/{{objective}}-seed{{seed}}.tsv"
     conda:
         ENV
+    threads: config["train"]["threads"]
     resources:
         mem_mb=8192,
         runtime=24 * 60,
         gpu=config["train"]["devices"],
-        slurm_extra=train_slurm_extra(),
+        slurm_extra=TRAIN_SLURM_EXTRA,
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        launcher=TRAIN_LAUNCHER,
+        devices=config["train"]["devices"],
+    # --resume: continue from out_dir/last.pt, the rolling checkpoint a killed run leaves (not
+    # an output, so Snakemake keeps it); the outputs appear only when training ends.
     shell:
-        "{params.launcher} train --config {input.config} --store {input.store} "
-        "--out-dir {params.out_dir} --set devices={params.devices} objective={wildcards.objective} seed={wildcards.seed} "
-        "2> {log}"
+        "{params.launcher} train --resume --config {input.config} --store {input.store} "
+        "--out-dir {params.out_dir} --set devices={params.devices} "
+        "objective={wildcards.objective} seed={wildcards.seed} 2> {log}"

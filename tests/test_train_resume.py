@@ -1,0 +1,376 @@
+"""Training faults (issue 11, items 3-7): a killed run resumes bit-identically with each metrics
+line once, one run per out-dir, stop_after fails clearly and keeps its checkpoint, every setting
+is checked, a non-finite loss stops the run and keeps the last good checkpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_checkpoint import BAD, write_bad
+
+import protprof.train
+from protprof.checkpoint import load_checkpoint
+from protprof.cli import main
+from protprof.train import load_config
+
+PROTPROF = Path(sys.executable).parent / "protprof"
+# 40 steps of the tiny model with dropout (so RNG state matters), validation every step.
+SETTINGS = [
+    "max_steps=40",
+    "checkpoint_every=10",
+    "eval_every=1",
+    "max_tokens=2048",
+    "max_len=128",
+    "warmup_steps=2",
+    "model_overrides={dropout: 0.1}",
+]
+
+
+def _train(store: Path, out: Path, *extra: str, resume: bool = False) -> int:
+    return main(
+        [
+            "train",
+            *(["--resume"] if resume else []),
+            "--store",
+            str(store),
+            "--out-dir",
+            str(out),
+            "--set",
+            *SETTINGS,
+            *extra,
+        ]
+    )
+
+
+def _steps(metrics: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+
+
+def _wait_for_step(process: subprocess.Popen, metrics: Path, step: int) -> None:
+    """Poll until the run has logged `step` (its metrics file is rewritten at start)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if any(s >= step for s in _steps(metrics)):
+                return
+        except (OSError, ValueError):
+            pass  # not there yet, or a line being written
+        time.sleep(0.02)
+    raise AssertionError(f"the run never reached step {step} (exit {process.poll()})")
+
+
+@pytest.fixture(scope="module")
+def killed(small_store, tmp_path_factory):
+    """A `protprof train` process SIGKILLed after step 12 (its last checkpoint: step 10), and
+    what a second run on its out-dir said meanwhile (the first held still by SIGSTOP, so it
+    cannot finish during the second's start-up)."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    with open(out.parent / "train.log", "w") as log:
+        process = subprocess.Popen(
+            [
+                str(PROTPROF),
+                "train",
+                "--resume",
+                "--store",
+                str(small_store),
+                "--out-dir",
+                str(out),
+                "--set",
+                *SETTINGS,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,  # its own process group, killed as a whole
+        )
+    try:
+        _wait_for_step(process, out / "last-metrics.jsonl", 12)
+        os.killpg(process.pid, signal.SIGSTOP)
+        second = _second_run(small_store, out)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return {"out": out, "second": second}
+
+
+def _second_run(store: Path, out: Path) -> tuple[int, list[str]]:
+    """`protprof train` on a busy out-dir, in a process of its own (the lock is per process)."""
+    run = subprocess.run(
+        [
+            str(PROTPROF),
+            "-q",
+            "train",
+            "--resume",
+            "--store",
+            str(store),
+            "--out-dir",
+            str(out),
+            "--set",
+            *SETTINGS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return run.returncode, run.stderr.strip().splitlines()
+
+
+def test_second_run_on_one_out_dir_is_refused(killed):
+    """Item 6: one line from the second run; it changed nothing of the first's files."""
+    out = killed["out"]
+    code, err = killed["second"]
+    lock = out / ".checkpoint.pt.lock"
+    assert code == 1
+    assert err == [
+        f"protprof train: error: {out / 'checkpoint.pt'}: another protprof run is "
+        f"writing it (lock {lock} is held); wait for it to finish or choose another "
+        "output"
+    ]
+
+
+def test_killed_run_leaves_its_rolling_checkpoint_and_nothing_published(killed):
+    out = killed["out"]
+    step = load_checkpoint(out / "last.pt")["step"]
+    assert step == 10, f"the run was killed after step 20 (checkpoint {step}): too late"
+    assert max(_steps(out / "last-metrics.jsonl")) > 10  # lines the resumed run must drop
+    assert not any(
+        (out / name).exists() for name in ("checkpoint.pt", "metrics.jsonl", "curves.png")
+    )
+
+
+def test_killed_run_resumes_bit_identical_with_each_metrics_line_once(
+    killed, small_store, tmp_path, caplog
+):
+    """Items 3 and 5: the stale lock does not block the rerun, which logs where it resumed,
+    ends with the uninterrupted run's weights bit for bit and writes each step's line once."""
+    out = killed["out"]
+    caplog.set_level(logging.INFO, logger="protprof.train")
+    assert _train(small_store, out, resume=True) == 0
+    assert f"resumed from {out / 'last.pt'} at step 10" in caplog.messages
+    assert _train(small_store, tmp_path / "whole") == 0
+    resumed = load_checkpoint(out / "checkpoint.pt")
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    assert resumed["step"] == whole["step"] == 40
+    for name, weight in whole["model"].items():
+        assert torch.equal(resumed["model"][name], weight), name
+    assert _steps(out / "metrics.jsonl") == list(range(1, 41))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    expected = [
+        json.loads(line)
+        for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    ]
+    for row, want in zip(rows, expected, strict=True):  # same losses; the speed differs
+        assert {k: v for k, v in row.items() if k != "tokens_per_s"} == {
+            k: v for k, v in want.items() if k != "tokens_per_s"
+        }
+    assert (out / "curves.png").stat().st_size > 1000
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "curves.png",
+        "metrics.jsonl",
+    ]
+
+
+def test_stop_after_fails_clearly_keeps_the_checkpoint_and_a_rerun_continues(
+    small_store, tmp_path, capsys
+):
+    """Item 4: stop_after counts the steps of one invocation; the stop is exit 1 with one
+    line, the rolling checkpoint stays, nothing is published until max_steps."""
+    out = tmp_path / "run"
+    short = ["max_steps=6", "stop_after=4"]
+    assert _train(small_store, out, *short) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"protprof train: error: stopped at step 4 (stop_after); rerun with "
+        f"--resume to continue from {out / 'last.pt'}"
+    )
+    assert not any(line.startswith("Traceback") for line in err)
+    assert load_checkpoint(out / "last.pt")["step"] == 4
+    assert _steps(out / "last-metrics.jsonl") == [1, 2, 3, 4]
+    assert not (out / "checkpoint.pt").exists() and not (out / "curves.png").exists()
+    assert _train(small_store, out, *short, resume=True) == 0  # steps 5-6: done
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 6
+    assert _steps(out / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]
+    assert not (out / "last.pt").exists()
+
+
+def test_existing_checkpoint_without_resume_and_other_settings_are_refused(
+    small_store, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert _train(small_store, out, "max_steps=2") == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert _train(small_store, out, "max_steps=4") == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"protprof train: error: {out / 'checkpoint.pt'} exists: pass --resume to continue it, "
+        "or remove it to start over"
+    )
+    assert _train(small_store, out, "max_steps=4", "lr=0.01", resume=True) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"protprof train: error: {out / 'checkpoint.pt'}: cannot resume, it was trained with "
+        "other settings (lr 0.001 -> 0.01); remove it to start over"
+    )
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert _train(small_store, out, "max_steps=4", resume=True) == 0  # train on: allowed
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+    assert _steps(out / "metrics.jsonl") == [1, 2, 3, 4]
+
+
+BAD_SETTINGS = {  # --set value: the one line
+    "grad_clip=-1": "train.grad_clip must be > 0, got -1.0",
+    "grad_clip=0": "train.grad_clip must be > 0, got 0.0",
+    "max_steps=3.5": "train.max_steps must be an integer >= 1, got 3.5",
+    "max_steps=0": "train.max_steps must be >= 1, got 0",
+    "max_steps=true": "train.max_steps must be an integer >= 1, got True",
+    "lr=.inf": "train.lr must be a finite number in (0, 1], got inf",
+    "lr=.nan": "train.lr must be a finite number in (0, 1], got nan",
+    "lr=nan": "train.lr must be a finite number in (0, 1], got nan",
+    "lr=0": "train.lr must be in (0, 1], got 0.0",
+    "lr=1e38": "train.lr must be in (0, 1], got 1e+38",
+    "lr=fast": "train.lr must be a finite number in (0, 1], got 'fast'",
+    "weight_decay=-5": "train.weight_decay must be >= 0, got -5.0",
+    "min_lr_ratio=50": "train.min_lr_ratio must be in [0, 1], got 50.0",
+    "num_workers=-1": "train.num_workers must be >= 0, got -1",
+    "mask_prob=1": "train.mask_prob must be in (0, 1), got 1.0",
+    "mlm_weight=-1": "train.mlm_weight must be >= 0, got -1.0",
+    "warmup_steps=-2": "train.warmup_steps must be >= 0, got -2",
+    "seed=-1": "train.seed must be >= 0, got -1",
+    "eval_batches=2.0": "train.eval_batches must be an integer >= 0, got 2.0",
+    "compile=2": "train.compile must be a bool, got 2",
+    "device=gpu": "train.device must be one of ('auto', 'cpu', 'cuda'), got 'gpu'",
+    "objective=both": "train.objective must be one of ('mlm', 'profile', 'multitask'), got 'both'",
+    "model_overrides={dropout: 1.5}": "train.model_overrides.dropout must be in [0, 1), got 1.5",
+    "model_overrides={n_layers: 2.5}": "train.model_overrides.n_layers must be an integer >= 1, "
+    "got 2.5",
+    "model_overrides={rope_base: .nan}": "train.model_overrides.rope_base must be a finite "
+    "number > 0, got nan",
+}
+
+
+@pytest.mark.parametrize("item", list(BAD_SETTINGS))
+def test_bad_setting_is_one_line_naming_key_and_value(tmp_path, capsys, item):
+    """Item 7, through --set and through the YAML file (the same values)."""
+    key, _, value = item.partition("=")
+    config = tmp_path / "train.yaml"
+    config.write_text(f"{key}: {value}\n")
+    for argv in (["--set", item], ["--config", str(config)]):
+        out = tmp_path / "run"
+        assert (
+            main(["train", "--store", str(tmp_path / "unused.zarr"), "--out-dir", str(out), *argv])
+            == 1
+        )
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"protprof train: error: {BAD_SETTINGS[item]}"
+        ]
+        assert not out.exists()  # refused before anything was made
+
+
+def test_usual_float_notation_is_accepted(tmp_path):
+    """PyYAML reads `1e-3` (no dot) as a string: it is a number for a float setting."""
+    config = tmp_path / "train.yaml"
+    config.write_text("lr: 1e-3\nweight_decay: 0\nmax_steps: 7\n")
+    settings = load_config(config, ["store=s.zarr", "mlm_weight=2e-1", "grad_clip=1E+0"])
+    assert (settings.lr, settings.weight_decay, settings.max_steps) == (0.001, 0.0, 7)
+    assert (settings.mlm_weight, settings.grad_clip) == (0.2, 1.0)
+    assert isinstance(settings.weight_decay, float)
+    assert load_config(None, ["store=2024", "out_dir=0001"]).out_dir == "0001"
+
+
+def test_infinite_loss_at_the_first_step_is_one_line(small_store, tmp_path, capsys):
+    """Item 7: a real overflow (a loss weight of 1e39 makes the float32 loss inf)."""
+    out = tmp_path / "run"
+    assert _train(small_store, out, "mlm_weight=1e39") == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "protprof train: error: the loss is inf at step 1: training stopped; no checkpoint was "
+        "written yet; try a lower lr"
+    )
+    assert not (out / "last.pt").exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    small_store, tmp_path, capsys, monkeypatch
+):
+    """Item 7: the loss turns NaN at step 14 (injected); the checkpoint of step 10 stays, its
+    weights finite, and nothing is published."""
+    real = protprof.train.total_loss
+    calls = []
+
+    def nan_from_step_14(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) >= 14 else loss
+
+    monkeypatch.setattr(protprof.train, "total_loss", nan_from_step_14)
+    out = tmp_path / "run"
+    assert _train(small_store, out) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"protprof train: error: the loss is nan at step 14: training stopped; the last good "
+        f"checkpoint is {out / 'last.pt'} (step 10); try a lower lr"
+    )
+    assert load_checkpoint(out / "last.pt")["step"] == 10  # loads: its weights are finite
+    assert _steps(out / "last-metrics.jsonl") == list(range(1, 14))
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_full_disk_during_training_keeps_the_last_checkpoint(small_store, small_disk, capsys):
+    """The tiny model's checkpoint with its optimizer is 1.3 MB: the first fits on the 2 MiB
+    disk, the second (written beside it before the rename) does not."""
+    out = small_disk / "run"
+    code = main(
+        [
+            "-q",
+            "train",
+            "--store",
+            str(small_store),
+            "--out-dir",
+            str(out),
+            "--set",
+            "max_steps=4",
+            "checkpoint_every=2",
+            "eval_every=2",
+            "max_tokens=2048",
+            "max_len=128",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == [
+        f"protprof train: error: {out / 'last.pt'}: cannot write, the disk is full "
+        f"({out}); nothing was replaced"
+    ]
+    assert load_checkpoint(out / "last.pt")["step"] == 2  # the previous one, intact
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_resume_from_a_foreign_last_checkpoint_is_one_line(small_store, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copyfile(write_bad("tensor", tmp_path / "t.pt"), out / "last.pt")
+    code = main(
+        [
+            "-q",
+            "train",
+            "--resume",
+            "--store",
+            str(small_store),
+            "--out-dir",
+            str(out),
+            "--set",
+            "max_steps=2",
+            "max_tokens=2048",
+            "max_len=128",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err == [f"protprof train: error: {out / 'last.pt'}: {BAD['tensor']}"]
+    assert (out / "last.pt").exists()
