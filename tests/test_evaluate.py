@@ -38,6 +38,7 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
                  str(small_store), "--tasks", "ss", "stability", "profile", "--max-train", "80",
                  "--max-test", "60", "--out", str(out)]) == 0  # fmt: skip
     report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 30  # the checkpoint's step
     results = {(r["task"].split(" (")[0], r["metric"].split(",")[0]): r for r in report["results"]}
     q3 = results[("secondary structure", "Q3")]
     assert (q3["n_train"], q3["n_test"]) == (80, 60)
