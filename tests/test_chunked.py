@@ -27,6 +27,7 @@ def in_memory(queries, demo_database):
     return JackhmmerSearch(demo_database.block, PARAMS, threads=2, z=5000).run(queries)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 3])
 def test_chunked_equals_in_memory(tmp_path, queries, in_memory, k):
     paths = [tmp_path / f"chunk{c}.fasta" for c in range(k)]

@@ -232,6 +232,7 @@ def test_alignment_files_are_unique_and_reversible(tmp_path):
     assert files["sp|P1|X_HUMAN"] == "sp|P1|X_HUMAN.sto"
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_build_within_seconds(tmp_path):
     out = tmp_path / "out.zarr"
     build_cmd = build(DEMO_QUERIES, out, "-N", "3")

@@ -64,6 +64,7 @@ def run_program(query, db: Path, tmp: Path) -> tuple[set[str], object]:
     return targets, msa
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(JACKHMMER is None, reason="HMMER's jackhmmer program is not installed")
 def test_same_hits_and_profiles_as_jackhmmer_program(tmp_path, demo_database, plain_db):
     queries = [read_fasta(DEMO_QUERIES)[i] for i in QUERY_INDICES]

@@ -22,6 +22,7 @@ from test_workflow import job_counts, write_config
 from protprof.store import open_store
 from protprof.train import load_model
 
+pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
 BIN = Path(sys.executable).parent
 

@@ -20,7 +20,8 @@ from protprof.train import load_model
 
 BIN = Path(sys.executable).parent
 SNAKEMAKE = shutil.which("snakemake", path=str(BIN)) or shutil.which("snakemake")
-pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")]
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
