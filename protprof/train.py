@@ -533,16 +533,36 @@ def _rolling_metrics(out: Path, source: Path | None, step: int) -> None:
 def publish(out: Path) -> None:
     """Publish a finished run: checkpoint.pt, metrics.jsonl and curves.png, each renamed into
     place when complete; then remove the rolling files (a kill before that only republishes)."""
-    with atomic_output(out / CHECKPOINT) as tmp:
-        try:
-            os.link(out / LAST, tmp)  # no copy of a large model
-        except OSError:
-            shutil.copyfile(out / LAST, tmp)
+    _link(out / LAST, out / CHECKPOINT)
     with atomic_output(out / METRICS) as tmp:
         shutil.copyfile(out / LAST_METRICS, tmp)
     plot_metrics(out / METRICS, out / CURVES)
     for rolling in (LAST_METRICS, LAST):
         (out / rolling).unlink()
+
+
+def _link(source: Path, target: Path) -> None:
+    """`target` becomes a copy of `source`, atomically: a hard link (no copy of a large model;
+    safe, as checkpoints are replaced by renames, never rewritten), else a copy."""
+    if target.exists() and os.path.samefile(source, target):
+        return  # already linked; renaming a link over its twin would do nothing and leave it
+    with atomic_output(target) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
+def _start_rolling(out: Path, source: Path | None, step: int) -> None:
+    """The rolling files of this run. Continuing a finished run starts them from its published
+    files (so a run with no step left to do still publishes); metrics stop at `step`."""
+    metrics = None
+    if source == out / CHECKPOINT:
+        _link(source, out / LAST)
+        metrics = out / METRICS
+    elif source is not None:
+        metrics = out / LAST_METRICS
+    _rolling_metrics(out, metrics, step)
 
 
 def _lock(out: Path) -> AbstractContextManager:
@@ -571,8 +591,7 @@ def train(config: TrainConfig, resume: bool = False) -> Trainer:
         if source is not None:
             trainer.load(source)
         if trainer.rank == 0:
-            metrics = {out / LAST: out / LAST_METRICS, out / CHECKPOINT: out / METRICS}
-            _rolling_metrics(out, metrics.get(source) if source else None, trainer.step)
+            _start_rolling(out, source, trainer.step)
             log.info("model %s: %d parameters; objective %s; %d train / %d valid sequences",
                      config.model, trainer.model.n_parameters(), config.objective,
                      len(trainer.train_data), len(trainer.valid_data))  # fmt: skip

@@ -24,6 +24,7 @@ from protprof.cli import main
 from protprof.train import load_config
 
 PROTPROF = Path(sys.executable).parent / "protprof"
+PUBLISHED = ["checkpoint.pt", "curves.png", "metrics.jsonl"]  # all a finished out-dir holds
 # 40 steps of the tiny model with dropout (so RNG state matters), validation every step.
 SETTINGS = [
     "max_steps=40",
@@ -142,9 +143,7 @@ def test_killed_run_leaves_its_rolling_checkpoint_and_nothing_published(killed):
     step = load_checkpoint(out / "last.pt")["step"]
     assert step == 10, f"the run was killed after step 20 (checkpoint {step}): too late"
     assert max(_steps(out / "last-metrics.jsonl")) > 10  # lines the resumed run must drop
-    assert not any(
-        (out / name).exists() for name in ("checkpoint.pt", "metrics.jsonl", "curves.png")
-    )
+    assert not any((out / name).exists() for name in PUBLISHED)
 
 
 def test_killed_run_resumes_bit_identical_with_each_metrics_line_once(
@@ -173,11 +172,7 @@ def test_killed_run_resumes_bit_identical_with_each_metrics_line_once(
             k: v for k, v in want.items() if k != "tokens_per_s"
         }
     assert (out / "curves.png").stat().st_size > 1000
-    assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.pt",
-        "curves.png",
-        "metrics.jsonl",
-    ]
+    assert sorted(p.name for p in out.iterdir()) == PUBLISHED
 
 
 def test_stop_after_fails_clearly_keeps_the_checkpoint_and_a_rerun_continues(
@@ -200,7 +195,7 @@ def test_stop_after_fails_clearly_keeps_the_checkpoint_and_a_rerun_continues(
     assert _train(small_store, out, *short, resume=True) == 0  # steps 5-6: done
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 6
     assert _steps(out / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]
-    assert not (out / "last.pt").exists()
+    assert sorted(p.name for p in out.iterdir()) == PUBLISHED  # rolling files gone
 
 
 def test_existing_checkpoint_without_resume_and_other_settings_are_refused(
@@ -223,6 +218,10 @@ def test_existing_checkpoint_without_resume_and_other_settings_are_refused(
     assert _train(small_store, out, "max_steps=4", resume=True) == 0  # train on: allowed
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
     assert _steps(out / "metrics.jsonl") == [1, 2, 3, 4]
+    done = (out / "checkpoint.pt").read_bytes()
+    assert _train(small_store, out, "max_steps=4", resume=True) == 0  # nothing left to do
+    assert (out / "checkpoint.pt").read_bytes() == done
+    assert sorted(p.name for p in out.iterdir()) == PUBLISHED
 
 
 BAD_SETTINGS = {  # --set value: the one line
