@@ -104,6 +104,7 @@ def _write_msa(msa: DigitalMSA) -> bytes:
 
 
 def read_msa(data: bytes) -> DigitalMSA[Any]:
+    """An alignment saved in a search state (Stockholm bytes), digital."""
     with MSAFile(io.BytesIO(data), format="stockholm", digital=True, alphabet=AMINO) as handle:
         msa = handle.read()
     if msa is None:
@@ -148,11 +149,13 @@ def results(records: list[Record], states: dict[str, QueryState]) -> list[QueryR
 
 
 def save(path: Path, obj: object) -> None:
+    """Write a search state or hit list atomically, tagged with the state format version."""
     with atomic_output(path) as tmp, open(tmp, "wb") as handle:
         pickle.dump({"version": STATE_VERSION, "data": obj}, handle)
 
 
 def load(path: Path) -> Any:
+    """Read what `save` wrote, refusing a file of another state format version."""
     try:
         with open(path, "rb") as handle:
             payload = pickle.load(handle)

@@ -506,6 +506,7 @@ def _run_compare(args: argparse.Namespace) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The `protprof` argument parser with every registered subcommand."""
     p = argparse.ArgumentParser(
         prog="protprof",
         description="Build per-residue MSA profiles with jackhmmer, store them in Zarr, and "
@@ -520,6 +521,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand and return its exit status: 0, or 1 after a ProtprofError's one
+    line. Ctrl-C exits 130 at once."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip

@@ -60,6 +60,7 @@ class ProfileDataset(Dataset):
         self._lengths = self.full_lengths.tolist()
 
     def set_epoch(self, epoch: int) -> None:
+        """Use `epoch`'s random crops (deterministic per epoch)."""
         self.epoch = epoch
 
     @property
@@ -107,6 +108,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for `epoch` (every process must call it with the same epoch)."""
         self.epoch, self.start_batch = epoch, 0
 
     def _all_batches(self) -> list[np.ndarray]:
@@ -150,9 +152,11 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return len(self.batches())
 
     def state_dict(self) -> dict[str, int]:
+        """Where the sampler stands (epoch, next batch): all a resumed run needs."""
         return {"epoch": self.epoch, "start_batch": self.start_batch, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a position `state_dict` returned."""
         self.epoch, self.start_batch, self.seed = state["epoch"], state["start_batch"], state["seed"]
 
 

@@ -45,6 +45,7 @@ def search(config: dict[str, Any]) -> SearchParams:
 
 
 def profile(config: dict[str, Any]) -> ProfileParams:
+    """The config's profile parameters."""
     section = config["profile"]
     return ProfileParams(method=section["method"], pseudocount=section["pseudocount"])
 
@@ -55,6 +56,7 @@ def options(params: object) -> str:
 
 
 def ingest_options(config: dict[str, Any]) -> str:
+    """The `protprof ingest` / `assemble` options of the config."""
     return options(ingest(config))
 
 
@@ -86,6 +88,7 @@ def database_residues(config: dict[str, Any]) -> float:
 
 
 def query_residues_per_shard(config: dict[str, Any]) -> float:
+    """Query residues one search job handles: `query_residues` or the files' estimate, per shard."""
     total = config.get("query_residues") or sum(file_residues(q) for q in config["queries"])
     return total / config["shards"]
 
@@ -107,11 +110,13 @@ def search_runtime_min(config: dict[str, Any]) -> int:
 
 
 def assemble_mem_mb(config: dict[str, Any]) -> int:
+    """Memory of the assemble job, which holds one shard at a time."""
     shard = query_residues_per_shard(config)
     return int(WORKING_SET_MB + 2 * STORE_BYTES_PER_RESIDUE * shard / 1e6)
 
 
 def evaluation_options(config: dict[str, Any]) -> str:
+    """The `protprof evaluate` options of the config."""
     e = config["evaluation"]
     return (f"--data {e['data']} --tasks {' '.join(e['tasks'])} --max-train {e['max_train']} "
             f"--max-test {e['max_test']}")  # fmt: skip
@@ -126,6 +131,7 @@ def train_launcher(config: dict[str, Any]) -> str:
 
 
 def train_slurm_extra(config: dict[str, Any]) -> str:
+    """The SLURM GPU request of the training job (nothing on CPU)."""
     devices = config["train"]["devices"]
     return f"'--gpus={devices}'" if devices else ""
 

@@ -112,6 +112,7 @@ class ProteinEncoder(nn.Module):
             self.embed.weight[PAD].zero_()
 
     def n_parameters(self) -> int:
+        """Number of parameters (the tied MLM decoder counted once)."""
         return sum(p.numel() for p in self.parameters())
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -277,22 +277,27 @@ class ProfileStore:
 
     @property
     def ids(self) -> np.ndarray:
+        """Query identifiers, in store order."""
         return self._array("ids")
 
     @property
     def n_hits(self) -> np.ndarray:
+        """Alignment depth of each sequence (distinct targets in its final alignment)."""
         return self._array("n_hits")
 
     @property
     def neff(self) -> np.ndarray:
+        """HMMER's effective sequence number of each final alignment."""
         return self._array("neff")
 
     @property
     def split(self) -> np.ndarray:
+        """Split code of each sequence: 0 train, 1 valid, 2 test."""
         return self._array("split")
 
     @property
     def lengths(self) -> np.ndarray:
+        """Residues per sequence."""
         return np.diff(self.offsets)
 
     def rows(self, name: str, start: int, stop: int) -> np.ndarray:
@@ -377,9 +382,11 @@ class ProfileStore:
         return self.rows("tokens", int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def sequence(self, i: int) -> str:
+        """The residues of sequence i as a string."""
         return decode(self.tokens(i))
 
     def quantised_profile(self, i: int) -> np.ndarray:
+        """The stored (L, 20) uint8 profile of sequence i (rows sum to 255)."""
         return self.rows("profiles", int(self.offsets[i]), int(self.offsets[i + 1]))
 
     def profile(self, i: int) -> np.ndarray:

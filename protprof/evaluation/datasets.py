@@ -40,6 +40,7 @@ class ResidueExample:
 
 @dataclass
 class SequenceExample:
+    """One sequence with a per-sequence label (a class index or a regression value)."""
     id: str
     sequence: str
     label: float  # a class index for classification, a value for regression
@@ -48,6 +49,7 @@ class SequenceExample:
 
 @dataclass
 class ContactExample:
+    """One crystal chain: its sequence and Cβ contact map."""
     id: str
     sequence: str
     contacts: np.ndarray  # (L, L) bool, C-beta (C-alpha for glycine) closer than 8 A

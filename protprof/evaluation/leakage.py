@@ -42,6 +42,7 @@ def evaluation_test_sequences(data: Path) -> list[tuple[str, str]]:
 
 @dataclass
 class GuardResult:
+    """What the leakage guard kept and dropped (with each dropped query's closest test hit)."""
     kept: list[Record]
     dropped: list[dict]  # {id, test_id, evalue}
     n_test_sequences: int
@@ -77,5 +78,6 @@ def _text(name: str | bytes) -> str:
 
 def guard_files(paths: list[Path], data: Path, evalue: float = DEFAULT_EVALUE, threads: int = 1
                 ) -> GuardResult:  # fmt: skip
+    """Run the guard on query files against every test sequence of the benchmark folder."""
     records = [r for path in paths for r in read_fasta(path)]
     return guard(records, evaluation_test_sequences(data), evalue, threads)

@@ -29,11 +29,13 @@ def _holdout(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Standardiser:
+    """Zero mean, unit variance per feature, with statistics of the training features."""
     def __init__(self, x: np.ndarray) -> None:
         self.mean = x.mean(0)
         self.std = x.std(0) + 1e-6
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Standardise `x` with the training statistics (float32)."""
         return ((x - self.mean) / self.std).astype(np.float32)
 
 
@@ -181,6 +183,7 @@ def fit_residue_classifier(features: list[np.ndarray], labels: list[np.ndarray],
 
 
 def pair_features(h: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Features of residue pairs (i, j): the product and absolute difference of their embeddings."""
     return np.concatenate([h[i] * h[j], np.abs(h[i] - h[j])], axis=1)
 
 

@@ -67,6 +67,7 @@ def _fmt(value: float) -> str:
 
 
 def markdown(report: dict) -> str:
+    """The report as a markdown table, one row per (task, metric) with its interval."""
     lines = [f"# Evaluation of {report['checkpoint']} ({report['label']})", "",
              f"objective `{report['objective']}`, model `{report['model']}` "
              f"({report['n_parameters']:,} parameters), limits {report['limits']}", "",
@@ -81,6 +82,7 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, out: Path) -> None:
+    """A bar chart of every value with its bootstrap interval, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,6 +103,7 @@ def plot(report: dict, out: Path) -> None:
 
 
 def write_report(report: dict, out_dir: Path) -> None:
+    """Write report.json, report.png and report.md (last: its presence marks a complete report)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(out_dir / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")

@@ -33,6 +33,7 @@ class Limits:
 
 @dataclass
 class Result:
+    """One number of one task: value, bootstrap interval, and the example counts behind it."""
     task: str
     metric: str
     value: float
@@ -43,10 +44,12 @@ class Result:
     note: str = ""
 
     def as_dict(self) -> dict:
+        """The result as JSON-able fields."""
         return asdict(self)
 
 
 def sample(items: list, k: int, seed: int) -> list:
+    """A fixed-seed sample of k items (all of them when k is 0 or covers them), order kept."""
     if not k or len(items) <= k:
         return items
     picked = np.sort(np.random.default_rng(seed).choice(len(items), size=k, replace=False))
@@ -54,6 +57,7 @@ def sample(items: list, k: int, seed: int) -> list:
 
 
 def residue_embeddings(model: ProteinEncoder, sequences: list[str]) -> list[np.ndarray]:
+    """Per-residue hidden states (L, d) of each sequence."""
     hidden, _ = embed_sequences(model, sequences)
     return hidden
 
@@ -77,6 +81,7 @@ def _result(task: str, metric: str, fn: Callable[..., float], arrays: list, n_tr
 
 
 def secondary_structure(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    """Q3 on CB513 of a per-residue convolution probe trained on the FLIP NetSurfP-2.0 split."""
     train = sample(ds.read_ss_flip(data, "train"), limits.max_train, limits.seed)
     test = sample(ds.read_cb513(data), limits.max_test, limits.seed)
     predict = probes.fit_residue_classifier(
@@ -95,6 +100,7 @@ def secondary_structure(model: ProteinEncoder, data: Path, limits: Limits) -> li
 
 
 def remote_homology(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    """Fold accuracy on held-out SCOPe superfamilies of a linear probe on mean embeddings."""
     train, test, folds = ds.split_remote_homology(ds.read_scope(data, limits.scope_identity))
     train = sample(train, limits.max_train, limits.seed)
     test = sample(test, limits.max_test, limits.seed)
@@ -132,6 +138,7 @@ fluorescence = _regression_task("fluorescence (avGFP)", ds.read_fluorescence,
 
 
 def contacts(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    """Precision of the top L/5 predicted contacts (separation >= 12 and >= 24) on crystal chains."""
     train = sample(ds.read_contacts(data, "train"), limits.max_train, limits.seed)
     test = sample(ds.read_contacts(data, "test"), limits.max_test, limits.seed)
     score = probes.fit_contact_probe(residue_embeddings(model, [e.sequence for e in train]),
@@ -181,6 +188,7 @@ def variant_scores(model: ProteinEncoder, variants: ds.VariantSet, batch: int = 
 
 
 def variant_effects(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+    """Zero-shot Spearman of the MLM head's and the profile head's log-odds on BLAT_ECOLX."""
     variants = ds.read_blat_ecolx(data)
     mlm, prof = variant_scores(model, variants)
     name = "zero-shot variant effects (BLAT_ECOLX)"
