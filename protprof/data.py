@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Sampler
 
 from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, IGNORE, MASK, N_STANDARD, PAD
 from protprof.errors import ConfigError
-from protprof.store import QUANT, SPLIT_NAMES, open_store
+from protprof.store import QUANT, SPLIT_NAMES, ProfileStore, open_store
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -46,18 +46,34 @@ class ProfileDataset(Dataset):
 
     def __init__(self, path: str | Path, split: str = "train", max_len: int = 1022,
                  seed: int = 0) -> None:  # fmt: skip
-        self.store = open_store(path)
+        self.path, self.split = Path(path), split
+        self.max_len, self.seed, self.epoch = max_len, seed, 0
+        self._open(open_store(path))
+
+    def _open(self, store: ProfileStore) -> None:
+        self.store = store
+        split = self.split
         if split == "all":
             self.indices = np.arange(len(self.store))
         elif split in SPLIT_NAMES:
             self.indices = np.flatnonzero(self.store.split == SPLIT_NAMES.index(split))
         else:
             raise ConfigError(f"split must be one of {SPLIT_NAMES} or 'all', got {split!r}")
-        self.max_len, self.seed, self.epoch = max_len, seed, 0
         self.full_lengths = self.store.lengths[self.indices]
         # Python ints: per-item scalar access to a list is ~10x cheaper than to numpy.
         self._starts = self.store.offsets[self.indices].tolist()
         self._lengths = self.full_lengths.tolist()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker gets the settings and the store's identity, not its index
+        # arrays and lists (~80 MB at a million sequences, per worker), and rebuilds them.
+        return {"path": self.path, "split": self.split, "max_len": self.max_len,
+                "seed": self.seed, "epoch": self.epoch, "store": self.store}  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        store = state.pop("store")
+        self.__dict__.update(state)
+        self._open(store)
 
     def set_epoch(self, epoch: int) -> None:
         """Use `epoch`'s random crops (deterministic per epoch)."""

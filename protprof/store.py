@@ -217,11 +217,15 @@ class ProfileStore:
         self._cache: dict[str, np.ndarray] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "attrs": self.attrs, "offsets": self.offsets}
+        # Path and attributes only: the receiving process reads the offsets again (no copy of
+        # an 8 MB-per-million array per worker) and checks the store is still the same one.
+        return {"path": self.path, "attrs": self.attrs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._maps, self._checked, self._cache = {}, set(), {}
+        self._check_identity()
+        self.offsets = self._read("offsets").astype(np.int64)
 
     def _read(self, name: str) -> np.ndarray:
         try:

@@ -97,3 +97,17 @@ def test_loader_with_two_spawn_workers(small_store):
                                            multiprocessing_context="spawn")]  # fmt: skip
     assert len(serial) == len(spawned) > 1
     assert all(torch.equal(a, b) for a, b in zip(serial, spawned))
+
+
+def test_dataset_pickles_small_and_reopens_the_store(small_store):
+    """A DataLoader worker receives settings and the store's identity, not index arrays
+    (which grow with the store: ~80 MB per worker at a million sequences)."""
+    data = ProfileDataset(small_store, "train", max_len=64, seed=3)
+    data.set_epoch(2)
+    payload = pickle.dumps(data)
+    assert len(payload) < 4096 and b"offsets" not in payload
+    copy = pickle.loads(payload)
+    assert (copy.epoch, copy.max_len, len(copy)) == (2, 64, len(data))
+    for i in range(len(data)):
+        for mine, theirs in zip(data[i], copy[i], strict=True):
+            np.testing.assert_array_equal(mine, theirs)
