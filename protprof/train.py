@@ -230,6 +230,7 @@ class Trainer:
         self.valid_data = ProfileDataset(config.store, "valid", config.max_len, config.seed)
         if not len(self.train_data):
             raise ConfigError(f"{config.store}: the train split is empty")
+        self.store_id = self.train_data.store.identity
         self.sampler = TokenBudgetBatchSampler(
             self.train_data.lengths, config.max_tokens, config.seed, True, self.world, self.rank
         )
@@ -263,6 +264,7 @@ class Trainer:
         """Everything a resumed run needs to continue bit-identically."""
         return {
             **model_state(self.model, dataclasses.asdict(self.config), self.step),
+            "store_id": self.store_id,  # a rebuilt store must not be resumed on
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
@@ -277,6 +279,12 @@ class Trainer:
             raise CheckpointError(f"{path}: cannot resume, it holds a model but not the training "
                                   f"state ({', '.join(missing)})")  # fmt: skip
         _check_same_run(path, state, self.config, self.model.config)
+        if state.get("store_id", self.store_id) != self.store_id:
+            raise ConfigError(
+                f"{path}: cannot resume, it was trained on another store (store_id "
+                f"{state['store_id']}; {self.config.store} is now {self.store_id}); remove it "
+                "to start over"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

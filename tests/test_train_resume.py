@@ -214,6 +214,16 @@ def test_existing_checkpoint_without_resume_and_other_settings_are_refused(
         f"protprof train: error: {out / 'checkpoint.pt'}: cannot resume, it was trained with "
         "other settings (lr 0.001 -> 0.01); remove it to start over"
     )
+    rebuilt = tmp_path / "rebuilt.zarr"  # the same data, rebuilt: a new store_id
+    shutil.copytree(small_store, rebuilt)
+    root = json.loads((rebuilt / "zarr.json").read_text())
+    old_id, root["attributes"]["store_id"] = root["attributes"]["store_id"], "0" * 32
+    (rebuilt / "zarr.json").write_text(json.dumps(root))
+    assert _train(rebuilt, out, "max_steps=4", resume=True) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"protprof train: error: {out / 'checkpoint.pt'}: cannot resume, it was trained on "
+        f"another store (store_id {old_id}; {rebuilt} is now {'0' * 32}); remove it to start over"
+    )
     assert (out / "checkpoint.pt").read_bytes() == before
     assert _train(small_store, out, "max_steps=4", resume=True) == 0  # train on: allowed
     assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
