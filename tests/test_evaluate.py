@@ -8,15 +8,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from pyhmmer.easel import Alphabet
+from pyhmmer.plan7 import Background
 
 from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, encode
 from protprof.cli import main
 from protprof.evaluation import datasets as ds
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
 from protprof.evaluation import TASKS
-from protprof.evaluation.tasks import RUNNERS, variant_scores
+from protprof.evaluation.tasks import RUNNERS, Limits, variant_scores
+from protprof.embed import embed_sequences
 from protprof.fasta import Record, read_fasta
-from protprof.train import load_config, load_model, train
+from protprof.store import open_store
+from protprof.checkpoint import load_model
+from protprof.train import load_config, train
 from tests.conftest import DEMO_QUERIES, SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(),
@@ -45,9 +50,23 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
     # A probe on any informative features beats guessing uniformly among H, E, C.
     assert 0.38 < q3["value"] < 1 and q3["low"] <= q3["value"] <= q3["high"]
     rho = results[("stability", "Spearman rho")]
-    assert -1 <= rho["value"] <= 1 and rho["n_test"] == 60
+    assert (rho["n_train"], rho["n_test"]) == (80, 60)
+    # The command line and the library give the same number (fixed-seed samples and probes).
+    (direct,) = RUNNERS["stability"](load_model(checkpoint), SHARED_DATA, Limits(80, 60, 0))
+    assert direct.value == pytest.approx(rho["value"], abs=1e-9)
+    assert rho["low"] <= rho["value"] <= rho["high"]
     kl = {r["metric"]: r["value"] for r in report["results"] if r["task"].startswith("profile")}
-    assert len(kl) == 3 and all(v > 0 for v in kl.values())
+    # KL(store profile || guess) recomputed here from the store's test split, per residue.
+    store = open_store(small_store)
+    rows = np.flatnonzero(store.split == 2)
+    targets = np.concatenate([store.profile(i) for i in rows]).astype(np.float64)
+    _, predicted = embed_sequences(load_model(checkpoint), [store.sequence(i) for i in rows])
+    background = np.array(list(Background(Alphabet.amino()).residue_frequencies)[:20])
+    guesses = {"KL, model profile head": np.concatenate(predicted),
+               "KL, baseline: background frequencies": background / background.sum()}
+    for metric, guess in guesses.items():
+        terms = targets * np.log(np.where(targets > 0, targets, 1) / guess)  # 0 log 0 = 0
+        assert kl[metric] == pytest.approx(terms.sum(1).mean(), rel=1e-3), metric
     # Trained on profiles, the head beats the flat background already.
     assert kl["KL, model profile head"] < kl["KL, baseline: background frequencies"]
     assert (out / "report.png").stat().st_size > 1000
@@ -111,3 +130,22 @@ def test_leakage_guard_drops_a_test_homologue_and_keeps_the_rest(tmp_path):
 def test_cli_task_names_match_the_runners():
     # TASKS lives apart from the runners so the CLI needs no torch; the two must not drift.
     assert set(TASKS) == {*RUNNERS, "profile"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task, metrics", [
+    ("homology", ["top-1 fold accuracy"]),
+    ("fluorescence", ["Spearman rho"]),
+    ("contacts", ["P@L/5, separation >= 12", "P@L/5, separation >= 24"]),
+])  # fmt: skip
+def test_task_runners_on_small_samples(checkpoint, task, metrics):
+    """Every runner reads its real data, fits its probe and reports each metric with the sample
+    sizes it was asked for and an interval around the value."""
+    limits = Limits(max_train=40, max_test=12, seed=0)
+    results = RUNNERS[task](load_model(checkpoint), SHARED_DATA, limits)
+    assert [r.metric for r in results] == metrics
+    for r in results:
+        assert r.n_test == 12 and r.n_train == 40, r
+        assert np.isfinite(r.value) and r.low <= r.value <= r.high, r
+    again = RUNNERS[task](load_model(checkpoint), SHARED_DATA, limits)
+    assert [r.value for r in again] == [r.value for r in results]  # fixed seeds: repeatable

@@ -74,8 +74,10 @@ def test_interrupted_and_resumed_training_is_bit_identical(small_store, tmp_path
     assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
     rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3 and "valid_profile_kl" in rows[-1]
-    model = load_model(tmp_path / "full" / "checkpoint.pt")
-    assert model.n_parameters() == full.model.n_parameters()
+    model = load_model(tmp_path / "full" / "checkpoint.pt")  # the trained weights, exactly
+    for (name, a), (_, b) in zip(model.state_dict().items(), full.model.state_dict().items(),
+                                 strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
 
 
 def test_resume_with_another_model_is_refused(small_store, tmp_path):

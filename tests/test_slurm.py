@@ -20,7 +20,8 @@ from conftest import ROOT
 from test_workflow import job_counts, write_config
 
 from protprof.store import open_store
-from protprof.train import load_model
+from protprof.checkpoint import load_model
+from protprof.model import PRESETS
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
@@ -59,7 +60,8 @@ def test_workflow_on_real_slurm(cluster, tmp_path, capsys):
     assert run.returncode == 0, run.stderr[-4000:]
     store = open_store(tmp_path / "results/store/profiles.zarr")
     assert len(store) == 10
-    assert load_model(tmp_path / "results/train/multitask/seed0/checkpoint.pt").n_parameters() > 0
+    model = load_model(tmp_path / "results/train/multitask/seed0/checkpoint.pt")
+    assert model.config == PRESETS["tiny"]
     jobs = subprocess.run(["sacct", "-n", "-X", "-P", "-S", start, "-o", "JobID,State"],
                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
     table = subprocess.run(["sacct", "-X", "-S", start, "-o", "JobID,Partition,State,Elapsed,Comment%40"],

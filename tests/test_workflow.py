@@ -16,7 +16,8 @@ from conftest import ROOT, SHARED_DATA
 
 from protprof.cli import main
 from protprof.store import open_store
-from protprof.train import load_model
+from protprof.checkpoint import load_model
+from protprof.model import PRESETS, ProteinEncoder
 
 BIN = Path(sys.executable).parent
 SNAKEMAKE = shutil.which("snakemake", path=str(BIN)) or shutil.which("snakemake")
@@ -76,7 +77,8 @@ def test_workflow_end_to_end_and_resume(workflow_run):
     assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(n))
     checkpoint = tmp_path / "results/train/multitask/seed0/checkpoint.pt"
     model = load_model(checkpoint)
-    assert model.n_parameters() > 0
+    assert model.config == PRESETS["tiny"]  # the demo trainer settings' model
+    assert model.n_parameters() == ProteinEncoder(PRESETS["tiny"]).n_parameters()
     # The trained model embeds any sequences.
     out = tmp_path / "embeddings.npz"
     assert main(["embed", str(checkpoint), str(tmp_path / "queries.fasta"), "--out", str(out)]) == 0
