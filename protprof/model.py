@@ -58,6 +58,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class _Rotary(nn.Module):
+    inv_freq: torch.Tensor  # a buffer (typed: nn.Module's attribute lookup is not)
+
     def __init__(self, head_dim: int, base: float) -> None:
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
@@ -76,7 +78,9 @@ class _Block(nn.Module):
         self.ln1, self.ln2 = nn.LayerNorm(c.d_model), nn.LayerNorm(c.d_model)
         self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
         self.out = nn.Linear(c.d_model, c.d_model)
-        self.ff = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
+        self.ff = nn.Sequential(
+            nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model)
+        )
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -86,7 +90,8 @@ class _Block(nn.Module):
         q, k, v = (y.transpose(1, 2) for y in (q, k, v))  # (B, H, T, head_dim)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=keep[:, None, None, :], dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=keep[:, None, None, :],
+            dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, T, head_dim)
         x = x + self.drop(self.out(attn.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.ff(self.ln2(x)))
