@@ -122,6 +122,18 @@ def evaluation_options(config: dict[str, Any]) -> str:
             f"--max-test {e['max_test']}")  # fmt: skip
 
 
+def check_training(config: dict[str, Any], store: str) -> None:
+    """Validate the training YAML with every objective and seed the workflow will train, so a
+    bad key or value fails at `--dry-run`, naming it, before any search runs."""
+    from protprof.train_config import load_config
+
+    train = config["train"]
+    for objective in train["objectives"]:
+        for seed in train["seeds"]:
+            load_config(train["config"], [f"store={store}", f"objective={objective}",
+                                          f"seed={seed}", f"devices={train['devices']}"])  # fmt: skip
+
+
 def train_launcher(config: dict[str, Any]) -> str:
     """One process on CPU or one GPU; torchrun with one process per GPU beyond that."""
     devices = config["train"]["devices"]

@@ -20,15 +20,13 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 import torch.distributed as dist
-import yaml
 
 from protprof._atomic import atomic_output, claim_output
 from protprof.alphabet import IGNORE
@@ -48,7 +46,8 @@ from protprof.data import (
     profile_targets,
 )
 from protprof.errors import CheckpointError, ConfigError, TrainingError
-from protprof.model import OBJECTIVES, PRESETS, ModelConfig, ProteinEncoder, total_loss
+from protprof.model import ModelConfig, ProteinEncoder, total_loss
+from protprof.train_config import TrainConfig, load_config  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"  # published when training ends
@@ -56,156 +55,6 @@ METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 LAST = "last.pt"  # rolling checkpoint, kept after a kill
 LAST_METRICS = "last-metrics.jsonl"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every trainer setting. A YAML file gives some; `--set key=value` overrides any."""
-
-    store: str = ""
-    out_dir: str = "results/train"
-    objective: str = "multitask"  # mlm | profile | multitask (the paper's three arms)
-    mlm_weight: float = 1.0
-    profile_weight: float = 1.0
-    mask_prob: float = 0.15
-    model: str = "tiny"  # a preset of protprof.model.PRESETS
-    model_overrides: dict = field(default_factory=dict)  # e.g. {n_layers: 4}
-    max_len: int = 512  # residues per sequence (random crop beyond)
-    max_tokens: int = 8192  # padded tokens per micro-batch
-    accum_steps: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    max_steps: int = 500
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    grad_clip: float = 1.0
-    eval_every: int = 50
-    eval_batches: int = 20  # validation batches per evaluation (0 = the whole split)
-    checkpoint_every: int = 100
-    # Run at most this many steps in one invocation, then checkpoint and fail with "stopped at
-    # step N (stop_after)"; a rerun with --resume continues (e.g. under a SLURM time limit).
-    stop_after: int = 0
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    compile: bool = False
-    devices: int = 1  # processes torchrun starts (set by the workflow; informational)
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = _checked(f.name, str(f.type), getattr(self, f.name))
-            object.__setattr__(self, f.name, value)  # ints given for floats become floats
-        self.model_config()  # validates the overrides
-
-    def model_config(self) -> ModelConfig:
-        """The encoder shape: the preset with `model_overrides` applied (checked)."""
-        base = dataclasses.asdict(PRESETS[self.model])
-        unknown = set(self.model_overrides) - set(base)
-        if unknown:
-            raise ConfigError(f"train.model_overrides: unknown keys {sorted(unknown)}")
-        overrides = {k: _checked(f"model_overrides.{k}", type(base[k]).__name__, v)
-                     for k, v in self.model_overrides.items()}  # fmt: skip
-        return ModelConfig(**{**base, **overrides})
-
-
-# Intervals of the numeric settings. lr <= 1: beyond, AdamW's step size overflows float32.
-_BOUNDS = {
-    "mlm_weight": "[0, inf)", "profile_weight": "[0, inf)", "mask_prob": "(0, 1)",
-    "max_len": "[1, inf)", "max_tokens": "[1, inf)", "accum_steps": "[1, inf)", "lr": "(0, 1]",
-    "weight_decay": "[0, inf)", "warmup_steps": "[0, inf)", "max_steps": "[1, inf)",
-    "min_lr_ratio": "[0, 1]", "grad_clip": "(0, inf)", "eval_every": "[1, inf)",
-    "eval_batches": "[0, inf)", "checkpoint_every": "[1, inf)", "stop_after": "[0, inf)",
-    "seed": "[0, inf)", "num_workers": "[0, inf)", "devices": "[0, inf)",
-    "model_overrides.n_layers": "[1, inf)", "model_overrides.d_model": "[1, inf)",
-    "model_overrides.n_heads": "[1, inf)", "model_overrides.d_ff": "[1, inf)",
-    "model_overrides.dropout": "[0, 1)", "model_overrides.rope_base": "(0, inf)",
-}  # fmt: skip
-_CHOICES = {"objective": OBJECTIVES, "model": tuple(PRESETS), "device": ("auto", "cpu", "cuda")}
-
-
-def _checked(key: str, kind: str, value: Any) -> Any:
-    """`value` if it has the setting's type and lies in its interval (an int is accepted for a
-    float and returned as one); otherwise a ConfigError naming the key and the value."""
-    if kind in ("int", "float"):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if kind == "int" and not (number and isinstance(value, int)):
-            raise ConfigError(f"train.{key} must be an integer{_bounds(key)}, got {value!r}")
-        if not number or not math.isfinite(value):
-            raise ConfigError(f"train.{key} must be a finite number{_bounds(key)}, got {value!r}")
-        value = int(value) if kind == "int" else float(value)
-        if key in _BOUNDS and not _within(value, _BOUNDS[key]):
-            raise ConfigError(f"train.{key} must be{_bounds(key)}, got {value!r}")
-        return value
-    expected = {"str": str, "bool": bool, "dict": dict}[kind]
-    if not isinstance(value, expected):
-        raise ConfigError(f"train.{key} must be a {kind}, got {value!r}")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"train.{key} must be one of {_CHOICES[key]}, got {value!r}")
-    if key == "store" and not value:
-        raise ConfigError("train: 'store' is required (the profile store to train on)")
-    return value
-
-
-def _within(value: float, interval: str) -> bool:
-    low, high = (float(x) for x in interval[1:-1].split(","))
-    above = value >= low if interval[0] == "[" else value > low
-    below = value <= high if interval[-1] == "]" else value < high
-    return above and below
-
-
-def _bounds(key: str) -> str:
-    """' >= 1' or ' in (0, 1]': the interval as the error message states it."""
-    interval = _BOUNDS.get(key)
-    if interval is None:
-        return ""
-    if interval.endswith("inf)"):
-        return f" {'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
-    return f" in {interval}"
-
-
-_FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-
-
-def _coerce(key: str, value: Any, text: str | None = None) -> Any:
-    """A setting's value as read from YAML (or from `--set` `text`), before checking.
-
-    YAML 1.1 reads `1e-3` (no dot) as a string: a number-like string is read as a float for a
-    float setting. A `--set` value for a string setting is kept as typed (`out_dir=2024`).
-    """
-    if key not in _FIELDS:
-        raise ConfigError(f"train: unknown setting {key!r} (known: {', '.join(sorted(_FIELDS))})")
-    if _FIELDS[key] == "float" and isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value  # refused by the check, naming the key and the value
-    if _FIELDS[key] == "str" and text is not None:
-        return text
-    return value
-
-
-def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML config and apply `key=value` overrides; unknown keys are errors."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not UTF-8 text
-            why = " ".join(str(e).split()) or type(e).__name__  # one line
-            raise ConfigError(f"{path}: cannot read the training config ({why})") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the training config must be a mapping")
-        values = {k: _coerce(str(k), v) for k, v in loaded.items()}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"train: override {item!r} is not key=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"train: override {item!r} is not valid YAML") from None
-        values[key] = _coerce(key, value, text)
-    return TrainConfig(**values)
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:

@@ -145,6 +145,18 @@ def test_bad_config_value_fails_at_dry_run(tmp_path):
     assert "iterations" in run.stderr + run.stdout
 
 
+def test_bad_training_yaml_fails_at_dry_run_before_any_search(tmp_path):
+    bad = tmp_path / "train.yaml"
+    bad.write_text("max_steps: 10\nlerning_rate: 0.01\n")
+    write_config(tmp_path)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["train"]["config"] = str(bad)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(tmp_path, "--dry-run")
+    assert run.returncode != 0
+    assert "unknown setting 'lerning_rate'" in run.stderr + run.stdout
+
+
 def test_uniref90_plan_dry_run_requests_sane_resources_and_gpus(tmp_path):
     """The documented UniRef90 plan: chunked search jobs of ~11 GB, GPUs and torchrun."""
     run = subprocess.run(

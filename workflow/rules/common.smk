@@ -27,6 +27,7 @@ ASSEMBLE_MEM_MB = jobs.assemble_mem_mb(config)
 EVALUATION_OPTIONS = jobs.evaluation_options(config)
 TRAIN_LAUNCHER = jobs.train_launcher(config)
 TRAIN_SLURM_EXTRA = jobs.train_slurm_extra(config)
+jobs.check_training(config, store=f"{RESULTS}/store/profiles.zarr")
 
 # Evaluation needs the benchmark data; without it the workflow stops at training, and says so
 # once, when the run starts (not in every job's log).
@@ -57,12 +58,3 @@ def ingest_inputs():
     if GUARD["enabled"]:
         return [f"{RESULTS}/queries/guarded.fasta"]
     return config["queries"]
-
-
-# Until train.smk uses the constants above.
-def train_launcher():
-    return TRAIN_LAUNCHER
-
-
-def train_slurm_extra():
-    return TRAIN_SLURM_EXTRA
