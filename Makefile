@@ -1,13 +1,14 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   build the demo profile store with Snakemake and train on it (CPU, a few minutes)
-#   make test   run the test suite
+#   make test   run the test suite (make test-fast: without the end-to-end tests, ~1 minute)
+#   make lint   the quality gates: ruff, mypy, snakefmt, snakemake --lint
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 
-.PHONY: demo test setup bench clean comparison
+.PHONY: demo test test-fast lint setup bench clean comparison
 
 setup: $(STAMP)
 
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[workflow,test]'
+	$(BIN)/pip install --quiet -e '.[workflow,test,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,6 +35,16 @@ comparison: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check protprof tests bench experiments data
+	$(BIN)/ruff format --check protprof tests bench experiments data
+	$(BIN)/mypy
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint --cores 1
 
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_search.py

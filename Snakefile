@@ -30,11 +30,17 @@ include: "workflow/rules/evaluate.smk"
 
 
 rule all:
+    default_target: True
     input:
         store_summary=f"{RESULTS}/store/summary.json",
-        checkpoints=expand(f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
-                           objective=OBJECTIVES, seed=SEEDS),
-        plots=expand(f"{RESULTS}/train/{{objective}}/seed{{seed}}/curves.png",
-                     objective=OBJECTIVES, seed=SEEDS),
+        checkpoints=expand(
+            f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
+            objective=OBJECTIVES,
+            seed=SEEDS,
+        ),
+        plots=expand(
+            f"{RESULTS}/train/{{objective}}/seed{{seed}}/curves.png",
+            objective=OBJECTIVES,
+            seed=SEEDS,
+        ),
         evaluation=([f"{RESULTS}/evaluation/comparison.md"] if EVALUATE else []),
-    default_target: True

@@ -57,15 +57,19 @@ def main() -> None:
     report = evaluate(checkpoint, list(TASKS), data, store, Limits())
     total = time.perf_counter() - start
     residues = sum(len(s) for s in sequences)
-    record("Evaluation of one tiny checkpoint on every task, all examples", [
-        f"- checkpoint {checkpoint} ({report['n_parameters']:,} parameters, "
-        f"`{report['model']}`), {torch.get_num_threads()} torch threads",
-        f"- embedding peer: {len(sequences):,} sequences / {residues:,} residues in "
-        f"{embed_seconds:.0f} s ({residues / embed_seconds:,.0f} residues/s)",
-        f"- `protprof evaluate`, all {len(TASKS)} tasks: **{total / 60:.1f} min** "
-        f"(target <= 15 min); ratio to embedding alone {total / embed_seconds:.2f}",
-        "- seconds per task: " + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items()),
-    ])  # fmt: skip
+    record(
+        "Evaluation of one tiny checkpoint on every task, all examples",
+        [
+            f"- checkpoint {checkpoint} ({report['n_parameters']:,} parameters, "
+            f"`{report['model']}`), {torch.get_num_threads()} torch threads",
+            f"- embedding peer: {len(sequences):,} sequences / {residues:,} residues in "
+            f"{embed_seconds:.0f} s ({residues / embed_seconds:,.0f} residues/s)",
+            f"- `protprof evaluate`, all {len(TASKS)} tasks: **{total / 60:.1f} min** "
+            f"(target <= 15 min); ratio to embedding alone {total / embed_seconds:.2f}",
+            "- seconds per task: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items()),
+        ],
+    )
 
 
 if __name__ == "__main__":

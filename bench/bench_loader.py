@@ -24,8 +24,13 @@ import zarr
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof.data import (ProfileDataset, TokenBudgetBatchSampler, collate,  # noqa: E402
-                           mask_tokens, profile_targets)
+from protprof.data import (
+    ProfileDataset,
+    TokenBudgetBatchSampler,
+    collate,  # noqa: E402
+    mask_tokens,
+    profile_targets,
+)
 from protprof.model import PRESETS, ProteinEncoder, total_loss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +56,10 @@ def per_item(store_path: Path, n: int = 20_000) -> dict[str, float]:
         a, b = offsets[i], offsets[i + 1]
         tokens[a:b], profiles[a:b]
     bare = (time.perf_counter() - start) / n
-    z_tokens, z_profiles = zarr.open_array(store_path / "tokens"), zarr.open_array(store_path / "profiles")
+    z_tokens, z_profiles = (
+        zarr.open_array(store_path / "tokens"),
+        zarr.open_array(store_path / "profiles"),
+    )
     start = time.perf_counter()
     for i in order[:300]:
         a, b = offsets[i], offsets[i + 1]
@@ -139,8 +147,9 @@ def main() -> None:
     ]
     for preset, steps in (("tiny", 20), ("tape-base", 3)):
         tok_s, achieved = train_rate(preset, store, steps)
-        lines.append(f"| train {preset}, CPU (tokens/s; MFU) | {tok_s:,.0f}; "
-                     f"{achieved / peak:.0%} | |")  # fmt: skip
+        lines.append(
+            f"| train {preset}, CPU (tokens/s; MFU) | {tok_s:,.0f}; {achieved / peak:.0%} | |"
+        )
     record("loader and training throughput", lines)
 
 

@@ -71,20 +71,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="cores for every contender (jackhmmer --cpu, protprof --threads)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="cores for every contender (jackhmmer --cpu, protprof --threads)",
+    )
     args = parser.parse_args()
     if not SOURCE.exists():
         sys.exit(f"{SOURCE} is missing: apt-get install mmseqs2-examples")
     jackhmmer = shutil.which("jackhmmer", path=str(BIN)) or sys.exit("pip install hmmer")
     database, queries = prepare(args.queries)
     store = WORK / "bench.zarr"
-    ours = [str(BIN / "protprof"), "-q", "build", str(queries), "--database", str(database),
-            "--out", str(store), "--threads", str(args.threads), "-N", "3"]  # fmt: skip
-    theirs = [jackhmmer, "--cpu", str(args.threads), "-N", "3", "-o", "/dev/null", str(queries),
-              str(database)]  # fmt: skip
-    runs: dict[str, list[tuple[float, float]]] = {"protprof build": [], "jackhmmer": [],
-                                                  "pyhmmer": []}  # fmt: skip
+    ours = [
+        str(BIN / "protprof"),
+        "-q",
+        "build",
+        str(queries),
+        "--database",
+        str(database),
+        "--out",
+        str(store),
+        "--threads",
+        str(args.threads),
+        "-N",
+        "3",
+    ]
+    theirs = [
+        jackhmmer,
+        "--cpu",
+        str(args.threads),
+        "-N",
+        "3",
+        "-o",
+        "/dev/null",
+        str(queries),
+        str(database),
+    ]
+    runs: dict[str, list[tuple[float, float]]] = {
+        "protprof build": [],
+        "jackhmmer": [],
+        "pyhmmer": [],
+    }
     for _ in range(args.repeats):
         runs["jackhmmer"].append(timed(theirs))
         shutil.rmtree(store, ignore_errors=True)
@@ -92,20 +120,32 @@ def main() -> None:
         runs["pyhmmer"].append(run_pyhmmer(queries, database, args.threads))
     best = {k: min(v) for k, v in runs.items()}  # the fastest run, with its CPU time
     # Paired ratios (protprof vs the jackhmmer run just before it) show the noise of one pair.
-    paired = sorted(o[0] / t[0] for o, t in zip(runs["protprof build"], runs["jackhmmer"]))
+    paired = sorted(
+        o[0] / t[0] for o, t in zip(runs["protprof build"], runs["jackhmmer"], strict=True)
+    )
     ratio = best["protprof build"][0] / best["jackhmmer"][0]
-    record(f"search: protprof build vs jackhmmer, {args.queries} queries x 20,000 targets, -N 3, "
-           f"{args.threads} threads", [
-        "| contender | wall s (each run) | best | ratio to jackhmmer | CPU s (best run) | cores busy |",
-        "|---|---|---|---|---|---|",
-        *[f"| {k} | {', '.join(f'{w:.1f}' for w, _ in v)} | {best[k][0]:.1f} | "
-          f"{best[k][0] / best['jackhmmer'][0]:.2f} | {best[k][1]:.1f} | "
-          f"{best[k][1] / best[k][0]:.2f} |" for k, v in runs.items()],
-        "",
-        (f"protprof build / jackhmmer = **{ratio:.2f}** (best vs best; target <= 0.80; includes "
-         "ingest, profiles and writing the store). Paired ratios, run by run: "
-         f"{', '.join(f'{r:.2f}' for r in paired)}."),
-    ])  # fmt: skip
+    record(
+        f"search: protprof build vs jackhmmer, {args.queries} queries x 20,000 targets, -N 3, "
+        f"{args.threads} threads",
+        [
+            "| contender | wall s (each run) | best | ratio to jackhmmer | CPU s (best run) "
+            "| cores busy |",
+            "|---|---|---|---|---|---|",
+            *[
+                f"| {k} | {', '.join(f'{w:.1f}' for w, _ in v)} | {best[k][0]:.1f} | "
+                f"{best[k][0] / best['jackhmmer'][0]:.2f} | {best[k][1]:.1f} | "
+                f"{best[k][1] / best[k][0]:.2f} |"
+                for k, v in runs.items()
+            ],
+            "",
+            (
+                f"protprof build / jackhmmer = **{ratio:.2f}** (best vs best; target <= 0.80; "
+                "includes "
+                "ingest, profiles and writing the store). Paired ratios, run by run: "
+                f"{', '.join(f'{r:.2f}' for r in paired)}."
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -21,4 +21,5 @@ def __getattr__(name: str) -> Any:
         return getattr(store, name)
     raise AttributeError(f"module 'protprof' has no attribute {name!r}")
 
+
 __all__ = ["ProfileStore", "ProtprofError", "__version__", "open_store"]

@@ -101,8 +101,9 @@ def _recover(target: Path) -> None:
     olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
     if olds and not (target.exists() or target.is_symlink()):
         os.replace(olds.pop(), target)
-        log.warning("%s: restored the previous output that an interrupted write left aside",
-                    target)  # fmt: skip
+        log.warning(
+            "%s: restored the previous output that an interrupted write left aside", target
+        )
     for stale in [*olds, *target.parent.glob(f".{target.name}.tmp-*")]:
         _remove(stale)
 
@@ -132,11 +133,14 @@ def _check_replaceable(target: Path, kind: Kind, force: bool) -> None:
 def output_error(target: Path, error: OSError) -> OutputError:
     """One clear line for an OS error while writing `target`; other errors are re-raised."""
     if error.errno in _DISK_ERRNOS:
-        return OutputError(f"{target}: cannot write, {_DISK_ERRNOS[error.errno]} "
-                           f"({error.filename or target.parent}); nothing was replaced")  # fmt: skip
+        return OutputError(
+            f"{target}: cannot write, {_DISK_ERRNOS[error.errno]} "
+            f"({error.filename or target.parent}); nothing was replaced"
+        )
     if error.errno in _ACCESS_ERRNOS or isinstance(error, (NotADirectoryError, FileExistsError)):
-        return OutputError(f"{target}: cannot write there ({error.strerror}: "
-                           f"{error.filename or target.parent})")  # fmt: skip
+        return OutputError(
+            f"{target}: cannot write there ({error.strerror}: {error.filename or target.parent})"
+        )
     raise error
 
 

@@ -17,22 +17,37 @@ from __future__ import annotations
 import io
 import itertools
 import pickle
-from typing import Any, cast
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
-from pyhmmer.easel import (DigitalMSA, DigitalSequence, DigitalSequenceBlock, KeyHash, MSAFile,
-                           TextSequence)
+from pyhmmer.easel import (
+    DigitalMSA,
+    DigitalSequence,
+    DigitalSequenceBlock,
+    KeyHash,
+    MSAFile,
+    TextSequence,
+)
 from pyhmmer.plan7 import HMM, Background, TopHits, Trace
 
 from protprof._atomic import atomic_output
 from protprof.errors import InputFormatError
 from protprof.fasta import Record, write_fasta
-from protprof.search import (AMINO, QueryResult, SearchParams, alignment_depth, balanced_bounds,
-                             cap_included, make_builder, make_pipeline, read_database)
+from protprof.search import (
+    AMINO,
+    QueryResult,
+    SearchParams,
+    alignment_depth,
+    balanced_bounds,
+    cap_included,
+    make_builder,
+    make_pipeline,
+    read_database,
+)
 
 STATE_VERSION = 1
 
@@ -60,7 +75,7 @@ def split_database(path: str | Path, outs: list[Path]) -> list[int]:
     lengths = np.fromiter((len(s) for s in read_database(path)), dtype=np.int64)
     bounds = balanced_bounds(lengths, len(outs))
     records = (Record(s.name, s.textize().sequence, s.description) for s in read_database(path))
-    for out, (a, b) in zip(outs, bounds):
+    for out, (a, b) in zip(outs, bounds, strict=True):
         with atomic_output(out) as tmp:
             write_fasta(tmp, itertools.islice(records, b - a))
     return [b - a for a, b in bounds]
@@ -84,8 +99,13 @@ def initial_states(records: list[Record], params: SearchParams) -> dict[str, Que
     return states
 
 
-def search_chunk(states: dict[str, QueryState], chunk: DigitalSequenceBlock,
-                 params: SearchParams, z: int, threads: int) -> dict[str, TopHits]:  # fmt: skip
+def search_chunk(
+    states: dict[str, QueryState],
+    chunk: DigitalSequenceBlock,
+    params: SearchParams,
+    z: int,
+    threads: int,
+) -> dict[str, TopHits]:
     """Every unconverged query's model against one chunk (queries in parallel)."""
     todo = [(qid, s.hmm) for qid, s in states.items() if s.hmm is not None]
 
@@ -112,9 +132,12 @@ def read_msa(data: bytes) -> DigitalMSA[Any]:
     return msa
 
 
-def merge_iteration(records: list[Record], states: dict[str, QueryState],
-                    chunk_hits: list[dict[str, TopHits]], params: SearchParams
-                    ) -> dict[str, QueryState]:  # fmt: skip
+def merge_iteration(
+    records: list[Record],
+    states: dict[str, QueryState],
+    chunk_hits: list[dict[str, TopHits]],
+    params: SearchParams,
+) -> dict[str, QueryState]:
     """Merge one iteration's chunk hits and take pyhmmer's IterativeSearch step per query."""
     builder, background = make_builder(params), Background(AMINO)
     new = {}
@@ -129,23 +152,40 @@ def merge_iteration(records: list[Record], states: dict[str, QueryState],
         cap_included(hits, params.max_hits)
         n_new = hits.compare_ranking(state.ranking)
         query = _digital(r)
-        msa = cast(DigitalMSA, hits.to_msa(AMINO, sequences=[query],
-                   traces=[Trace.from_sequence(query)], all_consensus_cols=True, digitize=True))  # fmt: skip
+        msa = cast(
+            DigitalMSA,
+            hits.to_msa(
+                AMINO,
+                sequences=[query],
+                traces=[Trace.from_sequence(query)],
+                all_consensus_cols=True,
+                digitize=True,
+            ),
+        )
         iterations = state.iterations + 1
         msa.name = f"{r.id}-i{iterations}"  # as IterativeSearch names it (the builder needs one)
         converged = n_new == 0 and len(msa.sequences) <= state.n_prev
         last = converged or iterations >= params.iterations
         hmm = None if last else builder.build_msa(msa, background)[0]
         n_hits = alignment_depth(hits)
-        new[r.id] = QueryState(hmm, state.ranking, len(msa.sequences), _write_msa(msa), n_hits,
-                               iterations, converged)  # fmt: skip
+        new[r.id] = QueryState(
+            hmm, state.ranking, len(msa.sequences), _write_msa(msa), n_hits, iterations, converged
+        )
     return new
 
 
 def results(records: list[Record], states: dict[str, QueryState]) -> list[QueryResult]:
     """The final alignment of every query, as the in-memory search returns them."""
-    return [QueryResult(r.id, r.sequence, read_msa(states[r.id].msa), states[r.id].n_hits,
-                        states[r.id].iterations) for r in records]  # fmt: skip
+    return [
+        QueryResult(
+            r.id,
+            r.sequence,
+            read_msa(states[r.id].msa),
+            states[r.id].n_hits,
+            states[r.id].iterations,
+        )
+        for r in records
+    ]
 
 
 def save(path: Path, obj: object) -> None:
@@ -166,8 +206,13 @@ def load(path: Path) -> Any:
     return payload["data"]
 
 
-def run_chunked(records: list[Record], chunks: list[DigitalSequenceBlock], params: SearchParams,
-                z: int, threads: int) -> Iterator[dict[str, QueryState]]:  # fmt: skip
+def run_chunked(
+    records: list[Record],
+    chunks: list[DigitalSequenceBlock],
+    params: SearchParams,
+    z: int,
+    threads: int,
+) -> Iterator[dict[str, QueryState]]:
     """All iterations in one process (what the workflow's jobs do one by one); for tests."""
     states = initial_states(records, params)
     for _ in range(params.iterations):

@@ -39,8 +39,12 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     from protprof.search import FLAGS, PRESETS, SearchParams
 
     g = p.add_argument_group("search (jackhmmer's option names; defaults from --preset)")
-    g.add_argument("--preset", default="hmmer", choices=list(PRESETS),
-                   help="hmmer: HMMER jackhmmer defaults; alphafold: AlphaFold's UniRef90 recipe")
+    g.add_argument(
+        "--preset",
+        default="hmmer",
+        choices=list(PRESETS),
+        help="hmmer: HMMER jackhmmer defaults; alphafold: AlphaFold's UniRef90 recipe",
+    )
     types = {f.name: f.type for f in fields(SearchParams)}
     for name, (flag, help) in FLAGS.items():
         kind = int if "int" in str(types[name]) else float
@@ -49,8 +53,12 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=1, help="cores to use (default 1)")
     g = p.add_argument_group("profiles")
     g.add_argument("--profile-method", default=ProfileParams.method, choices=METHODS)
-    g.add_argument("--pseudocount", type=float, default=ProfileParams.pseudocount,
-                   help="frequency method only")
+    g.add_argument(
+        "--pseudocount",
+        type=float,
+        default=ProfileParams.pseudocount,
+        help="frequency method only",
+    )
     g.add_argument("--msa-dir", type=Path, help="also keep each query's final alignment here")
     g.add_argument("--msa-format", default="stockholm", choices=["stockholm", "a2m"])
 
@@ -63,15 +71,20 @@ def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
     return search, ProfileParams(method=args.profile_method, pseudocount=args.pseudocount)
 
 
-def _add_ingest_options(p: argparse.ArgumentParser, title: str = "ingest",
-                        defaults: bool = True) -> None:  # fmt: skip
+def _add_ingest_options(
+    p: argparse.ArgumentParser, title: str = "ingest", defaults: bool = True
+) -> None:
     from protprof.ingest import IngestParams
 
     g = p.add_argument_group(title)
     for f in fields(IngestParams):
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default),
-                       default=f.default if defaults else None, choices=f.metadata.get("choices"),
-                       help=f"{f.metadata['help']} (default {f.default})")  # fmt: skip
+        g.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=type(f.default),
+            default=f.default if defaults else None,
+            choices=f.metadata.get("choices"),
+            help=f"{f.metadata['help']} (default {f.default})",
+        )
 
 
 def _ingest_params(args: argparse.Namespace) -> Any:
@@ -82,8 +95,11 @@ def _ingest_params(args: argparse.Namespace) -> Any:
 
 
 def _add_force(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true",
-                   help="replace existing outputs even when they are not protprof's own")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace existing outputs even when they are not protprof's own",
+    )
 
 
 @contextmanager
@@ -137,14 +153,20 @@ def _run_prepare_db(args: argparse.Namespace) -> None:
         fingerprint = fingerprint_database(args.database)
         with atomic_output(args.out, FINGERPRINT) as tmp:
             tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
-    log.info("database %s: %d sequences, %d residues", args.database,
-             fingerprint["n_sequences"], fingerprint["n_residues"])  # fmt: skip
+    log.info(
+        "database %s: %d sequences, %d residues",
+        args.database,
+        fingerprint["n_sequences"],
+        fingerprint["n_residues"],
+    )
 
 
 def _load_database(args: argparse.Namespace) -> Any:
     from protprof.search import load_database, read_fingerprint
 
-    fingerprint = read_fingerprint(args.fingerprint) if getattr(args, "fingerprint", None) else None
+    fingerprint = (
+        read_fingerprint(args.fingerprint) if getattr(args, "fingerprint", None) else None
+    )
     return load_database(args.database, fingerprint)
 
 
@@ -169,9 +191,17 @@ def _run_search(args: argparse.Namespace) -> None:
         n = len(read_shard(args.shard)[0])
         database = _load_database(args)
         with _progress(n, "query") as bar:
-            search_shard(args.shard, database, search, profile, args.threads, args.out,
-                         msa_dir=args.msa_dir, msa_format=args.msa_format,
-                         progress=lambda _: bar.update())  # fmt: skip
+            search_shard(
+                args.shard,
+                database,
+                search,
+                profile,
+                args.threads,
+                args.out,
+                msa_dir=args.msa_dir,
+                msa_format=args.msa_format,
+                progress=lambda _: bar.update(),
+            )
     log.info("wrote %s (%d queries)", args.out, n)
 
 
@@ -268,16 +298,25 @@ def _run_finish_shard(args: argparse.Namespace) -> None:
     with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
         records, _ = read_shard(args.shard)
         results = chunked.results(records, chunked.load(args.state)) if records else []
-        finish_chunked_shard(args.shard, results, read_fingerprint(args.fingerprint), search,
-                             profile, args.out, args.msa_dir, args.msa_format)  # fmt: skip
+        finish_chunked_shard(
+            args.shard,
+            results,
+            read_fingerprint(args.fingerprint),
+            search,
+            profile,
+            args.out,
+            args.msa_dir,
+            args.msa_format,
+        )
 
 
 @command("assemble", "concatenate shard stores into one store")
 def _assemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("shards", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    _add_ingest_options(p, "ingest settings the shards were made with (recorded as provenance)",
-                        defaults=False)  # fmt: skip
+    _add_ingest_options(
+        p, "ingest settings the shards were made with (recorded as provenance)", defaults=False
+    )
     _add_force(p)
 
 
@@ -303,8 +342,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> None:
-    from protprof.ingest import select_records
     from protprof.alignments import MSA_DIR
+    from protprof.ingest import select_records
     from protprof.pipeline import build
     from protprof.store import STORE
 
@@ -314,9 +353,18 @@ def _run_build(args: argparse.Namespace) -> None:
         records = select_records(args.queries, params)  # validate before the slow database load
         database = _load_database(args)
         with _progress(len(records), "query") as bar:
-            build(records, database, args.out, args.threads, params, search, profile,
-                  msa_dir=args.msa_dir, msa_format=args.msa_format,
-                  progress=lambda _: bar.update())  # fmt: skip
+            build(
+                records,
+                database,
+                args.out,
+                args.threads,
+                params,
+                search,
+                profile,
+                msa_dir=args.msa_dir,
+                msa_format=args.msa_format,
+                progress=lambda _: bar.update(),
+            )
     log.info("wrote %s", args.out)
 
 
@@ -337,14 +385,22 @@ def _run_inspect(args: argparse.Namespace) -> None:
     search = info["provenance"].get("search", {})
     database = info["provenance"].get("database", {})
     print(f"{info['path']}: protprof store v{info['format_version']}")
-    print(f"  sequences {info['n_sequences']}  residues {info['n_residues']}  "
-          f"length {info['length']['min']}-{info['length']['max']} "
-          f"(mean {info['length']['mean']:.0f})")  # fmt: skip
-    print(f"  split {info['split']}  without hits {info['no_hits']}  "
-          f"median hits {info['n_hits_median']:.0f}  median Neff {info['neff_median']:.2f}")
-    print(f"  database {database.get('path')} ({database.get('n_sequences')} sequences)  "
-          f"search -N {search.get('iterations')} -E {search.get('E')} --incE {search.get('incE')}")
-    print(f"  on disk {info['bytes_on_disk']} bytes ({info['bytes_per_residue'] or 0:.1f}/residue)")
+    print(
+        f"  sequences {info['n_sequences']}  residues {info['n_residues']}  "
+        f"length {info['length']['min']}-{info['length']['max']} "
+        f"(mean {info['length']['mean']:.0f})"
+    )
+    print(
+        f"  split {info['split']}  without hits {info['no_hits']}  "
+        f"median hits {info['n_hits_median']:.0f}  median Neff {info['neff_median']:.2f}"
+    )
+    print(
+        f"  database {database.get('path')} ({database.get('n_sequences')} sequences)  "
+        f"search -N {search.get('iterations')} -E {search.get('E')} --incE {search.get('incE')}"
+    )
+    print(
+        f"  on disk {info['bytes_on_disk']} bytes ({info['bytes_per_residue'] or 0:.1f}/residue)"
+    )
     _fail_on_problems(args.store, info["problems"], "inspect")
 
 
@@ -353,8 +409,11 @@ def _fail_on_problems(store: Path, problems: list[str], command: str) -> None:
     for problem in problems[:-1]:
         print(f"protprof {command}: {problem}", file=sys.stderr)
     if problems:
-        raise StoreError(problems[-1] if len(problems) == 1 else
-                         f"{problems[-1]} ({len(problems)} problems in {store})")
+        raise StoreError(
+            problems[-1]
+            if len(problems) == 1
+            else f"{problems[-1]} ({len(problems)} problems in {store})"
+        )
 
 
 @command("verify", "check a store's every chunk (checksums, invariants) and per-sequence array")
@@ -376,15 +435,26 @@ def _run_verify(args: argparse.Namespace) -> None:
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="training YAML (keys of TrainConfig)")
     p.add_argument("--store", help="profile store (overrides the config's)")
-    p.add_argument("--out-dir", help="checkpoint.pt, metrics.jsonl and curves.png appear here "
-                   "when training ends; meanwhile last.pt and last-metrics.jsonl hold the run")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override any setting, e.g. --set objective=mlm max_steps=100")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from out-dir's last.pt (an interrupted run) or else its "
-                   "checkpoint.pt (a finished run, e.g. with a larger max_steps); start afresh if "
-                   "neither exists. Without --resume either file stops the run. The workflow "
-                   "always passes it")
+    p.add_argument(
+        "--out-dir",
+        help="checkpoint.pt, metrics.jsonl and curves.png appear here "
+        "when training ends; meanwhile last.pt and last-metrics.jsonl hold the run",
+    )
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set objective=mlm max_steps=100",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from out-dir's last.pt (an interrupted run) or else its "
+        "checkpoint.pt (a finished run, e.g. with a larger max_steps); start afresh if "
+        "neither exists. Without --resume either file stops the run. The workflow "
+        "always passes it",
+    )
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -424,8 +494,13 @@ def _guard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="the benchmark data folder")
     p.add_argument("--out", type=Path, required=True, help="the kept queries (FASTA)")
     p.add_argument("--report", type=Path, help="JSON: counts and every dropped query")
-    p.add_argument("-E", "--evalue", type=float, default=1e-3,
-                   help="drop a query with a phmmer hit at E <= this (default 1e-3)")
+    p.add_argument(
+        "-E",
+        "--evalue",
+        type=float,
+        default=1e-3,
+        help="drop a query with a phmmer hit at E <= this (default 1e-3)",
+    )
     p.add_argument("--threads", type=int, default=1)
     _add_force(p)
 
@@ -444,18 +519,30 @@ def _guard(args: argparse.Namespace) -> None:
 
     result = guard_files(args.queries, args.data, args.evalue, args.threads)
     if not result.kept:
-        raise ProtprofError(f"guard: every one of {len(result.dropped)} queries is homologous "
-                            "to a test sequence; nothing left to pretrain on")  # fmt: skip
-    report = {"n_queries": len(result.kept) + len(result.dropped), "n_kept": len(result.kept),
-              "n_dropped": len(result.dropped), "evalue": args.evalue,
-              "n_test_sequences": result.n_test_sequences, "dropped": result.dropped}  # fmt: skip
+        raise ProtprofError(
+            f"guard: every one of {len(result.dropped)} queries is homologous "
+            "to a test sequence; nothing left to pretrain on"
+        )
+    report = {
+        "n_queries": len(result.kept) + len(result.dropped),
+        "n_kept": len(result.kept),
+        "n_dropped": len(result.dropped),
+        "evalue": args.evalue,
+        "n_test_sequences": result.n_test_sequences,
+        "dropped": result.dropped,
+    }
     if args.report:
         with atomic_output(args.report) as tmp:
             tmp.write_text(json.dumps(report, indent=1) + "\n")
     with atomic_output(args.out) as tmp:
         write_fasta(tmp, result.kept)
-    log.info("leakage guard: dropped %d of %d queries (phmmer E <= %g against %d test sequences)",
-             report["n_dropped"], report["n_queries"], args.evalue, result.n_test_sequences)
+    log.info(
+        "leakage guard: dropped %d of %d queries (phmmer E <= %g against %d test sequences)",
+        report["n_dropped"],
+        report["n_queries"],
+        args.evalue,
+        result.n_test_sequences,
+    )
 
 
 @command("evaluate", "score a checkpoint on downstream tasks with probes on frozen embeddings")
@@ -463,19 +550,36 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     from protprof.evaluation import TASKS
 
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--task", "--tasks", dest="tasks", nargs="+", default=list(TASKS),
-                   choices=TASKS, help="tasks to run (default: all)")
-    p.add_argument("--data", type=Path, default=Path("../shared/data"),
-                   help="benchmark data folder (default ../shared/data)")
-    p.add_argument("--store", type=Path, help="profile store whose test split the profile task "
-                   "scores")
-    p.add_argument("--max-train", type=int, default=0,
-                   help="cap on probe training examples per task, a fixed-seed sample (0 = all)")
+    p.add_argument(
+        "--task",
+        "--tasks",
+        dest="tasks",
+        nargs="+",
+        default=list(TASKS),
+        choices=TASKS,
+        help="tasks to run (default: all)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data"),
+        help="benchmark data folder (default ../shared/data)",
+    )
+    p.add_argument(
+        "--store", type=Path, help="profile store whose test split the profile task scores"
+    )
+    p.add_argument(
+        "--max-train",
+        type=int,
+        default=0,
+        help="cap on probe training examples per task, a fixed-seed sample (0 = all)",
+    )
     p.add_argument("--max-test", type=int, default=0, help="cap on test examples (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", help="name in reports and comparisons (default: the objective)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="folder for report.md, report.json and report.png")
+    p.add_argument(
+        "--out", type=Path, required=True, help="folder for report.md, report.json and report.png"
+    )
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
@@ -524,15 +628,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return its exit status: 0, or 1 after a ProtprofError's one
     line. Ctrl-C exits 130 at once."""
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")  # fmt: skip
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         globals()[f"_run_{args.command.replace('-', '_')}"](args)
     except ProtprofError as e:
         print(f"protprof {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"protprof {args.command}: interrupted; nothing incomplete was left behind", file=sys.stderr)
+        print(
+            f"protprof {args.command}: interrupted; nothing incomplete was left behind",
+            file=sys.stderr,
+        )
         # Abandon searches still running in worker threads (a chunk of a large database can
         # take minutes): exiting normally would wait for them. Outputs are safe: nothing
         # complete-looking exists before its final rename, and the kernel drops our locks.

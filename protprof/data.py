@@ -44,8 +44,9 @@ class ProfileDataset(Dataset):
             (seed, epoch, index). The model adds 2 special tokens.
     """
 
-    def __init__(self, path: str | Path, split: str = "train", max_len: int = 1022,
-                 seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, path: str | Path, split: str = "train", max_len: int = 1022, seed: int = 0
+    ) -> None:
         self.path, self.split = Path(path), split
         self.max_len, self.seed, self.epoch = max_len, seed, 0
         self._open(open_store(path))
@@ -67,8 +68,14 @@ class ProfileDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         # A DataLoader worker gets the settings and the store's identity, not its index
         # arrays and lists (~80 MB at a million sequences, per worker), and rebuilds them.
-        return {"path": self.path, "split": self.split, "max_len": self.max_len,
-                "seed": self.seed, "epoch": self.epoch, "store": self.store}  # fmt: skip
+        return {
+            "path": self.path,
+            "split": self.split,
+            "max_len": self.max_len,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "store": self.store,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         store = state.pop("store")
@@ -109,9 +116,17 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     equal batch counts. `start_batch` (see `state_dict`) resumes mid-epoch.
     """
 
-    def __init__(self, lengths: np.ndarray, max_tokens: int, seed: int = 0, shuffle: bool = True,
-                 num_replicas: int = 1, rank: int = 0, pool: int = 100,
-                 max_padding: float = 0.08) -> None:  # fmt: skip
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        max_tokens: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pool: int = 100,
+        max_padding: float = 0.08,
+    ) -> None:
         longest = int(lengths.max(initial=0)) + 2
         if max_tokens < longest:
             raise ConfigError(f"max_tokens {max_tokens} is below the longest item ({longest})")
@@ -129,7 +144,9 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def _all_batches(self) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        order = (
+            rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        )
         per_pool = max(1, self.pool * self.max_tokens // max(1, int(self.lengths.mean())))
         batches: list[np.ndarray] = []
         for p in range(0, len(order), per_pool):
@@ -173,7 +190,11 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from a position `state_dict` returned."""
-        self.epoch, self.start_batch, self.seed = state["epoch"], state["start_batch"], state["seed"]
+        self.epoch, self.start_batch, self.seed = (
+            state["epoch"],
+            state["start_batch"],
+            state["seed"],
+        )
 
 
 def pad_tokens(residues: Sequence[np.ndarray]) -> np.ndarray:
@@ -212,8 +233,9 @@ def profile_targets(quantised: torch.Tensor) -> torch.Tensor:
     return quantised.float().div_(QUANT)
 
 
-def mask_tokens(tokens: torch.Tensor, p: float, generator: torch.Generator
-                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def mask_tokens(
+    tokens: torch.Tensor, p: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: choose each residue with probability p; of those 80% become `<mask>`,
     10% a random standard residue, 10% stay. Special and padding tokens are never chosen.
 
@@ -229,14 +251,21 @@ def mask_tokens(tokens: torch.Tensor, p: float, generator: torch.Generator
     inputs = tokens.masked_fill(u < 0.8 * p, MASK)
     swap = (u >= 0.8 * p) & (u < 0.9 * p)  # implies chosen
     n_swap = int(swap.sum())
-    inputs[swap] = torch.randint(FIRST_RESIDUE, FIRST_RESIDUE + N_STANDARD, (n_swap,),
-                                 generator=generator, device=tokens.device, dtype=tokens.dtype)
+    inputs[swap] = torch.randint(
+        FIRST_RESIDUE,
+        FIRST_RESIDUE + N_STANDARD,
+        (n_swap,),
+        generator=generator,
+        device=tokens.device,
+        dtype=tokens.dtype,
+    )
     labels = tokens.masked_fill(~chosen, IGNORE)
     return inputs, labels
 
 
-def loader(dataset: ProfileDataset, sampler: TokenBudgetBatchSampler, num_workers: int = 0,
-           **kwargs: Any) -> torch.utils.data.DataLoader:  # fmt: skip
+def loader(
+    dataset: ProfileDataset, sampler: TokenBudgetBatchSampler, num_workers: int = 0, **kwargs: Any
+) -> torch.utils.data.DataLoader:
     """A DataLoader over `dataset` with `sampler`'s batches and `collate`.
 
     It gets its own generator: creating a DataLoader iterator otherwise draws from the global
@@ -244,6 +273,10 @@ def loader(dataset: ProfileDataset, sampler: TokenBudgetBatchSampler, num_worker
     """
     kwargs.setdefault("generator", torch.Generator().manual_seed(0))
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-        persistent_workers=False, **kwargs,
-    )  # fmt: skip
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=False,
+        **kwargs,
+    )

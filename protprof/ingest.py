@@ -36,11 +36,17 @@ class IngestParams:
 
     min_length: int = field(default=20, metadata={"help": "skip queries shorter than this"})
     max_length: int = field(default=1000, metadata={"help": "crop or skip longer queries"})
-    too_long: str = field(default="crop", metadata={
-        "help": "crop: keep the first max_length residues; skip: drop the record",
-        "choices": TOO_LONG})  # fmt: skip
-    valid_fraction: float = field(default=0.1, metadata={
-        "help": "share of sequences in the valid split (stable sequence hash)"})  # fmt: skip
+    too_long: str = field(
+        default="crop",
+        metadata={
+            "help": "crop: keep the first max_length residues; skip: drop the record",
+            "choices": TOO_LONG,
+        },
+    )
+    valid_fraction: float = field(
+        default=0.1,
+        metadata={"help": "share of sequences in the valid split (stable sequence hash)"},
+    )
     test_fraction: float = field(default=0.05, metadata={"help": "share in the test split"})
 
     def __post_init__(self) -> None:
@@ -111,8 +117,14 @@ def select_records(paths: list[Path], params: IngestParams) -> list[Record]:
     log.info(
         "ingest: kept %d sequences; skipped %d shorter than %d, %d longer than %d; cropped %d; "
         "dropped %d repeated sequences",
-        len(kept), too_short, params.min_length, too_long, params.max_length, cropped, duplicates,
-    )  # fmt: skip
+        len(kept),
+        too_short,
+        params.min_length,
+        too_long,
+        params.max_length,
+        cropped,
+        duplicates,
+    )
     if not kept:
         raise InputFormatError(f"{', '.join(map(str, paths))}: no sequence passed the filters")
     return kept
@@ -139,7 +151,7 @@ def write_shards(records: list[Record], out_paths: list[Path]) -> list[int]:
     shards: list[list[Record]] = [[] for _ in out_paths]
     for record in records:
         shards[shard_of(record.sequence, len(out_paths))].append(record)
-    for path, shard in zip(out_paths, shards):
+    for path, shard in zip(out_paths, shards, strict=True):
         with atomic_output(path, SHARD) as tmp:
             write_fasta(tmp, shard)
     return [len(s) for s in shards]
@@ -155,8 +167,8 @@ def ingest(paths: list[Path], shard_paths: list[Path], params: IngestParams) -> 
 
 
 def _split_code(record: Record, path: Path) -> int:
-    for field in record.description.split():
-        key, _, value = field.partition("=")
+    for word in record.description.split():
+        key, _, value = word.partition("=")
         if key == "split" and value in SPLITS:
             return SPLITS.index(value)
     raise InputFormatError(

@@ -65,8 +65,11 @@ def search_options(config: dict[str, Any]) -> str:
     job's command line says exactly what it ran)."""
     params, method = search(config), profile(config)
     parts = [f"--preset {config['search']['preset']}"]
-    parts += [f"{flag} {getattr(params, name)}" for name, (flag, _) in FLAGS.items()
-              if getattr(params, name) is not None]  # fmt: skip
+    parts += [
+        f"{flag} {getattr(params, name)}"
+        for name, (flag, _) in FLAGS.items()
+        if getattr(params, name) is not None
+    ]
     parts += [f"--profile-method {method.method}", f"--pseudocount {method.pseudocount}"]
     return " ".join(parts)
 
@@ -88,7 +91,7 @@ def database_residues(config: dict[str, Any]) -> float:
 
 
 def query_residues_per_shard(config: dict[str, Any]) -> float:
-    """Query residues one search job handles: `query_residues` or the files' estimate, per shard."""
+    """Query residues per search job: `query_residues` or the files' estimate, per shard."""
     total = config.get("query_residues") or sum(file_residues(q) for q in config["queries"])
     return total / config["shards"]
 
@@ -118,8 +121,10 @@ def assemble_mem_mb(config: dict[str, Any]) -> int:
 def evaluation_options(config: dict[str, Any]) -> str:
     """The `protprof evaluate` options of the config."""
     e = config["evaluation"]
-    return (f"--data {e['data']} --tasks {' '.join(e['tasks'])} --max-train {e['max_train']} "
-            f"--max-test {e['max_test']}")  # fmt: skip
+    return (
+        f"--data {e['data']} --tasks {' '.join(e['tasks'])} --max-train {e['max_train']} "
+        f"--max-test {e['max_test']}"
+    )
 
 
 def check_training(config: dict[str, Any], store: str) -> None:
@@ -130,8 +135,15 @@ def check_training(config: dict[str, Any], store: str) -> None:
     train = config["train"]
     for objective in train["objectives"]:
         for seed in train["seeds"]:
-            load_config(train["config"], [f"store={store}", f"objective={objective}",
-                                          f"seed={seed}", f"devices={train['devices']}"])  # fmt: skip
+            load_config(
+                train["config"],
+                [
+                    f"store={store}",
+                    f"objective={objective}",
+                    f"seed={seed}",
+                    f"devices={train['devices']}",
+                ],
+            )
 
 
 def train_launcher(config: dict[str, Any]) -> str:
@@ -159,9 +171,11 @@ def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:
     for f in fields(IngestParams):
         if props["ingest"]["properties"][f.name].get("default") != f.default:
             problems.append(f"ingest.{f.name}")
-    expected_enums = {("ingest", "too_long"): list(TOO_LONG),
-                      ("search", "preset"): list(PRESETS),
-                      ("profile", "method"): list(METHODS)}  # fmt: skip
+    expected_enums = {
+        ("ingest", "too_long"): list(TOO_LONG),
+        ("search", "preset"): list(PRESETS),
+        ("profile", "method"): list(METHODS),
+    }
     for (section, key), values in expected_enums.items():
         if props[section]["properties"][key]["enum"] != values:
             problems.append(f"{section}.{key} choices")

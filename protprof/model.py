@@ -48,14 +48,18 @@ class _Block(nn.Module):
         )
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-                ) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
         q, k, v = (y.transpose(1, 2) for y in (q, k, v))  # (B, H, T, head_dim)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         attn = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=keep[:, None, None, :],
+            q,
+            k,
+            v,
+            attn_mask=keep[:, None, None, :],
             dropout_p=self.dropout if self.training else 0.0,
         )  # (B, H, T, head_dim)
         x = x + self.drop(self.out(attn.transpose(1, 2).reshape(b, t, d)))
@@ -72,8 +76,9 @@ class ProteinEncoder(nn.Module):
         self.rotary = _Rotary(config.d_model // config.n_heads, config.rope_base)
         self.blocks = nn.ModuleList(_Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
-        self.mlm_transform = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(),
-                                           nn.LayerNorm(config.d_model))  # fmt: skip
+        self.mlm_transform = nn.Sequential(
+            nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.LayerNorm(config.d_model)
+        )
         self.mlm_bias = nn.Parameter(torch.zeros(VOCAB_SIZE))
         self.profile_head = nn.Linear(config.d_model, N_STANDARD)
         # BERT-style small init: N(0, 1) embeddings make the tied MLM logits ~sqrt(d) large.
@@ -121,8 +126,9 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
 
 
-def profile_kl(logits: torch.Tensor, target: torch.Tensor, residue_mask: torch.Tensor
-               ) -> torch.Tensor:  # fmt: skip
+def profile_kl(
+    logits: torch.Tensor, target: torch.Tensor, residue_mask: torch.Tensor
+) -> torch.Tensor:
     """KL(target || softmax(logits)) summed over the 20 residues, averaged over real residues."""
     log_q = F.log_softmax(logits.float(), dim=-1)
     kl = (torch.xlogy(target, target) - target * log_q).sum(-1)  # (B, T)
@@ -130,8 +136,9 @@ def profile_kl(logits: torch.Tensor, target: torch.Tensor, residue_mask: torch.T
     return (kl * weight).sum() / weight.sum().clamp(min=1)
 
 
-def total_loss(out: dict[str, torch.Tensor], objective: str, mlm_weight: float,
-               profile_weight: float) -> torch.Tensor:  # fmt: skip
+def total_loss(
+    out: dict[str, torch.Tensor], objective: str, mlm_weight: float, profile_weight: float
+) -> torch.Tensor:
     """The objective's loss: MLM, profile KL, or their weighted sum."""
     if objective == "mlm":
         return out["mlm_loss"]

@@ -34,11 +34,18 @@ class _Profiled:
 
 
 def search_records(
-    records: list[Record], splits: list[int], database: Database, search: SearchParams,
-    profile: ProfileParams, threads: int, out: Path, msa_dir: Path | None = None,
-    msa_format: str = "stockholm", progress: Callable[[object], None] | None = None,
+    records: list[Record],
+    splits: list[int],
+    database: Database,
+    search: SearchParams,
+    profile: ProfileParams,
+    threads: int,
+    out: Path,
+    msa_dir: Path | None = None,
+    msa_format: str = "stockholm",
+    progress: Callable[[object], None] | None = None,
     extra_attrs: dict[str, Any] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Search records, build their profiles and write one store at `out` (atomically)."""
     z = int(database.fingerprint["n_sequences"])
     profiled = JackhmmerSearch(database.block, search, threads, z).run(
@@ -49,25 +56,44 @@ def search_records(
 
 
 def _profile(result: QueryResult, params: ProfileParams) -> _Profiled:
-    values, neff = profile_from_msa(result.msa, result.id, len(result.sequence), params,
-                                    result.hmm)
+    values, neff = profile_from_msa(
+        result.msa, result.id, len(result.sequence), params, result.hmm
+    )
     return _Profiled(result, quantise(values), neff)
 
 
-def _write(profiled: list[_Profiled], splits: list[int], out: Path, attrs: dict[str, Any],
-           msa_dir: Path | None, msa_format: str) -> Path:  # fmt: skip
+def _write(
+    profiled: list[_Profiled],
+    splits: list[int],
+    out: Path,
+    attrs: dict[str, Any],
+    msa_dir: Path | None,
+    msa_format: str,
+) -> Path:
     if msa_dir is not None:
         write_alignments([p.result for p in profiled], msa_dir, msa_format)
     results = [p.result for p in profiled]
-    part = columns([r.id for r in results], [r.sequence for r in results],
-                   [p.profile for p in profiled], [r.n_hits for r in results],
-                   [p.neff for p in profiled], splits)  # fmt: skip
+    part = columns(
+        [r.id for r in results],
+        [r.sequence for r in results],
+        [p.profile for p in profiled],
+        [r.n_hits for r in results],
+        [p.neff for p in profiled],
+        splits,
+    )
     return write_stores(out, [part], attrs)
 
 
-def finish_chunked_shard(shard: Path, results: list[QueryResult], fingerprint: dict[str, Any],
-                         search: SearchParams, profile: ProfileParams, out: Path,
-                         msa_dir: Path | None = None, msa_format: str = "stockholm") -> Path:  # fmt: skip
+def finish_chunked_shard(
+    shard: Path,
+    results: list[QueryResult],
+    fingerprint: dict[str, Any],
+    search: SearchParams,
+    profile: ProfileParams,
+    out: Path,
+    msa_dir: Path | None = None,
+    msa_format: str = "stockholm",
+) -> Path:
     """Profiles and the shard store from a chunked search's final alignments."""
     _, splits = read_shard(shard)
     profiled = [_profile(r, profile) for r in results]
@@ -75,20 +101,34 @@ def finish_chunked_shard(shard: Path, results: list[QueryResult], fingerprint: d
     return _write(profiled, splits, out, attrs, msa_dir, msa_format)
 
 
-def search_shard(shard: Path, database: Database, search: SearchParams, profile: ProfileParams,
-                 threads: int, out: Path, **kwargs: Any) -> Path:  # fmt: skip
+def search_shard(
+    shard: Path,
+    database: Database,
+    search: SearchParams,
+    profile: ProfileParams,
+    threads: int,
+    out: Path,
+    **kwargs: Any,
+) -> Path:
     """Search one shard FASTA written by `ingest` (an empty shard gives an empty store)."""
     records, splits = read_shard(shard)
     return search_records(records, splits, database, search, profile, threads, out, **kwargs)
 
 
 def build(
-    records: list[Record], database: Database, out: Path, threads: int, ingest_params: IngestParams,
-    search: SearchParams, profile: ProfileParams, **kwargs: Any,
-) -> Path:  # fmt: skip
+    records: list[Record],
+    database: Database,
+    out: Path,
+    threads: int,
+    ingest_params: IngestParams,
+    search: SearchParams,
+    profile: ProfileParams,
+    **kwargs: Any,
+) -> Path:
     """Search, profile and store records from `select_records` on one machine: what the
     workflow does, unsharded."""
     splits = [split_of(r.sequence, ingest_params) for r in records]
     extra = {"ingest": asdict(ingest_params)}
-    return search_records(records, splits, database, search, profile, threads, out,
-                          extra_attrs=extra, **kwargs)  # fmt: skip
+    return search_records(
+        records, splits, database, search, profile, threads, out, extra_attrs=extra, **kwargs
+    )

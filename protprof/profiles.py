@@ -49,9 +49,12 @@ _MINIMAL_CALIBRATION = {"EmL": 10, "EmN": 10, "EvL": 10, "EvN": 10, "EfL": 10, "
 
 
 def build_hmm(
-    msa: DigitalMSA[Any], query_id: str, query_length: int, seed: int = 42,
+    msa: DigitalMSA[Any],
+    query_id: str,
+    query_length: int,
+    seed: int = 42,
     calibration: Mapping[str, int] = _MINIMAL_CALIBRATION,
-) -> HMM:  # fmt: skip
+) -> HMM:
     """Build HMMER's model of an alignment whose consensus columns are the query's residues.
 
     The emissions and `nseq_effective` are HMMER's (`hmmbuild --hand`); the E-value
@@ -130,7 +133,10 @@ def consensus_columns(msa: DigitalMSA[Any]) -> np.ndarray:
 
 
 def profile_from_msa(
-    msa: DigitalMSA[Any], query_id: str, query_length: int, params: ProfileParams,
+    msa: DigitalMSA[Any],
+    query_id: str,
+    query_length: int,
+    params: ProfileParams,
     hmm: HMM | None = None,
 ) -> tuple[np.ndarray, float]:
     """Return the (L, 20) float32 profile and neff of a query's final alignment.

@@ -158,9 +158,12 @@ def _open_database(path: Path) -> BinaryIO | gzip.GzipFile:
 def read_database(path: Path) -> Iterator[DigitalSequence[Any]]:
     """Stream the database's sequences; one clear error for a truncated or unreadable file."""
     try:
-        with _open_database(path) as raw, SequenceFile(
-            cast(BinaryIO, raw), digital=True, alphabet=AMINO, format="fasta"
-        ) as handle:
+        with (
+            _open_database(path) as raw,
+            SequenceFile(
+                cast(BinaryIO, raw), digital=True, alphabet=AMINO, format="fasta"
+            ) as handle,
+        ):
             while (block := handle.read_block(sequences=10_000)) and len(block):
                 yield from block
     except FileNotFoundError as e:
@@ -246,8 +249,9 @@ def balanced_bounds(lengths: Sequence[int] | np.ndarray, n: int) -> list[tuple[i
     return bounds + [(size, size)] * (n - len(bounds))
 
 
-def _chunks(block: DigitalSequenceBlock, lengths: np.ndarray, n: int
-            ) -> list[DigitalSequenceBlock]:  # fmt: skip
+def _chunks(
+    block: DigitalSequenceBlock, lengths: np.ndarray, n: int
+) -> list[DigitalSequenceBlock]:
     """Split a block into at most n non-empty contiguous chunks of about equal residue counts."""
     bounds = balanced_bounds(lengths, max(1, min(n, len(block))))
     return [block[a:b] for a, b in bounds if b > a]
@@ -370,8 +374,9 @@ class JackhmmerSearch:
     def _select_hits(self, hits: TopHits) -> None:
         cap_included(hits, self.params.max_hits)
 
-    def _finish(self, finish: Callable[[QueryResult], object] | None, pool: Executor,
-                record: Record) -> object:  # fmt: skip
+    def _finish(
+        self, finish: Callable[[QueryResult], object] | None, pool: Executor, record: Record
+    ) -> object:
         result = self._run_query(pool, record)
         if finish is None:
             return result
@@ -395,9 +400,13 @@ class JackhmmerSearch:
         driver_pipeline = make_pipeline(self.params, self.z)
         search = _ChunkedSearch(
             # The whole database is passed for form's sake; searches go through chunk_search.
-            driver_pipeline, builder, query, self._chunkings[1][0], self._select_hits,
+            driver_pipeline,
+            builder,
+            query,
+            self._chunkings[1][0],
+            self._select_hits,
             chunk_search=lambda hmm: self._search_all(pool, hmm),
-        )  # fmt: skip
+        )
         result = previous = None
         for result in search:
             if result.converged or result.iteration >= self.params.iterations:
@@ -406,10 +415,10 @@ class JackhmmerSearch:
             previous = result.msa.copy()
         assert result is not None  # IterativeSearch always yields a first iteration
         n_hits = alignment_depth(result.hits)
-        model = result.hmm if previous is not None and same_alignment(previous, result.msa) \
-            else None  # fmt: skip
-        return QueryResult(record.id, record.sequence, result.msa, n_hits, result.iteration,
-                           model)  # fmt: skip
+        model = (
+            result.hmm if previous is not None and same_alignment(previous, result.msa) else None
+        )
+        return QueryResult(record.id, record.sequence, result.msa, n_hits, result.iteration, model)
 
     def run(
         self,
@@ -423,15 +432,17 @@ class JackhmmerSearch:
         `finish` runs in the worker threads (pyhmmer releases the GIL), so per-query
         post-processing such as building the profile overlaps other queries' searches.
         """
-        log.info("jackhmmer parameters: %s, Z=%d, threads=%d", asdict(self.params), self.z,
-                 self.threads)  # fmt: skip
+        log.info(
+            "jackhmmer parameters: %s, Z=%d, threads=%d", asdict(self.params), self.z, self.threads
+        )
         order = sorted(range(len(records)), key=lambda i: -len(records[i].sequence))
         results: list[object] = [None] * len(records)
         chunk_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk")
         query_pool = ThreadPoolExecutor(self.threads + 1, thread_name_prefix="query")
         try:
-            futures = {query_pool.submit(self._finish, finish, chunk_pool, records[i]): i
-                       for i in order}  # fmt: skip
+            futures = {
+                query_pool.submit(self._finish, finish, chunk_pool, records[i]): i for i in order
+            }
             for future in as_completed(futures):
                 i = futures[future]
                 results[i] = future.result()

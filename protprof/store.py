@@ -59,25 +59,36 @@ class StoreData:
     split: np.ndarray  # (N,) uint8
 
 
-def columns(ids: list[str], sequences: list[str], profiles: list[np.ndarray],
-            n_hits: list[int], neff: list[float], splits: list[int]) -> StoreData:  # fmt: skip
+def columns(
+    ids: list[str],
+    sequences: list[str],
+    profiles: list[np.ndarray],
+    n_hits: list[int],
+    neff: list[float],
+    splits: list[int],
+) -> StoreData:
     """The store's columns of some sequences: residues and quantised (L, 20) profiles
     concatenated, with offsets."""
     lengths = [len(seq) for seq in sequences]
     return StoreData(
         ids=list(ids),
-        tokens=np.concatenate([encode(seq) for seq in sequences]) if sequences else
-        np.zeros(0, np.uint8),
+        tokens=np.concatenate([encode(seq) for seq in sequences])
+        if sequences
+        else np.zeros(0, np.uint8),
         profiles=np.concatenate(profiles) if profiles else np.zeros((0, N_STANDARD), np.uint8),
         offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         n_hits=np.array(n_hits, dtype=np.int32),
         neff=np.array(neff, dtype=np.float32),
         split=np.array(splits, dtype=np.uint8),
-    )  # fmt: skip
+    )
 
 
-def provenance(database: dict[str, Any], search: dict[str, Any], profile: dict[str, Any],
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def provenance(
+    database: dict[str, Any],
+    search: dict[str, Any],
+    profile: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Root attributes that say how a store was made (versions are added by `write_stores`)."""
     import pyhmmer
 
@@ -116,14 +127,17 @@ def _create(group: zarr.Group, n_seq: int, n_res: int, chunk_rows: int) -> dict[
     rows = max(1, min(chunk_rows, n_res))
     seqs = max(1, min(chunk_rows, n_seq))
     arrays = {
-        "tokens": group.create_array("tokens", shape=(n_res,), chunks=(rows,), dtype="uint8",
-                                     **raw),
-        "profiles": group.create_array("profiles", shape=(n_res, N_STANDARD),
-                                       chunks=(rows, N_STANDARD), dtype="uint8", **raw),
-        "offsets": group.create_array("offsets", shape=(n_seq + 1,), chunks=(seqs + 1,),
-                                      dtype="int64"),
+        "tokens": group.create_array(
+            "tokens", shape=(n_res,), chunks=(rows,), dtype="uint8", **raw
+        ),
+        "profiles": group.create_array(
+            "profiles", shape=(n_res, N_STANDARD), chunks=(rows, N_STANDARD), dtype="uint8", **raw
+        ),
+        "offsets": group.create_array(
+            "offsets", shape=(n_seq + 1,), chunks=(seqs + 1,), dtype="int64"
+        ),
         "ids": group.create_array("ids", shape=(n_seq,), chunks=(seqs,), dtype=str),
-    }  # fmt: skip
+    }
     for name, dtype in _PER_SEQUENCE.items():
         arrays[name] = group.create_array(name, shape=(n_seq,), chunks=(seqs,), dtype=dtype)
     return arrays
@@ -147,7 +161,7 @@ def _base_attrs(attrs: dict[str, Any], n_seq: int, n_res: int, chunk_rows: int) 
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "protprof_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         # Identity: a reader that reopens files later can tell the store was replaced meanwhile.
         "store_id": uuid.uuid4().hex,
         "n_sequences": n_seq,
@@ -158,9 +172,12 @@ def _base_attrs(attrs: dict[str, Any], n_seq: int, n_res: int, chunk_rows: int) 
 
 
 def write_stores(
-    out: str | Path, parts: Iterable[StoreData], attrs: dict[str, Any],
-    chunk_rows: int = CHUNK_ROWS, sizes: tuple[int, int] | None = None,
-) -> Path:  # fmt: skip
+    out: str | Path,
+    parts: Iterable[StoreData],
+    attrs: dict[str, Any],
+    chunk_rows: int = CHUNK_ROWS,
+    sizes: tuple[int, int] | None = None,
+) -> Path:
     """Write parts, concatenated in order, as one store at `out`, atomically.
 
     With `sizes` = (sequences, residues) of all parts together, `parts` may be an iterator
@@ -181,13 +198,21 @@ def write_stores(
             seq0, res0 = seq0 + len(part.ids), res0 + len(part.tokens)
             del part  # before the next part loads
         if (seq0, res0) != (n_seq, n_res):
-            raise StoreError(f"{out}: parts hold {seq0} sequences and {res0} residues, but "
-                             f"{n_seq} and {n_res} were announced")  # fmt: skip
+            raise StoreError(
+                f"{out}: parts hold {seq0} sequences and {res0} residues, but "
+                f"{n_seq} and {n_res} were announced"
+            )
         base = _base_attrs(attrs, n_seq, n_res, chunk_rows)
         # Checksums of the chunk files as written (read back: what is on disk is what counts).
-        base["checksums"] = {"algorithm": "crc32", **{
-            name: [zlib.crc32(f.read_bytes()) for f in _chunk_paths(tmp, name, n_res, chunk_rows)]
-            for name in RESIDUE_ARRAYS}}  # fmt: skip
+        base["checksums"] = {
+            "algorithm": "crc32",
+            **{
+                name: [
+                    zlib.crc32(f.read_bytes()) for f in _chunk_paths(tmp, name, n_res, chunk_rows)
+                ]
+                for name in RESIDUE_ARRAYS
+            },
+        }
         group.attrs.update(base)
     return out
 
@@ -231,8 +256,9 @@ class ProfileStore:
         try:
             return np.asarray(zarr.open_array(str(self.path / name), mode="r")[:])
         except Exception as e:  # zarr raises many types for malformed metadata and chunks
-            raise StoreError(f"{self.path}: array {name!r} is missing or unreadable "
-                             f"({type(e).__name__}: {e})") from e  # fmt: skip
+            raise StoreError(
+                f"{self.path}: array {name!r} is missing or unreadable ({type(e).__name__}: {e})"
+            ) from e
 
     @property
     def identity(self) -> str:
@@ -260,11 +286,16 @@ class ProfileStore:
         for name, shape in (("tokens", (r,)), ("profiles", (r, N_STANDARD))):
             meta = _array_meta(self.path, name)
             try:
-                found = (tuple(meta["shape"]), meta["data_type"],
-                         [c["name"] for c in meta.get("codecs", [])])  # fmt: skip
+                found = (
+                    tuple(meta["shape"]),
+                    meta["data_type"],
+                    [c["name"] for c in meta.get("codecs", [])],
+                )
             except (KeyError, TypeError) as e:
-                raise StoreError(f"{self.path}/{name}/zarr.json: malformed array metadata "
-                                 f"({type(e).__name__}: {e})") from e  # fmt: skip
+                raise StoreError(
+                    f"{self.path}/{name}/zarr.json: malformed array metadata "
+                    f"({type(e).__name__}: {e})"
+                ) from e
             if found != (shape, "uint8", ["bytes"]):
                 raise StoreError(
                     f"{self.path}/{name}: expected uncompressed uint8 of shape {shape}, found "
@@ -316,8 +347,10 @@ class ProfileStore:
                 self._check_chunk(name, c, maps[c])
         if first == last:
             return maps[first][start - first * size : stop - first * size]
-        pieces = [maps[c][max(start - c * size, 0) : min(stop - c * size, size)]
-                  for c in range(first, last + 1)]  # fmt: skip
+        pieces = [
+            maps[c][max(start - c * size, 0) : min(stop - c * size, size)]
+            for c in range(first, last + 1)
+        ]
         return np.concatenate(pieces)
 
     def _check_chunk(self, name: str, c: int, chunk: np.ndarray) -> None:
@@ -326,8 +359,10 @@ class ProfileStore:
         checksums = self.attrs.get("checksums")
         if checksums:
             if zlib.crc32(chunk.data) != checksums[name][c]:
-                raise StoreError(f"{self._chunk_files(name)[2][c]}: checksum mismatch, chunk "
-                                 f"{c} of {name!r} is corrupt (run `protprof verify`)")  # fmt: skip
+                raise StoreError(
+                    f"{self._chunk_files(name)[2][c]}: checksum mismatch, chunk "
+                    f"{c} of {name!r} is corrupt (run `protprof verify`)"
+                )
         else:
             problem = self._invariant_problem(name, c, chunk)
             if problem:
@@ -377,8 +412,10 @@ class ProfileStore:
                 if not f.is_file():
                     problems.append(f"{f}: chunk {c} of {name!r} is missing")
                 elif f.stat().st_size != expected:
-                    problems.append(f"{f}: chunk {c} of {name!r} has {f.stat().st_size} bytes, "
-                                    f"expected {expected} (truncated or overwritten)")  # fmt: skip
+                    problems.append(
+                        f"{f}: chunk {c} of {name!r} has {f.stat().st_size} bytes, "
+                        f"expected {expected} (truncated or overwritten)"
+                    )
         return problems
 
     def tokens(self, i: int) -> np.ndarray:
@@ -404,8 +441,10 @@ class ProfileStore:
             tokens=self._read_rows("tokens"),
             profiles=self._read_rows("profiles"),
             offsets=self.offsets.copy(),
-            n_hits=self.n_hits, neff=self.neff, split=self.split,
-        )  # fmt: skip
+            n_hits=self.n_hits,
+            neff=self.neff,
+            split=self.split,
+        )
 
     def _read_rows(self, name: str) -> np.ndarray:
         """All rows of `tokens` or `profiles`, read straight into one array: no memory maps
@@ -524,9 +563,11 @@ def summary(store: ProfileStore) -> dict[str, Any]:
         "format_version": store.attrs["format_version"],
         "n_sequences": len(store),
         "n_residues": n_res,
-        "length": {"min": int(lengths.min()) if len(lengths) else 0,
-                   "max": int(lengths.max()) if len(lengths) else 0,
-                   "mean": float(lengths.mean()) if len(lengths) else 0.0},
+        "length": {
+            "min": int(lengths.min()) if len(lengths) else 0,
+            "max": int(lengths.max()) if len(lengths) else 0,
+            "mean": float(lengths.mean()) if len(lengths) else 0.0,
+        },
         "split": {name: int((store.split == k).sum()) for k, name in enumerate(SPLIT_NAMES)},
         "no_hits": int((store.n_hits == 0).sum()),
         "n_hits_median": float(np.median(store.n_hits)) if len(store) else 0.0,
@@ -534,10 +575,12 @@ def summary(store: ProfileStore) -> dict[str, Any]:
         "bytes_on_disk": on_disk,
         "bytes_per_residue": on_disk / n_res if n_res else None,
         "problems": store.chunk_problems(),
-        "provenance": {k: v for k, v in store.attrs.items()
-                       if k not in ("format", "format_version", "n_sequences", "n_residues",
-                                    "checksums")},
-    }  # fmt: skip
+        "provenance": {
+            k: v
+            for k, v in store.attrs.items()
+            if k not in ("format", "format_version", "n_sequences", "n_residues", "checksums")
+        },
+    }
 
 
 def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None) -> Path:
@@ -561,13 +604,15 @@ def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None
     for store in stores:
         for query_id in map(str, store.ids):
             if query_id in seen:
-                raise StoreError(f"assemble: query {query_id!r} is in both {seen[query_id]} and "
-                                 f"{store.path}")  # fmt: skip
+                raise StoreError(
+                    f"assemble: query {query_id!r} is in both {seen[query_id]} and {store.path}"
+                )
             seen[query_id] = store.path
     kept = (*keys, "pyhmmer_version", "database_chunks")
     extra = {k: v for k, v in stores[0].attrs.items() if k in kept}
     extra.update({"ingest": ingest} if ingest else {})
     # One shard in memory at a time: a UniRef-scale dataset need not fit in the gather job.
     sizes = len(seen), sum(int(s.attrs["n_residues"]) for s in stores)
-    return write_stores(out, (s.read_all() for s in stores), {**extra, "n_shards": len(stores)},
-                        sizes=sizes)  # fmt: skip
+    return write_stores(
+        out, (s.read_all() for s in stores), {**extra, "n_shards": len(stores)}, sizes=sizes
+    )

@@ -91,9 +91,13 @@ class Trainer:
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay},
-             {"params": other, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98),
-        )  # fmt: skip
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": other, "weight_decay": 0.0},
+            ],
+            lr=config.lr,
+            betas=(0.9, 0.98),
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio),
@@ -125,8 +129,10 @@ class Trainer:
         state = load_checkpoint(path)
         missing = [k for k in ("optimizer", "scheduler", "sampler", "rng") if k not in state]
         if missing:
-            raise CheckpointError(f"{path}: cannot resume, it holds a model but not the training "
-                                  f"state ({', '.join(missing)})")  # fmt: skip
+            raise CheckpointError(
+                f"{path}: cannot resume, it holds a model but not the training "
+                f"state ({', '.join(missing)})"
+            )
         _check_same_run(path, state, self.config, self.model.config)
         if state.get("store_id", self.store_id) != self.store_id:
             raise ConfigError(
@@ -153,17 +159,24 @@ class Trainer:
                 yield batch
             self.sampler.set_epoch(self.sampler.epoch + 1)
 
-    def _inputs(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
-                ) -> dict[str, Any]:  # fmt: skip
+    def _inputs(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
+    ) -> dict[str, Any]:
         """Model inputs on the device: masked tokens and MLM labels unless `generator` is None
         (profile prediction alone sees the whole sequence)."""
         tokens, labels = batch["tokens"], None
         if generator is not None:
             tokens, labels = mask_tokens(tokens, self.config.mask_prob, generator)
-        moved = {"tokens": tokens, "mlm_labels": labels, "profiles": batch["profiles"],
-                 "residue_mask": batch["residue_mask"]}  # fmt: skip
-        moved = {k: (v.to(self.device, non_blocking=True) if v is not None else None)
-                 for k, v in moved.items()}  # fmt: skip
+        moved = {
+            "tokens": tokens,
+            "mlm_labels": labels,
+            "profiles": batch["profiles"],
+            "residue_mask": batch["residue_mask"],
+        }
+        moved = {
+            k: (v.to(self.device, non_blocking=True) if v is not None else None)
+            for k, v in moved.items()
+        }
         moved["profiles"] = profile_targets(moved["profiles"])  # type: ignore[arg-type]
         return moved
 
@@ -205,8 +218,11 @@ class Trainer:
         return {**sums, "tokens": tokens}
 
     def _diverged(self, what: str) -> TrainingError:
-        kept = (f"the last good checkpoint is {self.out / LAST} (step {self.saved_step})"
-                if self.saved_step is not None else "no checkpoint was written yet")  # fmt: skip
+        kept = (
+            f"the last good checkpoint is {self.out / LAST} (step {self.saved_step})"
+            if self.saved_step is not None
+            else "no checkpoint was written yet"
+        )
         return TrainingError(f"{what}: training stopped; {kept}; try a lower lr")
 
     @torch.no_grad()
@@ -220,8 +236,9 @@ class Trainer:
             return {}
         self.network.eval()
         generator = torch.Generator().manual_seed(12345)
-        sampler = TokenBudgetBatchSampler(self.valid_data.lengths, self.config.max_tokens,
-                                          0, shuffle=False)  # fmt: skip
+        sampler = TokenBudgetBatchSampler(
+            self.valid_data.lengths, self.config.max_tokens, 0, shuffle=False
+        )
         totals = torch.zeros(5, dtype=torch.float64)  # ce, masked, kl, residues, agree
         for i, batch in enumerate(loader(self.valid_data, sampler)):
             if self.config.eval_batches and i >= self.config.eval_batches:
@@ -233,13 +250,16 @@ class Trainer:
             n_res, n_masked = int(residues.sum()), int((masked["mlm_labels"] != IGNORE).sum())
             agree = (out["profile_logits"].argmax(-1) == whole["profiles"].argmax(-1))[residues]
             mlm_sum = float(masked_out["mlm_loss"]) * n_masked if n_masked else 0.0
-            totals += torch.tensor([mlm_sum, n_masked,
-                                    float(out["profile_loss"]) * n_res, n_res,
-                                    int(agree.sum())], dtype=torch.float64)
+            totals += torch.tensor(
+                [mlm_sum, n_masked, float(out["profile_loss"]) * n_res, n_res, int(agree.sum())],
+                dtype=torch.float64,
+            )
         ce, masked, kl, residues, agree = totals.tolist()
-        return {"valid_mlm_perplexity": math.exp(ce / max(masked, 1)),
-                "valid_profile_kl": kl / max(residues, 1),
-                "valid_profile_argmax_agreement": agree / max(residues, 1)}  # fmt: skip
+        return {
+            "valid_mlm_perplexity": math.exp(ce / max(masked, 1)),
+            "valid_profile_kl": kl / max(residues, 1),
+            "valid_profile_argmax_agreement": agree / max(residues, 1),
+        }
 
     def save(self) -> None:
         """Write the rolling checkpoint (rank 0), refusing non-finite weights."""
@@ -270,8 +290,12 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         stop = min(c.max_steps, self.step + c.stop_after) if c.stop_after else c.max_steps
         batches = self._batches()
-        bar = tqdm(total=c.max_steps, initial=self.step, disable=None if self.rank == 0 else True,
-                   unit="step")  # fmt: skip
+        bar = tqdm(
+            total=c.max_steps,
+            initial=self.step,
+            disable=None if self.rank == 0 else True,
+            unit="step",
+        )
         start, tokens = time.perf_counter(), 0.0
         while self.step < stop:
             stats = self.train_step(batches)
@@ -280,43 +304,72 @@ class Trainer:
             bar.update()
             bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
             if self.step % c.eval_every == 0 or self.step == c.max_steps:
-                record = {"step": self.step, "epoch": self.sampler.epoch,
-                          "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": rate,
-                          **{f"train_{k}": v for k, v in stats.items() if k != "tokens"},
-                          **self.evaluate()}  # fmt: skip
+                record = {
+                    "step": self.step,
+                    "epoch": self.sampler.epoch,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "tokens_per_s": rate,
+                    **{f"train_{k}": v for k, v in stats.items() if k != "tokens"},
+                    **self.evaluate(),
+                }
                 self._log(record)
-                log.info("step %d %s", self.step, {k: round(v, 4) for k, v in record.items()
-                                                    if isinstance(v, float)})  # fmt: skip
+                log.info(
+                    "step %d %s",
+                    self.step,
+                    {k: round(v, 4) for k, v in record.items() if isinstance(v, float)},
+                )
             if self.step % c.checkpoint_every == 0 or self.step == stop:
                 self.save()
         bar.close()
         if self.step < c.max_steps:
-            raise TrainingError(f"stopped at step {self.step} (stop_after); rerun with --resume "
-                                f"to continue from {self.out / LAST}")  # fmt: skip
+            raise TrainingError(
+                f"stopped at step {self.step} (stop_after); rerun with --resume "
+                f"to continue from {self.out / LAST}"
+            )
 
 
 # Settings a resumed run may change: they do not alter the trained weights, or (max_steps,
 # stop_after) are why one resumes. Any other difference is refused rather than mixed in.
-_RESUMABLE = {"store", "out_dir", "max_steps", "stop_after", "eval_every", "eval_batches",
-              "checkpoint_every", "num_workers", "device", "compile", "devices"}  # fmt: skip
+_RESUMABLE = {
+    "store",
+    "out_dir",
+    "max_steps",
+    "stop_after",
+    "eval_every",
+    "eval_batches",
+    "checkpoint_every",
+    "num_workers",
+    "device",
+    "compile",
+    "devices",
+}
 
 
-def _check_same_run(path: Path, state: dict[str, Any], config: TrainConfig,
-                    model: ModelConfig) -> None:  # fmt: skip
+def _check_same_run(
+    path: Path, state: dict[str, Any], config: TrainConfig, model: ModelConfig
+) -> None:
     mine = dataclasses.asdict(model)
-    diff = {k: (state["model_config"].get(k), v) for k, v in mine.items()
-            if state["model_config"].get(k) != v}  # fmt: skip
+    diff = {
+        k: (state["model_config"].get(k), v)
+        for k, v in mine.items()
+        if state["model_config"].get(k) != v
+    }
     if diff:
         raise ConfigError(
             f"{path}: cannot resume, the model config differs (checkpoint, now): {diff}"
         )
     now = dataclasses.asdict(config)
-    changed = {k: (state["config"].get(k), v) for k, v in now.items()
-               if k not in _RESUMABLE and state["config"].get(k) != v}  # fmt: skip
+    changed = {
+        k: (state["config"].get(k), v)
+        for k, v in now.items()
+        if k not in _RESUMABLE and state["config"].get(k) != v
+    }
     if changed:
         listed = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-        raise ConfigError(f"{path}: cannot resume, it was trained with other settings "
-                          f"({listed}); remove it to start over")  # fmt: skip
+        raise ConfigError(
+            f"{path}: cannot resume, it was trained with other settings "
+            f"({listed}); remove it to start over"
+        )
 
 
 def _init_distributed() -> tuple[int, int]:
@@ -344,8 +397,17 @@ def plot_metrics(metrics: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    keys = [k for k in ("train_loss", "train_mlm_loss", "train_profile_loss",
-                        "valid_mlm_perplexity", "valid_profile_kl") if any(k in r for r in rows)]
+    keys = [
+        k
+        for k in (
+            "train_loss",
+            "train_mlm_loss",
+            "train_profile_loss",
+            "valid_mlm_perplexity",
+            "valid_profile_kl",
+        )
+        if any(k in r for r in rows)
+    ]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         points = [(r["step"], r[key]) for r in rows if key in r]
@@ -449,9 +511,14 @@ def train(config: TrainConfig, resume: bool = False) -> Trainer:
             trainer.load(source)
         if trainer.rank == 0:
             _start_rolling(out, source, trainer.step)
-            log.info("model %s: %d parameters; objective %s; %d train / %d valid sequences",
-                     config.model, trainer.model.n_parameters(), config.objective,
-                     len(trainer.train_data), len(trainer.valid_data))  # fmt: skip
+            log.info(
+                "model %s: %d parameters; objective %s; %d train / %d valid sequences",
+                config.model,
+                trainer.model.n_parameters(),
+                config.objective,
+                len(trainer.train_data),
+                len(trainer.valid_data),
+            )
         trainer.fit()
         if trainer.rank == 0:
             publish(out)

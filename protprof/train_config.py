@@ -62,23 +62,41 @@ class TrainConfig:
         unknown = set(self.model_overrides) - set(base)
         if unknown:
             raise ConfigError(f"train.model_overrides: unknown keys {sorted(unknown)}")
-        overrides = {k: _checked(f"model_overrides.{k}", type(base[k]).__name__, v)
-                     for k, v in self.model_overrides.items()}  # fmt: skip
+        overrides = {
+            k: _checked(f"model_overrides.{k}", type(base[k]).__name__, v)
+            for k, v in self.model_overrides.items()
+        }
         return ModelConfig(**{**base, **overrides})
 
 
 # Intervals of the numeric settings. lr <= 1: beyond, AdamW's step size overflows float32.
 _BOUNDS = {
-    "mlm_weight": "[0, inf)", "profile_weight": "[0, inf)", "mask_prob": "(0, 1)",
-    "max_len": "[1, inf)", "max_tokens": "[1, inf)", "accum_steps": "[1, inf)", "lr": "(0, 1]",
-    "weight_decay": "[0, inf)", "warmup_steps": "[0, inf)", "max_steps": "[1, inf)",
-    "min_lr_ratio": "[0, 1]", "grad_clip": "(0, inf)", "eval_every": "[1, inf)",
-    "eval_batches": "[0, inf)", "checkpoint_every": "[1, inf)", "stop_after": "[0, inf)",
-    "seed": "[0, inf)", "num_workers": "[0, inf)", "devices": "[0, inf)",
-    "model_overrides.n_layers": "[1, inf)", "model_overrides.d_model": "[1, inf)",
-    "model_overrides.n_heads": "[1, inf)", "model_overrides.d_ff": "[1, inf)",
-    "model_overrides.dropout": "[0, 1)", "model_overrides.rope_base": "(0, inf)",
-}  # fmt: skip
+    "mlm_weight": "[0, inf)",
+    "profile_weight": "[0, inf)",
+    "mask_prob": "(0, 1)",
+    "max_len": "[1, inf)",
+    "max_tokens": "[1, inf)",
+    "accum_steps": "[1, inf)",
+    "lr": "(0, 1]",
+    "weight_decay": "[0, inf)",
+    "warmup_steps": "[0, inf)",
+    "max_steps": "[1, inf)",
+    "min_lr_ratio": "[0, 1]",
+    "grad_clip": "(0, inf)",
+    "eval_every": "[1, inf)",
+    "eval_batches": "[0, inf)",
+    "checkpoint_every": "[1, inf)",
+    "stop_after": "[0, inf)",
+    "seed": "[0, inf)",
+    "num_workers": "[0, inf)",
+    "devices": "[0, inf)",
+    "model_overrides.n_layers": "[1, inf)",
+    "model_overrides.d_model": "[1, inf)",
+    "model_overrides.n_heads": "[1, inf)",
+    "model_overrides.d_ff": "[1, inf)",
+    "model_overrides.dropout": "[0, 1)",
+    "model_overrides.rope_base": "(0, inf)",
+}
 _CHOICES = {"objective": OBJECTIVES, "model": tuple(PRESETS), "device": ("auto", "cpu", "cuda")}
 
 

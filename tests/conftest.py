@@ -39,8 +39,15 @@ def small_store(tmp_path_factory, demo_database) -> Path:
     queries = write_queries(tmp / "q.fasta", 24)
     params = IngestParams(max_length=400, valid_fraction=0.2, test_fraction=0.1)
     records = select_records([queries], params)
-    return build(records, demo_database, tmp / "small.zarr", 2, params,
-                 SearchParams(iterations=2), ProfileParams())  # fmt: skip
+    return build(
+        records,
+        demo_database,
+        tmp / "small.zarr",
+        2,
+        params,
+        SearchParams(iterations=2),
+        ProfileParams(),
+    )
 
 
 @pytest.fixture
@@ -50,8 +57,11 @@ def gz_bytes():
 
 def _mount_tmpfs(folder: Path, size: str) -> None:
     folder.mkdir()
-    run = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                         capture_output=True, text=True)  # fmt: skip
+    run = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
     if run.returncode:
         print(f"cannot mount a tmpfs ({run.stderr.strip()})")
         pytest.skip(f"a full disk needs a tmpfs mount (root): {run.stderr.strip()}")

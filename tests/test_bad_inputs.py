@@ -25,8 +25,10 @@ TEMPLATES = {
     "--out {OUT}/h.pkl -N 1",
     "search-chunk chunk": "search-chunk {SHARD} --state {STATE} --chunk {BAD} --fingerprint {FP} "
     "--out {OUT}/h.pkl -N 1",
-    "merge-iteration": "merge-iteration {SHARD} --state {STATE} --hits {BAD} --out {OUT}/i1.pkl -N 1",
-    "finish-shard": "finish-shard {SHARD} --state {BAD} --fingerprint {FP} --out {OUT}/s.zarr -N 1",
+    "merge-iteration": "merge-iteration {SHARD} --state {STATE} --hits {BAD} "
+    "--out {OUT}/i1.pkl -N 1",
+    "finish-shard": "finish-shard {SHARD} --state {BAD} --fingerprint {FP} "
+    "--out {OUT}/s.zarr -N 1",
     "assemble": "assemble {BAD} --out {OUT}/a.zarr",
     "build queries": "build {BAD} --database {DB} --out {OUT}/b.zarr -N 1",
     "build database": "build {QUERIES} --database {BAD} --out {OUT}/b.zarr -N 1",
@@ -51,9 +53,15 @@ def valid(tmp_path_factory, small_store) -> dict[str, str]:
     assert main(["-q", "ingest", str(queries), "--out", str(shard)]) == 0
     assert main(["-q", "prepare-db", str(DEMO_DB), "--out", str(fingerprint)]) == 0
     assert main(["-q", "init-state", str(shard), "--out", str(state), "-N", "1"]) == 0
-    return {"DB": str(DEMO_DB), "SHARD": str(shard), "FP": str(fingerprint),
-            "STATE": str(state), "QUERIES": str(queries), "STORE": str(small_store),
-            "SHARED": str(SHARED_DATA)}  # fmt: skip
+    return {
+        "DB": str(DEMO_DB),
+        "SHARD": str(shard),
+        "FP": str(fingerprint),
+        "STATE": str(state),
+        "QUERIES": str(queries),
+        "STORE": str(small_store),
+        "SHARED": str(SHARED_DATA),
+    }
 
 
 def make_bad(kind: str, where: Path) -> Path:

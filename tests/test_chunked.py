@@ -38,7 +38,7 @@ def test_chunked_equals_in_memory(tmp_path, queries, in_memory, k):
         states = pickle.loads(pickle.dumps(states))  # what crosses job boundaries
     ours = chunked.results(queries, states)
     assert sum(r.n_hits > 0 for r in ours) >= 4
-    for a, b in zip(ours, in_memory):
+    for a, b in zip(ours, in_memory, strict=True):
         assert (a.id, a.n_hits, a.iterations) == (b.id, b.n_hits, b.iterations)
         assert list(a.msa.names) == list(b.msa.names)
         pa, na = profile_from_msa(a.msa, a.id, len(a.sequence), ProfileParams())

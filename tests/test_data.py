@@ -8,8 +8,15 @@ import numpy as np
 import torch
 
 from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, MASK, PAD
-from protprof.data import (IGNORE, ProfileDataset, TokenBudgetBatchSampler, collate, loader,
-                           mask_tokens, profile_targets)  # fmt: skip
+from protprof.data import (
+    IGNORE,
+    ProfileDataset,
+    TokenBudgetBatchSampler,
+    collate,
+    loader,
+    mask_tokens,
+    profile_targets,
+)
 from protprof.store import open_store
 
 
@@ -68,7 +75,9 @@ def test_sampler_budget_determinism_ddp_and_resume():
     assert list(s) != batches
     padded = sum((lengths[b].max() + 2) * len(b) for b in batches)
     assert 1 - (lengths + 2).sum() / padded < 0.10  # padding waste
-    ranks = [list(TokenBudgetBatchSampler(lengths, 4096, 5, num_replicas=2, rank=r)) for r in (0, 1)]
+    ranks = [
+        list(TokenBudgetBatchSampler(lengths, 4096, 5, num_replicas=2, rank=r)) for r in (0, 1)
+    ]
     assert len(ranks[0]) == len(ranks[1])
     assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
     resumed = TokenBudgetBatchSampler(lengths, 4096, seed=5)
@@ -77,8 +86,10 @@ def test_sampler_budget_determinism_ddp_and_resume():
 
 
 def test_collate_lines_up_profiles_with_tokens():
-    items = [(np.array([5, 6, 7], np.uint8), np.full((3, 20), 255 // 20, np.uint8)),
-             (np.array([8], np.uint8), np.eye(20, dtype=np.uint8)[[2]] * 255)]  # fmt: skip
+    items = [
+        (np.array([5, 6, 7], np.uint8), np.full((3, 20), 255 // 20, np.uint8)),
+        (np.array([8], np.uint8), np.eye(20, dtype=np.uint8)[[2]] * 255),
+    ]
     batch = collate(items)
     assert batch["tokens"].tolist() == [[CLS, 5, 6, 7, EOS], [CLS, 8, EOS, PAD, PAD]]
     assert batch["residue_mask"].tolist() == [[0, 1, 1, 1, 0], [0, 1, 0, 0, 0]]
@@ -93,10 +104,11 @@ def test_loader_with_two_spawn_workers(small_store):
     data = ProfileDataset(small_store, "all", max_len=128)
     sampler = TokenBudgetBatchSampler(data.lengths, 2048, seed=0)
     serial = [b["tokens"] for b in loader(data, sampler)]
-    spawned = [b["tokens"] for b in loader(data, sampler, num_workers=2,
-                                           multiprocessing_context="spawn")]  # fmt: skip
+    spawned = [
+        b["tokens"] for b in loader(data, sampler, num_workers=2, multiprocessing_context="spawn")
+    ]
     assert len(serial) == len(spawned) > 1
-    assert all(torch.equal(a, b) for a, b in zip(serial, spawned))
+    assert all(torch.equal(a, b) for a, b in zip(serial, spawned, strict=True))
 
 
 def test_dataset_pickles_small_and_reopens_the_store(small_store):

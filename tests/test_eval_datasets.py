@@ -9,8 +9,9 @@ from protprof.cli import main
 from protprof.evaluation import datasets as ds
 from tests.conftest import SHARED_DATA
 
-pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(),
-                                reason=f"benchmark data {SHARED_DATA} not present")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"
+)
 
 
 def test_secondary_structure_readers():
@@ -50,9 +51,14 @@ def test_stability_and_fluorescence_readers():
     gfp_train, no_score = ds.read_fluorescence(SHARED_DATA, "train")
     gfp_test, _ = ds.read_fluorescence(SHARED_DATA, "test")
     assert (len(gfp_train), no_score, len(gfp_test)) == (26197, 610, 25517)
-    wild = ds.read_wild_type(SHARED_DATA / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")["wt_aa"]
+    wild = ds.read_wild_type(SHARED_DATA / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")[
+        "wt_aa"
+    ]
     assert all(len(e.sequence) == len(wild) == 237 for e in gfp_train[:500])
-    assert all(1 <= sum(a != b for a, b in zip(e.sequence, wild)) <= 3 for e in gfp_train[:500])
+    assert all(
+        1 <= sum(a != b for a, b in zip(e.sequence, wild, strict=True)) <= 3
+        for e in gfp_train[:500]
+    )
 
 
 def test_mutation_numbers_count_from_the_wild_types_first_number():
@@ -92,12 +98,28 @@ def test_missing_or_malformed_file_names_it(tmp_path, capsys):
     fields = lines[2].split("\t")
     fields[1] = fields[1][:5] + "#" + fields[1][6:]
     path.write_text("\n".join([*lines[:2], "\t".join(fields)]) + "\n")
-    with pytest.raises(ds.DatasetError, match=rf"ssm2_stability_scores.tsv: record {fields[0]}: "
-                       "characters '#'"):  # fmt: skip
+    with pytest.raises(
+        ds.DatasetError,
+        match=rf"ssm2_stability_scores.tsv: record {fields[0]}: "
+        "characters '#'",
+    ):
         ds.read_stability(tmp_path, "test")
     # Through the command line: one line on stderr, exit 1, no report.
-    assert main(["evaluate", "no-such.pt", "--data", str(tmp_path / "nowhere"), "--tasks", "ss",
-                 "--out", str(tmp_path / "report")]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "no-such.pt",
+                "--data",
+                str(tmp_path / "nowhere"),
+                "--tasks",
+                "ss",
+                "--out",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere not found" in err[0]
     assert not (tmp_path / "report").exists()

@@ -23,10 +23,14 @@ def test_ranks_average_ties():
 
 def test_spearman_by_hand():
     # ranks x: 1 2 3 4 5, ranks y: 2 1 4 3 5 -> d^2 = 1+1+1+1+0 = 4; rho = 1 - 6*4/(5*24) = 0.8
-    assert metrics.spearman(np.array([1, 2, 3, 4, 5]), np.array([20, 10, 40, 30, 50])) == pytest.approx(0.8)
-    assert metrics.spearman(np.arange(6), -np.arange(6) ** 3) == pytest.approx(-1.0)
+    assert metrics.spearman(
+        np.array([1, 2, 3, 4, 5]), np.array([20, 10, 40, 30, 50])
+    ) == pytest.approx(0.8)
+    assert metrics.spearman(np.arange(6), -(np.arange(6) ** 3)) == pytest.approx(-1.0)
     # With ties: Pearson of ranks [1.5, 1.5, 3] and [1, 2, 3] = 0.75 / sqrt(0.5 * 2) = 0.866...
-    assert metrics.spearman(np.array([1, 1, 2]), np.array([1, 2, 3])) == pytest.approx(math.sqrt(3) / 2)
+    assert metrics.spearman(np.array([1, 1, 2]), np.array([1, 2, 3])) == pytest.approx(
+        math.sqrt(3) / 2
+    )
     assert math.isnan(metrics.spearman(np.ones(4), np.arange(4)))
 
 

@@ -12,36 +12,65 @@ from pyhmmer.easel import Alphabet
 from pyhmmer.plan7 import Background
 
 from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, encode
+from protprof.checkpoint import load_model
 from protprof.cli import main
+from protprof.embed import embed_sequences
+from protprof.evaluation import TASKS
 from protprof.evaluation import datasets as ds
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
-from protprof.evaluation import TASKS
 from protprof.evaluation.tasks import RUNNERS, Limits, variant_scores
-from protprof.embed import embed_sequences
 from protprof.fasta import Record, read_fasta
 from protprof.store import open_store
-from protprof.checkpoint import load_model
 from protprof.train import load_config, train
 from tests.conftest import DEMO_QUERIES, SHARED_DATA
 
-pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(),
-                                reason=f"benchmark data {SHARED_DATA} not present")  # fmt: skip
+pytestmark = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"
+)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(small_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
-    values = {"store": small_store, "out_dir": out, "max_steps": 30, "eval_every": 10,
-              "checkpoint_every": 30, "max_tokens": 2048, "max_len": 256, "warmup_steps": 5}  # fmt: skip
+    values = {
+        "store": small_store,
+        "out_dir": out,
+        "max_steps": 30,
+        "eval_every": 10,
+        "checkpoint_every": 30,
+        "max_tokens": 2048,
+        "max_len": 256,
+        "warmup_steps": 5,
+    }
     train(load_config(None, [f"{k}={v}" for k, v in values.items()]))
     return out / "checkpoint.pt"
 
 
 def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["evaluate", str(checkpoint), "--data", str(SHARED_DATA), "--store",
-                 str(small_store), "--tasks", "ss", "stability", "profile", "--max-train", "80",
-                 "--max-test", "60", "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                str(checkpoint),
+                "--data",
+                str(SHARED_DATA),
+                "--store",
+                str(small_store),
+                "--tasks",
+                "ss",
+                "stability",
+                "profile",
+                "--max-train",
+                "80",
+                "--max-test",
+                "60",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["steps"] == 30  # the checkpoint's step
     results = {(r["task"].split(" (")[0], r["metric"].split(",")[0]): r for r in report["results"]}
@@ -62,8 +91,10 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
     targets = np.concatenate([store.profile(i) for i in rows]).astype(np.float64)
     _, predicted = embed_sequences(load_model(checkpoint), [store.sequence(i) for i in rows])
     background = np.array(list(Background(Alphabet.amino()).residue_frequencies)[:20])
-    guesses = {"KL, model profile head": np.concatenate(predicted),
-               "KL, baseline: background frequencies": background / background.sum()}
+    guesses = {
+        "KL, model profile head": np.concatenate(predicted),
+        "KL, baseline: background frequencies": background / background.sum(),
+    }
     for metric, guess in guesses.items():
         terms = targets * np.log(np.where(targets > 0, targets, 1) / guess)  # 0 log 0 = 0
         assert kl[metric] == pytest.approx(terms.sum(1).mean(), rel=1e-3), metric
@@ -76,19 +107,45 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
     assert main(["compare", str(out / "report.json"), "--out", str(tmp_path / "one.md")]) == 0
     one = (tmp_path / "one.md").read_text().splitlines()
     assert one[0] == "| task | metric | multitask |"
-    assert one[2] == (f"| secondary structure (CB513) | Q3 | {q3['value']:.3f} "
-                      f"[{q3['low']:.3f}, {q3['high']:.3f}] |")  # fmt: skip
-    assert main(["compare", str(out / "report.json"), str(out / "report.json"),
-                 "--out", str(tmp_path / "two.md")]) == 0  # fmt: skip
+    assert one[2] == (
+        f"| secondary structure (CB513) | Q3 | {q3['value']:.3f} "
+        f"[{q3['low']:.3f}, {q3['high']:.3f}] |"
+    )
+    assert (
+        main(
+            [
+                "compare",
+                str(out / "report.json"),
+                str(out / "report.json"),
+                "--out",
+                str(tmp_path / "two.md"),
+            ]
+        )
+        == 0
+    )
     two = (tmp_path / "two.md").read_text().splitlines()
     assert two[0] == "| task | metric | multitask (2 seeds) |"
     assert two[2] == f"| secondary structure (CB513) | Q3 | {q3['value']:.3f} ± 0.000 |"
     # Columns follow labels (evaluate --label), not the training objective.
     assert report["label"] == report["objective"] == "multitask"
     (tmp_path / "other.json").write_text(json.dumps({**report, "label": "untrained"}))
-    assert main(["compare", str(tmp_path / "other.json"), str(out / "report.json"),
-                 "--out", str(tmp_path / "labels.md")]) == 0  # fmt: skip
-    assert (tmp_path / "labels.md").read_text().startswith("| task | metric | untrained | multitask |")
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "other.json"),
+                str(out / "report.json"),
+                "--out",
+                str(tmp_path / "labels.md"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        (tmp_path / "labels.md")
+        .read_text()
+        .startswith("| task | metric | untrained | multitask |")
+    )
 
 
 def test_zero_shot_scores_equal_a_direct_masked_forward(checkpoint):
@@ -102,7 +159,9 @@ def test_zero_shot_scores_equal_a_direct_masked_forward(checkpoint):
         clean = torch.log_softmax(model(tokens)["profile_logits"][0, position + 1], -1)
         tokens[0, position + 1] = MASK
         logp = torch.log_softmax(model(tokens)["mlm_logits"][0, position + 1], -1)
-    expected = logp[FIRST_RESIDUE + RESIDUES.index(mutant)] - logp[FIRST_RESIDUE + RESIDUES.index(wild)]
+    expected = (
+        logp[FIRST_RESIDUE + RESIDUES.index(mutant)] - logp[FIRST_RESIDUE + RESIDUES.index(wild)]
+    )
     assert mlm[7] == pytest.approx(float(expected), abs=1e-4)
     expected = clean[RESIDUES.index(mutant)] - clean[RESIDUES.index(wild)]
     assert profile[7] == pytest.approx(float(expected), abs=1e-4)
@@ -121,8 +180,21 @@ def test_leakage_guard_drops_a_test_homologue_and_keeps_the_rest(tmp_path):
     # Through the command line, with a report of what was dropped.
     fasta = tmp_path / "q.fasta"
     fasta.write_text(f">near_cb513\n{mutated}\n>{unrelated.id}\n{unrelated.sequence}\n")
-    assert main(["guard", str(fasta), "--data", str(SHARED_DATA), "--out", str(tmp_path / "kept.fa"),
-                 "--report", str(tmp_path / "r.json")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "guard",
+                str(fasta),
+                "--data",
+                str(SHARED_DATA),
+                "--out",
+                str(tmp_path / "kept.fa"),
+                "--report",
+                str(tmp_path / "r.json"),
+            ]
+        )
+        == 0
+    )
     assert [r.id for r in read_fasta(tmp_path / "kept.fa")] == [unrelated.id]
     assert json.loads((tmp_path / "r.json").read_text())["n_dropped"] == 1
 
@@ -133,11 +205,14 @@ def test_cli_task_names_match_the_runners():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task, metrics", [
-    ("homology", ["top-1 fold accuracy"]),
-    ("fluorescence", ["Spearman rho"]),
-    ("contacts", ["P@L/5, separation >= 12", "P@L/5, separation >= 24"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "task, metrics",
+    [
+        ("homology", ["top-1 fold accuracy"]),
+        ("fluorescence", ["Spearman rho"]),
+        ("contacts", ["P@L/5, separation >= 12", "P@L/5, separation >= 24"]),
+    ],
+)
 def test_task_runners_on_small_samples(checkpoint, task, metrics):
     """Every runner reads its real data, fits its probe and reports each metric with the sample
     sizes it was asked for and an interval around the value."""

@@ -15,12 +15,22 @@ from protprof.cli import main
 from protprof.ingest import IngestParams, select_records
 from protprof.store import open_store
 
-REAL = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQAGVWPAACRLE"
+REAL = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQAGVWPAACRLE"  # noqa: E501 (one real protein)
 
 
 def build_args(queries: Path, out: Path) -> list[str]:
-    return ["build", str(queries), "--database", str(DEMO_DB), "--out", str(out), "-N", "1",
-            "--threads", "2"]  # fmt: skip
+    return [
+        "build",
+        str(queries),
+        "--database",
+        str(DEMO_DB),
+        "--out",
+        str(out),
+        "-N",
+        "1",
+        "--threads",
+        "2",
+    ]
 
 
 def refused(tmp_path: Path, capsys, content: bytes, name: str = "q.fasta") -> str:
@@ -56,8 +66,9 @@ def test_bad_queries_are_refused_with_one_line(tmp_path, capsys, content, expect
 
 def test_truncated_gzip_is_refused(tmp_path, capsys):
     data = gzip.compress((f">a\n{REAL}\n" * 50).encode())
-    assert "truncated or corrupt gzip" in refused(tmp_path, capsys, data[: len(data) // 2],
-                                                  "q.fasta.gz")  # fmt: skip
+    assert "truncated or corrupt gzip" in refused(
+        tmp_path, capsys, data[: len(data) // 2], "q.fasta.gz"
+    )
 
 
 def test_missing_file_is_refused(tmp_path, capsys):
@@ -67,8 +78,10 @@ def test_missing_file_is_refused(tmp_path, capsys):
 
 def test_accepted_oddities_build(tmp_path):
     """CRLF, blank lines, lowercase, a terminal '*', ambiguous residues, gzip: all build."""
-    text = (f">odd1 some description\r\n{REAL[:60].lower()}\r\n\r\n{REAL[60:120]}*\r\n"
-            f">odd2\r\nMKVLXBZUOAAGHKLLMKV{REAL[:80]}\r\n")  # fmt: skip
+    text = (
+        f">odd1 some description\r\n{REAL[:60].lower()}\r\n\r\n{REAL[60:120]}*\r\n"
+        f">odd2\r\nMKVLXBZUOAAGHKLLMKV{REAL[:80]}\r\n"
+    )
     queries = tmp_path / "odd.fasta.gz"
     queries.write_bytes(gzip.compress(text.encode()))
     out = tmp_path / "odd.zarr"
@@ -89,8 +102,14 @@ def test_length_limits_and_duplicates(tmp_path, capsys):
     first_seq = text.splitlines()[1]
     queries.write_text(text + f">dup_of_first\n{first_seq}\n>short\nMKV\n")
     out = tmp_path / "o.zarr"
-    args = build_args(queries, out) + ["--min-length", "10", "--max-length", "50", "--too-long",
-                                       "crop"]  # fmt: skip
+    args = build_args(queries, out) + [
+        "--min-length",
+        "10",
+        "--max-length",
+        "50",
+        "--too-long",
+        "crop",
+    ]
     assert main(args) == 0
     store = open_store(out)
     assert len(store) == 3  # duplicate searched once, short one skipped
@@ -111,13 +130,13 @@ def test_skip_too_long_and_nothing_left(tmp_path, capsys):
     assert not out.exists()
 
 
-
-
 def test_cli_start_up_does_not_import_torch():
     """Every `protprof` command builds the whole parser; torch (~3 s to import) must wait for
     the commands that use it, or each of the workflow's many search jobs pays for it."""
-    code = ("import sys\nfrom protprof.cli import main\ntry:\n    main(['build', '--help'])\n"
-            "except SystemExit:\n    pass\nprint(sorted(m for m in ('torch', 'zarr') "
-            "if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys\nfrom protprof.cli import main\ntry:\n    main(['build', '--help'])\n"
+        "except SystemExit:\n    pass\nprint(sorted(m for m in ('torch', 'zarr') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

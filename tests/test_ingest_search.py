@@ -19,8 +19,11 @@ def test_adding_queries_moves_no_old_query_to_another_shard_or_split(tmp_path):
     for name, queries in (("old", old), ("new", new)):
         shards = [tmp_path / name / f"{k}.fasta" for k in range(4)]
         assert main(["-q", "ingest", str(queries), "--out", *map(str, shards)]) == 0
-        placement[name] = {r.id: (k, split) for k, shard in enumerate(shards)
-                           for r, split in zip(*read_shard(shard), strict=True)}  # fmt: skip
+        placement[name] = {
+            r.id: (k, split)
+            for k, shard in enumerate(shards)
+            for r, split in zip(*read_shard(shard), strict=True)
+        }
     assert len(placement["old"]) >= 55 and len(placement["new"]) >= 85  # a few are too short
     assert all(placement["new"][q] == where for q, where in placement["old"].items())
     # every shard and every split is used: the hash spreads the queries
@@ -30,16 +33,38 @@ def test_adding_queries_moves_no_old_query_to_another_shard_or_split(tmp_path):
 
 
 def build(queries, out, *options) -> None:
-    assert main(["-q", "build", str(queries), "--database", str(DEMO_DB), "--out", str(out),
-                 "--threads", "2", *options]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "build",
+                str(queries),
+                "--database",
+                str(DEMO_DB),
+                "--out",
+                str(out),
+                "--threads",
+                "2",
+                *options,
+            ]
+        )
+        == 0
+    )
 
 
 def test_alphafold_preset_and_the_msa_depth_cap(tmp_path):
     queries = write_queries(tmp_path / "q.fasta", 8)
     build(queries, tmp_path / "af.zarr", "--preset", "alphafold")
     search = open_store(tmp_path / "af.zarr").attrs["search"]
-    assert (search["iterations"], search["E"], search["incE"], search["F1"], search["F2"],
-            search["F3"], search["max_hits"]) == (1, 1e-4, 1e-4, 5e-4, 5e-5, 5e-7, 10_000)  # fmt: skip
+    assert (
+        search["iterations"],
+        search["E"],
+        search["incE"],
+        search["F1"],
+        search["F2"],
+        search["F3"],
+        search["max_hits"],
+    ) == (1, 1e-4, 1e-4, 5e-4, 5e-5, 5e-7, 10_000)
     build(queries, tmp_path / "free.zarr", "-N", "1")
     build(queries, tmp_path / "capped.zarr", "-N", "1", "--max-hits", "3")
     free, capped = open_store(tmp_path / "free.zarr"), open_store(tmp_path / "capped.zarr")
@@ -53,18 +78,47 @@ def test_alphafold_preset_and_the_msa_depth_cap(tmp_path):
 def test_assemble_refuses_shards_made_with_different_settings(tmp_path, capsys, section):
     queries = [write_queries(tmp_path / f"q{k}.fasta", 2, start=10 * k) for k in range(2)]
     build(queries[0], tmp_path / "a.zarr", "-N", "1")
-    other = {"search": ["-N", "2"], "profile": ["-N", "1", "--profile-method", "frequency"],
-             "database": ["-N", "1"]}[section]  # fmt: skip
+    other = {
+        "search": ["-N", "2"],
+        "profile": ["-N", "1", "--profile-method", "frequency"],
+        "database": ["-N", "1"],
+    }[section]
     database = DEMO_DB
     if section == "database":  # the same records compressed again: another fingerprint
         database = tmp_path / "db.fasta.gz"
         database.write_bytes(gzip.compress(gzip.decompress(DEMO_DB.read_bytes()), mtime=1))
-    assert main(["-q", "build", str(queries[1]), "--database", str(database), "--out",
-                 str(tmp_path / "b.zarr"), "--threads", "2", *other]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "build",
+                str(queries[1]),
+                "--database",
+                str(database),
+                "--out",
+                str(tmp_path / "b.zarr"),
+                "--threads",
+                "2",
+                *other,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     out = tmp_path / "all.zarr"
-    assert main(["-q", "assemble", str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr"), "--out",
-                 str(out)]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "-q",
+                "assemble",
+                str(tmp_path / "a.zarr"),
+                str(tmp_path / "b.zarr"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"its {section} settings differ" in err[0] and "b.zarr" in err[0]
     assert not out.exists()
@@ -79,7 +133,21 @@ def test_help_lists_every_subcommand(capsys):
     listed = [line.split()[0] for line in section.splitlines()[1:] if line[4:5].strip()]
     assert listed == list(COMMANDS)
     assert set(COMMANDS) == {
-        "ingest", "prepare-db", "search", "split-db", "init-state", "search-chunk",
-        "merge-iteration", "finish-shard", "assemble", "build", "inspect", "verify", "train",
-        "embed", "guard", "evaluate", "compare",
-    }  # fmt: skip
+        "ingest",
+        "prepare-db",
+        "search",
+        "split-db",
+        "init-state",
+        "search-chunk",
+        "merge-iteration",
+        "finish-shard",
+        "assemble",
+        "build",
+        "inspect",
+        "verify",
+        "train",
+        "embed",
+        "guard",
+        "evaluate",
+        "compare",
+    }

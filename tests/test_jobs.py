@@ -39,13 +39,26 @@ def test_schema_defaults_and_choices_equal_the_dataclasses():
     assert jobs.schema_defaults_mismatch(changed) == ["ingest.min_length", "search.preset choices"]
 
 
-@pytest.mark.parametrize("search", [{"preset": "hmmer", "iterations": 3},
-                                    {"preset": "alphafold"},
-                                    {"preset": "hmmer", "incE": 1e-5, "max_hits": 50}])  # fmt: skip
+@pytest.mark.parametrize(
+    "search",
+    [
+        {"preset": "hmmer", "iterations": 3},
+        {"preset": "alphafold"},
+        {"preset": "hmmer", "incE": 1e-5, "max_hits": 50},
+    ],
+)
 def test_option_strings_parse_back_to_the_same_parameters(search):
     cfg = config(search=search, ingest={"min_length": 30, "too_long": "skip"})
-    argv = ["build", "q.fa", "--database", "db.fa", "--out", "o.zarr",
-            *jobs.search_options(cfg).split(), *jobs.ingest_options(cfg).split()]  # fmt: skip
+    argv = [
+        "build",
+        "q.fa",
+        "--database",
+        "db.fa",
+        "--out",
+        "o.zarr",
+        *jobs.search_options(cfg).split(),
+        *jobs.ingest_options(cfg).split(),
+    ]
     args = parser().parse_args(argv)
     searched, profile = _search_settings(args)
     assert searched == jobs.search(cfg) and profile == jobs.profile(cfg)

@@ -56,9 +56,18 @@ def test_loss_falls_on_a_fixed_batch(small_store, objective):
 
 
 def _config(store, out, **extra):
-    values = {"store": str(store), "out_dir": str(out), "max_steps": 12, "eval_every": 4,
-              "checkpoint_every": 4, "max_tokens": 2048, "max_len": 128, "warmup_steps": 2,
-              "model_overrides": {"dropout": 0.1}, **extra}  # fmt: skip
+    values = {
+        "store": str(store),
+        "out_dir": str(out),
+        "max_steps": 12,
+        "eval_every": 4,
+        "checkpoint_every": 4,
+        "max_tokens": 2048,
+        "max_len": 128,
+        "warmup_steps": 2,
+        "model_overrides": {"dropout": 0.1},
+        **extra,
+    }
     return load_config(None, [f"{k}={v}" for k, v in values.items()])
 
 
@@ -68,15 +77,17 @@ def test_interrupted_and_resumed_training_is_bit_identical(small_store, tmp_path
         train(_config(small_store, tmp_path / "cut", stop_after=6))  # checkpointed at step 6
     resumed = train(_config(small_store, tmp_path / "cut"), resume=True)
     assert resumed.step == full.step == 12
-    for (name, a), (_, b) in zip(full.model.state_dict().items(),
-                                 resumed.model.state_dict().items(), strict=True):  # fmt: skip
+    for (name, a), (_, b) in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
     rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3 and "valid_profile_kl" in rows[-1]
     model = load_model(tmp_path / "full" / "checkpoint.pt")  # the trained weights, exactly
-    for (name, a), (_, b) in zip(model.state_dict().items(), full.model.state_dict().items(),
-                                 strict=True):  # fmt: skip
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), full.model.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -84,8 +95,10 @@ def test_resume_with_another_model_is_refused(small_store, tmp_path):
     train(_config(small_store, tmp_path, max_steps=2))
     before = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(ConfigError, match="model config differs.*n_layers"):
-        train(_config(small_store, tmp_path, max_steps=4, model_overrides={"n_layers": 3}),
-              resume=True)  # fmt: skip
+        train(
+            _config(small_store, tmp_path, max_steps=4, model_overrides={"n_layers": 3}),
+            resume=True,
+        )
     with pytest.raises(ConfigError, match="pass --resume"):
         train(_config(small_store, tmp_path, max_steps=4))
     assert (tmp_path / "checkpoint.pt").read_bytes() == before  # nothing overwritten
@@ -99,8 +112,12 @@ def test_bad_training_config_is_one_clear_error(small_store, tmp_path, capsys):
     assert len(err) == 1 and "unknown setting 'learning_rate'" in err[0]
     assert main(["train", "--store", str(small_store), "--set", "objective=both"]) == 1
     assert "objective must be one of" in capsys.readouterr().err
-    assert main(["train", "--store", str(tmp_path / "missing.zarr"),
-                 "--out-dir", str(tmp_path / "o")]) == 1  # fmt: skip
+    assert (
+        main(
+            ["train", "--store", str(tmp_path / "missing.zarr"), "--out-dir", str(tmp_path / "o")]
+        )
+        == 1
+    )
     assert "not a protprof store" in capsys.readouterr().err
 
 
@@ -124,9 +141,13 @@ def test_two_process_gloo_ddp_sees_disjoint_data(small_store, tmp_path):
     )
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     # Own process group: on a timeout the workers die with torchrun instead of lingering.
-    proc = subprocess.Popen([torchrun, "--standalone", "--nproc-per-node", "2", str(script)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [torchrun, "--standalone", "--nproc-per-node", "2", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:

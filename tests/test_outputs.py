@@ -39,8 +39,19 @@ def user_folder(path: Path) -> Path:
 
 
 def build(queries: Path, out: Path, *extra: str, database: Path = DEMO_DB) -> list[str]:
-    return ["build", str(queries), "--database", str(database), "--out", str(out), "-N", "1",
-            "--threads", "2", *extra]  # fmt: skip
+    return [
+        "build",
+        str(queries),
+        "--database",
+        str(database),
+        "--out",
+        str(out),
+        "-N",
+        "1",
+        "--threads",
+        "2",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +73,14 @@ def truncated_db(tmp_path_factory) -> Path:
         lambda q, d: ["ingest", str(q), "--out", str(d.parent / "s0.fasta"), str(d)],
         lambda q, d: ["split-db", str(DEMO_DB), "--out", str(d)],
     ],
-    ids=["build --out", "build --msa-dir", "embed --out", "prepare-db --out", "ingest --out",
-         "split-db --out"],  # fmt: skip
+    ids=[
+        "build --out",
+        "build --msa-dir",
+        "embed --out",
+        "prepare-db --out",
+        "ingest --out",
+        "split-db --out",
+    ],
 )
 def test_a_users_folder_named_as_output_is_refused_and_kept(tmp_path, capsys, command):
     queries = write_queries(tmp_path / "q.fasta", 3)
@@ -125,8 +142,25 @@ def test_truncated_gzip_chunk_is_refused_by_search_chunk(tmp_path, capsys, trunc
     assert main(["prepare-db", str(DEMO_DB), "--out", str(fingerprint)]) == 0
     capsys.readouterr()
     out = tmp_path / "hits.pkl"
-    assert main(["search-chunk", str(shard), "--state", str(state), "--chunk", str(truncated_db),
-                 "--fingerprint", str(fingerprint), "--out", str(out), "-N", "1"]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "search-chunk",
+                str(shard),
+                "--state",
+                str(state),
+                "--chunk",
+                str(truncated_db),
+                "--fingerprint",
+                str(fingerprint),
+                "--out",
+                str(out),
+                "-N",
+                "1",
+            ]
+        )
+        == 1
+    )
     one_error_line(capsys, str(truncated_db), "truncated")
     assert not out.exists()
 
@@ -134,8 +168,9 @@ def test_truncated_gzip_chunk_is_refused_by_search_chunk(tmp_path, capsys, trunc
 def test_second_writer_of_one_output_is_refused(tmp_path):
     out = tmp_path / "fp.json"
     with claim_output(out):  # this process holds it, as a running build would
-        run = subprocess.run([*CLI, "prepare-db", str(DEMO_DB), "--out", str(out)],
-                             capture_output=True, text=True)  # fmt: skip
+        run = subprocess.run(
+            [*CLI, "prepare-db", str(DEMO_DB), "--out", str(out)], capture_output=True, text=True
+        )
     assert run.returncode == 1
     assert run.stderr.strip().count("\n") == 0 and "another protprof run" in run.stderr
     assert not out.exists()
@@ -244,6 +279,7 @@ def test_ctrl_c_stops_a_build_within_seconds(tmp_path):
     _, err = process.communicate(timeout=30)
     assert time.monotonic() - sent < 3
     assert process.returncode == 130
-    assert err.strip().splitlines() == ["protprof build: interrupted; nothing incomplete was "
-                                        "left behind"]  # fmt: skip
+    assert err.strip().splitlines() == [
+        "protprof build: interrupted; nothing incomplete was left behind"
+    ]
     assert not list(tmp_path.iterdir())

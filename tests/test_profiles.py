@@ -40,8 +40,20 @@ def msa():
 @pytest.mark.skipif(HMMBUILD is None, reason="HMMER's hmmbuild program is not installed")
 def test_hmm_profile_equals_hmmbuild_program(msa, tmp_path):
     out = tmp_path / "model.hmm"
-    subprocess.run([HMMBUILD, "--hand", "--amino", "--seed", "42", "-o", "/dev/null", str(out),
-                    str(ALIGNMENT)], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            HMMBUILD,
+            "--hand",
+            "--amino",
+            "--seed",
+            "42",
+            "-o",
+            "/dev/null",
+            str(out),
+            str(ALIGNMENT),
+        ],
+        check=True,
+    )
     with HMMFile(str(out)) as handle:
         reference = handle.read()
     profile, neff = profile_from_msa(msa, QUERY, LENGTH, ProfileParams())

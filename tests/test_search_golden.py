@@ -14,15 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEMO_DB
+from conftest import DEMO_DB, DEMO_QUERIES
 from pyhmmer.easel import MSAFile
 from pyhmmer.plan7 import HMM, Background, Builder
 
 from protprof.fasta import read_fasta
 from protprof.profiles import ProfileParams, build_hmm, hmm_profile, profile_from_msa
 from protprof.search import AMINO, JackhmmerSearch, SearchParams
-
-from conftest import DEMO_QUERIES
 
 JACKHMMER = shutil.which("jackhmmer", path=str(Path(sys.executable).parent)) or shutil.which(
     "jackhmmer"
@@ -51,12 +49,39 @@ def run_program(query, db: Path, tmp: Path) -> tuple[set[str], object]:
     query_file.write_text(f">{query.id}\n{query.sequence}\n")
     p = PARAMS
     subprocess.run(
-        [JACKHMMER, "--cpu", "1", "-N", str(p.iterations), "-E", str(p.E), "--domE", str(p.domE),
-         "--incE", str(p.incE), "--incdomE", str(p.incdomE), "--F1", str(p.F1), "--F2", str(p.F2),
-         "--F3", str(p.F3), "-Z", "5000", "--seed", str(p.seed), "-A", str(alignment), "-o",
-         "/dev/null", str(query_file), str(db)],
+        [
+            JACKHMMER,
+            "--cpu",
+            "1",
+            "-N",
+            str(p.iterations),
+            "-E",
+            str(p.E),
+            "--domE",
+            str(p.domE),
+            "--incE",
+            str(p.incE),
+            "--incdomE",
+            str(p.incdomE),
+            "--F1",
+            str(p.F1),
+            "--F2",
+            str(p.F2),
+            "--F3",
+            str(p.F3),
+            "-Z",
+            "5000",
+            "--seed",
+            str(p.seed),
+            "-A",
+            str(alignment),
+            "-o",
+            "/dev/null",
+            str(query_file),
+            str(db),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     with MSAFile(str(alignment), digital=True, alphabet=AMINO) as handle:
         msa = handle.read()
     # Rows are "name/start-end"; the query's row is not always first in the program's output.
@@ -70,15 +95,16 @@ def test_same_hits_and_profiles_as_jackhmmer_program(tmp_path, demo_database, pl
     queries = [read_fasta(DEMO_QUERIES)[i] for i in QUERY_INDICES]
     ours = JackhmmerSearch(demo_database.block, PARAMS, threads=2, z=5000).run(queries)
     n_with_hits = 0
-    for query, result in zip(queries, ours):
+    for query, result in zip(queries, ours, strict=True):
         targets, program_msa = run_program(query, plain_db, tmp_path)
         assert result.msa.names[0] == query.id
         our_targets = {name.rsplit("/", 1)[0] for name in result.msa.names[1:]}
         assert our_targets == targets, query.id
         assert result.n_hits == len(targets)
         n_with_hits += bool(targets)
-        profile, _ = profile_from_msa(result.msa, query.id, len(query.sequence), ProfileParams(),
-                                      result.hmm)  # fmt: skip
+        profile, _ = profile_from_msa(
+            result.msa, query.id, len(query.sequence), ProfileParams(), result.hmm
+        )
         reference = hmm_profile(hmmbuild(program_msa))
         # Same alignment -> same model: agreement to float32 rounding.
         np.testing.assert_allclose(profile, reference, atol=1e-5)
@@ -97,8 +123,9 @@ def test_profile_shortcuts_are_exact(demo_database):
     for r in results:
         full = hmmbuild(r.msa)
         for model in [build_hmm(r.msa, r.id, len(r.sequence))] + ([r.hmm] if r.hmm else []):
-            np.testing.assert_array_equal(np.asarray(model.match_emissions),
-                                          np.asarray(full.match_emissions))  # fmt: skip
+            np.testing.assert_array_equal(
+                np.asarray(model.match_emissions), np.asarray(full.match_emissions)
+            )
             assert model.nseq_effective == full.nseq_effective
 
 
@@ -112,7 +139,8 @@ def test_failed_minimal_calibration_falls_back_to_hmmer_builder(demo_database):
         Builder(AMINO, architecture="hand", **one).build_msa(result.msa.copy(), Background(AMINO))
     model = build_hmm(result.msa, query.id, len(query.sequence), calibration=one)
     full = hmmbuild(result.msa)
-    np.testing.assert_array_equal(np.asarray(model.match_emissions),
-                                  np.asarray(full.match_emissions))  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(model.match_emissions), np.asarray(full.match_emissions)
+    )
     # calibrated in full: the same MSV, Viterbi and Forward statistics as hmmbuild
     assert list(model.evalue_parameters.as_vector()) == list(full.evalue_parameters.as_vector())

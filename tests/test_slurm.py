@@ -19,9 +19,9 @@ import pytest
 from conftest import ROOT
 from test_workflow import job_counts, write_config
 
-from protprof.store import open_store
 from protprof.checkpoint import load_model
 from protprof.model import PRESETS
+from protprof.store import open_store
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
@@ -52,20 +52,41 @@ def test_workflow_on_real_slurm(cluster, tmp_path, capsys):
     start = datetime.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     run = subprocess.run(
-        ["timeout", "-k", "10", "900", str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"),
-         "--directory", str(tmp_path), "--profile", str(ROOT / "profiles/slurm"),
-         "--slurm-init-seconds-before-status-checks", "1"],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
+        [
+            "timeout",
+            "-k",
+            "10",
+            "900",
+            str(BIN / "snakemake"),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--profile",
+            str(ROOT / "profiles/slurm"),
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     store = open_store(tmp_path / "results/store/profiles.zarr")
     assert len(store) == 10
     model = load_model(tmp_path / "results/train/multitask/seed0/checkpoint.pt")
     assert model.config == PRESETS["tiny"]
-    jobs = subprocess.run(["sacct", "-n", "-X", "-P", "-S", start, "-o", "JobID,State"],
-                          capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    table = subprocess.run(["sacct", "-X", "-S", start, "-o", "JobID,Partition,State,Elapsed,Comment%40"],
-                           capture_output=True, text=True).stdout  # fmt: skip
+    jobs = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-S", start, "-o", "JobID,State"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    table = subprocess.run(
+        ["sacct", "-X", "-S", start, "-o", "JobID,Partition,State,Elapsed,Comment%40"],
+        capture_output=True,
+        text=True,
+    ).stdout
     with capsys.disabled():  # the CI log shows the jobs ran under sbatch
         print(f"\nsacct of the workflow's jobs on the local SLURM cluster:\n{table}")
     states = [line.split("|")[1] for line in jobs]
@@ -77,11 +98,26 @@ def test_killed_search_job_leaves_nothing_complete_and_rerun_redoes_only_it(clus
     write_config(tmp_path, search={"iterations": 3, "threads": 2})
     start = datetime.datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    command = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory",
-               str(tmp_path), "--profile", str(ROOT / "profiles/slurm"),
-               "--slurm-init-seconds-before-status-checks", "1", "--retries", "0"]  # fmt: skip
-    workflow = subprocess.Popen(["timeout", "-k", "10", "600", *command], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--profile",
+        str(ROOT / "profiles/slurm"),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--retries",
+        "0",
+    ]
+    workflow = subprocess.Popen(
+        ["timeout", "-k", "10", "600", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     # SIGKILL the search inside its SLURM job, as the OOM killer or a node failure would.
     # (`scancel` is not used: plugin 2.8.0 never noticed a job in state "CANCELLED by 0" and
     # waited until the timeout; a killed process gives the job state FAILED.)
@@ -93,16 +129,19 @@ def test_killed_search_job_leaves_nothing_complete_and_rerun_redoes_only_it(clus
         time.sleep(0.1)
     output, _ = workflow.communicate(timeout=600)
     assert workflow.returncode == 1, output[-3000:]
-    states = subprocess.run(["sacct", "-n", "-X", "-P", "-S", start, "-o", "State"],
-                            capture_output=True, text=True).stdout.split()  # fmt: skip
+    states = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-S", start, "-o", "State"], capture_output=True, text=True
+    ).stdout.split()
     assert "FAILED" in states, states
     search = tmp_path / "results" / "search"
     assert not (search / f"{shard}.zarr").exists()  # nothing that looks complete
     assert not (tmp_path / "results/store/profiles.zarr").exists()
-    plan = job_counts(subprocess.run([*command, "--dry-run"], env=env, capture_output=True,
-                                     text=True).stdout)  # fmt: skip
+    plan = job_counts(
+        subprocess.run([*command, "--dry-run"], env=env, capture_output=True, text=True).stdout
+    )
     assert plan.get("search_shard") == 1 and "ingest_queries" not in plan, plan
-    rerun = subprocess.run(["timeout", "-k", "10", "600", *command], env=env,
-                           capture_output=True, text=True)  # fmt: skip
+    rerun = subprocess.run(
+        ["timeout", "-k", "10", "600", *command], env=env, capture_output=True, text=True
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert len(open_store(tmp_path / "results/store/profiles.zarr")) == 10

@@ -112,22 +112,32 @@ def test_assemble_streams_shards_and_refuses_duplicate_ids(tmp_path, capsys):
     rng = np.random.default_rng(2)
     seqs = ["MKV", "W" * 40, "ACDEFGHIK", "GG", "P" * 25]
     attrs = {"database": {"sha256": "x"}, "search": {"N": 1}, "profile": {"method": "hmm"}}
-    parts = [make_part(seqs[:2], rng, "a"), make_part(seqs[2:3], rng, "b"),
-             make_part(seqs[3:], rng, "c")]  # fmt: skip
-    shards = [write_stores(tmp_path / f"{i}.zarr", [p], attrs, chunk_rows=16)
-              for i, p in enumerate(parts)]  # fmt: skip
+    parts = [
+        make_part(seqs[:2], rng, "a"),
+        make_part(seqs[2:3], rng, "b"),
+        make_part(seqs[3:], rng, "c"),
+    ]
+    shards = [
+        write_stores(tmp_path / f"{i}.zarr", [p], attrs, chunk_rows=16)
+        for i, p in enumerate(parts)
+    ]
     out = tmp_path / "all.zarr"
     assert main(["-q", "assemble", *map(str, shards), "--out", str(out)]) == 0
     store = open_store(out)
     assert list(store.ids) == ["a0", "a1", "b0", "c0", "c1"] and store.attrs["n_shards"] == 3
     assert [store.sequence(i) for i in range(5)] == seqs
-    np.testing.assert_array_equal(store.read_all().profiles,
-                                  np.concatenate([p.profiles for p in parts]))  # fmt: skip
+    np.testing.assert_array_equal(
+        store.read_all().profiles, np.concatenate([p.profiles for p in parts])
+    )
     np.testing.assert_array_equal(store.n_hits, [0, 1, 0, 0, 1])
 
     again = tmp_path / "dup.zarr"
-    assert main(["-q", "assemble", str(shards[0]), str(shards[1]), str(shards[0]),
-                 "--out", str(again)]) == 1  # fmt: skip
+    assert (
+        main(
+            ["-q", "assemble", str(shards[0]), str(shards[1]), str(shards[0]), "--out", str(again)]
+        )
+        == 1
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'a0'" in err[0] and str(shards[0]) in err[0]
     assert not again.exists()
@@ -159,8 +169,9 @@ def test_intact_store_verifies(small_store, capsys):
 
 
 @pytest.mark.parametrize("array, key", [("profiles", "0/0"), ("tokens", "0")])
-def test_flipped_bytes_are_found_by_verify_and_refused_by_readers(small_store, tmp_path, capsys,
-                                                                   array, key):  # fmt: skip
+def test_flipped_bytes_are_found_by_verify_and_refused_by_readers(
+    small_store, tmp_path, capsys, array, key
+):
     path = _corrupt_copy(small_store, tmp_path)
     chunk = path / array / "c" / key
     # A NUL token (what a flipped byte made a training IndexError of), or a profile entry + 1.
@@ -179,9 +190,11 @@ def test_archived_v1_store_without_checksums_is_checked_by_invariants(tmp_path, 
     path = _corrupt_copy(ARCHIVED, tmp_path)
     _flip(path / "profiles" / "c" / "0" / "0", 20 * 2 + 3)  # row 2 now sums to 256
     code, err = _run(capsys, "verify", str(path))
-    assert code == 1 and err == [f"protprof verify: error: {path}/profiles/c/0/0: chunk 0 of "
-                                 "'profiles' is corrupt: row 2 has a profile row that does not "
-                                 "sum to 255"]  # fmt: skip
+    assert code == 1 and err == [
+        f"protprof verify: error: {path}/profiles/c/0/0: chunk 0 of "
+        "'profiles' is corrupt: row 2 has a profile row that does not "
+        "sum to 255"
+    ]
     with pytest.raises(StoreError, match="row 2 has a profile row"):
         open_store(path).profile(0)
 
@@ -201,8 +214,10 @@ def test_truncated_and_missing_chunks_are_reported_by_inspect(small_store, tmp_p
         open_store(path).profile(0)
 
 
-@pytest.mark.parametrize("damage", ["truncated offsets chunk", "malformed array zarr.json",
-                                    "array zarr.json without shape"])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated offsets chunk", "malformed array zarr.json", "array zarr.json without shape"],
+)
 def test_damaged_metadata_is_one_line(small_store, tmp_path, capsys, damage):
     path = _corrupt_copy(small_store, tmp_path)
     if damage == "truncated offsets chunk":

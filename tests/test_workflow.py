@@ -14,23 +14,37 @@ import pytest
 import yaml
 from conftest import ROOT, SHARED_DATA
 
-from protprof.cli import main
-from protprof.store import open_store
 from protprof.checkpoint import load_model
+from protprof.cli import main
 from protprof.model import PRESETS, ProteinEncoder
+from protprof.store import open_store
 
 BIN = Path(sys.executable).parent
 SNAKEMAKE = shutil.which("snakemake", path=str(BIN)) or shutil.which("snakemake")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed"),
+]
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     return subprocess.run(
-        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2",
-         *args], capture_output=True, text=True, env=env, timeout=900,
-    )  # fmt: skip
+        [
+            SNAKEMAKE,
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
 
 
 def write_config(workdir: Path, objectives=("multitask",), test="basic", **extra) -> None:
@@ -39,8 +53,11 @@ def write_config(workdir: Path, objectives=("multitask",), test="basic", **extra
     config = yaml.safe_load((ROOT / f".test/config-{test}.yaml").read_text())
     config["queries"] = [str(ROOT / q) for q in config["queries"]]
     config["database"] = str(ROOT / config["database"])
-    config["train"] = {**config["train"], "config": str(ROOT / config["train"]["config"]),
-                       "objectives": list(objectives)}  # fmt: skip
+    config["train"] = {
+        **config["train"],
+        "config": str(ROOT / config["train"]["config"]),
+        "objectives": list(objectives),
+    }
     config["results"] = "results"
     shutil.copy(ROOT / config["queries"][0], workdir / "queries.fasta")
     (workdir / "config.yaml").write_text(yaml.safe_dump({**config, **extra}))
@@ -48,9 +65,21 @@ def write_config(workdir: Path, objectives=("multitask",), test="basic", **extra
 
 # With the benchmark data beside the project: the leakage guard filters the queries, and two
 # objectives are trained and evaluated on small samples of three tasks, then compared.
-GUARDED = {"leakage_guard": {"enabled": True, "data": str(SHARED_DATA)}} if SHARED_DATA.is_dir() else {}
-EVALUATED = {"evaluation": {"data": str(SHARED_DATA), "tasks": ["ss", "variants", "profile"],
-                            "max_train": 30, "max_test": 20}} if SHARED_DATA.is_dir() else {}  # fmt: skip
+GUARDED = (
+    {"leakage_guard": {"enabled": True, "data": str(SHARED_DATA)}} if SHARED_DATA.is_dir() else {}
+)
+EVALUATED = (
+    {
+        "evaluation": {
+            "data": str(SHARED_DATA),
+            "tasks": ["ss", "variants", "profile"],
+            "max_train": 30,
+            "max_test": 20,
+        }
+    }
+    if SHARED_DATA.is_dir()
+    else {}
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +110,9 @@ def test_workflow_end_to_end_and_resume(workflow_run):
     assert model.n_parameters() == ProteinEncoder(PRESETS["tiny"]).n_parameters()
     # The trained model embeds any sequences.
     out = tmp_path / "embeddings.npz"
-    assert main(["embed", str(checkpoint), str(tmp_path / "queries.fasta"), "--out", str(out)]) == 0
+    assert (
+        main(["embed", str(checkpoint), str(tmp_path / "queries.fasta"), "--out", str(out)]) == 0
+    )
     embedded = np.load(out)
     assert embedded["offsets"][-1] == embedded["per_residue"].shape[0]
     assert embedded["mean"].shape == (10, model.config.d_model)
@@ -160,19 +191,34 @@ def test_bad_training_yaml_fails_at_dry_run_before_any_search(tmp_path):
 def test_uniref90_plan_dry_run_requests_sane_resources_and_gpus(tmp_path):
     """The documented UniRef90 plan: chunked search jobs of ~11 GB, GPUs and torchrun."""
     run = subprocess.run(
-        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(ROOT), "-n",
-         "--profile", str(ROOT / "profiles/slurm"), "--cores", "64", "--configfile",
-         str(ROOT / "config.yaml"), str(ROOT / "workflow/plans/uniref90.yaml"),
-         "--config", f"results={tmp_path / 'plan'}"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            SNAKEMAKE,
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(ROOT),
+            "-n",
+            "--profile",
+            str(ROOT / "profiles/slurm"),
+            "--cores",
+            "64",
+            "--configfile",
+            str(ROOT / "config.yaml"),
+            str(ROOT / "workflow/plans/uniref90.yaml"),
+            "--config",
+            f"results={tmp_path / 'plan'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     plan = job_counts(run.stdout)
     assert plan["search_chunk"] == 100 * 3 * 16 and plan["merge_iteration"] == 300
-    chunk = run.stdout[run.stdout.index("rule search_chunk:"):]
+    chunk = run.stdout[run.stdout.index("rule search_chunk:") :]
     chunk = chunk[: chunk.index("Shell command")]
     # 5.5e10 residues / 16 chunks x 3 bytes + 1 GiB working set
     assert "mem_mb=11336," in chunk and "runtime=564" in chunk
-    train = run.stdout[run.stdout.index("rule train_model:"):]
+    train = run.stdout[run.stdout.index("rule train_model:") :]
     assert "gpu=4" in train and "--gpus=4" in train
     assert "torchrun --standalone --nproc-per-node 4 -m protprof.cli train" in train

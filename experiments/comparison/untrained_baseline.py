@@ -28,8 +28,10 @@ RESULTS = HERE / "results"
 def main() -> int:
     config = yaml.safe_load((HERE / "config.yaml").read_text())
     out = RESULTS / "train" / "untrained"
-    settings = load_config(HERE / "train.yaml", [f"store={RESULTS / 'store/profiles.zarr'}",
-                                                 f"out_dir={out}", "seed=0"])  # fmt: skip
+    settings = load_config(
+        HERE / "train.yaml",
+        [f"store={RESULTS / 'store/profiles.zarr'}", f"out_dir={out}", "seed=0"],
+    )
     # Step 0: the random initialisation every arm starts from (the trainer seeds torch, then
     # builds the model first, exactly so).
     torch.manual_seed(settings.seed)
@@ -37,15 +39,38 @@ def main() -> int:
     save_checkpoint(out / CHECKPOINT, model_state(model, dataclasses.asdict(settings), step=0))
     e = config["evaluation"]
     report = RESULTS / "evaluation" / "untrained"
-    status = protprof(["evaluate", str(out / CHECKPOINT), "--label", "untrained",
-                       "--store", str(RESULTS / "store/profiles.zarr"), "--data", e["data"],
-                       "--tasks", *e["tasks"], "--max-train", str(e["max_train"]),
-                       "--max-test", str(e["max_test"]), "--out", str(report)])  # fmt: skip
+    status = protprof(
+        [
+            "evaluate",
+            str(out / CHECKPOINT),
+            "--label",
+            "untrained",
+            "--store",
+            str(RESULTS / "store/profiles.zarr"),
+            "--data",
+            e["data"],
+            "--tasks",
+            *e["tasks"],
+            "--max-train",
+            str(e["max_train"]),
+            "--max-test",
+            str(e["max_test"]),
+            "--out",
+            str(report),
+        ]
+    )
     if status:
         return status
     reports = sorted((RESULTS / "evaluation").glob("*/seed*/report.json"))
-    return protprof(["compare", str(report / "report.json"), *map(str, reports),
-                     "--out", str(RESULTS / "evaluation" / "comparison_with_untrained.md")])
+    return protprof(
+        [
+            "compare",
+            str(report / "report.json"),
+            *map(str, reports),
+            "--out",
+            str(RESULTS / "evaluation" / "comparison_with_untrained.md"),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class ResidueExample:
 @dataclass
 class SequenceExample:
     """One sequence with a per-sequence label (a class index or a regression value)."""
+
     id: str
     sequence: str
     label: float  # a class index for classification, a value for regression
@@ -50,6 +51,7 @@ class SequenceExample:
 @dataclass
 class ContactExample:
     """One crystal chain: its sequence and Cβ contact map."""
+
     id: str
     sequence: str
     contacts: np.ndarray  # (L, L) bool, C-beta (C-alpha for glycine) closer than 8 A
@@ -132,8 +134,10 @@ def read_ss_flip(data: Path, split: str = "train") -> list[ResidueExample]:
     path = _need(Path(data) / "ss_flip" / "secondary_structure_splits.zip")
     try:
         with zipfile.ZipFile(path) as archive:
-            texts = {name: archive.read(f"splits/{name}.fasta").decode("ascii")
-                     for name in ("sampled", "mask", "sequences")}  # fmt: skip
+            texts = {
+                name: archive.read(f"splits/{name}.fasta").decode("ascii")
+                for name in ("sampled", "mask", "sequences")
+            }
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: not the FLIP secondary-structure archive ({e})") from e
     wanted = {"train": ("train", "False"), "valid": ("train", "True"), "test": ("test", "False")}
@@ -153,8 +157,14 @@ def read_ss_flip(data: Path, split: str = "train") -> list[ResidueExample]:
         mask = masks[name]
         if not len(sequence) == len(states) == len(mask) or set(mask) - {"0", "1"}:
             raise DatasetError(f"{path}: record {name}: sequence, labels and mask disagree")
-        examples.append(ResidueExample(name, sequence, _ss_labels(path, name, states, SS3),
-                                       np.frombuffer(mask.encode(), np.uint8) == ord("1")))  # fmt: skip
+        examples.append(
+            ResidueExample(
+                name,
+                sequence,
+                _ss_labels(path, name, states, SS3),
+                np.frombuffer(mask.encode(), np.uint8) == ord("1"),
+            )
+        )
     return examples
 
 
@@ -173,8 +183,15 @@ def read_cb513(data: Path) -> list[ResidueExample]:
             raise DatasetError(f"{path}: {record}: cb513_mask is not numeric") from e
         if not len(sequence) == len(ss3) == len(ss8) == len(mask):
             raise DatasetError(f"{path}: {record}: sequence, dssp3, dssp8 and mask lengths differ")
-        examples.append(ResidueExample(f"CB513|{n - 2}", sequence, _ss_labels(path, record, ss3, SS3),
-                                       mask, _ss_labels(path, record, ss8, SS8)))  # fmt: skip
+        examples.append(
+            ResidueExample(
+                f"CB513|{n - 2}",
+                sequence,
+                _ss_labels(path, record, ss3, SS3),
+                mask,
+                _ss_labels(path, record, ss8, SS8),
+            )
+        )
     return examples
 
 
@@ -190,11 +207,15 @@ def read_scope(data: Path, identity: int = 25) -> list[SequenceExample]:
     for row in rows:
         sequence = _check_sequence(path, row["sid"], row["seq"])
         if str(len(sequence)) != row["seq_len"].strip():
-            raise DatasetError(f"{path}: record {row['sid']}: seq_len {row['seq_len']} "
-                               f"but the sequence has {len(sequence)} residues")  # fmt: skip
+            raise DatasetError(
+                f"{path}: record {row['sid']}: seq_len {row['seq_len']} "
+                f"but the sequence has {len(sequence)} residues"
+            )
         if fold_of(row["superfamily"]) != row["fold"]:
-            raise DatasetError(f"{path}: record {row['sid']}: superfamily {row['superfamily']} "
-                               f"is not in fold {row['fold']}")  # fmt: skip
+            raise DatasetError(
+                f"{path}: record {row['sid']}: superfamily {row['superfamily']} "
+                f"is not in fold {row['fold']}"
+            )
         examples.append(SequenceExample(row["sid"], sequence, -1.0, row["superfamily"]))
     return examples
 
@@ -208,8 +229,9 @@ def _stable_rank(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def split_remote_homology(examples: list[SequenceExample]
-                          ) -> tuple[list[SequenceExample], list[SequenceExample], list[str]]:  # fmt: skip
+def split_remote_homology(
+    examples: list[SequenceExample],
+) -> tuple[list[SequenceExample], list[SequenceExample], list[str]]:
     """Fold classification with unseen superfamilies at test time (as TAPE).
 
     Only folds with at least two superfamilies take part; in each, one superfamily (chosen by a
@@ -251,8 +273,10 @@ def read_stability(data: Path, split: str = "train") -> tuple[list[SequenceExamp
     dropped for a missing score."""
     folder = Path(data) / "stability_rocklin"
     if split == "train":
-        files = [(folder / f"experimental_stability_scores_rd{k}.tsv", "stabilityscore")
-                 for k in range(1, 5)]  # fmt: skip
+        files = [
+            (folder / f"experimental_stability_scores_rd{k}.tsv", "stabilityscore")
+            for k in range(1, 5)
+        ]
     elif split == "test":
         files = [(folder / "ssm2_stability_scores.tsv", "consensus_stability_score")]
     else:
@@ -281,8 +305,9 @@ def _apply(path: Path, record: str, wild_type: str, mutations: list[tuple[int, s
     sequence = list(wild_type)
     for position, wt, mutant in mutations:
         if not 0 <= position < len(wild_type) or wild_type[position] != wt:
-            raise DatasetError(f"{path}: record {record}: {wt}{position} does not match the "
-                               "wild type")  # fmt: skip
+            raise DatasetError(
+                f"{path}: record {record}: {wt}{position} does not match the wild type"
+            )
         sequence[position] = mutant
     return "".join(sequence)
 
@@ -353,12 +378,16 @@ def contact_chains(data: Path, split: str = "train") -> list[tuple[Path, str, st
         raise DatasetError(f"contact_chains: split must be train or test, got {split!r}")
     wanted = {"train": "training", "test": "validation"}[split]
     rows = _tsv(folder / "manifest.tsv", ("pdb_file", "split", "chain", "sequence_from_ATOM"))
-    return [(folder / f"pdbs_for_{wanted}" / row["pdb_file"], row["chain"],
-             row["sequence_from_ATOM"]) for row in rows if row["split"] == wanted]  # fmt: skip
+    return [
+        (folder / f"pdbs_for_{wanted}" / row["pdb_file"], row["chain"], row["sequence_from_ATOM"])
+        for row in rows
+        if row["split"] == wanted
+    ]
 
 
-def read_contacts(data: Path, split: str = "train", threshold: float = 8.0
-                  ) -> list[ContactExample]:  # fmt: skip
+def read_contacts(
+    data: Path, split: str = "train", threshold: float = 8.0
+) -> list[ContactExample]:
     """Contact maps of the crystal chains of `contact_chains`: C-beta distance < `threshold`
     A (C-alpha for Gly), each chain's residues checked against the manifest."""
     examples = []
@@ -393,5 +422,10 @@ def read_blat_ecolx(data: Path, score_column: str = "2500") -> VariantSet:
             continue
         mutations.append(parsed)
         scores.append(value)
-    return VariantSet("BLAT_ECOLX", wild_type, mutations, np.array(scores),
-                      {"no score or non-standard residue": dropped})  # fmt: skip
+    return VariantSet(
+        "BLAT_ECOLX",
+        wild_type,
+        mutations,
+        np.array(scores),
+        {"no score or non-standard residue": dropped},
+    )

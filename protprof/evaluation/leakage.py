@@ -8,8 +8,8 @@ at E <= `evalue` (Z = the number of test sequences) is dropped before ingest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from protprof.evaluation import datasets as ds
 from protprof.fasta import Record, read_fasta
@@ -27,8 +27,10 @@ def evaluation_test_sequences(data: Path) -> list[tuple[str, str]]:
     named: list[tuple[str, str]] = [(f"ss/{e.id}", e.sequence) for e in ds.read_cb513(data)]
     _, scope_test, _ = ds.split_remote_homology(ds.read_scope(data))
     named += [(f"homology/{e.id}", e.sequence) for e in scope_test]
-    named += [(f"contacts/{path.stem}_{chain}", sequence)
-              for path, chain, sequence in ds.contact_chains(data, "test")]  # fmt: skip
+    named += [
+        (f"contacts/{path.stem}_{chain}", sequence)
+        for path, chain, sequence in ds.contact_chains(data, "test")
+    ]
     stability, _ = ds.read_stability(data, "test")
     named += [(f"stability/{e.id}", e.sequence) for e in stability if e.id == e.group]
     gfp = ds.read_wild_type(data / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")
@@ -43,22 +45,33 @@ def evaluation_test_sequences(data: Path) -> list[tuple[str, str]]:
 @dataclass
 class GuardResult:
     """What the leakage guard kept and dropped (with each dropped query's closest test hit)."""
+
     kept: list[Record]
     dropped: list[dict]  # {id, test_id, evalue}
     n_test_sequences: int
 
 
-def guard(records: list[Record], tests: list[tuple[str, str]], evalue: float = DEFAULT_EVALUE,
-          threads: int = 1) -> GuardResult:  # fmt: skip
+def guard(
+    records: list[Record],
+    tests: list[tuple[str, str]],
+    evalue: float = DEFAULT_EVALUE,
+    threads: int = 1,
+) -> GuardResult:
     """Split `records` into kept and dropped by a phmmer search against `tests`."""
     import pyhmmer
 
     alphabet = pyhmmer.easel.Alphabet.amino()
-    queries = [pyhmmer.easel.TextSequence(name=str(i).encode(), sequence=r.sequence).digitize(alphabet)
-               for i, r in enumerate(records)]  # fmt: skip
-    targets = pyhmmer.easel.DigitalSequenceBlock(alphabet, [
-        pyhmmer.easel.TextSequence(name=name.encode(), sequence=seq).digitize(alphabet)
-        for name, seq in tests])  # fmt: skip
+    queries = [
+        pyhmmer.easel.TextSequence(name=str(i).encode(), sequence=r.sequence).digitize(alphabet)
+        for i, r in enumerate(records)
+    ]
+    targets = pyhmmer.easel.DigitalSequenceBlock(
+        alphabet,
+        [
+            pyhmmer.easel.TextSequence(name=name.encode(), sequence=seq).digitize(alphabet)
+            for name, seq in tests
+        ],
+    )
     best: dict[int, tuple[str, float]] = {}
     search: Any = pyhmmer.hmmer.phmmer  # its stubs reject amino-typed sequences
     for hits in search(queries, targets, cpus=threads, E=evalue, Z=len(targets)):
@@ -67,8 +80,10 @@ def guard(records: list[Record], tests: list[tuple[str, str]], evalue: float = D
             if hit.evalue <= evalue and (index not in best or hit.evalue < best[index][1]):
                 best[index] = (_text(hit.name), hit.evalue)
     kept = [r for i, r in enumerate(records) if i not in best]
-    dropped = [{"id": records[i].id, "test_id": name, "evalue": e}
-               for i, (name, e) in sorted(best.items())]  # fmt: skip
+    dropped = [
+        {"id": records[i].id, "test_id": name, "evalue": e}
+        for i, (name, e) in sorted(best.items())
+    ]
     return GuardResult(kept, dropped, len(tests))
 
 
@@ -76,8 +91,9 @@ def _text(name: str | bytes) -> str:
     return name.decode() if isinstance(name, bytes) else name
 
 
-def guard_files(paths: list[Path], data: Path, evalue: float = DEFAULT_EVALUE, threads: int = 1
-                ) -> GuardResult:  # fmt: skip
+def guard_files(
+    paths: list[Path], data: Path, evalue: float = DEFAULT_EVALUE, threads: int = 1
+) -> GuardResult:
     """Run the guard on query files against every test sequence of the benchmark folder."""
     records = [r for path in paths for r in read_fasta(path)]
     return guard(records, evaluation_test_sequences(data), evalue, threads)

@@ -14,8 +14,9 @@ def accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Fraction of equal labels (Q3 / Q8 when the inputs are the scored residues)."""
     predicted, truth = np.asarray(predicted), np.asarray(truth)
     if predicted.shape != truth.shape or truth.size == 0:
-        raise ValueError(f"accuracy: need equal, non-empty shapes, got {predicted.shape} "
-                         f"and {truth.shape}")  # fmt: skip
+        raise ValueError(
+            f"accuracy: need equal, non-empty shapes, got {predicted.shape} and {truth.shape}"
+        )
     return float((predicted == truth).mean())
 
 
@@ -37,14 +38,21 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rho: Pearson correlation of the (tie-averaged) ranks; nan if constant."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
-        raise ValueError(f"spearman: need two equal 1-D arrays of >= 2 values, got {x.shape}, {y.shape}")
+        raise ValueError(
+            f"spearman: need two equal 1-D arrays of >= 2 values, got {x.shape}, {y.shape}"
+        )
     rx, ry = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
     denominator = np.sqrt((rx**2).sum() * (ry**2).sum())
     return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
 
 
-def contact_precision(scores: np.ndarray, contacts: np.ndarray, valid: np.ndarray,
-                      min_separation: int, top: int | None = None) -> float:  # fmt: skip
+def contact_precision(
+    scores: np.ndarray,
+    contacts: np.ndarray,
+    valid: np.ndarray,
+    min_separation: int,
+    top: int | None = None,
+) -> float:
     """Precision of the `top` highest-scoring pairs (default L // 5) with |i - j| >=
     `min_separation`, both residues valid. Scores need only be upper-triangular."""
     n = len(contacts)
@@ -66,8 +74,13 @@ def kl_divergence(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return (target * (np.log(safe) - np.log(predicted))).sum(-1)
 
 
-def bootstrap_interval(metric: Callable[..., float], arrays: Sequence[Sequence], n: int = 200,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float]:  # fmt: skip
+def bootstrap_interval(
+    metric: Callable[..., float],
+    arrays: Sequence[Sequence],
+    n: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
     """Percentile interval of `metric(*arrays)` over resampled items (the items of each
     array are resampled together: residues of a protein stay with the protein if the caller
     passes proteins)."""
@@ -76,8 +89,14 @@ def bootstrap_interval(metric: Callable[..., float], arrays: Sequence[Sequence],
     values = []
     for _ in range(n):
         pick = rng.integers(0, size, size)
-        values.append(metric(*[[a[k] for k in pick] if isinstance(a, list) else np.asarray(a)[pick]
-                                for a in arrays]))  # fmt: skip
+        values.append(
+            metric(
+                *[
+                    [a[k] for k in pick] if isinstance(a, list) else np.asarray(a)[pick]
+                    for a in arrays
+                ]
+            )
+        )
     samples = np.array(values, dtype=np.float64)
     samples = samples[np.isfinite(samples)]
     if not len(samples):

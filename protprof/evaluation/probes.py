@@ -30,6 +30,7 @@ def _holdout(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 class Standardiser:
     """Zero mean, unit variance per feature, with statistics of the training features."""
+
     def __init__(self, x: np.ndarray) -> None:
         self.mean = x.mean(0)
         self.std = x.std(0) + 1e-6
@@ -42,8 +43,12 @@ class Standardiser:
 # ---------------------------------------------------------------- per sequence
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, seed: int = 0,
-              alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)):  # fmt: skip
+def fit_ridge(
+    x: np.ndarray,
+    y: np.ndarray,
+    seed: int = 0,
+    alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0),
+):
     """Ridge regression; alpha picked by Spearman on a held-out 10 %. Returns predict(x)."""
     scale = Standardiser(x)
     z = np.c_[scale(x).astype(np.float64), np.ones(len(x))]
@@ -55,15 +60,18 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, seed: int = 0,
         return np.linalg.solve(z[rows].T @ z[rows] + penalty, z[rows].T @ y[rows])
 
     train, valid = _holdout(len(x), seed)
-    scores = [spearman(z[valid] @ solve(train, a), y[valid]) if len(valid) >= 2 else np.nan
-              for a in alphas]  # fmt: skip
+    scores = [
+        spearman(z[valid] @ solve(train, a), y[valid]) if len(valid) >= 2 else np.nan
+        for a in alphas
+    ]
     best = alphas[int(np.nanargmax(scores))] if np.isfinite(scores).any() else alphas[0]
     weights = solve(np.arange(len(x)), best)
     return lambda new: np.c_[scale(new).astype(np.float64), np.ones(len(new))] @ weights
 
 
-def _fit_keeping_best(model: torch.nn.Module, batches, valid_score, epochs: int, lr: float,
-                      weight_decay: float) -> torch.nn.Module:  # fmt: skip
+def _fit_keeping_best(
+    model: torch.nn.Module, batches, valid_score, epochs: int, lr: float, weight_decay: float
+) -> torch.nn.Module:
     """AdamW for `epochs` passes over `batches()` (which yields loss closures), ending with
     the weights of the epoch with the best `valid_score()` (early stopping)."""
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -83,8 +91,14 @@ def _fit_keeping_best(model: torch.nn.Module, batches, valid_score, epochs: int,
     return model
 
 
-def fit_classifier(x: np.ndarray, y: np.ndarray, n_classes: int, seed: int = 0,
-                   epochs: int = 100, weight_decay: float = 0.05):  # fmt: skip
+def fit_classifier(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+    epochs: int = 100,
+    weight_decay: float = 0.05,
+):
     """Linear softmax classifier on per-sequence features. Returns predict(x) -> labels."""
     torch.manual_seed(seed)
     scale = Standardiser(x)
@@ -126,15 +140,23 @@ def _pad(arrays: list[np.ndarray], value: float = 0.0) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def fit_residue_classifier(features: list[np.ndarray], labels: list[np.ndarray],
-                           masks: list[np.ndarray], n_classes: int, seed: int = 0,
-                           epochs: int = 15, max_tokens: int = 16384):  # fmt: skip
+def fit_residue_classifier(
+    features: list[np.ndarray],
+    labels: list[np.ndarray],
+    masks: list[np.ndarray],
+    n_classes: int,
+    seed: int = 0,
+    epochs: int = 15,
+    max_tokens: int = 16384,
+):
     """Width-5 convolution per residue over frozen embeddings; masked residues neither
     train nor score. Returns predict(list of (L, d)) -> list of (L,) labels."""
     torch.manual_seed(seed)
     scale = Standardiser(np.concatenate(features))
     features = [scale(f) for f in features]
-    targets = [np.where(m, l, -100).astype(np.int64) for l, m in zip(labels, masks)]
+    targets = [
+        np.where(m, lab, -100).astype(np.int64) for lab, m in zip(labels, masks, strict=True)
+    ]
     train, valid = _holdout(len(features), seed)
     probe = _ConvProbe(features[0].shape[1], n_classes)
     generator = np.random.default_rng(seed)
@@ -158,8 +180,9 @@ def fit_residue_classifier(features: list[np.ndarray], labels: list[np.ndarray],
         for g in generator.permutation(len(train_groups)):
             rows = train_groups[g]
             x, y = _pad([features[k] for k in rows]), _pad([targets[k] for k in rows], -100)
-            yield lambda x=x, y=y: F.cross_entropy(probe(x).flatten(0, 1), y.flatten(),
-                                                   ignore_index=-100)  # fmt: skip
+            yield lambda x=x, y=y: F.cross_entropy(
+                probe(x).flatten(0, 1), y.flatten(), ignore_index=-100
+            )
 
     def score() -> float:
         right = total = 0
@@ -183,19 +206,24 @@ def fit_residue_classifier(features: list[np.ndarray], labels: list[np.ndarray],
 
 
 def pair_features(h: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Features of residue pairs (i, j): the product and absolute difference of their embeddings."""
+    """Features of residue pairs (i, j): product and absolute difference of their embeddings."""
     return np.concatenate([h[i] * h[j], np.abs(h[i] - h[j])], axis=1)
 
 
-def fit_contact_probe(features: list[np.ndarray], contacts: list[np.ndarray],
-                      valid: list[np.ndarray], min_separation: int = 6,
-                      pairs_per_protein: int = 1500, seed: int = 0):  # fmt: skip
+def fit_contact_probe(
+    features: list[np.ndarray],
+    contacts: list[np.ndarray],
+    valid: list[np.ndarray],
+    min_separation: int = 6,
+    pairs_per_protein: int = 1500,
+    seed: int = 0,
+):
     """Logistic regression on pair features of sampled residue pairs (|i - j| >= 6, all
     contacts kept plus random non-contacts). Returns score(h) -> (L, L) contact scores."""
     rng = np.random.default_rng(seed)
     scale = Standardiser(np.concatenate(features))
     xs, ys = [], []
-    for h, c, ok in zip(features, contacts, valid):
+    for h, c, ok in zip(features, contacts, valid, strict=True):
         h = scale(h)
         i, j = np.triu_indices(len(h), k=min_separation)
         keep = ok[i] & ok[j]
@@ -233,7 +261,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int = 0, epochs: int = 10):
         for start in range(0, len(order), 2048):
             rows = order[start : start + 2048]
             yield lambda rows=rows: F.binary_cross_entropy_with_logits(
-                linear(z[rows])[:, 0], labels[rows])
+                linear(z[rows])[:, 0], labels[rows]
+            )
 
     def score() -> float:
         return -float(F.binary_cross_entropy_with_logits(linear(z[valid])[:, 0], labels[valid]))

@@ -18,15 +18,23 @@ from protprof.evaluation.tasks import RUNNERS, Limits, Result, profile_predictio
 log = logging.getLogger("protprof")
 
 
-def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None, limits: Limits,
-             label: str | None = None) -> dict:  # fmt: skip
+def evaluate(
+    checkpoint: Path,
+    tasks: list[str],
+    data: Path,
+    store: Path | None,
+    limits: Limits,
+    label: str | None = None,
+) -> dict:
     """Every number of every task, with timings, as a JSON-ready dict. `label` names the
     model in reports and comparisons (default: its training objective)."""
     from protprof.checkpoint import load_checkpoint, model_from_state
 
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown or not tasks:
-        raise ConfigError(f"evaluate: unknown or no tasks {unknown} (choose from {', '.join(TASKS)})")
+        raise ConfigError(
+            f"evaluate: unknown or no tasks {unknown} (choose from {', '.join(TASKS)})"
+        )
     if any(t != "profile" for t in tasks) and not Path(data).is_dir():
         raise ConfigError(f"evaluate: benchmark data folder {data} not found")
     state = load_checkpoint(checkpoint)
@@ -43,8 +51,12 @@ def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None,
             new = RUNNERS[task](model, Path(data), limits)
         results += new
         seconds[task] = round(time.perf_counter() - start, 1)
-        log.info("evaluate: %s done in %.0f s: %s", task, seconds[task],
-                 "; ".join(f"{r.metric} {r.value:.3f}" for r in new))  # fmt: skip
+        log.info(
+            "evaluate: %s done in %.0f s: %s",
+            task,
+            seconds[task],
+            "; ".join(f"{r.metric} {r.value:.3f}" for r in new),
+        )
     return {
         "checkpoint": str(checkpoint),
         "label": label or training.get("objective", "?"),
@@ -55,8 +67,11 @@ def evaluate(checkpoint: Path, tasks: list[str], data: Path, store: Path | None,
         "seed": training.get("seed"),
         "data": str(data),
         "store": str(store) if store else None,
-        "limits": {"max_train": limits.max_train, "max_test": limits.max_test,
-                   "seed": limits.seed},  # fmt: skip
+        "limits": {
+            "max_train": limits.max_train,
+            "max_test": limits.max_test,
+            "seed": limits.seed,
+        },
         "seconds": seconds,
         "results": [r.as_dict() for r in results],
     }
@@ -68,16 +83,25 @@ def _fmt(value: float) -> str:
 
 def markdown(report: dict) -> str:
     """The report as a markdown table, one row per (task, metric) with its interval."""
-    lines = [f"# Evaluation of {report['checkpoint']} ({report['label']})", "",
-             f"objective `{report['objective']}`, model `{report['model']}` "
-             f"({report['n_parameters']:,} parameters), limits {report['limits']}", "",
-             "| task | metric | value | 95% CI | n train | n test | note |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Evaluation of {report['checkpoint']} ({report['label']})",
+        "",
+        f"objective `{report['objective']}`, model `{report['model']}` "
+        f"({report['n_parameters']:,} parameters), limits {report['limits']}",
+        "",
+        "| task | metric | value | 95% CI | n train | n test | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
-        lines.append(f"| {r['task']} | {r['metric']} | {_fmt(r['value'])} | "
-                     f"[{_fmt(r['low'])}, {_fmt(r['high'])}] | {r['n_train']} | {r['n_test']} "
-                     f"| {r['note']} |")  # fmt: skip
-    lines += ["", "Seconds per task: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items())]
+        lines.append(
+            f"| {r['task']} | {r['metric']} | {_fmt(r['value'])} | "
+            f"[{_fmt(r['low'])}, {_fmt(r['high'])}] | {r['n_train']} | {r['n_test']} "
+            f"| {r['note']} |"
+        )
+    lines += [
+        "",
+        "Seconds per task: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -134,13 +158,16 @@ def compare(paths: list[Path]) -> str:
                 if (r["task"], r["metric"]) not in keys:
                     keys.append((r["task"], r["metric"]))
     names = [f"{o} ({len(r)} seeds)" if len(r) > 1 else o for o, r in by_label.items()]
-    lines = ["| task | metric | " + " | ".join(names) + " |",
-             "|---|---|" + "---|" * len(names)]  # fmt: skip
+    lines = ["| task | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     for task, metric in keys:
         cells = []
         for reports in by_label.values():
-            found = [r for report in reports for r in report["results"]
-                     if (r["task"], r["metric"]) == (task, metric)]  # fmt: skip
+            found = [
+                r
+                for report in reports
+                for r in report["results"]
+                if (r["task"], r["metric"]) == (task, metric)
+            ]
             if not found:
                 cells.append("-")
             elif len(found) == 1:

@@ -34,6 +34,7 @@ class Limits:
 @dataclass
 class Result:
     """One number of one task: value, bootstrap interval, and the example counts behind it."""
+
     task: str
     metric: str
     value: float
@@ -71,8 +72,15 @@ def mean_embeddings(model: ProteinEncoder, sequences: list[str], chunk: int = 20
     return np.stack(means).astype(np.float32)
 
 
-def _result(task: str, metric: str, fn: Callable[..., float], arrays: list, n_train: int,
-            limits: Limits, note: str = "") -> Result:  # fmt: skip
+def _result(
+    task: str,
+    metric: str,
+    fn: Callable[..., float],
+    arrays: list,
+    n_train: int,
+    limits: Limits,
+    note: str = "",
+) -> Result:
     low, high = metrics.bootstrap_interval(fn, arrays, seed=limits.seed)
     return Result(task, metric, fn(*arrays), low, high, n_train, len(arrays[0]), note)
 
@@ -85,18 +93,32 @@ def secondary_structure(model: ProteinEncoder, data: Path, limits: Limits) -> li
     train = sample(ds.read_ss_flip(data, "train"), limits.max_train, limits.seed)
     test = sample(ds.read_cb513(data), limits.max_test, limits.seed)
     predict = probes.fit_residue_classifier(
-        residue_embeddings(model, [e.sequence for e in train]), [e.labels for e in train],
-        [e.mask for e in train], len(ds.SS3), seed=limits.seed)  # fmt: skip
+        residue_embeddings(model, [e.sequence for e in train]),
+        [e.labels for e in train],
+        [e.mask for e in train],
+        len(ds.SS3),
+        seed=limits.seed,
+    )
     predicted = predict(residue_embeddings(model, [e.sequence for e in test]))
 
     def q3(pred: list, truth: list, mask: list) -> float:
-        return metrics.accuracy(np.concatenate([p[m] for p, m in zip(pred, mask)]),
-                                np.concatenate([t[m] for t, m in zip(truth, mask)]))  # fmt: skip
+        return metrics.accuracy(
+            np.concatenate([p[m] for p, m in zip(pred, mask, strict=True)]),
+            np.concatenate([t[m] for t, m in zip(truth, mask, strict=True)]),
+        )
 
     arrays = [predicted, [e.labels for e in test], [e.mask for e in test]]
-    return [_result("secondary structure (CB513)", "Q3", q3, arrays, len(train), limits,
-                    "train FLIP/NetSurfP-2.0; Q8 not scored: the training split has 3-state "
-                    "labels only")]  # fmt: skip
+    return [
+        _result(
+            "secondary structure (CB513)",
+            "Q3",
+            q3,
+            arrays,
+            len(train),
+            limits,
+            "train FLIP/NetSurfP-2.0; Q8 not scored: the training split has 3-state labels only",
+        )
+    ]
 
 
 def remote_homology(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
@@ -104,63 +126,110 @@ def remote_homology(model: ProteinEncoder, data: Path, limits: Limits) -> list[R
     train, test, folds = ds.split_remote_homology(ds.read_scope(data, limits.scope_identity))
     train = sample(train, limits.max_train, limits.seed)
     test = sample(test, limits.max_test, limits.seed)
-    predict = probes.fit_classifier(mean_embeddings(model, [e.sequence for e in train]),
-                                    np.array([int(e.label) for e in train]), len(folds),
-                                    seed=limits.seed)  # fmt: skip
+    predict = probes.fit_classifier(
+        mean_embeddings(model, [e.sequence for e in train]),
+        np.array([int(e.label) for e in train]),
+        len(folds),
+        seed=limits.seed,
+    )
     predicted = predict(mean_embeddings(model, [e.sequence for e in test]))
     truth = np.array([int(e.label) for e in test])
-    return [_result(f"remote homology (SCOPe 2.08, <={limits.scope_identity}% id)",
-                    "top-1 fold accuracy", metrics.accuracy, [predicted, truth], len(train),
-                    limits, f"{len(folds)} folds; test superfamilies unseen in training")]  # fmt: skip
+    return [
+        _result(
+            f"remote homology (SCOPe 2.08, <={limits.scope_identity}% id)",
+            "top-1 fold accuracy",
+            metrics.accuracy,
+            [predicted, truth],
+            len(train),
+            limits,
+            f"{len(folds)} folds; test superfamilies unseen in training",
+        )
+    ]
 
 
-def _regression_task(name: str, reader: Callable[[Path, str], tuple[list, int]], note: str
-                     ) -> Callable[[ProteinEncoder, Path, Limits], list[Result]]:  # fmt: skip
+def _regression_task(
+    name: str, reader: Callable[[Path, str], tuple[list, int]], note: str
+) -> Callable[[ProteinEncoder, Path, Limits], list[Result]]:
     """A per-sequence regression task: ridge on mean embeddings, Spearman on the test split."""
 
     def run(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
         train = sample(reader(data, "train")[0], limits.max_train, limits.seed)
         test = sample(reader(data, "test")[0], limits.max_test, limits.seed)
-        predict = probes.fit_ridge(mean_embeddings(model, [e.sequence for e in train]),
-                                   np.array([e.label for e in train]), seed=limits.seed)  # fmt: skip
+        predict = probes.fit_ridge(
+            mean_embeddings(model, [e.sequence for e in train]),
+            np.array([e.label for e in train]),
+            seed=limits.seed,
+        )
         predicted = predict(mean_embeddings(model, [e.sequence for e in test]))
         truth = np.array([e.label for e in test])
-        return [_result(name, "Spearman rho", metrics.spearman, [predicted, truth], len(train),
-                        limits, note)]  # fmt: skip
+        return [
+            _result(
+                name,
+                "Spearman rho",
+                metrics.spearman,
+                [predicted, truth],
+                len(train),
+                limits,
+                note,
+            )
+        ]
 
     return run
 
 
-stability = _regression_task("stability (Rocklin 2017)", ds.read_stability,
-                             "train design rounds 1-4, test single mutants of 17 designs")
-fluorescence = _regression_task("fluorescence (avGFP)", ds.read_fluorescence,
-                                "train <= 3 mutations, test >= 4")
+stability = _regression_task(
+    "stability (Rocklin 2017)",
+    ds.read_stability,
+    "train design rounds 1-4, test single mutants of 17 designs",
+)
+fluorescence = _regression_task(
+    "fluorescence (avGFP)", ds.read_fluorescence, "train <= 3 mutations, test >= 4"
+)
 
 
 def contacts(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
-    """Precision of the top L/5 predicted contacts (separation >= 12 and >= 24) on crystal chains."""
+    """Precision of the top L/5 predicted contacts (separation >= 12, >= 24) on crystal chains."""
     train = sample(ds.read_contacts(data, "train"), limits.max_train, limits.seed)
     test = sample(ds.read_contacts(data, "test"), limits.max_test, limits.seed)
-    score = probes.fit_contact_probe(residue_embeddings(model, [e.sequence for e in train]),
-                                     [e.contacts for e in train], [e.valid for e in train],
-                                     seed=limits.seed)  # fmt: skip
+    score = probes.fit_contact_probe(
+        residue_embeddings(model, [e.sequence for e in train]),
+        [e.contacts for e in train],
+        [e.valid for e in train],
+        seed=limits.seed,
+    )
     scores = [score(h) for h in residue_embeddings(model, [e.sequence for e in test])]
     results = []
     for separation in (12, 24):
+
         def precision(s: list, c: list, v: list, separation: int = separation) -> float:
-            return float(np.nanmean([metrics.contact_precision(a, b, m, separation)
-                                     for a, b, m in zip(s, c, v)]))  # fmt: skip
+            return float(
+                np.nanmean(
+                    [
+                        metrics.contact_precision(a, b, m, separation)
+                        for a, b, m in zip(s, c, v, strict=True)
+                    ]
+                )
+            )
 
         arrays = [scores, [e.contacts for e in test], [e.valid for e in test]]
-        results.append(_result("contacts (crystal structures)",
-                               f"P@L/5, separation >= {separation}", precision, arrays,
-                               len(train), limits, "C-beta < 8 A; mean over test chains"))  # fmt: skip
+        results.append(
+            _result(
+                "contacts (crystal structures)",
+                f"P@L/5, separation >= {separation}",
+                precision,
+                arrays,
+                len(train),
+                limits,
+                "C-beta < 8 A; mean over test chains",
+            )
+        )
     return results
 
 
 @torch.no_grad()
-def variant_scores(model: ProteinEncoder, variants: ds.VariantSet, batch: int = 16
-                   ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def variant_scores(
+    model: ProteinEncoder, variants: ds.VariantSet, batch: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """Zero-shot log-odds of every variant, summed over its mutations:
     MLM head = masked marginal log p(mutant) - log p(wild type) with the site masked;
     profile head = the same difference of the predicted profile of the unmasked wild type."""
@@ -179,11 +248,19 @@ def variant_scores(model: ProteinEncoder, variants: ds.VariantSet, batch: int = 
             masked_logp[p] = logp[b, p + 1].numpy()
     mlm, prof = [], []
     for mutations in variants.mutations:
-        mlm.append(sum(masked_logp[p][FIRST_RESIDUE + RESIDUES.index(m)]
-                       - masked_logp[p][FIRST_RESIDUE + RESIDUES.index(w)]
-                       for p, w, m in mutations))  # fmt: skip
-        prof.append(sum(profile[p, STANDARD.index(m)] - profile[p, STANDARD.index(w)]
-                        for p, w, m in mutations))  # fmt: skip
+        mlm.append(
+            sum(
+                masked_logp[p][FIRST_RESIDUE + RESIDUES.index(m)]
+                - masked_logp[p][FIRST_RESIDUE + RESIDUES.index(w)]
+                for p, w, m in mutations
+            )
+        )
+        prof.append(
+            sum(
+                profile[p, STANDARD.index(m)] - profile[p, STANDARD.index(w)]
+                for p, w, m in mutations
+            )
+        )
     return np.array(mlm), np.array(prof)
 
 
@@ -192,10 +269,26 @@ def variant_effects(model: ProteinEncoder, data: Path, limits: Limits) -> list[R
     variants = ds.read_blat_ecolx(data)
     mlm, prof = variant_scores(model, variants)
     name = "zero-shot variant effects (BLAT_ECOLX)"
-    return [_result(name, "Spearman rho, MLM head", metrics.spearman, [mlm, variants.scores], 0,
-                    limits, "masked-marginal log-odds; fitness at 2500 ug/ml ampicillin"),
-            _result(name, "Spearman rho, profile head", metrics.spearman,
-                    [prof, variants.scores], 0, limits, "log-odds of the predicted profile")]  # fmt: skip
+    return [
+        _result(
+            name,
+            "Spearman rho, MLM head",
+            metrics.spearman,
+            [mlm, variants.scores],
+            0,
+            limits,
+            "masked-marginal log-odds; fitness at 2500 ug/ml ampicillin",
+        ),
+        _result(
+            name,
+            "Spearman rho, profile head",
+            metrics.spearman,
+            [prof, variants.scores],
+            0,
+            limits,
+            "log-odds of the predicted profile",
+        ),
+    ]
 
 
 def blosum62_conditionals() -> np.ndarray:
@@ -215,12 +308,14 @@ def background_frequencies() -> np.ndarray:
     import pyhmmer
 
     frequencies = np.array(
-        list(pyhmmer.plan7.Background(pyhmmer.easel.Alphabet.amino()).residue_frequencies)[:20])
+        list(pyhmmer.plan7.Background(pyhmmer.easel.Alphabet.amino()).residue_frequencies)[:20]
+    )
     return frequencies / frequencies.sum()
 
 
-def profile_prediction(model: ProteinEncoder, store_path: Path | None, limits: Limits
-                       ) -> list[Result]:  # fmt: skip
+def profile_prediction(
+    model: ProteinEncoder, store_path: Path | None, limits: Limits
+) -> list[Result]:
     """KL(store profile || prediction) on the store's test split, against two baselines."""
     from protprof.store import open_store
 
@@ -231,8 +326,18 @@ def profile_prediction(model: ProteinEncoder, store_path: Path | None, limits: L
     task = "profile prediction (store test split)"
     if not rows:  # a tiny store: say so in the report rather than fail the whole evaluation
         nan = float("nan")
-        return [Result(task, "KL, model profile head", nan, nan, nan, 0, 0,
-                       f"{store_path} has no test-split sequences")]  # fmt: skip
+        return [
+            Result(
+                task,
+                "KL, model profile head",
+                nan,
+                nan,
+                nan,
+                0,
+                0,
+                f"{store_path} has no test-split sequences",
+            )
+        ]
     sequences = [store.sequence(i) for i in rows]
     targets = [store.profile(i) for i in rows]
     _, predicted = embed_sequences(model, sequences)
@@ -244,16 +349,31 @@ def profile_prediction(model: ProteinEncoder, store_path: Path | None, limits: L
         return np.stack([conditionals[index[c]] if c in index else background for c in sequence])
 
     def mean_kl(target: list, guess: list) -> float:
-        return float(np.concatenate([metrics.kl_divergence(t, g) for t, g in zip(target, guess)]).mean())
+        return float(
+            np.concatenate(
+                [metrics.kl_divergence(t, g) for t, g in zip(target, guess, strict=True)]
+            ).mean()
+        )
 
     baselines = {
         "model profile head": predicted,
-        "baseline: background frequencies": [np.broadcast_to(background, t.shape) for t in targets],
+        "baseline: background frequencies": [
+            np.broadcast_to(background, t.shape) for t in targets
+        ],
         "baseline: BLOSUM62-smoothed one-hot": [smoothed(s) for s in sequences],
     }
-    return [_result(task, f"KL, {name}", mean_kl,
-                    [targets, guess], 0, limits, "nats per residue; lower is better")
-            for name, guess in baselines.items()]  # fmt: skip
+    return [
+        _result(
+            task,
+            f"KL, {name}",
+            mean_kl,
+            [targets, guess],
+            0,
+            limits,
+            "nats per residue; lower is better",
+        )
+        for name, guess in baselines.items()
+    ]
 
 
 RUNNERS: dict[str, Callable[..., list[Result]]] = {

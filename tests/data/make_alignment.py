@@ -25,8 +25,10 @@ def main() -> None:
     (result,) = JackhmmerSearch(database.block, SearchParams(iterations=2), 2, 5000).run([query])
     with open(HERE / "alignment.sto", "wb") as handle:
         result.msa.write(handle, "stockholm")
-    print(f"{query.id}: {len(result.sequence)} residues, {len(result.msa.sequences)} rows, "
-          f"{result.n_hits} targets")
+    print(
+        f"{query.id}: {len(result.sequence)} residues, {len(result.msa.sequences)} rows, "
+        f"{result.n_hits} targets"
+    )
 
 
 if __name__ == "__main__":

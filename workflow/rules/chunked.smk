@@ -27,8 +27,6 @@ rule init_state:
         f"{RESULTS}/shards/{{shard}}.fasta",
     output:
         temp(f"{RESULTS}/iterations/{{shard}}/i0/state.pkl"),
-    params:
-        options=SEARCH_OPTIONS,
     log:
         f"{RESULTS}/logs/init_state/{{shard}}.log",
     benchmark:
@@ -38,13 +36,13 @@ rule init_state:
     resources:
         mem_mb=2048,
         runtime=30,
+    params:
+        options=SEARCH_OPTIONS,
     shell:
         "protprof init-state {input} --out {output} {params.options} 2> {log}"
 
 
 rule search_chunk:
-    wildcard_constraints:
-        iteration=r"[1-9]\d*",
     input:
         shard=f"{RESULTS}/shards/{{shard}}.fasta",
         chunk=f"{RESULTS}/database/chunks/{{chunk}}.fasta",
@@ -52,18 +50,20 @@ rule search_chunk:
         state=previous_state,
     output:
         temp(f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/hits_{{chunk}}.pkl"),
-    params:
-        options=SEARCH_OPTIONS,
-    threads: SEARCH_THREADS
     log:
         f"{RESULTS}/logs/search_chunk/{{shard}}_i{{iteration}}_{{chunk}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/search_chunk/{{shard}}_i{{iteration}}_{{chunk}}.tsv"
+    wildcard_constraints:
+        iteration=r"[1-9]\d*",
     conda:
         ENV
+    threads: SEARCH_THREADS
     resources:
         mem_mb=SEARCH_MEM_MB,
         runtime=SEARCH_RUNTIME_MIN,
+    params:
+        options=SEARCH_OPTIONS,
     shell:
         "protprof search-chunk {input.shard} --chunk {input.chunk} "
         "--fingerprint {input.fingerprint} --state {input.state} --out {output} "
@@ -71,8 +71,6 @@ rule search_chunk:
 
 
 rule merge_iteration:
-    wildcard_constraints:
-        iteration=r"[1-9]\d*",
     input:
         shard=f"{RESULTS}/shards/{{shard}}.fasta",
         hits=expand(
@@ -82,17 +80,19 @@ rule merge_iteration:
         state=previous_state,
     output:
         temp(f"{RESULTS}/iterations/{{shard}}/i{{iteration}}/state.pkl"),
-    params:
-        options=SEARCH_OPTIONS,
     log:
         f"{RESULTS}/logs/merge_iteration/{{shard}}_i{{iteration}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/merge_iteration/{{shard}}_i{{iteration}}.tsv"
+    wildcard_constraints:
+        iteration=r"[1-9]\d*",
     conda:
         ENV
     resources:
         mem_mb=4096,
         runtime=60,
+    params:
+        options=SEARCH_OPTIONS,
     shell:
         "protprof merge-iteration {input.shard} --hits {input.hits} --state {input.state} "
         "--out {output} {params.options} 2> {log}"
@@ -105,9 +105,6 @@ rule finish_shard:
         fingerprint=f"{RESULTS}/database/fingerprint.json",
     output:
         directory(f"{RESULTS}/search/{{shard}}.zarr"),
-    params:
-        options=SEARCH_OPTIONS,
-        msa=msa_option,
     log:
         f"{RESULTS}/logs/finish_shard/{{shard}}.log",
     benchmark:
@@ -117,6 +114,9 @@ rule finish_shard:
     resources:
         mem_mb=4096,
         runtime=60,
+    params:
+        options=SEARCH_OPTIONS,
+        msa=msa_option,
     shell:
         "protprof finish-shard {input.shard} --state {input.state} "
         "--fingerprint {input.fingerprint} --out {output} {params.options} {params.msa} "

@@ -11,19 +11,19 @@ rule evaluate_model:
             category="Evaluation",
             labels={"objective": "{objective}", "seed": "{seed}"},
         ),
-    params:
-        out_dir=lambda wildcards, output: os.path.dirname(output.report),
-        options=EVALUATION_OPTIONS,
-    threads: EVALUATION["threads"]
     log:
         f"{RESULTS}/logs/evaluate_model/{{objective}}-seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_model/{{objective}}-seed{{seed}}.tsv"
     conda:
         ENV
+    threads: EVALUATION["threads"]
     resources:
         mem_mb=8192,
         runtime=120,
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output.report),
+        options=EVALUATION_OPTIONS,
     shell:
         "protprof evaluate {input.checkpoint} --store {input.store} {params.options} "
         "--out {params.out_dir} 2> {log}"
@@ -31,8 +31,11 @@ rule evaluate_model:
 
 rule compare_models:
     input:
-        expand(f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.json",
-               objective=OBJECTIVES, seed=SEEDS),
+        expand(
+            f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.json",
+            objective=OBJECTIVES,
+            seed=SEEDS,
+        ),
     output:
         report(
             f"{RESULTS}/evaluation/comparison.md",

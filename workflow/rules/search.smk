@@ -4,19 +4,19 @@ rule guard_queries:
     output:
         fasta=f"{RESULTS}/queries/guarded.fasta",
         report=f"{RESULTS}/queries/guard_report.json",
-    params:
-        data=GUARD["data"],
-        evalue=GUARD["evalue"],
-    threads: GUARD["threads"]
     log:
         f"{RESULTS}/logs/guard_queries/all.log",
     benchmark:
         f"{RESULTS}/benchmarks/guard_queries/all.tsv"
     conda:
         ENV
+    threads: GUARD["threads"]
     resources:
         mem_mb=2048,
         runtime=60,
+    params:
+        data=GUARD["data"],
+        evalue=GUARD["evalue"],
     shell:
         "protprof guard {input} --data {params.data} -E {params.evalue} --threads {threads} "
         "--out {output.fasta} --report {output.report} 2> {log}"
@@ -27,8 +27,6 @@ rule ingest_queries:
         ingest_inputs(),
     output:
         expand(f"{RESULTS}/shards/{{shard}}.fasta", shard=SHARDS),
-    params:
-        options=INGEST_OPTIONS,
     log:
         f"{RESULTS}/logs/ingest_queries/all.log",
     benchmark:
@@ -38,6 +36,8 @@ rule ingest_queries:
     resources:
         mem_mb=2048,
         runtime=30,
+    params:
+        options=INGEST_OPTIONS,
     shell:
         "protprof ingest {input} --out {output} {params.options} 2> {log}"
 
@@ -69,19 +69,19 @@ if not N_CHUNKS:
             fingerprint=f"{RESULTS}/database/fingerprint.json",
         output:
             directory(f"{RESULTS}/search/{{shard}}.zarr"),
-        params:
-            options=SEARCH_OPTIONS,
-            msa=msa_option,
-        threads: SEARCH_THREADS
         log:
             f"{RESULTS}/logs/search_shard/{{shard}}.log",
         benchmark:
             f"{RESULTS}/benchmarks/search_shard/{{shard}}.tsv"
         conda:
             ENV
+        threads: SEARCH_THREADS
         resources:
             mem_mb=SEARCH_MEM_MB,
             runtime=SEARCH_RUNTIME_MIN,
+        params:
+            options=SEARCH_OPTIONS,
+            msa=msa_option,
         shell:
             "protprof search {input.shard} --database {input.database} "
             "--fingerprint {input.fingerprint} --out {output} --threads {threads} "

@@ -3,8 +3,6 @@ rule assemble_store:
         expand(f"{RESULTS}/search/{{shard}}.zarr", shard=SHARDS),
     output:
         directory(f"{RESULTS}/store/profiles.zarr"),
-    params:
-        ingest=INGEST_OPTIONS,
     log:
         f"{RESULTS}/logs/assemble_store/all.log",
     benchmark:
@@ -14,6 +12,8 @@ rule assemble_store:
     resources:
         mem_mb=ASSEMBLE_MEM_MB,
         runtime=60,
+    params:
+        ingest=INGEST_OPTIONS,
     shell:
         "protprof assemble {input} --out {output} {params.ingest} 2> {log}"
 
