@@ -523,14 +523,7 @@ def _guard(args: argparse.Namespace) -> None:
             f"guard: every one of {len(result.dropped)} queries is homologous "
             "to a test sequence; nothing left to pretrain on"
         )
-    report = {
-        "n_queries": len(result.kept) + len(result.dropped),
-        "n_kept": len(result.kept),
-        "n_dropped": len(result.dropped),
-        "evalue": args.evalue,
-        "n_test_sequences": result.n_test_sequences,
-        "dropped": result.dropped,
-    }
+    report = result.report()
     if args.report:
         with atomic_output(args.report) as tmp:
             tmp.write_text(json.dumps(report, indent=1) + "\n")

@@ -20,7 +20,7 @@ from protprof.data import (
 )
 from protprof.errors import ConfigError, TrainingError
 from protprof.model import PRESETS, ProteinEncoder, profile_kl, total_loss
-from protprof.train import load_checkpoint, load_config, load_model, train
+from protprof.train import Trainer, load_checkpoint, load_config, load_model, lr_factor, train
 
 
 def test_profile_kl_is_zero_at_target_and_positive_elsewhere():
@@ -157,3 +157,39 @@ def test_two_process_gloo_ddp_sees_disjoint_data(small_store, tmp_path):
     assert proc.returncode == 0, stderr[-3000:]
     assert stdout.count("ok") == 2
     assert load_checkpoint(tmp_path / "o" / "last.pt")["step"] == 3  # Trainer.fit: rolling only
+
+
+def test_lr_factor_warms_up_linearly_then_decays_by_cosine():
+    assert [lr_factor(s, 4, 14, 0.1) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_factor(4, 4, 14, 0.1) == 1.0  # the peak, where the decay starts
+    assert lr_factor(9, 4, 14, 0.1) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way: cos = 0
+    assert lr_factor(14, 4, 14, 0.1) == pytest.approx(0.1)  # the floor at max_steps
+    assert lr_factor(99, 4, 14, 0.1) == pytest.approx(0.1)  # and after it
+    assert lr_factor(0, 0, 10, 0.0) == 1.0  # no warmup
+
+
+def test_gradient_accumulation_is_the_mean_of_the_micro_batch_losses(small_store, tmp_path):
+    """accum_steps=2 takes one optimizer step on the mean loss of two micro-batches: the same
+    update as summing both losses by hand (profile objective: no masking randomness)."""
+    settings = [f"store={small_store}", "objective=profile", "max_tokens=1024", "max_len=128",
+                "warmup_steps=0"]  # fmt: skip
+    accumulated = Trainer(load_config(None, [*settings, "accum_steps=2", f"out_dir={tmp_path}/a"]))
+    by_hand = Trainer(load_config(None, [*settings, f"out_dir={tmp_path}/b"]))
+    stats = accumulated.train_step(accumulated._batches())
+    batches = by_hand._batches()
+    first, second = next(batches), next(batches)
+    by_hand.network.train()
+    losses = [
+        total_loss(by_hand.network(**by_hand._inputs(b, None)), "profile", 1.0, 1.0)
+        for b in (first, second)
+    ]
+    ((losses[0] + losses[1]) / 2).backward()
+    torch.nn.utils.clip_grad_norm_(by_hand.model.parameters(), 1.0)
+    by_hand.optimizer.step()
+    assert stats["loss"] == pytest.approx((losses[0].item() + losses[1].item()) / 2, rel=1e-6)
+    assert stats["tokens"] == int(first["residue_mask"].sum() + second["residue_mask"].sum())
+    assert accumulated.step == 1 and accumulated.sampler.state_dict()["start_batch"] == 2
+    for (name, a), (_, b) in zip(
+        accumulated.model.state_dict().items(), by_hand.model.state_dict().items(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)

@@ -85,7 +85,13 @@ EVALUATED = (
 @pytest.fixture(scope="module")
 def workflow_run(tmp_path_factory) -> Path:
     tmp_path = tmp_path_factory.mktemp("workflow")
-    write_config(tmp_path, objectives=("mlm", "multitask"), **GUARDED, **EVALUATED)
+    write_config(
+        tmp_path,
+        objectives=("mlm", "multitask"),
+        profile={"keep_msa": True},
+        **GUARDED,
+        **EVALUATED,
+    )
     run = snakemake(tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
     # Read now: the resume test removes the store afterwards.
@@ -104,6 +110,14 @@ def test_workflow_end_to_end_and_resume(workflow_run):
     assert len(store) == n and store.attrs["n_shards"] == 2
     assert store.attrs["search"]["iterations"] == 2 and store.attrs["search"]["Z"] == 5000
     assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(n))
+    # profile.keep_msa: each shard's final alignments, listed in its index
+    listed = [
+        line.split("\t")
+        for index in sorted((tmp_path / "results/msas").glob("*/index.tsv"))
+        for line in index.read_text().splitlines()[1:]
+    ]
+    assert sorted(query for query, _ in listed) == sorted(map(str, store.ids))
+    assert all(list((tmp_path / "results/msas").glob(f"*/{name}")) for _, name in listed)
     checkpoint = tmp_path / "results/train/multitask/seed0/checkpoint.pt"
     model = load_model(checkpoint)
     assert model.config == PRESETS["tiny"]  # the demo trainer settings' model

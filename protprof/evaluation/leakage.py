@@ -49,6 +49,18 @@ class GuardResult:
     kept: list[Record]
     dropped: list[dict]  # {id, test_id, evalue}
     n_test_sequences: int
+    evalue: float = DEFAULT_EVALUE
+
+    def report(self) -> dict[str, Any]:
+        """The guard's JSON report: counts, the threshold and every dropped query."""
+        return {
+            "n_queries": len(self.kept) + len(self.dropped),
+            "n_kept": len(self.kept),
+            "n_dropped": len(self.dropped),
+            "evalue": self.evalue,
+            "n_test_sequences": self.n_test_sequences,
+            "dropped": self.dropped,
+        }
 
 
 def guard(
@@ -84,7 +96,7 @@ def guard(
         {"id": records[i].id, "test_id": name, "evalue": e}
         for i, (name, e) in sorted(best.items())
     ]
-    return GuardResult(kept, dropped, len(tests))
+    return GuardResult(kept, dropped, len(tests), evalue)
 
 
 def _text(name: str | bytes) -> str:
