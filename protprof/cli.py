@@ -310,10 +310,19 @@ def _run_finish_shard(args: argparse.Namespace) -> None:
         )
 
 
-@command("assemble", "concatenate shard stores into one store")
+@command(
+    "assemble",
+    "concatenate shard stores into one store (or, with --cache, publish them "
+    "to the cache and build the store of --queries from it)",
+)
 def _assemble_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("shards", nargs="+", type=Path)
+    p.add_argument("shards", nargs="*", type=Path, help="shard stores (none: nothing searched)")
     p.add_argument("--out", type=Path, required=True)
+    g = p.add_argument_group("through the profile cache")
+    g.add_argument("--cache", type=Path, help="profile cache folder")
+    g.add_argument("--queries", type=Path, help="every query of the store (from ingest)")
+    g.add_argument("--fingerprint", type=Path, help="the database fingerprint (prepare-db)")
+    _add_search_options(p)
     _add_ingest_options(
         p, "ingest settings the shards were made with (recorded as provenance)", defaults=False
     )
@@ -327,8 +336,145 @@ def _run_assemble(args: argparse.Namespace) -> None:
     given = any(getattr(args, f.name) is not None for f in fields(IngestParams))
     ingest = asdict(_ingest_params(args)) if given else None
     with _claim(args, (args.out, STORE)):
+        if args.cache:
+            _assemble_from_cache(args, ingest)
+            return
+        if not args.shards:
+            raise ProtprofError("assemble: no shard stores given (or pass --cache)")
         assemble(args.shards, args.out, ingest)
     log.info("wrote %s from %d shards", args.out, len(args.shards))
+
+
+def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
+    from protprof import cache
+    from protprof.ingest import read_shard
+    from protprof.pipeline import cache_context
+    from protprof.search import read_fingerprint
+    from protprof.store import provenance
+
+    if not (args.queries and args.fingerprint):
+        raise ProtprofError("assemble --cache needs --queries and --fingerprint")
+    search, profile = _search_settings(args)
+    fingerprint = read_fingerprint(args.fingerprint)
+    records, splits = read_shard(args.queries)
+    profiles = cache.ProfileCache(args.cache)
+    searched = sum(profiles.publish(shard)[1] for shard in args.shards)
+    ctx = cache_context(fingerprint, search, profile)
+    attrs = provenance(
+        fingerprint, asdict(search), asdict(profile), {"ingest": ingest} if ingest else None
+    )
+    cache.assemble(
+        profiles,
+        [r.id for r in records],
+        [r.sequence for r in records],
+        splits,
+        ctx,
+        args.out,
+        attrs,
+        searched,
+    )
+
+
+@command("plan", "list the queries the profile cache lacks and shard them for searching")
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("queries", type=Path, help="every query (one FASTA written by `ingest`)")
+    p.add_argument("--fingerprint", type=Path, required=True, help="the database fingerprint")
+    p.add_argument("--cache", type=Path, required=True, help="profile cache folder")
+    p.add_argument("--shards", type=int, default=4, help="shard the missing queries this way")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="gets shards/NNNN.fasta (non-empty ones only) and plan.json",
+    )
+    _add_search_options(p)
+    _add_force(p)
+
+
+def _run_plan(args: argparse.Namespace) -> None:
+    from protprof import cache
+    from protprof._atomic import Kind, atomic_output
+    from protprof.fasta import Record, write_fasta
+    from protprof.ingest import read_shard, shard_of
+    from protprof.pipeline import cache_context
+    from protprof.search import read_fingerprint
+
+    kind = Kind("a protprof search plan", lambda p: (p / "plan.json").is_file())
+    with _claim(args, (args.out_dir, kind)):
+        search, profile = _search_settings(args)
+        records, splits = read_shard(args.queries)
+        profiles = cache.ProfileCache(args.cache)
+        ctx = cache_context(read_fingerprint(args.fingerprint), search, profile)
+        missing = profiles.missing(ctx, [r.sequence for r in records])
+        shards: dict[int, list[int]] = {}
+        for i in missing:
+            shards.setdefault(shard_of(records[i].sequence, args.shards), []).append(i)
+        reason = profiles.why_missing(ctx) if len(missing) == len(records) else ""
+        plan = {
+            "queries": len(records),
+            "missing": len(missing),
+            "shards": sorted(shards),
+            "context_key": cache.context_key(ctx),
+            "reason": reason,
+        }
+        with atomic_output(args.out_dir, kind) as tmp:
+            (tmp / "shards").mkdir(parents=True)
+            for k, rows in shards.items():
+                labelled = [
+                    Record(records[i].id, records[i].sequence, records[i].description)
+                    for i in rows
+                ]
+                write_fasta(tmp / "shards" / f"{k:04d}.fasta", labelled)
+            (tmp / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+    log.info(
+        "plan: %d of %d queries to search in %d shards, %d reused from %s%s",
+        len(missing),
+        len(records),
+        len(shards),
+        len(records) - len(missing),
+        args.cache,
+        f" ({reason})" if reason else "",
+    )
+
+
+@command("cache", "profile cache: `stats` (entries and bytes per context) or `gc`")
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["stats", "gc"])
+    p.add_argument("path", type=Path, help="profile cache folder")
+    p.add_argument(
+        "--keep-store",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="gc: drop the segments none of these stores use",
+    )
+    p.add_argument("--json", action="store_true", help="stats: print JSON")
+
+
+def _run_cache(args: argparse.Namespace) -> None:
+    from protprof import cache
+
+    profiles = cache.ProfileCache(args.path, create=False)
+    if args.action == "gc":
+        if not args.keep_store:
+            raise ProtprofError("cache gc: give --keep-store STORE... (the stores to keep)")
+        counts = profiles.gc(args.keep_store)
+        print(f"{args.path}: kept {counts['kept']} segments, removed {counts['removed']}")
+        return
+    info = profiles.stats()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return
+    print(f"{info['path']}: {info['entries']} entries, {info['bytes']} bytes")
+    for key, row in info["contexts"].items():
+        ctx = row["context"] or {}
+        database, search = ctx.get("database", {}), ctx.get("search", {})
+        print(
+            f"  {key}: {row['entries']} entries in {row['segments']} segments, "
+            f"{row['bytes']} bytes ({row['bytes'] / max(row['residues'], 1):.1f}/residue); "
+            f"database {str(database.get('sha256', '?'))[:12]} "
+            f"({database.get('n_sequences')} sequences), -N {search.get('iterations')}"
+        )
 
 
 @command("build", "ingest, search, profile and store on one machine (no Snakemake)")
@@ -336,6 +482,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
     p.add_argument("--database", type=Path, required=True, help="target FASTA or FASTA.gz")
     p.add_argument("--out", type=Path, required=True, help="the store to write (.zarr)")
+    p.add_argument(
+        "--cache", type=Path, help="profile cache folder: search only queries it has no entry for"
+    )
     _add_search_options(p)
     _add_ingest_options(p)
     _add_force(p)
@@ -344,14 +493,34 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 def _run_build(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
     from protprof.ingest import select_records
-    from protprof.pipeline import build
+    from protprof.pipeline import build, build_cached
     from protprof.store import STORE
 
     search, profile = _search_settings(args)
     params = _ingest_params(args)
+    if args.cache and args.msa_dir:
+        raise ProtprofError(
+            "build: --msa-dir and --cache together are not supported yet (the "
+            "cache keeps profiles, not alignments)"
+        )
     with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
         records = select_records(args.queries, params)  # validate before the slow database load
         database = _load_database(args)
+        if args.cache:
+            with _progress(len(records), "query") as bar:
+                build_cached(
+                    records,
+                    database,
+                    args.out,
+                    args.threads,
+                    params,
+                    search,
+                    profile,
+                    args.cache,
+                    progress=lambda _: bar.update(),
+                )
+            log.info("wrote %s", args.out)
+            return
         with _progress(len(records), "query") as bar:
             build(
                 records,

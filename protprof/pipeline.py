@@ -7,13 +7,17 @@ the same for a whole query set on one machine, without Snakemake.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyhmmer
 
+from protprof import cache
 from protprof.alignments import write_alignments
 from protprof.fasta import Record
 from protprof.ingest import IngestParams, read_shard, split_of
@@ -132,3 +136,62 @@ def build(
     return search_records(
         records, splits, database, search, profile, threads, out, extra_attrs=extra, **kwargs
     )
+
+
+def cache_context(fingerprint: dict[str, Any], search: SearchParams, profile: ProfileParams
+                  ) -> dict[str, Any]:  # fmt: skip
+    """The cache context of a search with these settings against this database."""
+    return cache.context(fingerprint, asdict(search), asdict(profile), pyhmmer.__version__)
+
+
+def search_missing(
+    profiles: cache.ProfileCache,
+    records: list[Record],
+    splits: list[int],
+    database: Database,
+    search: SearchParams,
+    profile: ProfileParams,
+    threads: int,
+    progress: Callable[[object], None] | None = None,
+) -> int:
+    """Search the records without a cache entry and publish their profiles; returns how many
+    were searched. Work goes to a hidden folder of the cache, removed once published."""
+    ctx = cache_context(database.fingerprint, search, profile)
+    missing = profiles.missing(ctx, [r.sequence for r in records])
+    log.info("%d of %d queries have no cache entry for these settings: searching them",
+             len(missing), len(records))  # fmt: skip
+    if missing:
+        work = profiles.path / ".work"
+        work.mkdir(exist_ok=True)
+        shard = Path(tempfile.mkdtemp(dir=work)) / "shard.zarr"
+        try:
+            search_records([records[i] for i in missing], [splits[i] for i in missing], database,
+                           search, profile, threads, shard, progress=progress)  # fmt: skip
+            profiles.publish(shard)
+        finally:
+            shutil.rmtree(shard.parent, ignore_errors=True)
+    return len(missing)
+
+
+def build_cached(
+    records: list[Record],
+    database: Database,
+    out: Path,
+    threads: int,
+    ingest_params: IngestParams,
+    search: SearchParams,
+    profile: ProfileParams,
+    cache_path: Path,
+    progress: Callable[[object], None] | None = None,
+) -> Path:
+    """`build` through the profile cache: search only what it lacks, then assemble the store
+    of all records from it (arrays equal to `build`'s)."""
+    splits = [split_of(r.sequence, ingest_params) for r in records]
+    profiles = cache.ProfileCache(cache_path)
+    searched = search_missing(profiles, records, splits, database, search, profile, threads,
+                              progress)  # fmt: skip
+    attrs = provenance(database.fingerprint, asdict(search), asdict(profile),
+                       {"ingest": asdict(ingest_params)})  # fmt: skip
+    ctx = cache_context(database.fingerprint, search, profile)
+    return cache.assemble(profiles, [r.id for r in records], [r.sequence for r in records],
+                          splits, ctx, out, attrs, searched)  # fmt: skip

@@ -353,6 +353,20 @@ class ProfileStore:
         ]
         return np.concatenate(pieces)
 
+    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The rows of `tokens` or `profiles` at these residue indices (any order): one
+        fancy-indexing read per chunk file touched, through the memory maps."""
+        maps = self._maps.get(name) or self._map(name)
+        size = len(maps[0])
+        chunk = rows // size
+        out = np.empty((len(rows), *maps[0].shape[1:]), dtype=np.uint8)
+        for c in np.unique(chunk).tolist():
+            if (name, c) not in self._checked:
+                self._check_chunk(name, c, maps[c])
+            picked = chunk == c
+            out[picked] = maps[c][rows[picked] - c * size]
+        return out
+
     def _check_chunk(self, name: str, c: int, chunk: np.ndarray) -> None:
         """Check a chunk the first time it is read (~1 ms per 5 MiB chunk for the checksum):
         its checksum, or for 1.0 stores without checksums, its invariants."""
