@@ -138,8 +138,9 @@ def build(
     )
 
 
-def cache_context(fingerprint: dict[str, Any], search: SearchParams, profile: ProfileParams
-                  ) -> dict[str, Any]:  # fmt: skip
+def cache_context(
+    fingerprint: dict[str, Any], search: SearchParams, profile: ProfileParams
+) -> dict[str, Any]:
     """The cache context of a search with these settings against this database."""
     return cache.context(fingerprint, asdict(search), asdict(profile), pyhmmer.__version__)
 
@@ -158,15 +159,28 @@ def search_missing(
     were searched. Work goes to a hidden folder of the cache, removed once published."""
     ctx = cache_context(database.fingerprint, search, profile)
     missing = profiles.missing(ctx, [r.sequence for r in records])
-    log.info("%d of %d queries have no cache entry for these settings: searching them",
-             len(missing), len(records))  # fmt: skip
+    why = f" ({profiles.why_missing(ctx)})" if records and len(missing) == len(records) else ""
+    log.info(
+        "%d of %d queries have no cache entry for these settings: searching them%s",
+        len(missing),
+        len(records),
+        why,
+    )
     if missing:
         work = profiles.path / ".work"
         work.mkdir(exist_ok=True)
         shard = Path(tempfile.mkdtemp(dir=work)) / "shard.zarr"
         try:
-            search_records([records[i] for i in missing], [splits[i] for i in missing], database,
-                           search, profile, threads, shard, progress=progress)  # fmt: skip
+            search_records(
+                [records[i] for i in missing],
+                [splits[i] for i in missing],
+                database,
+                search,
+                profile,
+                threads,
+                shard,
+                progress=progress,
+            )
             profiles.publish(shard)
         finally:
             shutil.rmtree(shard.parent, ignore_errors=True)
@@ -188,10 +202,20 @@ def build_cached(
     of all records from it (arrays equal to `build`'s)."""
     splits = [split_of(r.sequence, ingest_params) for r in records]
     profiles = cache.ProfileCache(cache_path)
-    searched = search_missing(profiles, records, splits, database, search, profile, threads,
-                              progress)  # fmt: skip
-    attrs = provenance(database.fingerprint, asdict(search), asdict(profile),
-                       {"ingest": asdict(ingest_params)})  # fmt: skip
+    searched = search_missing(
+        profiles, records, splits, database, search, profile, threads, progress
+    )
+    attrs = provenance(
+        database.fingerprint, asdict(search), asdict(profile), {"ingest": asdict(ingest_params)}
+    )
     ctx = cache_context(database.fingerprint, search, profile)
-    return cache.assemble(profiles, [r.id for r in records], [r.sequence for r in records],
-                          splits, ctx, out, attrs, searched)  # fmt: skip
+    return cache.assemble(
+        profiles,
+        [r.id for r in records],
+        [r.sequence for r in records],
+        splits,
+        ctx,
+        out,
+        attrs,
+        searched,
+    )
