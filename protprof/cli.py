@@ -380,7 +380,12 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", type=Path, help="every query (one FASTA written by `ingest`)")
     p.add_argument("--fingerprint", type=Path, required=True, help="the database fingerprint")
     p.add_argument("--cache", type=Path, required=True, help="profile cache folder")
-    p.add_argument("--shards", type=int, default=4, help="shard the missing queries this way")
+    p.add_argument(
+        "--shards",
+        type=int,
+        default=4,
+        help="search jobs for a full build (an update gets proportionally fewer)",
+    )
     p.add_argument(
         "--out-dir",
         type=Path,
@@ -406,9 +411,12 @@ def _run_plan(args: argparse.Namespace) -> None:
         profiles = cache.ProfileCache(args.cache)
         ctx = cache_context(read_fingerprint(args.fingerprint), search, profile)
         missing = profiles.missing(ctx, [r.sequence for r in records])
+        # `--shards` sizes the jobs of a full build; an update of m queries gets the same job
+        # size, so fewer jobs (each loads the database once): ceil(shards * m / n).
+        n_jobs = min(args.shards, -(-args.shards * len(missing) // max(1, len(records))))
         shards: dict[int, list[int]] = {}
         for i in missing:
-            shards.setdefault(shard_of(records[i].sequence, args.shards), []).append(i)
+            shards.setdefault(shard_of(records[i].sequence, n_jobs), []).append(i)
         reason = profiles.why_missing(ctx) if len(missing) == len(records) else ""
         plan = {
             "queries": len(records),

@@ -107,7 +107,7 @@ def test_workflow_end_to_end_and_resume(workflow_run):
         assert guard["n_queries"] == 10 and guard["n_kept"] + guard["n_dropped"] == 10
         n = guard["n_kept"]
         assert not {d["id"] for d in guard["dropped"]} & set(store.ids)
-    assert len(store) == n and store.attrs["n_shards"] == 2
+    assert len(store) == n and store.attrs["cache"]["searched"] == n
     assert store.attrs["search"]["iterations"] == 2 and store.attrs["search"]["Z"] == 5000
     assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(n))
     # profile.keep_msa: each shard's final alignments, listed in its index

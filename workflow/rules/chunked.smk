@@ -24,7 +24,7 @@ rule split_database:
 
 rule init_state:
     input:
-        f"{RESULTS}/shards/{{shard}}.fasta",
+        f"{RESULTS}/plan/shards/{{shard}}.fasta",
     output:
         temp(f"{RESULTS}/iterations/{{shard}}/i0/state.pkl"),
     log:
@@ -44,7 +44,7 @@ rule init_state:
 
 rule search_chunk:
     input:
-        shard=f"{RESULTS}/shards/{{shard}}.fasta",
+        shard=f"{RESULTS}/plan/shards/{{shard}}.fasta",
         chunk=f"{RESULTS}/database/chunks/{{chunk}}.fasta",
         fingerprint=f"{RESULTS}/database/fingerprint.json",
         state=previous_state,
@@ -72,7 +72,7 @@ rule search_chunk:
 
 rule merge_iteration:
     input:
-        shard=f"{RESULTS}/shards/{{shard}}.fasta",
+        shard=f"{RESULTS}/plan/shards/{{shard}}.fasta",
         hits=expand(
             f"{RESULTS}/iterations/{{{{shard}}}}/i{{{{iteration}}}}/hits_{{chunk}}.pkl",
             chunk=CHUNKS,
@@ -100,7 +100,7 @@ rule merge_iteration:
 
 rule finish_shard:
     input:
-        shard=f"{RESULTS}/shards/{{shard}}.fasta",
+        shard=f"{RESULTS}/plan/shards/{{shard}}.fasta",
         state=f"{RESULTS}/iterations/{{shard}}/i{ITERATIONS}/state.pkl",
         fingerprint=f"{RESULTS}/database/fingerprint.json",
     output:

@@ -6,6 +6,8 @@ import os
 from protprof import jobs
 
 RESULTS = config.get("results", "results")
+# The profile cache (may be shared by several workflows, a lab-wide folder); false: none.
+CACHE = f"{RESULTS}/cache" if config["cache"] is None else config["cache"]
 SHARDS = [f"{k:04d}" for k in range(config["shards"])]
 PROFILE = config["profile"]
 ENV = "../../envs/protprof.yaml"
@@ -51,6 +53,13 @@ def msa_option(wildcards):
     if not PROFILE["keep_msa"]:
         return ""
     return f"--msa-dir {RESULTS}/msas/{wildcards.shard} --msa-format {PROFILE['msa_format']}"
+
+
+def searched_shards(wildcards):
+    """The shard stores this run searches: one per non-empty shard of the plan."""
+    plan = checkpoints.plan_searches.get().output[0]
+    shards = glob_wildcards(os.path.join(plan, "shards", "{shard}.fasta")).shard
+    return expand(f"{RESULTS}/search/{{shard}}.zarr", shard=sorted(shards))
 
 
 def ingest_inputs():

@@ -22,24 +22,74 @@ rule guard_queries:
         "--out {output.fasta} --report {output.report} 2> {log}"
 
 
-rule ingest_queries:
-    input:
-        ingest_inputs(),
-    output:
-        expand(f"{RESULTS}/shards/{{shard}}.fasta", shard=SHARDS),
-    log:
-        f"{RESULTS}/logs/ingest_queries/all.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/ingest_queries/all.tsv"
-    conda:
-        ENV
-    resources:
-        mem_mb=2048,
-        runtime=30,
-    params:
-        options=INGEST_OPTIONS,
-    shell:
-        "protprof ingest {input} --out {output} {params.options} 2> {log}"
+if CACHE:
+
+    rule ingest_queries:
+        input:
+            ingest_inputs(),
+        output:
+            f"{RESULTS}/queries/ingested.fasta",
+        log:
+            f"{RESULTS}/logs/ingest_queries/all.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/ingest_queries/all.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=2048,
+            runtime=30,
+        params:
+            options=INGEST_OPTIONS,
+        shell:
+            "protprof ingest {input} --out {output} {params.options} 2> {log}"
+
+    # Which queries the profile cache lacks: only they are sharded and searched. A checkpoint,
+    # because the number of search jobs depends on the cache's contents.
+    checkpoint plan_searches:
+        input:
+            queries=f"{RESULTS}/queries/ingested.fasta",
+            fingerprint=f"{RESULTS}/database/fingerprint.json",
+        output:
+            directory(f"{RESULTS}/plan"),
+        log:
+            f"{RESULTS}/logs/plan_searches/all.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/plan_searches/all.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=ASSEMBLE_MEM_MB,
+            runtime=30,
+        params:
+            cache=CACHE,
+            shards=config["shards"],
+            options=SEARCH_OPTIONS,
+        shell:
+            "protprof plan {input.queries} --fingerprint {input.fingerprint} --cache {params.cache} "
+            "--shards {params.shards} --out-dir {output} {params.options} 2> {log}"
+
+else:
+    # No cache: every query is searched, in config `shards` shards (the DAG is known at
+    # once, so a dry run plans a full-size run).
+
+    rule ingest_queries:
+        input:
+            ingest_inputs(),
+        output:
+            expand(f"{RESULTS}/plan/shards/{{shard}}.fasta", shard=SHARDS),
+        log:
+            f"{RESULTS}/logs/ingest_queries/all.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/ingest_queries/all.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=2048,
+            runtime=30,
+        params:
+            options=INGEST_OPTIONS,
+        shell:
+            "protprof ingest {input} --out {output} {params.options} 2> {log}"
 
 
 rule prepare_database:
@@ -64,7 +114,7 @@ if not N_CHUNKS:
 
     rule search_shard:
         input:
-            shard=f"{RESULTS}/shards/{{shard}}.fasta",
+            shard=f"{RESULTS}/plan/shards/{{shard}}.fasta",
             database=config["database"],
             fingerprint=f"{RESULTS}/database/fingerprint.json",
         output:

@@ -1,21 +1,52 @@
-rule assemble_store:
-    input:
-        expand(f"{RESULTS}/search/{{shard}}.zarr", shard=SHARDS),
-    output:
-        directory(f"{RESULTS}/store/profiles.zarr"),
-    log:
-        f"{RESULTS}/logs/assemble_store/all.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/assemble_store/all.tsv"
-    conda:
-        ENV
-    resources:
-        mem_mb=ASSEMBLE_MEM_MB,
-        runtime=60,
-    params:
-        ingest=INGEST_OPTIONS,
-    shell:
-        "protprof assemble {input} --out {output} {params.ingest} 2> {log}"
+if CACHE:
+
+    # Publishes this run's shard stores to the profile cache, then builds the store of every query
+    # from the cache (searched now or before).
+    rule assemble_store:
+        input:
+            shards=searched_shards,
+            queries=f"{RESULTS}/queries/ingested.fasta",
+            fingerprint=f"{RESULTS}/database/fingerprint.json",
+        output:
+            directory(f"{RESULTS}/store/profiles.zarr"),
+        log:
+            f"{RESULTS}/logs/assemble_store/all.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/assemble_store/all.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=ASSEMBLE_MEM_MB,
+            runtime=60,
+        params:
+            cache=CACHE,
+            options=SEARCH_OPTIONS,
+            ingest=INGEST_OPTIONS,
+        shell:
+            "protprof assemble {input.shards} --cache {params.cache} --queries {input.queries} "
+            "--fingerprint {input.fingerprint} --out {output} {params.options} {params.ingest} "
+            "2> {log}"
+
+else:
+
+    rule assemble_store:
+        input:
+            expand(f"{RESULTS}/search/{{shard}}.zarr", shard=SHARDS),
+        output:
+            directory(f"{RESULTS}/store/profiles.zarr"),
+        log:
+            f"{RESULTS}/logs/assemble_store/all.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/assemble_store/all.tsv"
+        conda:
+            ENV
+        resources:
+            mem_mb=ASSEMBLE_MEM_MB,
+            runtime=60,
+        params:
+            ingest=INGEST_OPTIONS,
+        shell:
+            "protprof assemble {input} --out {output} {params.ingest} 2> {log}"
 
 
 rule summarise_store:

@@ -1,0 +1,163 @@
+"""The profile cache on real data: only new queries are searched, stores equal clean builds,
+changed settings search everything again, shared caches take concurrent workflows, and a killed
+writer leaves the cache usable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import DEMO_DB, ROOT, write_queries
+from test_workflow import BIN, SNAKEMAKE, snakemake, write_config
+
+from protprof.cache import ProfileCache
+from protprof.cli import main
+from protprof.store import open_store
+
+CLI = [sys.executable, "-m", "protprof.cli"]
+
+
+def assert_same_arrays(a: Path, b: Path) -> None:
+    x, y = open_store(a).read_all(), open_store(b).read_all()
+    assert x.ids == y.ids
+    for name in ("tokens", "profiles", "offsets", "n_hits", "neff", "split"):
+        np.testing.assert_array_equal(getattr(x, name), getattr(y, name), name)
+
+
+def build(queries: Path, out: Path, *options: str) -> None:
+    argv = ["-q", "build", str(queries), "--database", str(DEMO_DB), "--out", str(out),
+            "--threads", "2", "-N", "2", *options]  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_build_searches_only_what_the_cache_lacks(tmp_path, caplog):
+    cache = tmp_path / "cache"
+    few, more = write_queries(tmp_path / "few.fa", 6), write_queries(tmp_path / "more.fa", 9)
+    build(few, tmp_path / "few.zarr", "--cache", str(cache))
+    build(more, tmp_path / "more.zarr", "--cache", str(cache))
+    assert open_store(tmp_path / "more.zarr").attrs["cache"] | {"path": ""} == {
+        "path": "", "searched": 3, "reused": 6}  # fmt: skip
+    build(more, tmp_path / "clean.zarr")  # no cache at all
+    assert_same_arrays(tmp_path / "more.zarr", tmp_path / "clean.zarr")
+    build(few, tmp_path / "again.zarr", "--cache", str(cache))  # removing queries: no search
+    assert open_store(tmp_path / "again.zarr").attrs["cache"]["searched"] == 0
+    assert_same_arrays(tmp_path / "again.zarr", tmp_path / "few.zarr")
+    # Another -N: every query searched again, and the log says why.
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    build(few, tmp_path / "n1.zarr", "--cache", str(cache), "-N", "1")
+    assert open_store(tmp_path / "n1.zarr").attrs["cache"]["searched"] == 6
+    assert "search changed" in caplog.text
+    stats = ProfileCache(cache).stats()
+    assert stats["entries"] == 9 + 6 and len(stats["contexts"]) == 2
+    # inspect --json shows the counts
+    capture = subprocess.run([*CLI, "inspect", str(tmp_path / "more.zarr"), "--json"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    assert json.loads(capture.stdout)["provenance"]["cache"]["reused"] == 6
+
+
+def test_killed_writer_leaves_the_cache_usable(tmp_path):
+    cache, queries = tmp_path / "cache", write_queries(tmp_path / "q.fa", 40)
+    out = tmp_path / "out.zarr"
+    argv = [*CLI, "-q", "build", str(queries), "--database", str(DEMO_DB), "--out", str(out),
+            "--threads", "2", "-N", "2", "--cache", str(cache)]  # fmt: skip
+    process = subprocess.Popen(argv)
+    time.sleep(4)  # searching
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not out.exists() and not ProfileCache(cache).segments()
+    # a writer killed while renaming a segment into place leaves only a hidden temporary
+    (cache / "segments" / ".abc-123.zarr.tmp-0000").mkdir()
+    subprocess.run(argv, check=True)
+    assert open_store(out).attrs["cache"]["searched"] == 40
+    assert len(ProfileCache(cache).segments()) == 1
+
+
+def test_gc_keeps_what_a_store_uses(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    queries = write_queries(tmp_path / "q.fa", 3)
+    build(queries, tmp_path / "n2.zarr", "--cache", str(cache))
+    build(queries, tmp_path / "n1.zarr", "--cache", str(cache), "-N", "1")
+    assert len(ProfileCache(cache).segments()) == 2
+    assert main(["cache", "gc", str(cache), "--keep-store", str(tmp_path / "n1.zarr")]) == 0
+    assert "kept 1 segments, removed 1" in capsys.readouterr().out
+    build(queries, tmp_path / "again.zarr", "--cache", str(cache), "-N", "1")
+    assert open_store(tmp_path / "again.zarr").attrs["cache"]["searched"] == 0
+    assert main(["cache", "stats", str(cache)]) == 0
+    assert "3 entries" in capsys.readouterr().out
+
+
+needs_snakemake = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
+
+
+def set_queries(workdir: Path, queries: Path, **search) -> None:
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["queries"] = [str(queries)]
+    config["search"] = {**config["search"], **search}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def run_until_store(workdir: Path) -> dict:
+    run = snakemake(workdir, "results/store/profiles.zarr")
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads((workdir / "results/plan/plan.json").read_text())
+
+
+@pytest.mark.slow
+@needs_snakemake
+def test_workflow_searches_only_new_queries_and_equals_a_clean_build(tmp_path):
+    write_config(tmp_path)
+    few, more = write_queries(tmp_path / "few.fa", 7), write_queries(tmp_path / "more.fa", 10)
+    set_queries(tmp_path, few)
+    assert run_until_store(tmp_path)["missing"] == 7
+    set_queries(tmp_path, more)  # three more queries: three searched
+    plan = run_until_store(tmp_path)
+    assert (plan["queries"], plan["missing"]) == (10, 3)
+    store = tmp_path / "results/store/profiles.zarr"
+    assert open_store(store).attrs["cache"]["searched"] == 3
+    # equal to a clean build of the same ten queries (same ingest and search settings)
+    build(more, tmp_path / "clean.zarr", "--max-length", "200", "--valid-fraction", "0.3",
+          "--test-fraction", "0.1")  # fmt: skip
+    assert_same_arrays(store, tmp_path / "clean.zarr")
+    set_queries(tmp_path, few)  # removing queries: nothing searched
+    plan = run_until_store(tmp_path)
+    assert plan["missing"] == 0 and plan["shards"] == []
+    set_queries(tmp_path, few, iterations=1)  # another -N: everything, and why
+    plan = run_until_store(tmp_path)
+    assert plan["missing"] == 7 and "search changed" in plan["reason"]
+
+
+@pytest.mark.slow
+@needs_snakemake
+def test_two_workflows_share_one_cache_at_the_same_time(tmp_path):
+    cache = tmp_path / "shared-cache"
+    runs = {}
+    for name, start in (("a", 0), ("b", 4)):  # queries 0-7 and 4-11: four in common
+        workdir = tmp_path / name
+        workdir.mkdir()
+        write_config(workdir, cache=str(cache))
+        set_queries(workdir, write_queries(workdir / "q.fa", 8, start=start))
+        runs[name] = subprocess.Popen(
+            [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores",
+             "1", "results/store/profiles.zarr"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+        )  # fmt: skip
+    for process in runs.values():
+        _, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err[-3000:]
+    for name in ("a", "b"):
+        store = tmp_path / name / "results/store/profiles.zarr"
+        build(tmp_path / name / "q.fa", tmp_path / f"clean-{name}.zarr", "--max-length", "200",
+              "--valid-fraction", "0.3", "--test-fraction", "0.1")  # fmt: skip
+        assert_same_arrays(store, tmp_path / f"clean-{name}.zarr")
+    assert ProfileCache(cache).stats()["entries"] >= 12
