@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from protprof._atomic import Kind, atomic_output
-from protprof.alphabet import N_STANDARD, encode
+from protprof.alphabet import N_STANDARD
 from protprof.errors import StoreError
 from protprof.store import CHUNK_ROWS, ProfileStore, StoreData, open_store, write_stores
 
@@ -84,11 +84,23 @@ def _is_cache(path: Path) -> bool:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """Where an entry lives: a segment and its row there."""
+class Index:
+    """Where the entries of one context are: their keys sorted, with segment and row."""
 
-    segment: int
-    row: int
+    stores: list[ProfileStore]
+    keys: np.ndarray  # (E,) sorted entry keys
+    segment: np.ndarray  # (E,) int64
+    row: np.ndarray  # (E,) int64
+
+    def find(self, keys: Sequence[str]) -> np.ndarray:
+        """Position in this index of each key, -1 where there is none (a duplicate entry,
+        from two writers racing, resolves to the copy in the first segment)."""
+        wanted = np.asarray(keys, dtype="S32")
+        position = np.searchsorted(self.keys, wanted)
+        inside = position < len(self.keys)
+        found = np.zeros(len(wanted), bool)
+        found[inside] = self.keys[position[inside]] == wanted[inside]
+        return np.where(found, position, -1)
 
 
 class ProfileCache:
@@ -111,14 +123,20 @@ class ProfileCache:
         """Complete segments (of one context when `ctx_key` is given), oldest name first."""
         return sorted((self.path / "segments").glob(f"{ctx_key}*.zarr"))
 
-    def index(self, ctx_key: str) -> tuple[list[ProfileStore], dict[str, Entry]]:
-        """The segments of a context and where each of their entries is (first copy wins)."""
+    def index(self, ctx_key: str) -> Index:
+        """The entries of a context: numpy arrays, sorted for binary search (a dict of a
+        million keys costs seconds to build)."""
         stores = [open_store(p) for p in self.segments(ctx_key)]
-        where: dict[str, Entry] = {}
-        for s, store in enumerate(stores):
-            for row, key in enumerate(map(str, store.ids)):
-                where.setdefault(key, Entry(s, row))
-        return stores, where
+        # ASCII bytes, not numpy's 4-byte unicode: a quarter of the memory to sort and search
+        keys = [np.asarray(store.ids).astype("S32") for store in stores]
+        if not keys:
+            empty = np.zeros(0, np.int64)
+            return Index([], np.zeros(0, "S32"), empty, empty)
+        segment = np.concatenate([np.full(len(k), s, np.int64) for s, k in enumerate(keys)])
+        row = np.concatenate([np.arange(len(k), dtype=np.int64) for k in keys])
+        every = np.concatenate(keys)
+        order = np.argsort(every, kind="stable")  # stable: the first segment's copy first
+        return Index(stores, every[order], segment[order], row[order])
 
     def publish(self, shard: str | Path) -> tuple[Path, int]:
         """Add a shard store's profiles as a segment (idempotent: a shard already published is
@@ -146,8 +164,8 @@ class ProfileCache:
     def missing(self, ctx: dict[str, Any], sequences: Sequence[str]) -> list[int]:
         """Indices of the sequences without an entry in `ctx`."""
         key = context_key(ctx)
-        _, where = self.index(key)
-        return [i for i, seq in enumerate(sequences) if entry_key(key, seq) not in where]
+        found = self.index(key).find([entry_key(key, seq) for seq in sequences])
+        return np.flatnonzero(found < 0).tolist()
 
     def why_missing(self, ctx: dict[str, Any]) -> str:
         """Why no entry matches `ctx`: an empty cache, or which parts of the settings differ
@@ -221,16 +239,9 @@ class ProfileCache:
 CACHE = Kind("a protprof cache", _is_cache)
 
 
-def _gather(store: ProfileStore, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Profile rows [start, start + length) of each item, concatenated: one fancy-indexing
-    gather per chunk file instead of a slice per sequence."""
-    total = int(lengths.sum())
-    if not total:
-        return np.zeros((0, N_STANDARD), np.uint8)
-    # residue index of each output row: start of its item + position within the item
-    item_start = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
-    rows = item_start + np.arange(total)
-    return store.gather("profiles", rows)
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Every index of the ranges [start, start + length), concatenated."""
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
 
 
 def assemble(
@@ -245,17 +256,17 @@ def assemble(
 ) -> Path:
     """Write the store of these queries (in this order) from their cache entries."""
     key = context_key(ctx)
-    stores, where = cache.index(key)
-    entries = [where.get(entry_key(key, seq)) for seq in sequences]
-    lost = [ids[i] for i, e in enumerate(entries) if e is None]
-    if lost:
+    index = cache.index(key)
+    stores = index.stores
+    found = index.find([entry_key(key, seq) for seq in sequences])
+    lost = np.flatnonzero(found < 0)
+    if len(lost):
         raise StoreError(
             f"{cache.path}: {len(lost)} queries have no cache entry (first: "
-            f"{lost[0]!r}); their searches must run first"
+            f"{ids[lost[0]]!r}); their searches must run first"
         )
-    segment = np.array([e.segment for e in entries if e], dtype=np.int64)
-    row = np.array([e.row for e in entries if e], dtype=np.int64)
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    segment, row = index.segment[found], index.row[found]
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
     n_hits = np.zeros(len(ids), np.int32)
     neff = np.zeros(len(ids), np.float32)
     for s, store in enumerate(stores):
@@ -267,29 +278,29 @@ def assemble(
             if (source != lengths[mine]).any():
                 raise StoreError(f"{store.path}: an entry's length differs from its query's")
 
-    ends = np.cumsum(lengths)
+    # Parts of about CHUNK_ROWS residues: the sequences whose last residue falls in one window.
+    window = (np.cumsum(lengths) - 1) // CHUNK_ROWS
+    stops = [*(np.flatnonzero(np.diff(window)) + 1).tolist(), len(ids)]
 
     def parts() -> Iterator[StoreData]:
         start = 0
-        while start < len(ids):
-            # about CHUNK_ROWS residues per part, at least one sequence
-            done = int(ends[start - 1]) if start else 0
-            stop = max(start + 1, int(np.searchsorted(ends, done + CHUNK_ROWS, side="right")))
+        for stop in stops:
             span = slice(start, stop)
-            profiles = np.empty((int(lengths[span].sum()), N_STANDARD), np.uint8)
+            n_res = int(lengths[span].sum())
+            tokens = np.empty(n_res, np.uint8)
+            profiles = np.empty((n_res, N_STANDARD), np.uint8)
             offsets = np.concatenate([[0], np.cumsum(lengths[span])])
-            for s in np.unique(segment[span]):
+            # One vectorised gather per segment: the rows of all its entries in this part.
+            for s in np.unique(segment[span]).tolist():
                 mine = np.flatnonzero(segment[span] == s)
-                source_starts = stores[s].offsets[row[span][mine]]
-                block = _gather(stores[s], source_starts, lengths[span][mine])
-                target = np.repeat(
-                    offsets[mine] - np.cumsum(lengths[span][mine]) + lengths[span][mine],
-                    lengths[span][mine],
-                )
-                profiles[target + np.arange(len(target))] = block
+                size = lengths[span][mine]
+                source = _spans(stores[s].offsets[row[span][mine]], size)
+                target = _spans(offsets[mine], size)
+                tokens[target] = stores[s].gather("tokens", source)
+                profiles[target] = stores[s].gather("profiles", source)
             yield StoreData(
                 list(ids[start:stop]),
-                np.concatenate([encode(seq) for seq in sequences[start:stop]]),
+                tokens,
                 profiles,
                 offsets.astype(np.int64),
                 n_hits[span],
