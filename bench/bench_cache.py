@@ -46,7 +46,7 @@ def snakemake(workdir: Path, config: dict) -> float:
         [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
          "--configfile", str(workdir / "config.yaml"), "--cores", "2",
          "results/store/profiles.zarr"],
-        check=True, env=env, capture_output=True,
+        check=True, env=env, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     return time.perf_counter() - start
 
@@ -56,6 +56,7 @@ def update(work: Path) -> list[str]:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["queries"] = [str(ROOT / "data/demo/queries_150.fasta.gz")]
     config["database"] = str(ROOT / "data/demo/uniprot_5k.fasta.gz")
+    config["train"]["config"] = str(ROOT / config["train"]["config"])
     first = snakemake(work, config)
     extra = work / "extra5.fasta"
     write_fasta(extra, read_fasta(ROOT / "data/demo/uniprot_5k.fasta.gz")[:5])

@@ -22,6 +22,7 @@ updated under a lock.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -43,6 +44,7 @@ FORMAT_VERSION = "1.0"
 # Bump when what a stored profile means changes (quantisation, builder settings, n_hits).
 PROFILE_FORMAT = 2
 MARKER = "cache.json"
+KEYS = "keys.npy"  # in each segment: its entry keys, raw, in row order
 
 
 def context(
@@ -71,9 +73,15 @@ def context_key(ctx: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ctx, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def entry_key(ctx_key: str, sequence: str) -> str:
-    """The key of one sequence's profile in a context (128 bits)."""
-    return hashlib.sha256(f"{ctx_key}:{sequence}".encode("ascii")).hexdigest()[:32]
+def entry_key(ctx_key: str, sequence: str) -> bytes:
+    """The key of one sequence's profile in a context: 128 bits of a SHA-256 (a segment's
+    `ids` hold it in hex, for people; its `keys.npy` raw, for lookups)."""
+    return hashlib.sha256(f"{ctx_key}:{sequence}".encode("ascii")).digest()[:16]
+
+
+def _raw(keys: Sequence[bytes]) -> np.ndarray:
+    """Keys as one numpy array of 16-byte strings (sortable, searchable)."""
+    return np.frombuffer(b"".join(keys), dtype="S16") if keys else np.zeros(0, "S16")
 
 
 def _is_cache(path: Path) -> bool:
@@ -92,10 +100,10 @@ class Index:
     segment: np.ndarray  # (E,) int64
     row: np.ndarray  # (E,) int64
 
-    def find(self, keys: Sequence[str]) -> np.ndarray:
+    def find(self, keys: Sequence[bytes]) -> np.ndarray:
         """Position in this index of each key, -1 where there is none (a duplicate entry,
         from two writers racing, resolves to the copy in the first segment)."""
-        wanted = np.asarray(keys, dtype="S32")
+        wanted = _raw(keys)
         position = np.searchsorted(self.keys, wanted)
         inside = position < len(self.keys)
         found = np.zeros(len(wanted), bool)
@@ -127,11 +135,11 @@ class ProfileCache:
         """The entries of a context: numpy arrays, sorted for binary search (a dict of a
         million keys costs seconds to build)."""
         stores = [open_store(p) for p in self.segments(ctx_key)]
-        # ASCII bytes, not numpy's 4-byte unicode: a quarter of the memory to sort and search
-        keys = [np.asarray(store.ids).astype("S32") for store in stores]
+        # raw 16-byte keys from each segment's keys.npy: no decoding of a million hex ids
+        keys = [np.load(p / KEYS) for p in self.segments(ctx_key)]
         if not keys:
             empty = np.zeros(0, np.int64)
-            return Index([], np.zeros(0, "S32"), empty, empty)
+            return Index([], np.zeros(0, "S16"), empty, empty)
         segment = np.concatenate([np.full(len(k), s, np.int64) for s, k in enumerate(keys)])
         row = np.concatenate([np.arange(len(k), dtype=np.int64) for k in keys])
         every = np.concatenate(keys)
@@ -150,7 +158,7 @@ class ProfileCache:
         data = store.read_all()
         keys = [entry_key(key, store.sequence(i)) for i in range(len(store))]
         entries = StoreData(
-            keys,
+            [k.hex() for k in keys],
             data.tokens,
             data.profiles,
             data.offsets,
@@ -158,7 +166,14 @@ class ProfileCache:
             data.neff,
             np.zeros(len(keys), np.uint8),
         )
-        write_stores(segment, [entries], {"cache": {"context_key": key, "context": ctx}})
+        buffer = io.BytesIO()
+        np.save(buffer, _raw(keys))
+        write_stores(
+            segment,
+            [entries],
+            {"cache": {"context_key": key, "context": ctx}},
+            extra_files={KEYS: buffer.getvalue()},
+        )
         return segment, len(keys)
 
     def missing(self, ctx: dict[str, Any], sequences: Sequence[str]) -> list[int]:
@@ -214,7 +229,7 @@ class ProfileCache:
     def gc(self, keep: Sequence[str | Path]) -> dict[str, int]:
         """Drop segments none of whose entries a kept store uses (whole segments: they are
         append-only and shared). Returns counts of kept and removed segments."""
-        used: set[str] = set()
+        used: set[bytes] = set()
         for path in keep:
             store = open_store(path)
             ctx = store.attrs.get("cache_context")
@@ -224,8 +239,7 @@ class ProfileCache:
             used.update(entry_key(key, store.sequence(i)) for i in range(len(store)))
         removed = kept = 0
         for segment in self.segments():
-            ids = set(map(str, open_store(segment).ids))
-            if ids & used:
+            if used.intersection(_raw_list(segment)):
                 kept += 1
                 continue
             # Renamed away first: a reader never sees a half-deleted segment.
@@ -237,6 +251,10 @@ class ProfileCache:
 
 
 CACHE = Kind("a protprof cache", _is_cache)
+
+
+def _raw_list(segment: Path) -> list[bytes]:
+    return [bytes(k).ljust(16, b"\0") for k in np.load(segment / KEYS)]
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

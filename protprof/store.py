@@ -200,11 +200,13 @@ def write_stores(
     attrs: dict[str, Any],
     chunk_rows: int = CHUNK_ROWS,
     sizes: tuple[int, int] | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write parts, concatenated in order, as one store at `out`, atomically.
 
     With `sizes` = (sequences, residues) of all parts together, `parts` may be an iterator
     that loads each part only when it is written, so only one part is in memory at a time.
+    `extra_files` (name: content) are written into the store folder before it appears.
     """
     out = Path(out)
     if sizes is None:
@@ -245,6 +247,8 @@ def write_stores(
             },
         }
         group.attrs.update(base)
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
     return out
 
 
