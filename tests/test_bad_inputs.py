@@ -41,6 +41,10 @@ TEMPLATES = {
     "guard data": "guard {QUERIES} --data {BAD} --out {OUT}/kept.fasta",
     "evaluate checkpoint": "evaluate {BAD} --tasks variants --data {SHARED} --out {OUT}/r",
     "compare": "compare {BAD} --out {OUT}/c.md",
+    "plan queries": "plan {BAD} --fingerprint {FP} --cache {OUT}/cache --out-dir {OUT}/plan -N 1",
+    "plan fingerprint": "plan {SHARD} --fingerprint {BAD} --cache {OUT}/cache "
+    "--out-dir {OUT}/plan -N 1",
+    "cache": "cache stats {BAD}",
 }
 
 
@@ -85,7 +89,7 @@ def test_every_subcommand_is_covered():
 
 # Empty files that are valid input: an empty shard (ingest writes every shard, even one with
 # no queries) and an empty training YAML (every setting at its default).
-VALID_EMPTY = {"search shard", "init-state", "train config"}
+VALID_EMPTY = {"search shard", "init-state", "train config", "plan queries"}
 
 
 @pytest.mark.parametrize("kind", BAD_KINDS)

@@ -150,4 +150,6 @@ def test_help_lists_every_subcommand(capsys):
         "guard",
         "evaluate",
         "compare",
+        "plan",
+        "cache",
     }

@@ -90,8 +90,9 @@ def test_workflow_on_real_slurm(cluster, tmp_path, capsys):
     with capsys.disabled():  # the CI log shows the jobs ran under sbatch
         print(f"\nsacct of the workflow's jobs on the local SLURM cluster:\n{table}")
     states = [line.split("|")[1] for line in jobs]
-    # ingest, prepare_database, 2 x search_shard, assemble, summarise, train ("all" is local)
-    assert len(states) == 7 and set(states) == {"COMPLETED"}, jobs
+    # ingest, prepare_database, plan_searches, 2 x search_shard, assemble, summarise, train
+    # ("all" is local)
+    assert len(states) == 8 and set(states) == {"COMPLETED"}, jobs
 
 
 def test_killed_search_job_leaves_nothing_complete_and_rerun_redoes_only_it(cluster, tmp_path):
@@ -121,7 +122,7 @@ def test_killed_search_job_leaves_nothing_complete_and_rerun_redoes_only_it(clus
     # SIGKILL the search inside its SLURM job, as the OOM killer or a node failure would.
     # (`scancel` is not used: plugin 2.8.0 never noticed a job in state "CANCELLED by 0" and
     # waited until the timeout; a killed process gives the job state FAILED.)
-    shard, pattern = "0000", "protprof search results/shards/0000.fasta"
+    shard, pattern = "0000", "protprof search results/plan/shards/0000.fasta"
     for _ in range(1200):
         if subprocess.run(["pkill", "-KILL", "-f", pattern]).returncode == 0:
             break
