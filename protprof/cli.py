@@ -514,34 +514,17 @@ def _run_build(args: argparse.Namespace) -> None:
     with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
         records = select_records(args.queries, params)  # validate before the slow database load
         database = _load_database(args)
-        if args.cache:
-            with _progress(len(records), "query") as bar:
-                build_cached(
-                    records,
-                    database,
-                    args.out,
-                    args.threads,
-                    params,
-                    search,
-                    profile,
-                    args.cache,
+        with _progress(len(records), "query") as bar:
+            common = (records, database, args.out, args.threads, params, search, profile)
+            if args.cache:
+                build_cached(*common, args.cache, progress=lambda _: bar.update())
+            else:
+                build(
+                    *common,
+                    msa_dir=args.msa_dir,
+                    msa_format=args.msa_format,
                     progress=lambda _: bar.update(),
                 )
-            log.info("wrote %s", args.out)
-            return
-        with _progress(len(records), "query") as bar:
-            build(
-                records,
-                database,
-                args.out,
-                args.threads,
-                params,
-                search,
-                profile,
-                msa_dir=args.msa_dir,
-                msa_format=args.msa_format,
-                progress=lambda _: bar.update(),
-            )
     log.info("wrote %s", args.out)
 
 
