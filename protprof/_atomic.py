@@ -6,8 +6,9 @@ complete.
 - An existing path is replaced only when it is recognisably protprof's own output of the same
   kind (a store by its root attributes, a file by its format), or with `force`: a user's folder
   named by mistake as `--out` is refused, never deleted.
-- One writer per output: an exclusive `flock` on a hidden lock file beside the target. The kernel
-  drops it when the process dies, so a kill -9 never leaves a stale lock.
+- One writer per output: an exclusive POSIX lock (`lockf`) on a hidden lock file beside the
+  target. The kernel drops it when the process dies, and forked children do not inherit it,
+  so a kill -9 never leaves a stale lock.
 - Replacing a directory takes two renames (old aside, new in). A kill between them leaves the
   old one under a hidden `.old-` name; the next write of that target puts it back first, and
   clears stale temporaries, so the name always ends up holding a complete output.
@@ -62,9 +63,13 @@ def _acquire(target: Path) -> int:
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # POSIX record locks belong to this process: unlike flock, a forked child (a
+            # DataLoader worker) does not inherit them, so a kill -9 releases them at once.
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
             os.close(fd)
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise output_error(target, e) from e
             raise OutputError(
                 f"{target}: another protprof run is writing it (lock {lock} is held); wait for "
                 "it to finish or choose another output"
@@ -85,7 +90,7 @@ def _release(target: Path, fd: int) -> None:
         os.unlink(_lock_path(target))
     except FileNotFoundError:
         pass
-    os.close(fd)  # closing drops the flock
+    os.close(fd)  # closing drops the lock
 
 
 def _remove(path: Path) -> None:

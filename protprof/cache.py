@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from protprof._atomic import Kind, atomic_output
+from protprof._atomic import Kind
 from protprof.alphabet import N_STANDARD
 from protprof.errors import StoreError
 from protprof.store import CHUNK_ROWS, ProfileStore, StoreData, open_store, write_stores
@@ -119,13 +120,26 @@ class ProfileCache:
         if not self.path.exists() and create:
             self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / MARKER).exists() and create and self.path.is_dir():
-            if any(p for p in self.path.iterdir() if not p.name.startswith(".")):
-                raise StoreError(f"{self.path}: exists, is not empty and is not a protprof cache")
-            with atomic_output(self.path / MARKER) as tmp:
-                tmp.write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}))
+            self._create()
         if not _is_cache(self.path):
             raise StoreError(f"{self.path}: not a protprof cache (no {MARKER})")
         (self.path / "segments").mkdir(exist_ok=True)
+
+    def _create(self) -> None:
+        """Mark a new folder as a cache. Two workflows may create one cache at once: the marker
+        is created exclusively, and whoever loses the race finds the winner's."""
+        foreign = [p for p in self.path.iterdir() if p.name not in (MARKER, "segments")]
+        if any(not p.name.startswith(".") for p in foreign):
+            raise StoreError(f"{self.path}: exists, is not empty and is not a protprof cache")
+        marker = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION}).encode()
+        tmp = self.path / f".{MARKER}.{os.getpid()}"
+        tmp.write_bytes(marker)
+        try:
+            os.link(tmp, self.path / MARKER)  # atomic, and fails if the marker exists
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
 
     def segments(self, ctx_key: str = "") -> list[Path]:
         """Complete segments (of one context when `ctx_key` is given), oldest name first."""
@@ -134,9 +148,10 @@ class ProfileCache:
     def index(self, ctx_key: str) -> Index:
         """The entries of a context: numpy arrays, sorted for binary search (a dict of a
         million keys costs seconds to build)."""
-        stores = [open_store(p) for p in self.segments(ctx_key)]
+        paths = self.segments(ctx_key)  # once: another writer may publish meanwhile
+        stores = [open_store(p) for p in paths]
         # raw 16-byte keys from each segment's keys.npy: no decoding of a million hex ids
-        keys = [np.load(p / KEYS) for p in self.segments(ctx_key)]
+        keys = [np.load(p / KEYS) for p in paths]
         if not keys:
             empty = np.zeros(0, np.int64)
             return Index([], np.zeros(0, "S16"), empty, empty)

@@ -236,12 +236,14 @@ def _init_state_args(p: argparse.ArgumentParser) -> None:
 
 def _run_init_state(args: argparse.Namespace) -> None:
     from protprof import chunked
+    from protprof._atomic import FILE
     from protprof.ingest import read_shard
 
-    search, _ = _search_settings(args)
-    records, _ = read_shard(args.shard)
-    # Built once: every chunk job must search with the very same model (TopHits.merge checks).
-    chunked.save(args.out, chunked.initial_states(records, search))
+    with _claim(args, (args.out, FILE)):
+        search, _ = _search_settings(args)
+        records, _ = read_shard(args.shard)
+        # Built once: every chunk job must search with the very same model (TopHits.merge checks).
+        chunked.save(args.out, chunked.initial_states(records, search))
 
 
 @command("search-chunk", "chunked database: one iteration of a shard against one chunk")
@@ -253,13 +255,15 @@ def _search_chunk_args(p: argparse.ArgumentParser) -> None:
 
 def _run_search_chunk(args: argparse.Namespace) -> None:
     from protprof import chunked
+    from protprof._atomic import FILE
     from protprof.search import read_block, read_fingerprint
 
-    search, _ = _search_settings(args)
-    states = chunked.load(args.state)
-    z = int(read_fingerprint(args.fingerprint)["n_sequences"])
-    chunk = read_block(args.chunk)
-    chunked.save(args.out, chunked.search_chunk(states, chunk, search, z, args.threads))
+    with _claim(args, (args.out, FILE)):
+        search, _ = _search_settings(args)
+        states = chunked.load(args.state)
+        z = int(read_fingerprint(args.fingerprint)["n_sequences"])
+        chunk = read_block(args.chunk)
+        chunked.save(args.out, chunked.search_chunk(states, chunk, search, z, args.threads))
 
 
 @command("merge-iteration", "chunked database: merge one iteration's chunk hits")
@@ -270,13 +274,15 @@ def _merge_iteration_args(p: argparse.ArgumentParser) -> None:
 
 def _run_merge_iteration(args: argparse.Namespace) -> None:
     from protprof import chunked
+    from protprof._atomic import FILE
     from protprof.ingest import read_shard
 
-    search, _ = _search_settings(args)
-    records, _ = read_shard(args.shard)
-    states = chunked.load(args.state)
-    hits = [chunked.load(h) for h in args.hits]
-    chunked.save(args.out, chunked.merge_iteration(records, states, hits, search))
+    with _claim(args, (args.out, FILE)):
+        search, _ = _search_settings(args)
+        records, _ = read_shard(args.shard)
+        states = chunked.load(args.state)
+        hits = [chunked.load(h) for h in args.hits]
+        chunked.save(args.out, chunked.merge_iteration(records, states, hits, search))
 
 
 @command("finish-shard", "chunked database: profiles and the shard store from the last state")
@@ -733,15 +739,23 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, required=True, help="folder for report.md, report.json and report.png"
     )
+    _add_force(p)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    from protprof._atomic import Kind
     from protprof.evaluation.report import evaluate, markdown, write_report
     from protprof.evaluation.tasks import Limits
 
-    limits = Limits(args.max_train, args.max_test, args.seed)
-    report = evaluate(args.checkpoint, args.tasks, args.data, args.store, limits, args.label)
-    write_report(report, args.out)
+    # The report files go into this folder: an existing one must be empty or a report's.
+    folder = Kind(
+        "an evaluation report folder (empty or with report.json)",
+        lambda p: p.is_dir() and (not any(p.iterdir()) or (p / "report.json").is_file()),
+    )
+    with _claim(args, (args.out, folder)):
+        limits = Limits(args.max_train, args.max_test, args.seed)
+        report = evaluate(args.checkpoint, args.tasks, args.data, args.store, limits, args.label)
+        write_report(report, args.out)
     print(markdown(report), end="")
 
 

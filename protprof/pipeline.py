@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -153,10 +152,11 @@ def search_missing(
     search: SearchParams,
     profile: ProfileParams,
     threads: int,
+    work: Path,
     progress: Callable[[object], None] | None = None,
 ) -> int:
     """Search the records without a cache entry and publish their profiles; returns how many
-    were searched. Work goes to a hidden folder of the cache, removed once published."""
+    were searched. `work` is a temporary shard store, removed once published."""
     ctx = cache_context(database.fingerprint, search, profile)
     missing = profiles.missing(ctx, [r.sequence for r in records])
     why = f" ({profiles.why_missing(ctx)})" if records and len(missing) == len(records) else ""
@@ -167,9 +167,7 @@ def search_missing(
         why,
     )
     if missing:
-        work = profiles.path / ".work"
-        work.mkdir(exist_ok=True)
-        shard = Path(tempfile.mkdtemp(dir=work)) / "shard.zarr"
+        shard = work
         try:
             search_records(
                 [records[i] for i in missing],
@@ -183,7 +181,7 @@ def search_missing(
             )
             profiles.publish(shard)
         finally:
-            shutil.rmtree(shard.parent, ignore_errors=True)
+            shutil.rmtree(shard, ignore_errors=True)
     return len(missing)
 
 
@@ -202,8 +200,11 @@ def build_cached(
     of all records from it (arrays equal to `build`'s)."""
     splits = [split_of(r.sequence, ingest_params) for r in records]
     profiles = cache.ProfileCache(cache_path)
+    # The temporary shard store is named like the output's temporaries, so a killed build's
+    # leftover is cleared when the output is next claimed (`_atomic._recover`).
+    work = out.with_name(f".{out.name}.tmp-search")
     searched = search_missing(
-        profiles, records, splits, database, search, profile, threads, progress
+        profiles, records, splits, database, search, profile, threads, work, progress
     )
     attrs = provenance(
         database.fingerprint, asdict(search), asdict(profile), {"ingest": asdict(ingest_params)}

@@ -80,6 +80,7 @@ def test_killed_writer_leaves_the_cache_usable(tmp_path):
     subprocess.run(argv, check=True)
     assert open_store(out).attrs["cache"]["searched"] == 40
     assert len(ProfileCache(cache).segments()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "out.zarr", "q.fa"]
 
 
 def test_gc_keeps_what_a_store_uses(tmp_path, capsys):
