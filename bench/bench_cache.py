@@ -43,11 +43,22 @@ def snakemake(workdir: Path, config: dict) -> float:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     start = time.perf_counter()
     subprocess.run(
-        [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(workdir / "config.yaml"), "--cores", "2",
-         "results/store/profiles.zarr"],
-        check=True, env=env, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(BIN / "snakemake"),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(workdir / "config.yaml"),
+            "--cores",
+            "2",
+            "results/store/profiles.zarr",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -82,10 +93,18 @@ def update(work: Path) -> list[str]:
 def synthetic_shards(where: Path, n: int, shards: int, seed: int = 0) -> tuple[list[Path], int]:
     """Shard stores of n random sequences (lengths 20-80) with random quantised profiles."""
     rng = np.random.default_rng(seed)
-    fingerprint = {"path": "synthetic", "sha256": "synthetic", "n_sequences": 10**8,
-                   "n_residues": 3 * 10**10}  # fmt: skip
-    attrs = {"database": fingerprint, "search": {"iterations": 3, "Z": 10**8},
-             "profile": {"method": "hmm"}, "pyhmmer_version": "0.12.3"}  # fmt: skip
+    fingerprint = {
+        "path": "synthetic",
+        "sha256": "synthetic",
+        "n_sequences": 10**8,
+        "n_residues": 3 * 10**10,
+    }
+    attrs = {
+        "database": fingerprint,
+        "search": {"iterations": 3, "Z": 10**8},
+        "profile": {"method": "hmm"},
+        "pyhmmer_version": "0.12.3",
+    }
     paths, residues = [], 0
     for k in range(shards):
         m = n // shards
@@ -126,12 +145,22 @@ def assembly(work: Path, n: int) -> list[str]:
     sequences = [peer_store.sequence(i) for i in range(len(peer_store))]
     ctx = cache.context_of_store(open_store(shards[0]))
     start = time.perf_counter()
-    cache.assemble(profiles, ids, sequences, [0] * len(ids), ctx, work / "cached.zarr",
-                   dict(peer_store.attrs), searched=0)  # fmt: skip
+    cache.assemble(
+        profiles,
+        ids,
+        sequences,
+        [0] * len(ids),
+        ctx,
+        work / "cached.zarr",
+        dict(peer_store.attrs),
+        searched=0,
+    )
     cached = time.perf_counter() - start
     a, b = peer_store.read_all(), open_store(work / "cached.zarr").read_all()
-    same = all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("tokens", "profiles",
-               "offsets", "n_hits", "neff"))  # fmt: skip
+    same = all(
+        np.array_equal(getattr(a, k), getattr(b, k))
+        for k in ("tokens", "profiles", "offsets", "n_hits", "neff")
+    )
     store_bpr = size(work / "peer.zarr") / residues
     cache_bpr = size(work / "cache" / "segments") / residues
     return [

@@ -14,9 +14,9 @@ never be found; an entry is never searched again while its key holds.
 
 Segments are written under a temporary name and renamed into place (see `_atomic`), so readers
 and concurrent writers only ever see complete segments, and a killed writer leaves nothing that
-looks complete. The index is the segments themselves: a lookup reads the `ids` of the segments
-of one context (their file names start with the context key), so no shared index file has to be
-updated under a lock.
+looks complete. The index is the segments themselves: a lookup reads the raw keys
+(`keys.npy`) of the segments of one context (their file names start with the context key), so
+no shared index file has to be updated under a lock.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,14 @@ def context(
         "pyhmmer": pyhmmer_version,
         "profile_format": PROFILE_FORMAT,
     }
+
+
+def settings_context(fingerprint: dict[str, Any], search: Any, profile: Any) -> dict[str, Any]:
+    """The context of a search with these settings (SearchParams, ProfileParams) against the
+    database of this fingerprint, with the running pyhmmer's version."""
+    import pyhmmer
+
+    return context(fingerprint, asdict(search), asdict(profile), pyhmmer.__version__)
 
 
 def context_of_store(store: ProfileStore) -> dict[str, Any]:

@@ -354,7 +354,6 @@ def _run_assemble(args: argparse.Namespace) -> None:
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
     from protprof import cache
     from protprof.ingest import read_shard
-    from protprof.pipeline import cache_context
     from protprof.search import read_fingerprint
     from protprof.store import provenance
 
@@ -365,7 +364,7 @@ def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None
     records, splits = read_shard(args.queries)
     profiles = cache.ProfileCache(args.cache)
     searched = sum(profiles.publish(shard)[1] for shard in args.shards)
-    ctx = cache_context(fingerprint, search, profile)
+    ctx = cache.settings_context(fingerprint, search, profile)
     attrs = provenance(
         fingerprint, asdict(search), asdict(profile), {"ingest": ingest} if ingest else None
     )
@@ -407,7 +406,6 @@ def _run_plan(args: argparse.Namespace) -> None:
     from protprof._atomic import Kind, atomic_output
     from protprof.fasta import Record, write_fasta
     from protprof.ingest import read_shard, shard_of
-    from protprof.pipeline import cache_context
     from protprof.search import read_fingerprint
 
     kind = Kind("a protprof search plan", lambda p: (p / "plan.json").is_file())
@@ -415,7 +413,7 @@ def _run_plan(args: argparse.Namespace) -> None:
         search, profile = _search_settings(args)
         records, splits = read_shard(args.queries)
         profiles = cache.ProfileCache(args.cache)
-        ctx = cache_context(read_fingerprint(args.fingerprint), search, profile)
+        ctx = cache.settings_context(read_fingerprint(args.fingerprint), search, profile)
         missing = profiles.missing(ctx, [r.sequence for r in records])
         # `--shards` sizes the jobs of a full build; an update of m queries gets the same job
         # size, so fewer jobs (each loads the database once): ceil(shards * m / n).

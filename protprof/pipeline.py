@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyhmmer
 
 from protprof import cache
 from protprof.alignments import write_alignments
@@ -137,13 +136,6 @@ def build(
     )
 
 
-def cache_context(
-    fingerprint: dict[str, Any], search: SearchParams, profile: ProfileParams
-) -> dict[str, Any]:
-    """The cache context of a search with these settings against this database."""
-    return cache.context(fingerprint, asdict(search), asdict(profile), pyhmmer.__version__)
-
-
 def search_missing(
     profiles: cache.ProfileCache,
     records: list[Record],
@@ -157,7 +149,7 @@ def search_missing(
 ) -> int:
     """Search the records without a cache entry and publish their profiles; returns how many
     were searched. `work` is a temporary shard store, removed once published."""
-    ctx = cache_context(database.fingerprint, search, profile)
+    ctx = cache.settings_context(database.fingerprint, search, profile)
     missing = profiles.missing(ctx, [r.sequence for r in records])
     why = f" ({profiles.why_missing(ctx)})" if records and len(missing) == len(records) else ""
     log.info(
@@ -209,7 +201,7 @@ def build_cached(
     attrs = provenance(
         database.fingerprint, asdict(search), asdict(profile), {"ingest": asdict(ingest_params)}
     )
-    ctx = cache_context(database.fingerprint, search, profile)
+    ctx = cache.settings_context(database.fingerprint, search, profile)
     return cache.assemble(
         profiles,
         [r.id for r in records],

@@ -169,8 +169,13 @@ class _ChunkWriter:
         values = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
         # Whole chunks only, unless closing; the first write may start mid-chunk (offsets[0]).
         room = self.size - self.done % self.size
-        n = len(values) if final else (room + (len(values) - room) // self.size * self.size
-                                       if len(values) >= room else 0)  # fmt: skip
+        n = (
+            len(values)
+            if final
+            else (
+                room + (len(values) - room) // self.size * self.size if len(values) >= room else 0
+            )
+        )
         if n:
             self.array[self.done : self.done + n] = values[:n]
             self.done += n
@@ -264,7 +269,8 @@ def _chunk_paths(path: Path, name: str, n_res: int, chunk_rows: int) -> list[Pat
 
 class ProfileStore:
     """A read-only view of a store. Residue data is memory-mapped lazily, so an instance
-    pickles small (path only) and is safe to hand to DataLoader workers under any start method.
+    pickles small (path and attributes; the receiver re-reads the offsets and checks the store
+    is still the same one) and is safe to hand to DataLoader workers under any start method.
     """
 
     def __init__(self, path: str | Path) -> None:

@@ -481,6 +481,9 @@ def _start_rolling(out: Path, source: Path | None, step: int) -> None:
         metrics = out / METRICS
     elif source is not None:
         metrics = out / LAST_METRICS
+        if not metrics.exists() and (out / METRICS).exists():
+            # killed while publishing, after last-metrics.jsonl became metrics.jsonl
+            metrics = out / METRICS
     _rolling_metrics(out, metrics, step)
 
 

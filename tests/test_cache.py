@@ -34,8 +34,20 @@ def assert_same_arrays(a: Path, b: Path) -> None:
 
 
 def build(queries: Path, out: Path, *options: str) -> None:
-    argv = ["-q", "build", str(queries), "--database", str(DEMO_DB), "--out", str(out),
-            "--threads", "2", "-N", "2", *options]  # fmt: skip
+    argv = [
+        "-q",
+        "build",
+        str(queries),
+        "--database",
+        str(DEMO_DB),
+        "--out",
+        str(out),
+        "--threads",
+        "2",
+        "-N",
+        "2",
+        *options,
+    ]
     assert main(argv) == 0
 
 
@@ -45,7 +57,10 @@ def test_build_searches_only_what_the_cache_lacks(tmp_path, caplog):
     build(few, tmp_path / "few.zarr", "--cache", str(cache))
     build(more, tmp_path / "more.zarr", "--cache", str(cache))
     assert open_store(tmp_path / "more.zarr").attrs["cache"] | {"path": ""} == {
-        "path": "", "searched": 3, "reused": 6}  # fmt: skip
+        "path": "",
+        "searched": 3,
+        "reused": 6,
+    }
     build(more, tmp_path / "clean.zarr")  # no cache at all
     assert_same_arrays(tmp_path / "more.zarr", tmp_path / "clean.zarr")
     build(few, tmp_path / "again.zarr", "--cache", str(cache))  # removing queries: no search
@@ -60,16 +75,34 @@ def test_build_searches_only_what_the_cache_lacks(tmp_path, caplog):
     stats = ProfileCache(cache).stats()
     assert stats["entries"] == 9 + 6 and len(stats["contexts"]) == 2
     # inspect --json shows the counts
-    capture = subprocess.run([*CLI, "inspect", str(tmp_path / "more.zarr"), "--json"],
-                             capture_output=True, text=True, check=True)  # fmt: skip
+    capture = subprocess.run(
+        [*CLI, "inspect", str(tmp_path / "more.zarr"), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(capture.stdout)["provenance"]["cache"]["reused"] == 6
 
 
 def test_killed_writer_leaves_the_cache_usable(tmp_path):
     cache, queries = tmp_path / "cache", write_queries(tmp_path / "q.fa", 40)
     out = tmp_path / "out.zarr"
-    argv = [*CLI, "-q", "build", str(queries), "--database", str(DEMO_DB), "--out", str(out),
-            "--threads", "2", "-N", "2", "--cache", str(cache)]  # fmt: skip
+    argv = [
+        *CLI,
+        "-q",
+        "build",
+        str(queries),
+        "--database",
+        str(DEMO_DB),
+        "--out",
+        str(out),
+        "--threads",
+        "2",
+        "-N",
+        "2",
+        "--cache",
+        str(cache),
+    ]
     process = subprocess.Popen(argv)
     time.sleep(4)  # searching
     process.send_signal(signal.SIGKILL)
@@ -126,8 +159,16 @@ def test_workflow_searches_only_new_queries_and_equals_a_clean_build(tmp_path):
     store = tmp_path / "results/store/profiles.zarr"
     assert open_store(store).attrs["cache"]["searched"] == 3
     # equal to a clean build of the same ten queries (same ingest and search settings)
-    build(more, tmp_path / "clean.zarr", "--max-length", "200", "--valid-fraction", "0.3",
-          "--test-fraction", "0.1")  # fmt: skip
+    build(
+        more,
+        tmp_path / "clean.zarr",
+        "--max-length",
+        "200",
+        "--valid-fraction",
+        "0.3",
+        "--test-fraction",
+        "0.1",
+    )
     assert_same_arrays(store, tmp_path / "clean.zarr")
     set_queries(tmp_path, few)  # removing queries: nothing searched
     plan = run_until_store(tmp_path)
@@ -148,17 +189,35 @@ def test_two_workflows_share_one_cache_at_the_same_time(tmp_path):
         write_config(workdir, cache=str(cache))
         set_queries(workdir, write_queries(workdir / "q.fa", 8, start=start))
         runs[name] = subprocess.Popen(
-            [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores",
-             "1", "results/store/profiles.zarr"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                SNAKEMAKE,
+                "-s",
+                str(ROOT / "Snakefile"),
+                "--directory",
+                str(workdir),
+                "--cores",
+                "1",
+                "results/store/profiles.zarr",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
-        )  # fmt: skip
+        )
     for process in runs.values():
         _, err = process.communicate(timeout=900)
         assert process.returncode == 0, err[-3000:]
     for name in ("a", "b"):
         store = tmp_path / name / "results/store/profiles.zarr"
-        build(tmp_path / name / "q.fa", tmp_path / f"clean-{name}.zarr", "--max-length", "200",
-              "--valid-fraction", "0.3", "--test-fraction", "0.1")  # fmt: skip
+        build(
+            tmp_path / name / "q.fa",
+            tmp_path / f"clean-{name}.zarr",
+            "--max-length",
+            "200",
+            "--valid-fraction",
+            "0.3",
+            "--test-fraction",
+            "0.1",
+        )
         assert_same_arrays(store, tmp_path / f"clean-{name}.zarr")
     assert ProfileCache(cache).stats()["entries"] >= 12

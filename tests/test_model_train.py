@@ -171,8 +171,13 @@ def test_lr_factor_warms_up_linearly_then_decays_by_cosine():
 def test_gradient_accumulation_is_the_mean_of_the_micro_batch_losses(small_store, tmp_path):
     """accum_steps=2 takes one optimizer step on the mean loss of two micro-batches: the same
     update as summing both losses by hand (profile objective: no masking randomness)."""
-    settings = [f"store={small_store}", "objective=profile", "max_tokens=1024", "max_len=128",
-                "warmup_steps=0"]  # fmt: skip
+    settings = [
+        f"store={small_store}",
+        "objective=profile",
+        "max_tokens=1024",
+        "max_len=128",
+        "warmup_steps=0",
+    ]
     accumulated = Trainer(load_config(None, [*settings, "accum_steps=2", f"out_dir={tmp_path}/a"]))
     by_hand = Trainer(load_config(None, [*settings, f"out_dir={tmp_path}/b"]))
     stats = accumulated.train_step(accumulated._batches())
