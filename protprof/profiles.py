@@ -7,19 +7,28 @@ entropy-weighted effective sequence number, Dirichlet-mixture priors (HMMER 3.4 
 HMMER's background frequencies, for raw MSA statistics.
 
 `neff` is, for both methods, HMMER's entropy-weighted effective sequence number of the alignment.
+
+Family targets (`family_profile`, the Profile Prediction paper's construction): a member of a
+family is aligned to the family's HMM (hmmalign's trace alignment) and each residue is labelled
+with the emission distribution of the state that emits it: the match emissions at match states,
+the insert emissions at insert states, HMMER's background at the flanks (its N and C states emit
+the background distribution).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyhmmer.easel import Alphabet, DigitalMSA
-from pyhmmer.plan7 import HMM, Background, Builder
+from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequenceBlock, TextSequence
+from pyhmmer.plan7 import HMM, Background, Builder, TraceAligner
 
 from protprof.errors import ConfigError, SearchError
+
+if TYPE_CHECKING:
+    from protprof.search import QueryResult
 
 AMINO = Alphabet.amino()
 METHODS = ("hmm", "frequency")
@@ -155,3 +164,73 @@ def profile_from_msa(
     neff = hmm.nseq_effective
     assert neff is not None  # set by every build
     return profile, float(neff)
+
+
+@dataclass(frozen=True)
+class Profiled:
+    """One query's profile and how it was made.
+
+    `result` is the search that made it (None for family targets, which need no search of
+    their own); `hmm` is the model of its final alignment (a family's HMM, when the query
+    represents a family).
+    """
+
+    id: str
+    sequence: str
+    values: np.ndarray  # (L, 20) float32
+    neff: float
+    n_hits: int
+    hmm: HMM
+    result: QueryResult | None = None
+
+
+def profile_result(result: QueryResult, params: ProfileParams) -> Profiled:
+    """The profile of a search's final alignment."""
+    hmm = (
+        build_hmm(result.msa, result.id, len(result.sequence), params.seed)
+        if result.hmm is None
+        else check_length(result.hmm, result.id, len(result.sequence))
+    )
+    values, neff = profile_from_msa(result.msa, result.id, len(result.sequence), params, hmm)
+    return Profiled(result.id, result.sequence, values, neff, result.n_hits, hmm, result)
+
+
+def family_profile(hmm: HMM, query_id: str, sequence: str) -> np.ndarray:
+    """The family targets of one member sequence: (L, 20) float32, one row per residue, from
+    its trace alignment to the family's `hmm` (see the module docstring)."""
+    member = TextSequence(name=b"member", sequence=sequence).digitize(AMINO)
+    block = DigitalSequenceBlock(AMINO, [member])
+    aligner = TraceAligner()
+    traces = aligner.compute_traces(hmm, block)
+    msa = aligner.align_traces(hmm, block, traces, all_consensus_cols=True)
+    return family_labels(msa.reference, msa.alignment[0], hmm, query_id, len(sequence))
+
+
+def family_labels(
+    reference: str, row: str, hmm: HMM, query_id: str = "", length: int | None = None
+) -> np.ndarray:
+    """Label each residue of an aligned row (hmmalign's Stockholm conventions: `reference`
+    marks consensus columns with a letter, inserts with `.`) with its state's emissions."""
+    match = np.asarray(hmm.match_emissions, dtype=np.float32)[:, :_GAP]
+    insert = np.asarray(hmm.insert_emissions, dtype=np.float32)[:, :_GAP]
+    background = np.asarray(Background(AMINO).residue_frequencies, dtype=np.float32)[:_GAP]
+    rows = []
+    node = 0  # consensus columns passed so far: an insert after node k is emitted by I_k
+    for ref, residue in zip(reference, row, strict=True):
+        consensus = ref not in ".-~"
+        node += consensus
+        if not residue.isalpha():
+            continue
+        if consensus:
+            rows.append(match[node])
+        elif 1 <= node < hmm.M:
+            rows.append(insert[node])
+        else:  # before node 1 or after node M: the N and C states, which emit the background
+            rows.append(background)
+    labels = np.array(rows, dtype=np.float32).reshape(-1, _GAP)
+    if length is not None and len(labels) != length:
+        raise SearchError(
+            f"query {query_id!r}: its alignment to the family model has {len(labels)} "
+            f"residues, the query {length}"
+        )
+    return labels / labels.sum(axis=1, keepdims=True)

@@ -19,8 +19,9 @@ import logging
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -222,6 +223,14 @@ class QueryResult:
     # HMMER's model of `msa` when the search already built it: its last two alignments were
     # identical, so the model it searched with last is the model of the final alignment.
     hmm: HMM | None = None
+    # The model the last iteration searched with (calibrated), how many targets that search
+    # reported (its domZ), and the names of the targets it included with an alignment row.
+    final_model: HMM | None = None
+    final_reported: int = 0
+    included: frozenset[str] = frozenset()
+    # Names of every target reported in any iteration (the representative's pool); filled only
+    # when the search was asked to collect it.
+    reported: frozenset[str] = field(default_factory=frozenset)
 
 
 def balanced_bounds(lengths: Sequence[int] | np.ndarray, n: int) -> list[tuple[int, int]]:
@@ -268,11 +277,22 @@ def same_alignment(a: DigitalMSA, b: DigitalMSA) -> bool:
     )
 
 
+def aligned_targets(hits: TopHits) -> frozenset[str]:
+    """Names of the targets with a row in the alignment built from `hits`: the included
+    targets with at least one included domain. A target can be included on its whole-sequence
+    E-value with no domain passing `incdomE`; it then has no alignment row."""
+    return frozenset(
+        _name(hit.name) for hit in hits if hit.included and any(d.included for d in hit.domains)
+    )
+
+
 def alignment_depth(hits: TopHits) -> int:
-    """Distinct targets in the alignment built from `hits` (its depth, as users read it): the
-    included targets with at least one included domain. A target can be included on its
-    whole-sequence E-value with no domain passing `incdomE`; it then has no alignment row."""
-    return sum(1 for hit in hits if hit.included and any(d.included for d in hit.domains))
+    """Distinct targets in the alignment built from `hits` (its depth, as users read it)."""
+    return len(aligned_targets(hits))
+
+
+def _name(name: str | bytes) -> str:
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def cap_included(hits: TopHits, max_hits: int | None) -> None:
@@ -365,7 +385,11 @@ class JackhmmerSearch:
         with self._cores:
             return self._pipeline().search_hmm(hmm, chunk)
 
-    def _search_all(self, pool: Executor, hmm: HMM) -> TopHits:
+    def _search_all(
+        self, pool: Executor, hmm: HMM, targets: DigitalSequenceBlock | None = None
+    ) -> TopHits:
+        if targets is not None:  # a small target set (a pool): not worth splitting
+            return self._search_chunk(hmm, targets)
         chunks = self._chunkings[max(1, self.threads // max(1, self._in_flight))]
         futures = [pool.submit(self._search_chunk, hmm, c) for c in chunks]
         hits = [f.result() for f in futures]
@@ -375,24 +399,41 @@ class JackhmmerSearch:
         cap_included(hits, self.params.max_hits)
 
     def _finish(
-        self, finish: Callable[[QueryResult], object] | None, pool: Executor, record: Record
+        self,
+        finish: Callable[[QueryResult], object] | None,
+        pool: Executor,
+        record: Record,
+        targets: DigitalSequenceBlock | None = None,
+        collect: bool = False,
     ) -> object:
-        result = self._run_query(pool, record)
+        result = self._run_query(pool, record, targets, collect)
         if finish is None:
             return result
         with self._cores:
             return finish(result)
 
-    def _run_query(self, pool: Executor, record: Record) -> QueryResult:
+    def _run_query(
+        self,
+        pool: Executor,
+        record: Record,
+        targets: DigitalSequenceBlock | None = None,
+        collect: bool = False,
+    ) -> QueryResult:
         with self._lock:
             self._in_flight += 1
         try:
-            return self._iterate(pool, record)
+            return self._iterate(pool, record, targets, collect)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    def _iterate(self, pool: Executor, record: Record) -> QueryResult:
+    def _iterate(
+        self,
+        pool: Executor,
+        record: Record,
+        targets: DigitalSequenceBlock | None = None,
+        collect: bool = False,
+    ) -> QueryResult:
         query = pyhmmer.easel.TextSequence(name=record.id, sequence=record.sequence).digitize(
             AMINO
         )
@@ -405,20 +446,34 @@ class JackhmmerSearch:
             query,
             self._chunkings[1][0],
             self._select_hits,
-            chunk_search=lambda hmm: self._search_all(pool, hmm),
+            chunk_search=lambda hmm: self._search_all(pool, hmm, targets),
         )
         result = previous = None
+        reported: set[str] = set()
         for result in search:
+            if collect:
+                reported.update(_name(hit.name) for hit in result.hits if hit.reported)
             if result.converged or result.iteration >= self.params.iterations:
                 break
             # Copied before the next iteration's builder edits it (it marks fragments).
             previous = result.msa.copy()
         assert result is not None  # IterativeSearch always yields a first iteration
-        n_hits = alignment_depth(result.hits)
+        included = aligned_targets(result.hits)
         model = (
             result.hmm if previous is not None and same_alignment(previous, result.msa) else None
         )
-        return QueryResult(record.id, record.sequence, result.msa, n_hits, result.iteration, model)
+        return QueryResult(
+            record.id,
+            record.sequence,
+            result.msa,
+            len(included),
+            result.iteration,
+            model,
+            final_model=result.hmm,
+            final_reported=sum(1 for hit in result.hits if hit.reported),
+            included=included,
+            reported=frozenset(reported),
+        )
 
     def run(
         self,
@@ -437,24 +492,45 @@ class JackhmmerSearch:
         )
         order = sorted(range(len(records)), key=lambda i: -len(records[i].sequence))
         results: list[object] = [None] * len(records)
-        chunk_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk")
-        query_pool = ThreadPoolExecutor(self.threads + 1, thread_name_prefix="query")
-        try:
-            futures = {
-                query_pool.submit(self._finish, finish, chunk_pool, records[i]): i for i in order
-            }
+        with self.session() as submit:
+            futures = {submit(records[i], finish): i for i in order}
             for future in as_completed(futures):
                 i = futures[future]
                 results[i] = future.result()
                 if progress is not None:
                     progress(results[i])
+        return results
+
+    @contextmanager
+    def session(self) -> Iterator[Callable[..., Future]]:
+        """Thread pools for searches submitted one by one, as a caller decides what to search
+        next: `submit(record, finish=None, targets=None, collect=False)` returns a Future of
+        the result (or of `finish(result)`). `targets`: search this block instead of the
+        database (Z stays the whole database's); `collect`: fill `QueryResult.reported`;
+        `lead`: run on a driver of its own, ahead of every query queued without it."""
+        chunk_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk")
+        query_pool = ThreadPoolExecutor(self.threads + 1, thread_name_prefix="query")
+        lead_pool = ThreadPoolExecutor(1, thread_name_prefix="lead")
+        pools = (lead_pool, query_pool, chunk_pool)
+
+        def submit(
+            record: Record,
+            finish: Callable[[QueryResult], object] | None = None,
+            targets: DigitalSequenceBlock | None = None,
+            collect: bool = False,
+            lead: bool = False,
+        ) -> Future:
+            driver = lead_pool if lead else query_pool
+            return driver.submit(self._finish, finish, chunk_pool, record, targets, collect)
+
+        try:
+            yield submit
         except BaseException:
             # Ctrl-C or a failed query: drop the queued work instead of finishing the whole
             # search first (what `with ThreadPoolExecutor` would do). Searches already running
             # end on their own; their drivers stop at the next submit.
-            for pool in (query_pool, chunk_pool):
+            for pool in pools:
                 pool.shutdown(wait=False, cancel_futures=True)
             raise
-        for pool in (query_pool, chunk_pool):
+        for pool in pools:
             pool.shutdown()
-        return results
