@@ -150,7 +150,7 @@ def assembly(work: Path, n: int) -> list[str]:
         ids,
         sequences,
         [0] * len(ids),
-        ctx,
+        [ctx],
         work / "cached.zarr",
         dict(peer_store.attrs),
         searched=0,

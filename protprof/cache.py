@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from protprof._atomic import Kind
-from protprof.alphabet import N_STANDARD
+from protprof.alphabet import N_STANDARD, decode
 from protprof.errors import StoreError
+from protprof.reuse import MEMBER
 from protprof.store import CHUNK_ROWS, ProfileStore, StoreData, open_store, write_stores
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ FORMAT_VERSION = "1.0"
 PROFILE_FORMAT = 2
 MARKER = "cache.json"
 KEYS = "keys.npy"  # in each segment: its entry keys, raw, in row order
+ROLES = "roles.npy"  # in a shard store searched with reuse: each row's role (`reuse.MEMBER`)
 
 
 def context(
@@ -70,11 +72,52 @@ def settings_context(fingerprint: dict[str, Any], search: Any, profile: Any) -> 
     return context(fingerprint, asdict(search), asdict(profile), pyhmmer.__version__)
 
 
+def member_context(ctx: dict[str, Any], reuse: dict[str, Any]) -> dict[str, Any]:
+    """The context of family members' profiles made with reuse (`pool` or `family`): the
+    per-query context plus the reuse mode and coverage rule. Representatives' profiles are
+    per-query profiles and are kept in the per-query context, shared with builds without
+    reuse."""
+    return {**ctx, "reuse": {"mode": reuse["mode"], "coverage": reuse["coverage"]}}
+
+
+def contexts(
+    fingerprint: dict[str, Any], search: Any, profile: Any, reuse: Any = None
+) -> list[dict[str, Any]]:
+    """The contexts whose entries a build with these settings may use, best first: the
+    per-query context, then (with reuse) the members' context."""
+    ctx = settings_context(fingerprint, search, profile)
+    if reuse is None or reuse.mode == "none":
+        return [ctx]
+    return [ctx, member_context(ctx, asdict(reuse))]
+
+
 def context_of_store(store: ProfileStore) -> dict[str, Any]:
-    """The context a shard store was searched in, from its provenance."""
+    """The per-query context a shard store was searched in, from its provenance."""
     attrs = store.attrs
     search = {k: v for k, v in attrs["search"].items() if k != "Z"}
     return context(attrs["database"], search, attrs["profile"], attrs["pyhmmer_version"])
+
+
+def _sequences(data: StoreData) -> list[str]:
+    return [
+        decode(data.tokens[data.offsets[i] : data.offsets[i + 1]]) for i in range(len(data.ids))
+    ]
+
+
+def _subset(data: StoreData, rows: np.ndarray) -> StoreData:
+    """The rows `rows` (sorted) of a store's data."""
+    starts, stops = data.offsets[rows], data.offsets[rows + 1]
+    lengths = stops - starts
+    spans = _spans(starts, lengths)
+    return StoreData(
+        [data.ids[i] for i in rows],
+        data.tokens[spans],
+        data.profiles[spans],
+        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        data.n_hits[rows],
+        data.neff[rows],
+        data.split[rows],
+    )
 
 
 def context_key(ctx: dict[str, Any]) -> str:
@@ -171,15 +214,38 @@ class ProfileCache:
 
     def publish(self, shard: str | Path) -> tuple[Path, int]:
         """Add a shard store's profiles as a segment (idempotent: a shard already published is
-        skipped). Returns the segment and the number of its entries."""
+        skipped). A store searched with reuse gives two segments: its representatives' in the
+        per-query context, its members' in the members' context. Returns the last segment and
+        the number of entries."""
         store = open_store(shard)
         ctx = context_of_store(store)
-        key = context_key(ctx)
-        segment = self.path / "segments" / f"{key}-{store.identity[:16]}.zarr"
-        if segment.exists():
-            return segment, len(store)
         data = store.read_all()
-        keys = [entry_key(key, store.sequence(i)) for i in range(len(store))]
+        roles_file = store.path / ROLES
+        if not roles_file.exists():
+            return self._publish(store, data, ctx, "")
+        roles = np.load(roles_file)
+        members = np.flatnonzero(roles == MEMBER)
+        others = np.flatnonzero(roles != MEMBER)
+        published = 0
+        segment = self.path
+        for rows, part_ctx, tag in (
+            (others, ctx, "r"),
+            (members, member_context(ctx, store.attrs["reuse"]), "m"),
+        ):
+            if len(rows):
+                segment, n = self._publish(store, _subset(data, rows), part_ctx, tag)
+                published += n
+        return segment, published
+
+    def _publish(
+        self, store: ProfileStore, data: StoreData, ctx: dict[str, Any], tag: str
+    ) -> tuple[Path, int]:
+        key = context_key(ctx)
+        segment = self.path / "segments" / f"{key}-{store.identity[:16]}{tag}.zarr"
+        if segment.exists():
+            return segment, len(data.ids)
+        sequences = _sequences(data)
+        keys = [entry_key(key, seq) for seq in sequences]
         entries = StoreData(
             [k.hex() for k in keys],
             data.tokens,
@@ -199,11 +265,14 @@ class ProfileCache:
         )
         return segment, len(keys)
 
-    def missing(self, ctx: dict[str, Any], sequences: Sequence[str]) -> list[int]:
-        """Indices of the sequences without an entry in `ctx`."""
-        key = context_key(ctx)
-        found = self.index(key).find([entry_key(key, seq) for seq in sequences])
-        return np.flatnonzero(found < 0).tolist()
+    def missing(self, contexts: Sequence[dict[str, Any]], sequences: Sequence[str]) -> list[int]:
+        """Indices of the sequences without an entry in any of `contexts`."""
+        lacking = np.ones(len(sequences), bool)
+        for ctx in contexts:
+            key = context_key(ctx)
+            found = self.index(key).find([entry_key(key, seq) for seq in sequences])
+            lacking &= found < 0
+        return np.flatnonzero(lacking).tolist()
 
     def why_missing(self, ctx: dict[str, Any]) -> str:
         """Why no entry matches `ctx`: an empty cache, or which parts of the settings differ
@@ -255,11 +324,12 @@ class ProfileCache:
         used: set[bytes] = set()
         for path in keep:
             store = open_store(path)
-            ctx = store.attrs.get("cache_context")
-            if ctx is None:
+            attrs = store.attrs
+            if "cache_context" not in attrs:
                 raise StoreError(f"{path}: was not assembled from a cache (no cache_context)")
-            key = context_key(ctx)
-            used.update(entry_key(key, store.sequence(i)) for i in range(len(store)))
+            for ctx in attrs.get("cache_contexts", [attrs["cache_context"]]):
+                key = context_key(ctx)
+                used.update(entry_key(key, store.sequence(i)) for i in range(len(store)))
         removed = kept = 0
         for segment in self.segments():
             if used.intersection(_raw_list(segment)):
@@ -290,23 +360,33 @@ def assemble(
     ids: Sequence[str],
     sequences: Sequence[str],
     splits: Sequence[int],
-    ctx: dict[str, Any],
+    contexts: Sequence[dict[str, Any]],
     out: str | Path,
     attrs: dict[str, Any],
     searched: int,
 ) -> Path:
-    """Write the store of these queries (in this order) from their cache entries."""
-    key = context_key(ctx)
-    index = cache.index(key)
-    stores = index.stores
-    found = index.find([entry_key(key, seq) for seq in sequences])
-    lost = np.flatnonzero(found < 0)
+    """Write the store of these queries (in this order) from their cache entries, each taken
+    from the first of `contexts` that has one."""
+    stores: list[ProfileStore] = []
+    segment = np.full(len(ids), -1, np.int64)
+    row = np.zeros(len(ids), np.int64)
+    from_context = np.zeros(len(contexts), np.int64)
+    for c, ctx in enumerate(contexts):
+        key = context_key(ctx)
+        index = cache.index(key)
+        todo = np.flatnonzero(segment < 0)
+        found = index.find([entry_key(key, sequences[int(i)]) for i in todo])
+        hit = found >= 0
+        segment[todo[hit]] = index.segment[found[hit]] + len(stores)
+        row[todo[hit]] = index.row[found[hit]]
+        from_context[c] = hit.sum()
+        stores += index.stores
+    lost = np.flatnonzero(segment < 0)
     if len(lost):
         raise StoreError(
             f"{cache.path}: {len(lost)} queries have no cache entry (first: "
             f"{ids[lost[0]]!r}); their searches must run first"
         )
-    segment, row = index.segment[found], index.row[found]
     lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
     n_hits = np.zeros(len(ids), np.int32)
     neff = np.zeros(len(ids), np.float32)
@@ -353,9 +433,12 @@ def assemble(
     reused = len(ids) - searched
     provenance = {
         **attrs,
-        "cache_context": ctx,
+        "cache_context": contexts[0],
+        "cache_contexts": list(contexts),
         "cache": {"path": str(cache.path), "searched": searched, "reused": reused},
     }
+    if len(contexts) > 1:  # with reuse: how many rows are family members' profiles
+        provenance.setdefault("reuse", {})["members_in_store"] = int(from_context[1:].sum())
     size = len(ids), int(lengths.sum())
     write_stores(out, parts(), provenance, sizes=size)
     log.info(

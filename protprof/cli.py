@@ -63,6 +63,45 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--msa-format", default="stockholm", choices=["stockholm", "a2m"])
 
 
+def _add_reuse_options(p: argparse.ArgumentParser) -> None:
+    from protprof.reuse import MODES, ReuseParams
+
+    g = p.add_argument_group("family-scale search (one whole-database search per family)")
+    g.add_argument(
+        "--reuse",
+        default="none",
+        choices=MODES,
+        help="none: search every query (default); pool: search family members against "
+        "their representative's homolog pool; family: label members with the family HMM",
+    )
+    g.add_argument(
+        "--coverage",
+        type=float,
+        default=ReuseParams.coverage,
+        help="a representative's final model must cover this fraction of a member "
+        f"(default {ReuseParams.coverage})",
+    )
+    g.add_argument(
+        "--audit",
+        type=float,
+        default=ReuseParams.audit,
+        help="fraction of members also searched against the whole database, to measure "
+        f"what reuse costs (default {ReuseParams.audit})",
+    )
+    g.add_argument(
+        "--audit-min",
+        type=int,
+        default=ReuseParams.audit_min,
+        help=f"audit at least this many members (default {ReuseParams.audit_min})",
+    )
+
+
+def _reuse_params(args: argparse.Namespace) -> Any:
+    from protprof.reuse import ReuseParams
+
+    return ReuseParams(args.reuse, args.coverage, args.audit, args.audit_min)
+
+
 def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
     from protprof.profiles import ProfileParams
     from protprof.search import FLAGS, search_params
@@ -177,6 +216,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fingerprint", type=Path, help="from `protprof prepare-db` (saves a pass)")
     p.add_argument("--out", type=Path, required=True, help="shard store (.zarr)")
     _add_search_options(p)
+    _add_reuse_options(p)
     _add_force(p)
 
 
@@ -187,6 +227,7 @@ def _run_search(args: argparse.Namespace) -> None:
     from protprof.store import STORE
 
     search, profile = _search_settings(args)
+    reuse = _reuse_params(args)
     with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
         n = len(read_shard(args.shard)[0])
         database = _load_database(args)
@@ -201,6 +242,7 @@ def _run_search(args: argparse.Namespace) -> None:
                 msa_dir=args.msa_dir,
                 msa_format=args.msa_format,
                 progress=lambda _: bar.update(),
+                reuse=reuse,
             )
     log.info("wrote %s (%d queries)", args.out, n)
 
@@ -329,6 +371,7 @@ def _assemble_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--queries", type=Path, help="every query of the store (from ingest)")
     g.add_argument("--fingerprint", type=Path, help="the database fingerprint (prepare-db)")
     _add_search_options(p)
+    _add_reuse_options(p)
     _add_ingest_options(
         p, "ingest settings the shards were made with (recorded as provenance)", defaults=False
     )
@@ -354,26 +397,30 @@ def _run_assemble(args: argparse.Namespace) -> None:
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
     from protprof import cache
     from protprof.ingest import read_shard
+    from protprof.reuse import combined_summary
     from protprof.search import read_fingerprint
-    from protprof.store import provenance
+    from protprof.store import open_store, provenance
 
     if not (args.queries and args.fingerprint):
         raise ProtprofError("assemble --cache needs --queries and --fingerprint")
     search, profile = _search_settings(args)
     fingerprint = read_fingerprint(args.fingerprint)
     records, splits = read_shard(args.queries)
+    reuse = _reuse_params(args)
     profiles = cache.ProfileCache(args.cache)
     searched = sum(profiles.publish(shard)[1] for shard in args.shards)
-    ctx = cache.settings_context(fingerprint, search, profile)
     attrs = provenance(
         fingerprint, asdict(search), asdict(profile), {"ingest": ingest} if ingest else None
     )
+    # With reuse the plan puts every query to search in one shard (families span them).
+    summaries = [open_store(shard).attrs.get("reuse") for shard in args.shards]
+    attrs["reuse"] = {"mode": reuse.mode, **combined_summary(summaries, searched)}
     cache.assemble(
         profiles,
         [r.id for r in records],
         [r.sequence for r in records],
         splits,
-        ctx,
+        cache.contexts(fingerprint, search, profile, reuse),
         args.out,
         attrs,
         searched,
@@ -398,6 +445,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
         help="gets shards/NNNN.fasta (non-empty ones only) and plan.json",
     )
     _add_search_options(p)
+    _add_reuse_options(p)
     _add_force(p)
 
 
@@ -413,11 +461,16 @@ def _run_plan(args: argparse.Namespace) -> None:
         search, profile = _search_settings(args)
         records, splits = read_shard(args.queries)
         profiles = cache.ProfileCache(args.cache)
-        ctx = cache.settings_context(read_fingerprint(args.fingerprint), search, profile)
-        missing = profiles.missing(ctx, [r.sequence for r in records])
+        reuse = _reuse_params(args)
+        contexts = cache.contexts(read_fingerprint(args.fingerprint), search, profile, reuse)
+        ctx = contexts[0]
+        missing = profiles.missing(contexts, [r.sequence for r in records])
         # `--shards` sizes the jobs of a full build; an update of m queries gets the same job
-        # size, so fewer jobs (each loads the database once): ceil(shards * m / n).
+        # size, so fewer jobs (each loads the database once): ceil(shards * m / n). With
+        # reuse, one job: a family's members must be grouped with its representative.
         n_jobs = min(args.shards, -(-args.shards * len(missing) // max(1, len(records))))
+        if reuse.mode != "none":
+            n_jobs = min(n_jobs, 1)
         shards: dict[int, list[int]] = {}
         for i in missing:
             shards.setdefault(shard_of(records[i].sequence, n_jobs), []).append(i)
@@ -427,6 +480,7 @@ def _run_plan(args: argparse.Namespace) -> None:
             "missing": len(missing),
             "shards": sorted(shards),
             "context_key": cache.context_key(ctx),
+            "reuse": reuse.mode,
             "reason": reason,
         }
         with atomic_output(args.out_dir, kind) as tmp:
@@ -498,6 +552,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
         "--cache", type=Path, help="profile cache folder: search only queries it has no entry for"
     )
     _add_search_options(p)
+    _add_reuse_options(p)
     _add_ingest_options(p)
     _add_force(p)
 
@@ -509,6 +564,7 @@ def _run_build(args: argparse.Namespace) -> None:
     from protprof.store import STORE
 
     search, profile = _search_settings(args)
+    reuse = _reuse_params(args)
     params = _ingest_params(args)
     if args.cache and args.msa_dir:
         raise ProtprofError(
@@ -521,13 +577,14 @@ def _run_build(args: argparse.Namespace) -> None:
         with _progress(len(records), "query") as bar:
             common = (records, database, args.out, args.threads, params, search, profile)
             if args.cache:
-                build_cached(*common, args.cache, progress=lambda _: bar.update())
+                build_cached(*common, args.cache, progress=lambda _: bar.update(), reuse=reuse)
             else:
                 build(
                     *common,
                     msa_dir=args.msa_dir,
                     msa_format=args.msa_format,
                     progress=lambda _: bar.update(),
+                    reuse=reuse,
                 )
     log.info("wrote %s", args.out)
 

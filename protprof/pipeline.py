@@ -6,10 +6,11 @@ the same for a whole query set on one machine, without Snakemake.
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +20,12 @@ from protprof import cache
 from protprof.alignments import write_alignments
 from protprof.fasta import Record
 from protprof.ingest import IngestParams, read_shard, split_of
-from protprof.profiles import ProfileParams, profile_from_msa
+from protprof.profiles import Profiled, ProfileParams, profile_result
+from protprof.reuse import ReuseParams, per_query_summary, search_with_reuse
 from protprof.search import Database, JackhmmerSearch, QueryResult, SearchParams
-from protprof.store import columns, provenance, quantise, write_stores
+from protprof.store import columns, open_store, provenance, quantise, write_stores
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Profiled:
-    """A search result with its profile, computed in the search's worker thread."""
-
-    result: QueryResult
-    profile: np.ndarray  # (L, 20) uint8, quantised
-    neff: float
 
 
 def search_records(
@@ -47,43 +40,50 @@ def search_records(
     msa_format: str = "stockholm",
     progress: Callable[[object], None] | None = None,
     extra_attrs: dict[str, Any] | None = None,
+    reuse: ReuseParams | None = None,
 ) -> Path:
-    """Search records, build their profiles and write one store at `out` (atomically)."""
+    """Search records, build their profiles and write one store at `out` (atomically).
+    With `reuse` (pool or family), families share whole-database searches (`reuse.py`); the
+    store then records each row's role (`cache.ROLES`) and the reuse figures (`attrs["reuse"]`)."""
+    attrs = provenance(database.fingerprint, asdict(search), asdict(profile), extra_attrs)
+    if reuse is not None and reuse.mode != "none":
+        outcome = search_with_reuse(records, database, search, profile, reuse, threads, progress)
+        attrs["reuse"] = outcome.summary
+        return _write(outcome.profiled, splits, out, attrs, msa_dir, msa_format, outcome.roles)
     z = int(database.fingerprint["n_sequences"])
     profiled = JackhmmerSearch(database.block, search, threads, z).run(
-        records, progress, lambda r: _profile(r, profile)
+        records, progress, lambda r: profile_result(r, profile)
     )
-    attrs = provenance(database.fingerprint, asdict(search), asdict(profile), extra_attrs)
     return _write(profiled, splits, out, attrs, msa_dir, msa_format)
 
 
-def _profile(result: QueryResult, params: ProfileParams) -> _Profiled:
-    values, neff = profile_from_msa(
-        result.msa, result.id, len(result.sequence), params, result.hmm
-    )
-    return _Profiled(result, quantise(values), neff)
-
-
 def _write(
-    profiled: list[_Profiled],
+    profiled: list[Profiled],
     splits: list[int],
     out: Path,
     attrs: dict[str, Any],
     msa_dir: Path | None,
     msa_format: str,
+    roles: np.ndarray | None = None,
 ) -> Path:
     if msa_dir is not None:
-        write_alignments([p.result for p in profiled], msa_dir, msa_format)
-    results = [p.result for p in profiled]
+        # Family targets come from no alignment of the member's own: none is kept for them.
+        results = [p.result for p in profiled if p.result is not None]
+        write_alignments(results, msa_dir, msa_format)
     part = columns(
-        [r.id for r in results],
-        [r.sequence for r in results],
-        [p.profile for p in profiled],
-        [r.n_hits for r in results],
+        [p.id for p in profiled],
+        [p.sequence for p in profiled],
+        [quantise(p.values) for p in profiled],
+        [p.n_hits for p in profiled],
         [p.neff for p in profiled],
         splits,
     )
-    return write_stores(out, [part], attrs)
+    extra = None
+    if roles is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, roles)
+        extra = {cache.ROLES: buffer.getvalue()}
+    return write_stores(out, [part], attrs, extra_files=extra)
 
 
 def finish_chunked_shard(
@@ -98,7 +98,7 @@ def finish_chunked_shard(
 ) -> Path:
     """Profiles and the shard store from a chunked search's final alignments."""
     _, splits = read_shard(shard)
-    profiled = [_profile(r, profile) for r in results]
+    profiled = [profile_result(r, profile) for r in results]
     attrs = provenance(fingerprint, asdict(search), asdict(profile), {"database_chunks": True})
     return _write(profiled, splits, out, attrs, msa_dir, msa_format)
 
@@ -130,7 +130,9 @@ def build(
     """Search, profile and store records from `select_records` on one machine: what the
     workflow does, unsharded."""
     splits = [split_of(r.sequence, ingest_params) for r in records]
-    extra = {"ingest": asdict(ingest_params)}
+    extra: dict[str, Any] = {"ingest": asdict(ingest_params)}
+    if kwargs.get("reuse") is None or kwargs["reuse"].mode == "none":
+        extra["reuse"] = per_query_summary(len(records))
     return search_records(
         records, splits, database, search, profile, threads, out, extra_attrs=extra, **kwargs
     )
@@ -146,18 +148,25 @@ def search_missing(
     threads: int,
     work: Path,
     progress: Callable[[object], None] | None = None,
-) -> int:
+    reuse: ReuseParams | None = None,
+) -> tuple[int, dict[str, Any] | None]:
     """Search the records without a cache entry and publish their profiles; returns how many
-    were searched. `work` is a temporary shard store, removed once published."""
-    ctx = cache.settings_context(database.fingerprint, search, profile)
-    missing = profiles.missing(ctx, [r.sequence for r in records])
-    why = f" ({profiles.why_missing(ctx)})" if records and len(missing) == len(records) else ""
+    were searched and, with reuse, its figures. `work` is a temporary shard store, removed
+    once published."""
+    contexts = cache.contexts(database.fingerprint, search, profile, reuse)
+    missing = profiles.missing(contexts, [r.sequence for r in records])
+    why = (
+        f" ({profiles.why_missing(contexts[0])})"
+        if records and len(missing) == len(records)
+        else ""
+    )
     log.info(
         "%d of %d queries have no cache entry for these settings: searching them%s",
         len(missing),
         len(records),
         why,
     )
+    summary = None
     if missing:
         shard = work
         try:
@@ -170,11 +179,13 @@ def search_missing(
                 threads,
                 shard,
                 progress=progress,
+                reuse=reuse,
             )
+            summary = open_store(shard).attrs.get("reuse")
             profiles.publish(shard)
         finally:
             shutil.rmtree(shard, ignore_errors=True)
-    return len(missing)
+    return len(missing), summary
 
 
 def build_cached(
@@ -187,6 +198,7 @@ def build_cached(
     profile: ProfileParams,
     cache_path: Path,
     progress: Callable[[object], None] | None = None,
+    reuse: ReuseParams | None = None,
 ) -> Path:
     """`build` through the profile cache: search only what it lacks, then assemble the store
     of all records from it (arrays equal to `build`'s)."""
@@ -195,19 +207,25 @@ def build_cached(
     # The temporary shard store is named like the output's temporaries, so a killed build's
     # leftover is cleared when the output is next claimed (`_atomic._recover`).
     work = out.with_name(f".{out.name}.tmp-search")
-    searched = search_missing(
-        profiles, records, splits, database, search, profile, threads, work, progress
+    searched, summary = search_missing(
+        profiles, records, splits, database, search, profile, threads, work, progress, reuse
     )
     attrs = provenance(
         database.fingerprint, asdict(search), asdict(profile), {"ingest": asdict(ingest_params)}
     )
-    ctx = cache.settings_context(database.fingerprint, search, profile)
+    attrs["reuse"] = (
+        summary
+        if summary is not None
+        else {"mode": reuse.mode if reuse else "none", "groups": 0, "full_searches": 0}
+        if searched == 0
+        else per_query_summary(searched)
+    )
     return cache.assemble(
         profiles,
         [r.id for r in records],
         [r.sequence for r in records],
         splits,
-        ctx,
+        cache.contexts(database.fingerprint, search, profile, reuse),
         out,
         attrs,
         searched,

@@ -202,7 +202,7 @@ def family_profile(hmm: HMM, query_id: str, sequence: str) -> np.ndarray:
     block = DigitalSequenceBlock(AMINO, [member])
     aligner = TraceAligner()
     traces = aligner.compute_traces(hmm, block)
-    msa = aligner.align_traces(hmm, block, traces, all_consensus_cols=True)
+    msa: Any = aligner.align_traces(hmm, block, traces, all_consensus_cols=True)
     return family_labels(msa.reference, msa.alignment[0], hmm, query_id, len(sequence))
 
 
@@ -211,8 +211,8 @@ def family_labels(
 ) -> np.ndarray:
     """Label each residue of an aligned row (hmmalign's Stockholm conventions: `reference`
     marks consensus columns with a letter, inserts with `.`) with its state's emissions."""
-    match = np.asarray(hmm.match_emissions, dtype=np.float32)[:, :_GAP]
-    insert = np.asarray(hmm.insert_emissions, dtype=np.float32)[:, :_GAP]
+    match = np.asarray(hmm.match_emissions, dtype=np.float32)[:, :_GAP]  # type: ignore[attr-defined]
+    insert = np.asarray(hmm.insert_emissions, dtype=np.float32)[:, :_GAP]  # type: ignore[attr-defined]
     background = np.asarray(Background(AMINO).residue_frequencies, dtype=np.float32)[:_GAP]
     rows = []
     node = 0  # consensus columns passed so far: an insert after node k is emitted by I_k

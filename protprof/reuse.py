@@ -38,8 +38,8 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 MODES = ("none", "pool", "family")
 # Roles of the rows of a store made with reuse (`attrs["reuse"]["roles"]` order).
 REPRESENTATIVE, MEMBER = 0, 1
+LOOKAHEAD = 8  # how far ahead of the next representative a search may start speculatively
 JS_TOLERANCE = 0.01  # bits: an audited member "agrees" within this mean JS divergence
 WARN_WITHIN = 0.9  # warn when fewer audited members than this agree
 
@@ -98,6 +99,19 @@ def audit_rank(sequence: str) -> float:
     return int.from_bytes(hashlib.sha256(sequence.encode()).digest()[:8], "big") / 2**64
 
 
+def _kmers(sequence: str) -> np.ndarray:
+    """The distinct 3-mers of a sequence, as integers."""
+    codes = np.frombuffer(sequence.encode("ascii"), np.uint8).astype(np.int64)
+    return np.unique(codes[:-2] << 16 | codes[1:-1] << 8 | codes[2:])
+
+
+def _alike(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two sequences share clearly more 3-mers than unrelated ones (about
+    |a| |b| / 20^3 by chance): a scheduling hint only, never a grouping decision."""
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared > 2 * len(a) * len(b) / 8000 + 5
+
+
 class TargetIndex:
     """Database positions by target name (sorted numpy, not a dict: cheap at 10^8 names).
     A name used by several targets maps to all of them."""
@@ -129,7 +143,7 @@ def covered(
     model: HMM,
     dom_z: int,
     candidates: list[int],
-    sequences: DigitalSequenceBlock,
+    sequences: DigitalSequenceBlock[Any],
     search: SearchParams,
     z: int,
     coverage: float,
@@ -182,7 +196,6 @@ def search_with_reuse(
     order = sorted(
         range(len(records)), key=lambda i: (-len(records[i].sequence), records[i].sequence)
     )
-    rank = {i: k for k, i in enumerate(order)}
     representative_of: dict[int, int] = {}
     representatives: list[int] = []
     profiled: dict[int, Profiled] = {}
@@ -203,18 +216,40 @@ def search_with_reuse(
         len(records),
         100 * reuse.coverage,
     )
+    kmers = [_kmers(r.sequence) for r in records]
+    started: dict[int, Future] = {}  # whole-database searches, by query
     with engine.session() as submit:
-        for i in order:
+
+        def start(i: int) -> None:
+            started[i] = submit(records[i], profile_of, collect=reuse.mode == "pool", lead=True)
+
+        for position, i in enumerate(order):
             if i in representative_of:
                 continue
-            # No earlier representative covers it: a representative, searched in full.
-            rep = submit(records[i], profile_of, collect=reuse.mode == "pool", lead=True).result()
+            # No earlier representative covers it: a representative, searched in full. While
+            # it runs, the next undecided queries that look unrelated to every running search
+            # are searched speculatively (a cheap 3-mer test); one an earlier representative
+            # turns out to cover is discarded, so the roles never depend on timing.
+            if i not in started:
+                start(i)
+            while not started[i].done():
+                running = [j for j, f in started.items() if not f.done() and j not in profiled]
+                for j in order[position + 1 : position + 1 + LOOKAHEAD]:
+                    if len(running) >= engine.threads:
+                        break
+                    if j in started or j in representative_of:
+                        continue
+                    if not any(_alike(kmers[j], kmers[k]) for k in running):
+                        start(j)
+                        running.append(j)
+                wait([started[j] for j in running], return_when=FIRST_COMPLETED)
+            rep = started[i].result()
             profiled[i] = rep
             representatives.append(i)
             tick(rep)
             result = rep.result
             assert result is not None and result.final_model is not None
-            later = [j for j in order[rank[i] + 1 :] if j not in representative_of]
+            later = [j for j in order[position + 1 :] if j not in representative_of]
             members = covered(
                 result.final_model,
                 result.final_reported,
@@ -234,14 +269,16 @@ def search_with_reuse(
                 if block is not None:
                     member_jobs[j] = submit(records[j], profile_of, targets=block)
                 if audit_rank(records[j].sequence) < reuse.audit:
-                    audit_jobs[j] = submit(records[j], profile_of)
+                    # A speculative search of this member is exactly its audit search.
+                    audit_jobs[j] = started.get(j) or submit(records[j], profile_of)
         # At least audit_min audited members: the lowest-ranked others.
         extra = sorted(
             (j for j in representative_of if j not in audit_jobs),
             key=lambda j: audit_rank(records[j].sequence),
         )
         for j in extra[: max(0, reuse.audit_min - len(audit_jobs))]:
-            audit_jobs[j] = submit(records[j], profile_of)
+            audit_jobs[j] = started.get(j) or submit(records[j], profile_of)
+        discarded = [j for j in started if j in representative_of and j not in audit_jobs]
         for j, job in member_jobs.items():
             profiled[j] = job.result()
             tick(profiled[j])
@@ -269,7 +306,8 @@ def search_with_reuse(
         "groups": len(representatives),
         "representatives": len(representatives),
         "members": len(representative_of),
-        "full_searches": len(representatives) + len(audited),
+        "full_searches": len(started) + len(set(audited) - set(started)),
+        "discarded_speculative": len(discarded),
         "pool_searches": len(member_jobs),
         "mean_pool_size": float(np.mean(list(pools.values()))) if pools else None,
         "audit": audit_summary(profiled, audited, reuse),
@@ -340,9 +378,26 @@ def _log_summary(summary: dict[str, Any]) -> None:
             )
 
 
-def describe(params: ReuseParams) -> dict[str, Any]:
-    """The reuse settings as recorded in provenance and member cache keys."""
-    return asdict(params)
+def per_query_summary(searched: int) -> dict[str, Any]:
+    """The provenance of a build without reuse: every query searched alone."""
+    return {"mode": "none", "groups": searched, "full_searches": searched}
+
+
+def combined_summary(summaries: Sequence[dict[str, Any] | None], searched: int) -> dict[str, Any]:
+    """The provenance of a store assembled from shards (`summaries`: each shard's, None
+    where it was searched without reuse, `searched` queries in all)."""
+    given = [x for x in summaries if x]
+    if not given:
+        return per_query_summary(searched)
+    if len(summaries) == 1:
+        return dict(given[0])
+    alone = searched - sum(x["representatives"] + x["members"] for x in given)
+    return {
+        "mode": given[0]["mode"],
+        "groups": sum(x["groups"] for x in given) + alone,
+        "full_searches": sum(x["full_searches"] for x in given) + alone,
+        "shards": list(given),
+    }
 
 
 def expected_audits(members: int, params: ReuseParams) -> int:

@@ -510,7 +510,7 @@ class JackhmmerSearch:
         `lead`: run on a driver of its own, ahead of every query queued without it."""
         chunk_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk")
         query_pool = ThreadPoolExecutor(self.threads + 1, thread_name_prefix="query")
-        lead_pool = ThreadPoolExecutor(1, thread_name_prefix="lead")
+        lead_pool = ThreadPoolExecutor(self.threads + 1, thread_name_prefix="lead")
         pools = (lead_pool, query_pool, chunk_pool)
 
         def submit(

@@ -648,6 +648,8 @@ def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None
 
     `ingest`, the settings the shards' queries were ingested with, is recorded as provenance.
     """
+    from protprof.reuse import combined_summary
+
     stores = [open_store(p) for p in shards]
     if not stores:
         raise StoreError("assemble: no shard stores given")
@@ -671,6 +673,7 @@ def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None
     kept = (*keys, "pyhmmer_version", "database_chunks")
     extra = {k: v for k, v in stores[0].attrs.items() if k in kept}
     extra.update({"ingest": ingest} if ingest else {})
+    extra["reuse"] = combined_summary([s.attrs.get("reuse") for s in stores], len(seen))
     # One shard in memory at a time: a UniRef-scale dataset need not fit in the gather job.
     sizes = len(seen), sum(int(s.attrs["n_residues"]) for s in stores)
     return write_stores(
