@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
@@ -217,6 +218,7 @@ def search_with_reuse(
         100 * reuse.coverage,
     )
     kmers = [_kmers(r.sequence) for r in records]
+    grouping_cpu = family_cpu = 0.0
     started: dict[int, Future] = {}  # whole-database searches, by query
     with engine.session() as submit:
 
@@ -250,6 +252,7 @@ def search_with_reuse(
             result = rep.result
             assert result is not None and result.final_model is not None
             later = [j for j in order[position + 1 :] if j not in representative_of]
+            grouping_start = time.thread_time()
             members = covered(
                 result.final_model,
                 result.final_reported,
@@ -259,6 +262,7 @@ def search_with_reuse(
                 z,
                 reuse.coverage,
             )
+            grouping_cpu += time.thread_time() - grouping_start
             block = None
             if targets is not None:
                 pool = targets.positions(sorted(result.reported))
@@ -284,6 +288,7 @@ def search_with_reuse(
             tick(profiled[j])
         audited = {j: job.result() for j, job in audit_jobs.items()}
 
+    family_start = time.thread_time()
     if reuse.mode == "family":
         for j, i in representative_of.items():
             family = profiled[i]
@@ -298,6 +303,13 @@ def search_with_reuse(
             )
             tick(profiled[j])
 
+    family_cpu = time.thread_time() - family_start
+    whole = [f.result() for f in started.values()]
+    audit_only = [audited[j] for j in audited if j not in started]
+
+    def cpu(items: Sequence[Profiled]) -> float:
+        return round(sum(p.result.cpu_seconds for p in items if p.result is not None), 2)
+
     roles = np.zeros(len(records), np.uint8)
     roles[list(representative_of)] = MEMBER
     summary = {
@@ -311,6 +323,14 @@ def search_with_reuse(
         "pool_searches": len(member_jobs),
         "mean_pool_size": float(np.mean(list(pools.values()))) if pools else None,
         "audit": audit_summary(profiled, audited, reuse),
+        # Searches' CPU seconds (profiles' construction, the same in every mode, excluded).
+        "cpu_seconds": {
+            "whole_database": cpu(whole) + cpu(audit_only),
+            "of_which_audit": cpu(list(audited.values())),
+            "pool": cpu([profiled[j] for j in member_jobs]),
+            "grouping": round(grouping_cpu, 2),
+            "family_alignment": round(family_cpu, 2),
+        },
     }
     _log_summary(summary)
     return Outcome([profiled[i] for i in range(len(records))], roles, summary)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, as_completed
@@ -231,6 +232,7 @@ class QueryResult:
     # Names of every target reported in any iteration (the representative's pool); filled only
     # when the search was asked to collect it.
     reported: frozenset[str] = field(default_factory=frozenset)
+    cpu_seconds: float = 0.0  # CPU time the search took, all threads
 
 
 def balanced_bounds(lengths: Sequence[int] | np.ndarray, n: int) -> list[tuple[int, int]]:
@@ -381,17 +383,27 @@ class JackhmmerSearch:
         pipeline.clear()
         return pipeline
 
-    def _search_chunk(self, hmm: HMM, chunk: DigitalSequenceBlock) -> TopHits:
+    def _search_chunk(
+        self, hmm: HMM, chunk: DigitalSequenceBlock, cost: list[float] | None = None
+    ) -> TopHits:
         with self._cores:
-            return self._pipeline().search_hmm(hmm, chunk)
+            start = time.thread_time()
+            hits = self._pipeline().search_hmm(hmm, chunk)
+            if cost is not None:  # list.append is atomic: chunks of one query add up safely
+                cost.append(time.thread_time() - start)
+            return hits
 
     def _search_all(
-        self, pool: Executor, hmm: HMM, targets: DigitalSequenceBlock | None = None
+        self,
+        pool: Executor,
+        hmm: HMM,
+        targets: DigitalSequenceBlock | None = None,
+        cost: list[float] | None = None,
     ) -> TopHits:
         if targets is not None:  # a small target set (a pool): not worth splitting
-            return self._search_chunk(hmm, targets)
+            return self._search_chunk(hmm, targets)  # in this thread: its CPU time is counted
         chunks = self._chunkings[max(1, self.threads // max(1, self._in_flight))]
-        futures = [pool.submit(self._search_chunk, hmm, c) for c in chunks]
+        futures = [pool.submit(self._search_chunk, hmm, c, cost) for c in chunks]
         hits = [f.result() for f in futures]
         return hits[0].merge(*hits[1:]) if len(hits) > 1 else hits[0]
 
@@ -422,7 +434,12 @@ class JackhmmerSearch:
         with self._lock:
             self._in_flight += 1
         try:
-            return self._iterate(pool, record, targets, collect)
+            # CPU time: this driver thread's (model builds, small searches) plus the chunk
+            # searches it handed to the pool.
+            cost: list[float] = []
+            start = time.thread_time()
+            result = self._iterate(pool, record, targets, collect, cost)
+            return replace(result, cpu_seconds=time.thread_time() - start + sum(cost))
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -433,6 +450,7 @@ class JackhmmerSearch:
         record: Record,
         targets: DigitalSequenceBlock | None = None,
         collect: bool = False,
+        cost: list[float] | None = None,
     ) -> QueryResult:
         query = pyhmmer.easel.TextSequence(name=record.id, sequence=record.sequence).digitize(
             AMINO
@@ -446,7 +464,7 @@ class JackhmmerSearch:
             query,
             self._chunkings[1][0],
             self._select_hits,
-            chunk_search=lambda hmm: self._search_all(pool, hmm, targets),
+            chunk_search=lambda hmm: self._search_all(pool, hmm, targets, cost),
         )
         result = previous = None
         reported: set[str] = set()
