@@ -454,6 +454,7 @@ def _run_plan(args: argparse.Namespace) -> None:
     from protprof._atomic import Kind, atomic_output
     from protprof.fasta import Record, write_fasta
     from protprof.ingest import read_shard, shard_of
+    from protprof.reuse import family_shards
     from protprof.search import read_fingerprint
 
     kind = Kind("a protprof search plan", lambda p: (p / "plan.json").is_file())
@@ -469,11 +470,13 @@ def _run_plan(args: argparse.Namespace) -> None:
         # size, so fewer jobs (each loads the database once): ceil(shards * m / n). With
         # reuse, one job: a family's members must be grouped with its representative.
         n_jobs = min(args.shards, -(-args.shards * len(missing) // max(1, len(records))))
-        if reuse.mode != "none":
-            n_jobs = min(n_jobs, 1)
+        if reuse.mode == "none":
+            chosen = [shard_of(records[i].sequence, n_jobs) for i in missing]
+        else:  # families must not be split over jobs: clustered first
+            chosen = family_shards([records[i].sequence for i in missing], n_jobs, args.threads)
         shards: dict[int, list[int]] = {}
-        for i in missing:
-            shards.setdefault(shard_of(records[i].sequence, n_jobs), []).append(i)
+        for i, k in zip(missing, chosen, strict=True):
+            shards.setdefault(k, []).append(i)
         reason = profiles.why_missing(ctx) if len(missing) == len(records) else ""
         plan = {
             "queries": len(records),

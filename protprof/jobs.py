@@ -13,8 +13,10 @@ import os
 from dataclasses import asdict, fields
 from typing import Any
 
+from protprof.errors import ConfigError
 from protprof.ingest import IngestParams
 from protprof.profiles import ProfileParams
+from protprof.reuse import MODES, ReuseParams
 from protprof.search import FLAGS, SearchParams, search_params
 
 # Measured on the demo data (bench/RESULTS.md): pyhmmer holds ~3 bytes per database residue.
@@ -48,6 +50,40 @@ def profile(config: dict[str, Any]) -> ProfileParams:
     """The config's profile parameters."""
     section = config["profile"]
     return ProfileParams(method=section["method"], pseudocount=section["pseudocount"])
+
+
+def reuse(config: dict[str, Any]) -> ReuseParams:
+    """The config's family-scale search settings, refused where the workflow cannot run them:
+    reuse needs the profile cache (the plan gives one job all the queries to search, and
+    assembly finds representatives' and members' profiles there) and a whole database per
+    job (a family's searches run one after another in one process)."""
+    section = config["search"]
+    params = ReuseParams(
+        section.get("reuse", "none"),
+        section.get("coverage", ReuseParams.coverage),
+        section.get("audit", ReuseParams.audit),
+        section.get("audit_min", ReuseParams.audit_min),
+    )
+    if params.mode != "none":
+        if config.get("cache") is False:
+            raise ConfigError(
+                f"search.reuse: {params.mode} needs the profile cache (cache: false)"
+            )
+        if config.get("database_chunks"):
+            raise ConfigError(
+                f"search.reuse: {params.mode} cannot run with database_chunks > 0 (members wait "
+                "on their representative's whole-database search within one job)"
+            )
+    return params
+
+
+def reuse_options(config: dict[str, Any]) -> str:
+    """The `--reuse ...` options of `protprof plan`, `search` and `assemble`."""
+    params = reuse(config)
+    return (
+        f"--reuse {params.mode} --coverage {params.coverage} --audit {params.audit} "
+        f"--audit-min {params.audit_min}"
+    )
 
 
 def options(params: object) -> str:
@@ -104,7 +140,8 @@ def search_mem_mb(config: dict[str, Any]) -> int:
 
 def search_runtime_min(config: dict[str, Any]) -> int:
     """A whole search job runs every iteration; a chunk job one iteration on 1/K of the
-    database."""
+    database. With reuse the estimate stays one whole-database search per query (the safe
+    side: how many families the queries hold is known only after searching)."""
     k = config["database_chunks"]
     cells = query_residues_per_shard(config) * database_residues(config) / max(1, k)
     cells *= 1 if k else iterations(config)
@@ -175,6 +212,7 @@ def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:
         ("ingest", "too_long"): list(TOO_LONG),
         ("search", "preset"): list(PRESETS),
         ("profile", "method"): list(METHODS),
+        ("search", "reuse"): list(MODES),
     }
     for (section, key), values in expected_enums.items():
         if props[section]["properties"][key]["enum"] != values:
@@ -184,4 +222,7 @@ def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:
             problems.append(f"search.{name}")
     if props["profile"]["properties"]["pseudocount"]["default"] != ProfileParams.pseudocount:
         problems.append("profile.pseudocount")
+    for name in ("coverage", "audit", "audit_min"):
+        if props["search"]["properties"][name]["default"] != getattr(ReuseParams, name):
+            problems.append(f"search.{name}")
     return problems

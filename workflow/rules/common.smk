@@ -22,6 +22,7 @@ SEARCH_THREADS = config["search"]["threads"]
 
 INGEST_OPTIONS = jobs.ingest_options(config)
 SEARCH_OPTIONS = jobs.search_options(config)
+REUSE_OPTIONS = jobs.reuse_options(config)
 ITERATIONS = jobs.iterations(config)
 SEARCH_MEM_MB = jobs.search_mem_mb(config)
 SEARCH_RUNTIME_MIN = jobs.search_runtime_min(config)

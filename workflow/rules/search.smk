@@ -64,9 +64,10 @@ if CACHE:
             cache=CACHE,
             shards=config["shards"],
             options=SEARCH_OPTIONS,
+            reuse=REUSE_OPTIONS,
         shell:
             "protprof plan {input.queries} --fingerprint {input.fingerprint} --cache {params.cache} "
-            "--shards {params.shards} --out-dir {output} {params.options} 2> {log}"
+            "--shards {params.shards} --out-dir {output} {params.options} {params.reuse} 2> {log}"
 
 else:
     # No cache: every query is searched, in config `shards` shards (the DAG is known at
@@ -131,8 +132,9 @@ if not N_CHUNKS:
             runtime=SEARCH_RUNTIME_MIN,
         params:
             options=SEARCH_OPTIONS,
+            reuse=REUSE_OPTIONS,
             msa=msa_option,
         shell:
             "protprof search {input.shard} --database {input.database} "
             "--fingerprint {input.fingerprint} --out {output} --threads {threads} "
-            "{params.options} {params.msa} 2> {log}"
+            "{params.options} {params.reuse} {params.msa} 2> {log}"

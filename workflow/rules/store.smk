@@ -21,11 +21,12 @@ if CACHE:
         params:
             cache=CACHE,
             options=SEARCH_OPTIONS,
+            reuse=REUSE_OPTIONS,
             ingest=INGEST_OPTIONS,
         shell:
             "protprof assemble {input.shards} --cache {params.cache} --queries {input.queries} "
-            "--fingerprint {input.fingerprint} --out {output} {params.options} {params.ingest} "
-            "2> {log}"
+            "--fingerprint {input.fingerprint} --out {output} {params.options} {params.reuse} "
+            "{params.ingest} 2> {log}"
 
 else:
 
