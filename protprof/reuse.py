@@ -16,7 +16,8 @@ query and found fewer families (83 representatives for 200 family-rich queries a
   iteration; a member's is the union of the pools of its representative and of every earlier
   representative whose final model includes it at any coverage (a multi-domain member's other
   domains: measured, 67.6 % identical included sets with the covering representative's pool
-  alone on the family-rich benchmark set). domZ stays HMMER's default, the number of targets the search reports:
+  alone on the family-rich benchmark set).
+  domZ stays HMMER's default, the number of targets the search reports:
   every pool target gets its whole-database E-value, so this equals the whole-database domZ
   whenever the pool holds every target the member's own search would report, and it never
   depends on how many other targets the pool holds.
