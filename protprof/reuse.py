@@ -65,6 +65,11 @@ MODES = ("none", "pool", "family")
 # Roles of the rows of a store made with reuse (`attrs["reuse"]["roles"]` order).
 REPRESENTATIVE, MEMBER = 0, 1
 LOOKAHEAD = 8  # how far ahead of the next representative a search may start speculatively
+# Speculation pays only where a search's single-threaded part (building each iteration's
+# model, ~half of a search against 20,000 targets) leaves cores idle; against a large database
+# the representative's search keeps every core busy on database chunks, and a discarded
+# speculative search would cost core-hours.
+SPECULATE_BELOW = 1_000_000  # database sequences
 JS_TOLERANCE = 0.01  # bits: an audited member "agrees" within this mean JS divergence
 WARN_WITHIN = 0.9  # warn when fewer audited members than this agree
 
@@ -242,6 +247,7 @@ def search_with_reuse(
 
     grouping_cpu = family_cpu = 0.0
     started: dict[int, Future] = {}  # whole-database searches, by query
+    speculate = z < SPECULATE_BELOW
     with engine.session() as submit:
 
         def start(i: int) -> None:
@@ -256,7 +262,7 @@ def search_with_reuse(
             # turns out to cover is discarded, so the roles never depend on timing.
             if i not in started:
                 start(i)
-            while not started[i].done():
+            while speculate and not started[i].done():
                 running = [j for j, f in started.items() if not f.done() and j not in profiled]
                 for j in order[position + 1 : position + 1 + LOOKAHEAD]:
                     if len(running) >= engine.threads:
