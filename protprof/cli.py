@@ -622,6 +622,13 @@ def _run_inspect(args: argparse.Namespace) -> None:
         f"  database {database.get('path')} ({database.get('n_sequences')} sequences)  "
         f"search -N {search.get('iterations')} -E {search.get('E')} --incE {search.get('incE')}"
     )
+    reuse = info["provenance"].get("reuse")
+    if reuse:
+        print(
+            f"  reuse {reuse.get('mode')}: {reuse.get('groups')} groups, "
+            f"{reuse.get('full_searches')} whole-database searches"
+            + (f", {reuse['members']} members" if "members" in reuse else "")
+        )
     print(
         f"  on disk {info['bytes_on_disk']} bytes ({info['bytes_per_residue'] or 0:.1f}/residue)"
     )
