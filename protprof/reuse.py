@@ -498,11 +498,32 @@ def combined_summary(summaries: Sequence[dict[str, Any] | None], searched: int) 
     if len(summaries) == 1:
         return dict(given[0])
     alone = searched - sum(x["representatives"] + x["members"] for x in given)
+    total = {
+        key: sum(x.get(key, 0) for x in given)
+        for key in ("representatives", "members", "pool_searches", "discarded_speculative")
+    }
+    audits = [x["audit"] for x in given if x.get("audit", {}).get("audited")]
+    audited = sum(a["audited"] for a in audits)
+
+    def weighted(key: str) -> float | None:
+        known = [a for a in audits if a.get(key) is not None]
+        n = sum(a["audited"] for a in known)
+        return sum(a[key] * a["audited"] for a in known) / n if n else None
+
     return {
         "mode": given[0]["mode"],
+        "coverage": given[0].get("coverage"),
         "groups": sum(x["groups"] for x in given) + alone,
         "full_searches": sum(x["full_searches"] for x in given) + alone,
-        "shards": list(given),
+        **total,
+        "audit": {
+            "audited": audited,
+            "identical_included": weighted("identical_included"),
+            "within_js": JS_TOLERANCE,
+            "fraction_within": weighted("fraction_within"),
+            "max_js_bits": max((a["max_js_bits"] for a in audits), default=None),
+        },
+        "shards": list(given),  # each job's own figures (medians do not combine)
     }
 
 

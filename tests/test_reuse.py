@@ -177,10 +177,19 @@ def test_family_members_get_their_representatives_family_targets(
     family_records, demo_database, per_query
 ):
     outcome = search_with_reuse(
-        family_records, demo_database, SEARCH, ProfileParams(), ReuseParams("family", audit=0), 2
+        family_records,
+        demo_database,
+        SEARCH,
+        ProfileParams(),
+        ReuseParams("family", audit=0, audit_min=0),
+        2,
     )
-    assert outcome.summary["pool_searches"] == 0
-    assert outcome.summary["full_searches"] == outcome.summary["representatives"]
+    summary = outcome.summary
+    assert summary["pool_searches"] == 0 and summary["audit"]["audited"] == 0
+    # every whole-database search: the representatives' and discarded speculative ones
+    assert (
+        summary["full_searches"] == summary["representatives"] + summary["discarded_speculative"]
+    )
     members = np.flatnonzero(outcome.roles == MEMBER)
     assert len(members)
     for j in members:
@@ -280,7 +289,8 @@ def _fasta(tmp_path: Path, records: list[Record]) -> Path:
 
 def test_build_reuse_records_provenance_and_caches_members_apart(tmp_path, family_records, capsys):
     queries = _fasta(tmp_path, family_records)
-    common = ["--database", str(DEMO_DB), "-N", "2", "--threads", "2", "--audit", "0"]
+    common = ["--database", str(DEMO_DB), "-N", "2", "--threads", "2"]
+    common += ["--audit", "0", "--audit-min", "0"]
     cache = tmp_path / "cache"
     argv = ["build", str(queries), *common, "--reuse", "pool", "--cache", str(cache)]
     assert main([*argv, "--out", str(tmp_path / "a.zarr")]) == 0
@@ -288,7 +298,8 @@ def test_build_reuse_records_provenance_and_caches_members_apart(tmp_path, famil
     info = json.loads(capsys.readouterr().out)
     reuse = info["provenance"]["reuse"]
     assert reuse["mode"] == "pool"
-    assert reuse["full_searches"] == reuse["groups"] < len(family_records)
+    assert reuse["groups"] < len(family_records)
+    assert reuse["full_searches"] == reuse["groups"] + reuse["discarded_speculative"]
     assert info["provenance"]["cache"] == {
         "path": str(cache),
         "searched": len(family_records),
@@ -404,4 +415,4 @@ def test_workflow_refuses_reuse_it_cannot_run(tmp_path, family_records, extra, m
     config = yaml.safe_load((workdir / "config.yaml").read_text())
     (workdir / "config.yaml").write_text(yaml.safe_dump({**config, **extra}))
     run = snakemake(workdir, "-n", "results/store/profiles.zarr")
-    assert run.returncode != 0 and message in run.stderr
+    assert run.returncode != 0 and message in run.stderr + run.stdout
