@@ -133,6 +133,7 @@ def test_pool_search_with_every_homolog_in_the_pool_is_the_per_query_search(
     assert np.array_equal(a.values, b.values) and a.neff == b.neff
 
 
+@pytest.mark.slow
 def test_representatives_are_per_query_bit_for_bit(pooled, per_query):
     reps = np.flatnonzero(pooled.roles != MEMBER)
     members = np.flatnonzero(pooled.roles == MEMBER)
@@ -146,6 +147,7 @@ def test_representatives_are_per_query_bit_for_bit(pooled, per_query):
     assert pooled.summary["pool_searches"] == len(members)
 
 
+@pytest.mark.slow
 def test_audit_figures_are_the_members_agreement(pooled, per_query):
     members = np.flatnonzero(pooled.roles == MEMBER)
     js = [js_bits(pooled.profiled[j].values, per_query[j].values) for j in members]
@@ -157,6 +159,7 @@ def test_audit_figures_are_the_members_agreement(pooled, per_query):
     assert audit["max_js_bits"] == pytest.approx(max(js))
 
 
+@pytest.mark.slow
 def test_roles_do_not_depend_on_the_input_order(family_records, demo_database, pooled):
     shuffled = list(range(len(family_records)))
     random.Random(3).shuffle(shuffled)
@@ -173,6 +176,7 @@ def test_roles_do_not_depend_on_the_input_order(family_records, demo_database, p
         assert np.array_equal(again.profiled[k].values, pooled.profiled[i].values)
 
 
+@pytest.mark.slow
 def test_family_members_get_their_representatives_family_targets(
     family_records, demo_database, per_query
 ):
@@ -287,6 +291,7 @@ def _fasta(tmp_path: Path, records: list[Record]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_build_reuse_records_provenance_and_caches_members_apart(tmp_path, family_records, capsys):
     queries = _fasta(tmp_path, family_records)
     common = ["--database", str(DEMO_DB), "-N", "2", "--threads", "2"]
@@ -359,6 +364,7 @@ def test_bad_reuse_settings_fail_in_one_line(tmp_path, family_records, capsys, a
 MMSEQS = shutil.which("mmseqs")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(MMSEQS is None, reason="MMseqs2 is not installed (apt-get install mmseqs2)")
 def test_family_shards_keep_families_together(family_records):
     sequences = [r.sequence for r in family_records]
