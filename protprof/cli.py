@@ -397,7 +397,7 @@ def _run_assemble(args: argparse.Namespace) -> None:
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
     from protprof import cache
     from protprof.ingest import read_shard
-    from protprof.reuse import combined_summary
+    from protprof.reuse import run_summary, settings_of
     from protprof.search import read_fingerprint
     from protprof.store import open_store, provenance
 
@@ -412,9 +412,15 @@ def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None
     attrs = provenance(
         fingerprint, asdict(search), asdict(profile), {"ingest": ingest} if ingest else None
     )
-    # With reuse the plan puts every query to search in one shard (families span them).
     summaries = [open_store(shard).attrs.get("reuse") for shard in args.shards]
-    attrs["reuse"] = {"mode": reuse.mode, **combined_summary(summaries, searched)}
+    for shard, summary in zip(args.shards, summaries, strict=True):
+        if settings_of(summary) != settings_of(asdict(reuse)):
+            raise ProtprofError(
+                f"{shard}: searched with reuse {settings_of(summary)[0]} (coverage "
+                f"{settings_of(summary)[1]}), not the --reuse {reuse.mode} (--coverage "
+                f"{reuse.coverage}) given here; assemble with the settings it was searched with"
+            )
+    attrs["reuse"] = run_summary(reuse.mode, summaries, searched)
     cache.assemble(
         profiles,
         [r.id for r in records],
@@ -468,7 +474,7 @@ def _run_plan(args: argparse.Namespace) -> None:
         missing = profiles.missing(contexts, [r.sequence for r in records])
         # `--shards` sizes the jobs of a full build; an update of m queries gets the same job
         # size, so fewer jobs (each loads the database once): ceil(shards * m / n). With
-        # reuse, one job: a family's members must be grouped with its representative.
+        # reuse, the jobs are cut between families (MMseqs2 clusters), not by a hash.
         n_jobs = min(args.shards, -(-args.shards * len(missing) // max(1, len(records))))
         if reuse.mode == "none":
             chosen = [shard_of(records[i].sequence, n_jobs) for i in missing]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -54,9 +55,9 @@ def profile(config: dict[str, Any]) -> ProfileParams:
 
 def reuse(config: dict[str, Any]) -> ReuseParams:
     """The config's family-scale search settings, refused where the workflow cannot run them:
-    reuse needs the profile cache (the plan gives one job all the queries to search, and
-    assembly finds representatives' and members' profiles there) and a whole database per
-    job (a family's searches run one after another in one process)."""
+    reuse needs the profile cache (the plan cuts the jobs between families, and assembly
+    finds representatives' and members' profiles there), MMseqs2 for more than one job, and a
+    whole database per job (a family's searches run one after another in one process)."""
     section = config["search"]
     params = ReuseParams(
         section.get("reuse", "none"),
@@ -73,6 +74,11 @@ def reuse(config: dict[str, Any]) -> ReuseParams:
             raise ConfigError(
                 f"search.reuse: {params.mode} cannot run with database_chunks > 0 (members wait "
                 "on their representative's whole-database search within one job)"
+            )
+        if config.get("shards", 1) > 1 and shutil.which("mmseqs") is None:
+            raise ConfigError(
+                f"search.reuse: {params.mode} with shards > 1 keeps families in one job with "
+                "MMseqs2 clustering: install it (Debian: apt-get install mmseqs2) or set shards: 1"
             )
     return params
 

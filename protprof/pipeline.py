@@ -21,7 +21,7 @@ from protprof.alignments import write_alignments
 from protprof.fasta import Record
 from protprof.ingest import IngestParams, read_shard, split_of
 from protprof.profiles import Profiled, ProfileParams, profile_result
-from protprof.reuse import ReuseParams, per_query_summary, search_with_reuse
+from protprof.reuse import ReuseParams, per_query_summary, run_summary, search_with_reuse
 from protprof.search import Database, JackhmmerSearch, QueryResult, SearchParams
 from protprof.store import columns, open_store, provenance, quantise, write_stores
 
@@ -47,6 +47,12 @@ def search_records(
     store then records each row's role (`cache.ROLES`) and the reuse figures (`attrs["reuse"]`)."""
     attrs = provenance(database.fingerprint, asdict(search), asdict(profile), extra_attrs)
     if reuse is not None and reuse.mode != "none":
+        if reuse.mode == "family" and msa_dir is not None:
+            log.warning(
+                "reuse family: members are aligned to no search of their own; %s gets the "
+                "representatives' alignments only",
+                msa_dir,
+            )
         outcome = search_with_reuse(records, database, search, profile, reuse, threads, progress)
         attrs["reuse"] = outcome.summary
         return _write(outcome.profiled, splits, out, attrs, msa_dir, msa_format, outcome.roles)
@@ -213,13 +219,7 @@ def build_cached(
     attrs = provenance(
         database.fingerprint, asdict(search), asdict(profile), {"ingest": asdict(ingest_params)}
     )
-    attrs["reuse"] = (
-        summary
-        if summary is not None
-        else {"mode": reuse.mode if reuse else "none", "groups": 0, "full_searches": 0}
-        if searched == 0
-        else per_query_summary(searched)
-    )
+    attrs["reuse"] = run_summary(reuse.mode if reuse else "none", [summary], searched)
     return cache.assemble(
         profiles,
         [r.id for r in records],

@@ -9,7 +9,7 @@ scored against the queries not yet decided, and every query it *covers* becomes 
 Covered means: sequence E-value <= incE with Z the whole database's size, and the included
 domains (domZ = the representative's own final domZ) span >= `coverage` of the member's length.
 An all-against-all phmmer of the queries first was measured too (README): it cost ~0.12 s per
-query and found fewer families (83 representatives for 200 family-rich queries against 51).
+query and found fewer families (83 representatives for 200 family-rich queries against 60).
 
 - `pool`: the member is searched with jackhmmer against its pool, Z fixed to the whole
   database's size. A representative's pool is every target its search reported in any
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import shutil
 import subprocess
 import tempfile
@@ -199,7 +198,14 @@ def search_with_reuse(
         raise ConfigError("search_with_reuse needs reuse mode pool or family")
     z = int(database.fingerprint["n_sequences"])
     engine = JackhmmerSearch(database.block, search, threads, z)
-    targets = TargetIndex(database.block) if reuse.mode == "pool" else None
+    pooled = reuse.mode == "pool"
+    index: list[TargetIndex] = []  # built at the first pool (10^8 names take a while)
+
+    def positions(names: frozenset[str]) -> np.ndarray:
+        if not index:
+            index.append(TargetIndex(database.block))
+        return index[0].positions(sorted(names))
+
     # Queries digitised once, named by position, for the representatives' coverage searches.
     queries = DigitalSequenceBlock(
         AMINO,
@@ -239,6 +245,9 @@ def search_with_reuse(
 
     def pool_block(reps: list[int]) -> DigitalSequenceBlock:
         key = tuple(reps)
+        for r in reps:  # an earlier relative that covered nobody has no pool yet
+            if r not in pools:
+                pools[r] = positions(profiled[r].result.reported)  # type: ignore[union-attr]
         if key not in blocks:
             union = np.unique(np.concatenate([pools[r] for r in reps]))
             blocks[key] = DigitalSequenceBlock(AMINO, [database.block[int(p)] for p in union])
@@ -251,7 +260,7 @@ def search_with_reuse(
     with engine.session() as submit:
 
         def start(i: int) -> None:
-            started[i] = submit(records[i], profile_of, collect=reuse.mode == "pool", lead=True)
+            started[i] = submit(records[i], profile_of, collect=pooled, lead=True)
 
         for position, i in enumerate(order):
             if i in representative_of:
@@ -264,6 +273,7 @@ def search_with_reuse(
                 start(i)
             while speculate and not started[i].done():
                 running = [j for j, f in started.items() if not f.done() and j not in profiled]
+                running = [i, *(j for j in running if j != i)]  # always waited on, below
                 for j in order[position + 1 : position + 1 + LOOKAHEAD]:
                     if len(running) >= engine.threads:
                         break
@@ -293,11 +303,11 @@ def search_with_reuse(
             for j in related:
                 relatives.setdefault(j, []).append(i)
             grouping_cpu += time.thread_time() - grouping_start
-            if targets is not None:
-                pools[i] = targets.positions(sorted(result.reported))
+            if pooled and members:
+                pools[i] = positions(result.reported)
             for j in members:
                 representative_of[j] = i
-                if targets is not None:
+                if pooled:
                     # The member's pool: the targets of every representative so far whose
                     # final model includes it (a multi-domain member's other domains).
                     member_jobs[j] = submit(
@@ -397,13 +407,14 @@ def _log_summary(summary: dict[str, Any]) -> None:
     searched = summary["representatives"] + summary["members"]
     log.info(
         "reuse %s: %d groups; %d whole-database searches for %d queries (%d representatives, "
-        "%d audited members); %d pool searches",
+        "%d audited members, %d discarded speculative); %d pool searches",
         summary["mode"],
         summary["groups"],
         summary["full_searches"],
         searched,
         summary["representatives"],
         audit["audited"],
+        summary["discarded_speculative"],
         summary["pool_searches"],
     )
     if audit["audited"]:
@@ -489,6 +500,23 @@ def per_query_summary(searched: int) -> dict[str, Any]:
     return {"mode": "none", "groups": searched, "full_searches": searched}
 
 
+def settings_of(summary: dict[str, Any] | None) -> tuple[str, float | None]:
+    """The reuse mode and coverage a store or shard was searched with."""
+    if not summary or summary.get("mode", "none") == "none":
+        return ("none", None)
+    return (summary["mode"], summary.get("coverage"))
+
+
+def run_summary(
+    mode: str, summaries: Sequence[dict[str, Any] | None], searched: int
+) -> dict[str, Any]:
+    """The provenance of a build that searched `searched` queries in shards with these
+    summaries (none searched: everything came from the cache)."""
+    if searched == 0:
+        return {"mode": mode, "groups": 0, "full_searches": 0}
+    return combined_summary(summaries, searched)
+
+
 def combined_summary(summaries: Sequence[dict[str, Any] | None], searched: int) -> dict[str, Any]:
     """The provenance of a store assembled from shards (`summaries`: each shard's, None
     where it was searched without reuse, `searched` queries in all)."""
@@ -497,6 +525,9 @@ def combined_summary(summaries: Sequence[dict[str, Any] | None], searched: int) 
         return per_query_summary(searched)
     if len(summaries) == 1:
         return dict(given[0])
+    given = [x for x in given if x.get("mode", "none") != "none"]
+    if not given:
+        return per_query_summary(searched)
     alone = searched - sum(x["representatives"] + x["members"] for x in given)
     total = {
         key: sum(x.get(key, 0) for x in given)
@@ -525,8 +556,3 @@ def combined_summary(summaries: Sequence[dict[str, Any] | None], searched: int) 
         },
         "shards": list(given),  # each job's own figures (medians do not combine)
     }
-
-
-def expected_audits(members: int, params: ReuseParams) -> int:
-    """About how many members an audit searches in full (for resource estimates)."""
-    return min(members, max(params.audit_min, math.ceil(members * params.audit)))

@@ -431,8 +431,11 @@ class JackhmmerSearch:
         targets: DigitalSequenceBlock | None = None,
         collect: bool = False,
     ) -> QueryResult:
+        # Only whole-database searches count: the database is split for them by how many run
+        # at once, and searches of small target sets (pools) are never split.
+        whole = targets is None
         with self._lock:
-            self._in_flight += 1
+            self._in_flight += whole
         try:
             # CPU time: this driver thread's (model builds, small searches) plus the chunk
             # searches it handed to the pool.
@@ -442,7 +445,7 @@ class JackhmmerSearch:
             return replace(result, cpu_seconds=time.thread_time() - start + sum(cost))
         finally:
             with self._lock:
-                self._in_flight -= 1
+                self._in_flight -= whole
 
     def _iterate(
         self,
@@ -525,7 +528,8 @@ class JackhmmerSearch:
         next: `submit(record, finish=None, targets=None, collect=False)` returns a Future of
         the result (or of `finish(result)`). `targets`: search this block instead of the
         database (Z stays the whole database's); `collect`: fill `QueryResult.reported`;
-        `lead`: run on a driver of its own, ahead of every query queued without it."""
+        `lead`: run on drivers of their own, so it does not wait for a driver behind the
+        queries queued without it (the chunk pool and the core permits are shared)."""
         chunk_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunk")
         query_pool = ThreadPoolExecutor(self.threads + 1, thread_name_prefix="query")
         lead_pool = ThreadPoolExecutor(self.threads + 1, thread_name_prefix="lead")

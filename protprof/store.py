@@ -648,7 +648,7 @@ def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None
 
     `ingest`, the settings the shards' queries were ingested with, is recorded as provenance.
     """
-    from protprof.reuse import combined_summary
+    from protprof.reuse import combined_summary, settings_of
 
     stores = [open_store(p) for p in shards]
     if not stores:
@@ -662,6 +662,12 @@ def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None
                     f"{store.path}: its {k} settings differ from {stores[0].path}'s; "
                     "rebuild the shards with one configuration"
                 )
+    settings = {settings_of(s.attrs.get("reuse")) for s in stores}
+    if len(settings) > 1:
+        raise StoreError(
+            f"assemble: the shards were searched with different reuse settings {sorted(settings)}"
+            "; rebuild them with one configuration"
+        )
     seen: dict[str, Path] = {}
     for store in stores:
         for query_id in map(str, store.ids):
