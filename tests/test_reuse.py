@@ -28,8 +28,11 @@ from protprof.reuse import (
     ReuseParams,
     TargetIndex,
     audit_rank,
+    combined_summary,
     family_shards,
     js_bits,
+    per_query_summary,
+    run_summary,
     search_with_reuse,
 )
 from protprof.search import JackhmmerSearch, SearchParams
@@ -422,3 +425,46 @@ def test_workflow_refuses_reuse_it_cannot_run(tmp_path, family_records, extra, m
     (workdir / "config.yaml").write_text(yaml.safe_dump({**config, **extra}))
     run = snakemake(workdir, "-n", "results/store/profiles.zarr")
     assert run.returncode != 0 and message in run.stderr + run.stdout
+
+
+def test_provenance_of_several_shards_adds_up():
+    pooled = {
+        "mode": "pool",
+        "coverage": 0.8,
+        "groups": 2,
+        "representatives": 2,
+        "members": 3,
+        "full_searches": 3,
+        "pool_searches": 3,
+        "audit": {"audited": 1, "fraction_within": 1.0, "identical_included": 0.0},
+    }
+    alone = per_query_summary(4)
+    both = combined_summary([pooled, alone], 9)
+    assert (both["groups"], both["full_searches"], both["members"]) == (6, 7, 3)
+    assert both["audit"]["audited"] == 1 and both["audit"]["fraction_within"] == 1.0
+    assert combined_summary([alone, per_query_summary(2)], 6) == per_query_summary(6)
+    assert run_summary("family", [], 0) == {"mode": "family", "groups": 0, "full_searches": 0}
+
+
+def test_assemble_refuses_shards_searched_with_other_reuse_settings(
+    tmp_path, family_records, capsys
+):
+    queries = _fasta(tmp_path, [family_records[0], family_records[7]])
+    common = ["build", str(queries), "--database", str(DEMO_DB), "-N", "1", "--audit-min", "0"]
+    assert main([*common, "--out", str(tmp_path / "a.zarr")]) == 0
+    assert main([*common, "--reuse", "pool", "--out", str(tmp_path / "b.zarr")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "ab.zarr"
+    assert main(
+        ["assemble", str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr"), "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert "different reuse settings" in err and "Traceback" not in err and not out.exists()
+    ingested = tmp_path / "ingested.fasta"
+    assert main(["ingest", str(queries), "--out", str(ingested)]) == 0
+    cache = ["--cache", str(tmp_path / "c"), "--queries", str(ingested), "--fingerprint"]
+    fingerprint = tmp_path / "fp.json"
+    assert main(["prepare-db", str(DEMO_DB), "--out", str(fingerprint)]) == 0
+    argv = ["assemble", str(tmp_path / "b.zarr"), "--out", str(out), *cache, str(fingerprint)]
+    assert main([*argv, "--reuse", "family"]) == 1
+    assert "not the --reuse family" in capsys.readouterr().err and not out.exists()
