@@ -552,7 +552,10 @@ def combined_summary(summaries: Sequence[dict[str, Any] | None], searched: int) 
             "identical_included": weighted("identical_included"),
             "within_js": JS_TOLERANCE,
             "fraction_within": weighted("fraction_within"),
-            "max_js_bits": max((a["max_js_bits"] for a in audits), default=None),
+            "max_js_bits": max(
+                (a["max_js_bits"] for a in audits if a.get("max_js_bits") is not None),
+                default=None,
+            ),
         },
         "shards": list(given),  # each job's own figures (medians do not combine)
     }
