@@ -8,8 +8,8 @@ the per-query one); then its final model (the model its last iteration searched 
 scored against the queries not yet decided, and every query it *covers* becomes its member.
 Covered means: sequence E-value <= incE with Z the whole database's size, and the included
 domains (domZ = the representative's own final domZ) span >= `coverage` of the member's length.
-An all-against-all phmmer of the queries first was measured too (README): it cost ~0.12 s per
-query and found fewer families (83 representatives for 200 family-rich queries against 60).
+An all-against-all phmmer of the queries first was measured too (README): it cost ~0.23 CPU-s
+per query and found fewer families (83 representatives for 200 family-rich queries against 60).
 
 - `pool`: the member is searched with jackhmmer against its pool, Z fixed to the whole
   database's size. A representative's pool is every target its search reported in any
