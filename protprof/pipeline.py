@@ -43,8 +43,9 @@ def search_records(
     reuse: ReuseParams | None = None,
 ) -> Path:
     """Search records, build their profiles and write one store at `out` (atomically).
-    With `reuse` (pool or family), families share whole-database searches (`reuse.py`); the
-    store then records each row's role (`cache.ROLES`) and the reuse figures (`attrs["reuse"]`)."""
+    With `reuse` (pool or family), families share whole-database searches (`reuse.py`) and
+    the store records each row's role (`cache.ROLES`); either way `attrs["reuse"]` says how
+    many whole-database searches ran."""
     attrs = provenance(database.fingerprint, asdict(search), asdict(profile), extra_attrs)
     if reuse is not None and reuse.mode != "none":
         if reuse.mode == "family" and msa_dir is not None:
@@ -56,6 +57,7 @@ def search_records(
         outcome = search_with_reuse(records, database, search, profile, reuse, threads, progress)
         attrs["reuse"] = outcome.summary
         return _write(outcome.profiled, splits, out, attrs, msa_dir, msa_format, outcome.roles)
+    attrs["reuse"] = per_query_summary(len(records))
     z = int(database.fingerprint["n_sequences"])
     profiled = JackhmmerSearch(database.block, search, threads, z).run(
         records, progress, lambda r: profile_result(r, profile)
@@ -136,9 +138,7 @@ def build(
     """Search, profile and store records from `select_records` on one machine: what the
     workflow does, unsharded."""
     splits = [split_of(r.sequence, ingest_params) for r in records]
-    extra: dict[str, Any] = {"ingest": asdict(ingest_params)}
-    if kwargs.get("reuse") is None or kwargs["reuse"].mode == "none":
-        extra["reuse"] = per_query_summary(len(records))
+    extra = {"ingest": asdict(ingest_params)}
     return search_records(
         records, splits, database, search, profile, threads, out, extra_attrs=extra, **kwargs
     )

@@ -251,7 +251,6 @@ def search_with_reuse(
         if key not in blocks:
             union = np.unique(np.concatenate([pools[r] for r in reps]))
             blocks[key] = DigitalSequenceBlock(AMINO, [database.block[int(p)] for p in union])
-        member_pool_sizes.append(len(blocks[key]))
         return blocks[key]
 
     grouping_cpu = family_cpu = 0.0
@@ -310,9 +309,9 @@ def search_with_reuse(
                 if pooled:
                     # The member's pool: the targets of every representative so far whose
                     # final model includes it (a multi-domain member's other domains).
-                    member_jobs[j] = submit(
-                        records[j], profile_of, targets=pool_block(relatives[j])
-                    )
+                    block = pool_block(relatives[j])
+                    member_pool_sizes.append(len(block))
+                    member_jobs[j] = submit(records[j], profile_of, targets=block)
                 if audit_rank(records[j].sequence) < reuse.audit:
                     # A speculative search of this member is exactly its audit search.
                     audit_jobs[j] = started.get(j) or submit(records[j], profile_of)
