@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,28 @@ def model_from_state(state: dict[str, Any], path: str | Path = "checkpoint") -> 
 def load_model(path: str | Path) -> ProteinEncoder:
     """The trained encoder of a checkpoint file, in eval mode on CPU."""
     return model_from_state(load_checkpoint(path), path)
+
+
+@dataclass
+class LoadedModel:
+    """An encoder ready for inference, and what is known about where it came from."""
+
+    model: ProteinEncoder
+    source: str  # the checkpoint file or Hugging Face directory
+    step: int | None  # training steps (None: unknown, e.g. a downloaded ESM-2)
+    training: dict[str, Any] = field(default_factory=dict)  # protprof's training settings
+    has_profile_head: bool = True  # False: an ESM directory without protprof's profile head
+
+
+def load_any(path: str | Path) -> LoadedModel:
+    """A protprof checkpoint file, or a local Hugging Face ESM directory, for inference.
+
+    Raises:
+        CheckpointError: one line naming the file or directory and what is wrong.
+    """
+    if Path(path).is_dir():
+        from protprof.huggingface import load_directory
+
+        return load_directory(path)
+    state = load_checkpoint(path)
+    return LoadedModel(model_from_state(state, path), str(path), state["step"], state["config"])

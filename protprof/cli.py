@@ -692,6 +692,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "neither exists. Without --resume either file stops the run. The workflow "
         "always passes it",
     )
+    p.add_argument(
+        "--init-from",
+        metavar="DIR",
+        help="start from a local Hugging Face ESM directory (e.g. esm2_t6_8M_UR50D with "
+        "--set model=esm2-8m); its shape must be the model's. The profile head starts fresh "
+        "unless protprof exported the directory (overrides the config's init_from)",
+    )
 
 
 def _run_train(args: argparse.Namespace) -> None:
@@ -699,13 +706,20 @@ def _run_train(args: argparse.Namespace) -> None:
 
     overrides = list(args.set)
     overrides += [f"store={args.store}"] if args.store else []
+    overrides += [f"init_from={args.init_from}"] if args.init_from else []
     overrides += [f"out_dir={args.out_dir}"] if args.out_dir else []
     train(load_config(args.config, overrides), resume=args.resume)
 
 
+_MODEL_HELP = (
+    "a protprof checkpoint (.pt) or a local Hugging Face ESM directory (e.g. a downloaded "
+    "esm2_t6_8M_UR50D, or one written by `protprof export`)"
+)
+
+
 @command("embed", "write per-residue and mean embeddings and predicted profiles (.npz)")
 def _embed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
     p.add_argument("fasta", type=Path, help="sequences to embed (FASTA or FASTA.gz)")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
     p.add_argument("--max-tokens", type=int, default=32768, help="padded tokens per batch")
@@ -713,16 +727,51 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> None:
-    from protprof.checkpoint import load_model
+    from protprof.checkpoint import load_any
     from protprof.embed import EMBEDDINGS, embed_sequences, write_embeddings
     from protprof.fasta import read_fasta
 
     with _claim(args, (args.out, EMBEDDINGS)):
         records = read_fasta(args.fasta)
-        model = load_model(args.checkpoint)
-        hidden, profiles = embed_sequences(model, [r.sequence for r in records], args.max_tokens)
-        write_embeddings(args.out, [r.id for r in records], hidden, profiles)
+        loaded = load_any(args.checkpoint)
+        hidden, profiles = embed_sequences(
+            loaded.model, [r.sequence for r in records], args.max_tokens
+        )
+        if not loaded.has_profile_head:
+            log.info("%s has no profile head: the .npz has no profiles", args.checkpoint)
+        kept = profiles if loaded.has_profile_head else None
+        write_embeddings(args.out, [r.id for r in records], hidden, kept)
     log.info("wrote %s (%d sequences)", args.out, len(records))
+
+
+@command("export", "write a trained model as a Hugging Face directory (EsmForMaskedLM)")
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
+    p.add_argument(
+        "--format",
+        choices=["hf"],
+        default="hf",
+        help="hf: config.json, model.safetensors and tokenizer files that transformers' "
+        "EsmForMaskedLM and EsmTokenizer load, plus profile_head.safetensors (default)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the directory to write")
+    _add_force(p)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from protprof.checkpoint import load_any
+    from protprof.huggingface import HF_EXPORT, export
+
+    with _claim(args, (args.out, HF_EXPORT)):
+        loaded = load_any(args.checkpoint)
+        export(loaded, args.out, args.force)
+    log.info(
+        "wrote %s: EsmForMaskedLM (%d layers x %d)%s",
+        args.out,
+        loaded.model.config.n_layers,
+        loaded.model.config.d_model,
+        " and its profile head" if loaded.has_profile_head else "",
+    )
 
 
 @command("guard", "drop queries homologous to any downstream test sequence (leakage guard)")
@@ -779,7 +828,7 @@ def _guard(args: argparse.Namespace) -> None:
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     from protprof.evaluation import TASKS
 
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
     p.add_argument(
         "--task",
         "--tasks",

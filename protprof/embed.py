@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ def embed_sequences(
 def _is_embeddings(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
-            return {"ids.npy", "per_residue.npy", "profiles.npy"} <= set(archive.namelist())
+            return {"ids.npy", "per_residue.npy"} <= set(archive.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
 
@@ -61,16 +62,21 @@ EMBEDDINGS = Kind("an embeddings .npz of `protprof embed`", _is_embeddings)
 
 
 def write_embeddings(
-    path: str | Path, ids: list[str], hidden: list[np.ndarray], profiles: list[np.ndarray]
+    path: str | Path,
+    ids: list[str],
+    hidden: list[np.ndarray],
+    profiles: list[np.ndarray] | None,
 ) -> None:
-    """An .npz with ids, offsets, per_residue (R, d), mean (N, d), profiles (R, 20)."""
+    """An .npz with ids, offsets, per_residue (R, d), mean (N, d) and, unless `profiles` is
+    None (a model without a profile head), profiles (R, 20)."""
     lengths = [len(h) for h in hidden]
+    arrays: dict[str, Any] = {
+        "ids": np.array(ids),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "per_residue": np.concatenate(hidden).astype(np.float32),
+        "mean": np.stack([h.mean(0) for h in hidden]).astype(np.float32),
+    }
+    if profiles is not None:
+        arrays["profiles"] = np.concatenate(profiles).astype(np.float32)
     with atomic_output(path, EMBEDDINGS) as tmp, open(tmp, "wb") as handle:
-        np.savez(
-            handle,
-            ids=np.array(ids),
-            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            per_residue=np.concatenate(hidden).astype(np.float32),
-            mean=np.stack([h.mean(0) for h in hidden]).astype(np.float32),
-            profiles=np.concatenate(profiles).astype(np.float32),
-        )
+        np.savez(handle, **arrays)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import shutil
 from dataclasses import asdict, fields
 from typing import Any
@@ -185,8 +186,27 @@ def check_training(config: dict[str, Any], store: str) -> None:
                     f"objective={objective}",
                     f"seed={seed}",
                     f"devices={train['devices']}",
+                    *init_from_override(config),
                 ],
             )
+
+
+def init_from_override(config: dict[str, Any]) -> list[str]:
+    """The trainer's `init_from=DIR` setting when the workflow's `train.init_from` is set (it
+    overrides the training YAML's); nothing otherwise."""
+    directory = config["train"].get("init_from", "")
+    return [f"init_from={directory}"] if directory else []
+
+
+def init_from_option(config: dict[str, Any]) -> str:
+    """`init_from_override` as shell words for the train command."""
+    return " ".join(shlex.quote(word) for word in init_from_override(config))
+
+
+def init_from_inputs(config: dict[str, Any]) -> list[str]:
+    """The files of `train.init_from` the training jobs depend on: a changed model retrains."""
+    directory = config["train"].get("init_from", "")
+    return [f"{directory}/config.json"] if directory else []
 
 
 def train_launcher(config: dict[str, Any]) -> str:

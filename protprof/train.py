@@ -149,6 +149,28 @@ class Trainer:
         self.mask_generator.set_state(state["rng"]["mask"])
         log.info("resumed from %s at step %d", path, self.step)
 
+    def start_from(self, directory: str | Path) -> None:
+        """Take the weights of a Hugging Face ESM directory (its shape was checked with the
+        settings); the profile head too if protprof exported it, else it stays fresh."""
+        from protprof.huggingface import load_directory
+
+        loaded = load_directory(directory)
+        theirs = dataclasses.replace(loaded.model.config, dropout=self.model.config.dropout)
+        if theirs != self.model.config:  # the directory changed since the settings were read
+            raise ConfigError(
+                f"train.init_from: {directory}: its model {loaded.model.config} is not the "
+                f"model {self.config.model!r} {self.model.config}"
+            )
+        weights = loaded.model.state_dict()
+        if not loaded.has_profile_head:
+            weights = {k: v for k, v in weights.items() if not k.startswith("profile_head.")}
+        self.model.load_state_dict(weights, strict=loaded.has_profile_head)
+        log.info(
+            "starting from %s (%s profile head)",
+            directory,
+            "its" if loaded.has_profile_head else "a fresh",
+        )
+
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
             self.train_data.set_epoch(self.sampler.epoch)
@@ -348,22 +370,17 @@ _RESUMABLE = {
 def _check_same_run(
     path: Path, state: dict[str, Any], config: TrainConfig, model: ModelConfig
 ) -> None:
-    mine = dataclasses.asdict(model)
-    diff = {
-        k: (state["model_config"].get(k), v)
-        for k, v in mine.items()
-        if state["model_config"].get(k) != v
-    }
+    # Settings added since a checkpoint was written compare as their defaults.
+    saved = dataclasses.asdict(ModelConfig(**state["model_config"]))
+    diff = {k: (saved[k], v) for k, v in dataclasses.asdict(model).items() if saved[k] != v}
     if diff:
         raise ConfigError(
             f"{path}: cannot resume, the model config differs (checkpoint, now): {diff}"
         )
     now = dataclasses.asdict(config)
-    changed = {
-        k: (state["config"].get(k), v)
-        for k, v in now.items()
-        if k not in _RESUMABLE and state["config"].get(k) != v
-    }
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    old = {k: state["config"].get(k, defaults[k]) for k in now}
+    changed = {k: (old[k], v) for k, v in now.items() if k not in _RESUMABLE and old[k] != v}
     if changed:
         listed = "; ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
         raise ConfigError(
@@ -512,6 +529,8 @@ def train(config: TrainConfig, resume: bool = False) -> Trainer:
         source = _resume_source(out, resume)
         if source is not None:
             trainer.load(source)
+        elif config.init_from:
+            trainer.start_from(config.init_from)
         if trainer.rank == 0:
             _start_rolling(out, source, trainer.step)
             log.info(

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from protprof.errors import ConfigError
+from protprof.errors import CheckpointError, ConfigError
 from protprof.model_config import OBJECTIVES, PRESETS, ModelConfig
 
 
@@ -29,6 +29,9 @@ class TrainConfig:
     mask_prob: float = 0.15
     model: str = "tiny"  # a preset of protprof.model.PRESETS
     model_overrides: dict = field(default_factory=dict)  # e.g. {n_layers: 4}
+    # A local Hugging Face ESM directory to start from (e.g. esm2_t6_8M_UR50D with model
+    # esm2-8m): its weights, and its profile head if protprof exported it (else a fresh one).
+    init_from: str = ""
     max_len: int = 512  # residues per sequence (random crop beyond)
     max_tokens: int = 8192  # padded tokens per micro-batch
     accum_steps: int = 1
@@ -54,7 +57,14 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             value = _checked(f.name, str(f.type), getattr(self, f.name))
             object.__setattr__(self, f.name, value)  # ints given for floats become floats
-        self.model_config()  # validates the overrides
+        shape = self.model_config()  # validates the overrides
+        if self.init_from:
+            from protprof.esm_config import check_same_shape
+
+            try:
+                check_same_shape(self.init_from, shape, self.model)
+            except CheckpointError as e:
+                raise ConfigError(f"train.init_from: {e}") from e
 
     def model_config(self) -> ModelConfig:
         """The encoder shape: the preset with `model_overrides` applied (checked)."""
@@ -96,6 +106,7 @@ _BOUNDS = {
     "model_overrides.d_ff": "[1, inf)",
     "model_overrides.dropout": "[0, 1)",
     "model_overrides.rope_base": "(0, inf)",
+    "model_overrides.layer_norm_eps": "(0, inf)",
 }
 _CHOICES = {"objective": OBJECTIVES, "model": tuple(PRESETS), "device": ("auto", "cpu", "cuda")}
 

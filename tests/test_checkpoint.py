@@ -59,9 +59,9 @@ BAD = {  # kind: what the one line must say
     "foreign dict": "not a protprof checkpoint (no model_config, model, config, step; found a "
     "dict without them)",
     "truncated": "the checkpoint is truncated or corrupt",
-    "nan weights": "the weights hold NaN or inf (1 of 34 tensors, first blocks.0.ff.0.weight); "
+    "nan weights": "the weights hold NaN or inf (1 of 35 tensors, first blocks.0.ff.0.weight); "
     "refusing a corrupt model",
-    "inf weights": "the weights hold NaN or inf (1 of 34 tensors, first embed.weight); refusing "
+    "inf weights": "the weights hold NaN or inf (1 of 35 tensors, first embed.weight); refusing "
     "a corrupt model",
     "other shape": "the weights do not fit the checkpoint's model_config",
 }

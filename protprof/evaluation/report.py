@@ -28,7 +28,7 @@ def evaluate(
 ) -> dict:
     """Every number of every task, with timings, as a JSON-ready dict. `label` names the
     model in reports and comparisons (default: its training objective)."""
-    from protprof.checkpoint import load_checkpoint, model_from_state
+    from protprof.checkpoint import load_any
 
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown or not tasks:
@@ -37,9 +37,11 @@ def evaluate(
         )
     if any(t != "profile" for t in tasks) and not Path(data).is_dir():
         raise ConfigError(f"evaluate: benchmark data folder {data} not found")
-    state = load_checkpoint(checkpoint)
-    model = model_from_state(state, checkpoint)
-    training = state.get("config", {})
+    loaded = load_any(checkpoint)
+    model, training = loaded.model, loaded.training
+    no_head = f"{checkpoint} has no profile head (an ESM directory not exported by protprof)"
+    if not loaded.has_profile_head:
+        log.info("evaluate: %s: the profile head's outputs are skipped", no_head)
     results: list[Result] = []
     seconds: dict[str, float] = {}
     for task in tasks:
@@ -49,6 +51,8 @@ def evaluate(
             new = profile_prediction(model, store, limits)
         else:
             new = RUNNERS[task](model, Path(data), limits)
+        if not loaded.has_profile_head:
+            new = [r.skipped(f"skipped: {no_head}") if r.profile_head else r for r in new]
         results += new
         seconds[task] = round(time.perf_counter() - start, 1)
         log.info(
@@ -57,13 +61,16 @@ def evaluate(
             seconds[task],
             "; ".join(f"{r.metric} {r.value:.3f}" for r in new),
         )
+    # An ESM directory without protprof's provenance is named after its folder.
+    foreign = f"hf:{Path(checkpoint).name}"
     return {
         "checkpoint": str(checkpoint),
-        "label": label or training.get("objective", "?"),
+        "label": label or training.get("objective", foreign),
         "objective": training.get("objective", "?"),
-        "model": training.get("model", "?"),
+        "model": training.get("model", foreign),
         "n_parameters": model.n_parameters(),
-        "steps": state["step"],  # trained, not configured (0 for the untrained baseline)
+        # Trained, not configured (0 for the untrained baseline; None when unknown).
+        "steps": loaded.step,
         "seed": training.get("seed"),
         "data": str(data),
         "store": str(store) if store else None,

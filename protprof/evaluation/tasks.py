@@ -43,6 +43,12 @@ class Result:
     n_train: int
     n_test: int
     note: str = ""
+    profile_head: bool = False  # an output of the profile head (absent from ESM directories)
+
+    def skipped(self, why: str) -> Result:
+        """This result without a value, and why."""
+        nan = float("nan")
+        return Result(self.task, self.metric, nan, nan, nan, 0, 0, why, self.profile_head)
 
     def as_dict(self) -> dict:
         """The result as JSON-able fields."""
@@ -80,9 +86,12 @@ def _result(
     n_train: int,
     limits: Limits,
     note: str = "",
+    profile_head: bool = False,
 ) -> Result:
     low, high = metrics.bootstrap_interval(fn, arrays, seed=limits.seed)
-    return Result(task, metric, fn(*arrays), low, high, n_train, len(arrays[0]), note)
+    return Result(
+        task, metric, fn(*arrays), low, high, n_train, len(arrays[0]), note, profile_head
+    )
 
 
 # ---------------------------------------------------------------- tasks
@@ -287,6 +296,7 @@ def variant_effects(model: ProteinEncoder, data: Path, limits: Limits) -> list[R
             0,
             limits,
             "log-odds of the predicted profile",
+            profile_head=True,
         ),
     ]
 
@@ -336,6 +346,7 @@ def profile_prediction(
                 0,
                 0,
                 f"{store_path} has no test-split sequences",
+                profile_head=True,
             )
         ]
     sequences = [store.sequence(i) for i in rows]
@@ -371,6 +382,7 @@ def profile_prediction(
             0,
             limits,
             "nats per residue; lower is better",
+            profile_head=name == "model profile head",
         )
         for name, guess in baselines.items()
     ]

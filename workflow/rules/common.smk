@@ -30,6 +30,8 @@ ASSEMBLE_MEM_MB = jobs.assemble_mem_mb(config)
 EVALUATION_OPTIONS = jobs.evaluation_options(config)
 TRAIN_LAUNCHER = jobs.train_launcher(config)
 TRAIN_SLURM_EXTRA = jobs.train_slurm_extra(config)
+INIT_FROM_OPTION = jobs.init_from_option(config)
+INIT_FROM_INPUTS = jobs.init_from_inputs(config)
 jobs.check_training(config, store=f"{RESULTS}/store/profiles.zarr")
 
 # Evaluation needs the benchmark data; without it the workflow stops at training, and says so

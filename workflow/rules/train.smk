@@ -2,6 +2,7 @@ rule train_model:
     input:
         store=f"{RESULTS}/store/profiles.zarr",
         config=config["train"]["config"],
+        init_from=INIT_FROM_INPUTS,
     output:
         checkpoint=f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
         metrics=f"{RESULTS}/train/{{objective}}/seed{{seed}}/metrics.jsonl",
@@ -27,9 +28,10 @@ rule train_model:
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
         launcher=TRAIN_LAUNCHER,
         devices=config["train"]["devices"],
+        init_from=INIT_FROM_OPTION,
     # --resume: continue from out_dir/last.pt, the rolling checkpoint a killed run leaves (not
     # an output, so Snakemake keeps it); the outputs appear only when training ends.
     shell:
         "{params.launcher} train --resume --config {input.config} --store {input.store} "
         "--out-dir {params.out_dir} --set devices={params.devices} "
-        "objective={wildcards.objective} seed={wildcards.seed} 2> {log}"
+        "objective={wildcards.objective} seed={wildcards.seed} {params.init_from} 2> {log}"

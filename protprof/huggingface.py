@@ -1,0 +1,311 @@
+"""Hugging Face ESM directories: export protprof models as `EsmForMaskedLM`, and read any local
+ESM-2 directory as a protprof encoder (for embed, evaluate and `train --init-from`).
+
+protprof's encoder has ESM-2's layout (`protprof.model`), so weights map one to one. Three
+differences are bridged here:
+- attention: protprof fuses the query, key and value projections; ESM keeps three.
+- vocabulary: protprof has 30 tokens, ESM 33 with other ids. Every protprof token has an ESM
+  twin (J, which ESM lacks, is ESM's `<unk>`, as ESM's tokenizer reads it). ESM's `.`, `-` and
+  `<null_1>` have none: an export gives them a zero embedding and a logit bias of -10,000 (never
+  predicted), an import drops them.
+- the profile head: ESM has none. An export writes it beside the model as
+  `profile_head.safetensors` (`load_profile_head`); a directory without it loads with a fresh
+  head and `has_profile_head = False`.
+Nothing here touches the network: `transformers` reads local directories only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from protprof._atomic import Kind, atomic_output
+from protprof.alphabet import STANDARD, VOCAB
+from protprof.checkpoint import LoadedModel
+from protprof.errors import CheckpointError
+from protprof.esm_config import ESM_TOKENS, REQUIRED, read_config
+from protprof.model import ModelConfig, ProteinEncoder
+
+log = logging.getLogger("protprof")
+
+_ESM_NAME = {"J": "<unk>"}  # protprof tokens ESM spells otherwise
+# ESM id of each protprof token id.
+TO_ESM = [ESM_TOKENS.index(_ESM_NAME.get(token, token)) for token in VOCAB]
+UNUSED_LOGIT = -1e4  # bias of the ESM tokens protprof lacks: their probability is exactly 0
+
+PROFILE_HEAD = "profile_head.safetensors"
+PROVENANCE = "protprof.json"  # what `protprof export` wrote, and from which checkpoint
+
+
+def _is_export(path: Path) -> bool:
+    return path.is_dir() and (path / PROVENANCE).is_file() and (path / "config.json").is_file()
+
+
+HF_EXPORT = Kind("a Hugging Face directory written by `protprof export`", _is_export)
+
+
+# ---------------------------------------------------------------- weight names
+
+
+def _pairs(n_layers: int) -> list[tuple[str, str]]:
+    """(protprof name, `EsmForMaskedLM` name) of every tensor copied as it is."""
+    pairs = [
+        ("rotary.inv_freq", "esm.rotary_embeddings.inv_freq"),
+        ("ln_f.weight", "esm.encoder.emb_layer_norm_after.weight"),
+        ("ln_f.bias", "esm.encoder.emb_layer_norm_after.bias"),
+        ("mlm_transform.0.weight", "lm_head.dense.weight"),
+        ("mlm_transform.0.bias", "lm_head.dense.bias"),
+        ("mlm_transform.2.weight", "lm_head.layer_norm.weight"),
+        ("mlm_transform.2.bias", "lm_head.layer_norm.bias"),
+    ]
+    for i in range(n_layers):
+        ours, theirs = f"blocks.{i}", f"esm.encoder.layer.{i}"
+        for kind in ("weight", "bias"):
+            pairs += [
+                (f"{ours}.ln1.{kind}", f"{theirs}.attention.LayerNorm.{kind}"),
+                (f"{ours}.out.{kind}", f"{theirs}.attention.output.dense.{kind}"),
+                (f"{ours}.ln2.{kind}", f"{theirs}.LayerNorm.{kind}"),
+                (f"{ours}.ff.0.{kind}", f"{theirs}.intermediate.dense.{kind}"),
+                (f"{ours}.ff.2.{kind}", f"{theirs}.output.dense.{kind}"),
+            ]
+    return pairs
+
+
+def _attention(i: int, kind: str) -> list[str]:
+    return [f"esm.encoder.layer.{i}.attention.self.{p}.{kind}" for p in ("query", "key", "value")]
+
+
+def to_esm_state(model: ProteinEncoder) -> dict[str, torch.Tensor]:
+    """The encoder's weights under `EsmForMaskedLM`'s names and vocabulary (the contact head,
+    which protprof does not train, is zero)."""
+    ours = {k: v.detach().float() for k, v in model.state_dict().items()}
+    c = model.config
+    state = {theirs: ours[mine] for mine, theirs in _pairs(c.n_layers)}
+    for i in range(c.n_layers):
+        for kind in ("weight", "bias"):
+            for name, part in zip(
+                _attention(i, kind), ours[f"blocks.{i}.qkv.{kind}"].chunk(3), strict=True
+            ):
+                state[name] = part
+    embed = torch.zeros(len(ESM_TOKENS), c.d_model)
+    embed[TO_ESM] = ours["embed.weight"]
+    bias = torch.full((len(ESM_TOKENS),), UNUSED_LOGIT)
+    bias[TO_ESM] = ours["mlm_bias"]
+    state["esm.embeddings.word_embeddings.weight"] = embed
+    state["lm_head.decoder.weight"] = embed  # tied, as in ESM
+    state["lm_head.bias"] = bias
+    heads = c.n_layers * c.n_heads
+    state["esm.contact_head.regression.weight"] = torch.zeros(1, heads)
+    state["esm.contact_head.regression.bias"] = torch.zeros(1)
+    return state
+
+
+def from_esm_state(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """protprof's weights (profile head excluded) from an `EsmForMaskedLM` state dict."""
+    state = {k: v.detach().float() for k, v in state.items()}
+    ours = {mine: state[theirs] for mine, theirs in _pairs(config.n_layers)}
+    for i in range(config.n_layers):
+        for kind in ("weight", "bias"):
+            ours[f"blocks.{i}.qkv.{kind}"] = torch.cat([state[n] for n in _attention(i, kind)])
+    ours["embed.weight"] = state["esm.embeddings.word_embeddings.weight"][TO_ESM]
+    ours["mlm_bias"] = state["lm_head.bias"][TO_ESM]
+    return ours
+
+
+def _esm_config(config: ModelConfig) -> dict[str, Any]:
+    """`EsmConfig` keyword arguments of an encoder shape."""
+    return {
+        **REQUIRED,
+        "architectures": ["EsmForMaskedLM"],
+        "hidden_size": config.d_model,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "intermediate_size": config.d_ff,
+        "hidden_dropout_prob": config.dropout,
+        "attention_probs_dropout_prob": config.dropout,
+        "layer_norm_eps": config.layer_norm_eps,
+        "rope_theta": config.rope_base,
+        "token_dropout": config.token_dropout,
+        "max_position_embeddings": 1026,  # ESM-2's; unused with rotary positions
+        "tie_word_embeddings": True,
+        "hidden_act": "gelu",
+    }
+
+
+# ---------------------------------------------------------------- export
+
+
+def export(loaded: LoadedModel, out: str | Path, force: bool = False) -> None:
+    """Write a Hugging Face directory: config.json, model.safetensors, the tokenizer files,
+    profile_head.safetensors (when the model has one) and protprof.json. Atomic: a failed
+    export leaves nothing."""
+    from safetensors.torch import save_file
+    from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+
+    _quiet_transformers()
+    model = loaded.model
+    esm = EsmForMaskedLM(EsmConfig(**_esm_config(model.config)))
+    result = esm.load_state_dict(to_esm_state(model), strict=False)
+    # Not strict only because transformers 5 leaves the tied decoder out of state_dict():
+    # anything else missing or left over is a bug in the name table.
+    missing = [k for k in result.missing_keys if k != "lm_head.decoder.weight"]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"export: weight names out of step with transformers: {result}")
+    decoder, embedding = esm.lm_head.decoder.weight, esm.esm.embeddings.word_embeddings.weight
+    if decoder.data_ptr() != embedding.data_ptr():
+        raise RuntimeError("export: the MLM decoder is not tied to the embeddings")
+    provenance = {
+        "exported_by": "protprof export",
+        "source": loaded.source,
+        "step": loaded.step,
+        "training": loaded.training,
+        "model_config": dataclasses.asdict(model.config),
+        "profile_head": PROFILE_HEAD if loaded.has_profile_head else None,
+        "vocabulary": "ESM-2's 33 tokens; protprof's J is <unk>; '.', '-' and <null_1> "
+        f"have zero embeddings and logit bias {UNUSED_LOGIT:g}",
+        "contact_head": "zero (protprof does not train it)",
+    }
+    with atomic_output(out, HF_EXPORT, force) as tmp:
+        tmp.mkdir()
+        esm.save_pretrained(tmp)
+        with _vocabulary_file(tmp) as vocab:
+            EsmTokenizer(str(vocab)).save_pretrained(tmp)
+        if loaded.has_profile_head:
+            head = model.profile_head
+            save_file(
+                {
+                    "weight": head.weight.detach().float().contiguous(),
+                    "bias": head.bias.detach().float().contiguous(),
+                },
+                str(tmp / PROFILE_HEAD),
+                metadata={
+                    "format": "protprof profile head",
+                    "input": "EsmModel last_hidden_state (d_model)",
+                    "output": "logits over the 20 residues; softmax gives the profile",
+                    "columns": STANDARD,
+                },
+            )
+        (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str) + "\n")
+
+
+class _vocabulary_file:
+    """ESM's vocab.txt in a scratch file, for building the tokenizer (it reads a path)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / ".vocab-source.txt"
+
+    def __enter__(self) -> Path:
+        self.path.write_text("\n".join(ESM_TOKENS) + "\n")
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def load_profile_head(directory: str | Path) -> torch.nn.Linear:
+    """The profile head of an exported directory: a `Linear(d_model, 20)` to apply to
+    `EsmModel`'s `last_hidden_state`; softmax over the last axis gives the profile, columns in
+    `ACDEFGHIKLMNPQRSTVWY` order.
+
+    Raises:
+        CheckpointError: the directory has no profile head, or it is unreadable.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(directory) / PROFILE_HEAD
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {PROFILE_HEAD} (not exported by protprof)")
+    try:
+        weights = load_file(str(path))
+        weight, bias = weights["weight"], weights["bias"]
+    except Exception as e:  # any unreadable file is a bad file here
+        raise CheckpointError(f"{path}: cannot read the profile head ({e})") from e
+    if weight.ndim != 2 or weight.shape[0] != len(STANDARD) or bias.shape != (len(STANDARD),):
+        raise CheckpointError(
+            f"{path}: not a profile head (weight {tuple(weight.shape)}, bias {tuple(bias.shape)})"
+        )
+    head = torch.nn.Linear(weight.shape[1], len(STANDARD))
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head
+
+
+# ---------------------------------------------------------------- import
+
+
+def load_directory(directory: str | Path) -> LoadedModel:
+    """A protprof encoder from a local `EsmForMaskedLM` directory, in eval mode on CPU; with
+    the profile head written by `protprof export` when there is one.
+
+    Raises:
+        CheckpointError: one line: see `read_config`; weights missing or of another shape.
+    """
+    directory = Path(directory)
+    config = read_config(directory)
+    esm = _read_weights(directory)
+    model = ProteinEncoder(config)
+    missing, unexpected = model.load_state_dict(from_esm_state(esm, config), strict=False)
+    if unexpected or set(missing) != {"profile_head.weight", "profile_head.bias"}:
+        raise RuntimeError(f"import: weight names out of step with protprof: {missing}")
+    provenance = _provenance(directory)
+    has_head = (directory / PROFILE_HEAD).is_file()
+    if has_head:
+        model.profile_head = load_profile_head(directory)
+    return LoadedModel(
+        model.eval(),
+        str(directory),
+        provenance.get("step"),
+        provenance.get("training", {}),
+        has_head,
+    )
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or missing-weight reports from `transformers`: protprof checks the
+    loading itself and reports in one line."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _provenance(directory: Path) -> dict[str, Any]:
+    try:
+        value = json.loads((directory / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The weights as `EsmForMaskedLM` names them, read by `transformers` itself (so every
+    layout it accepts is accepted: safetensors or .bin, sharded, older tensor names)."""
+    from transformers import EsmForMaskedLM
+
+    _quiet_transformers()
+    try:
+        loaded: Any = EsmForMaskedLM.from_pretrained(
+            directory, local_files_only=True, output_loading_info=True, dtype=torch.float32
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{directory}: cannot read the weights ({first[:200]})") from e
+    esm, info = loaded
+    # The contact head is not protprof's: a directory without it is still a whole encoder.
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith("esm.contact_head."))
+    wrong = sorted(str(k) for k in info.get("mismatched_keys") or ())
+    if missing or wrong:
+        first = (missing or wrong)[0]
+        raise CheckpointError(
+            f"{directory}: the weights do not fit its config.json "
+            f"({len(missing)} missing, {len(wrong)} of another shape; first {first})"
+        )
+    return esm.state_dict() | {
+        "lm_head.decoder.weight": esm.lm_head.decoder.weight,
+    }
