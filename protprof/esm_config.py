@@ -44,7 +44,8 @@ def read_config(directory: str | Path) -> ModelConfig:
     directory = Path(directory)
     path = directory / "config.json"
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: no such Hugging Face directory")
+        what = "is a file, not" if directory.exists() else "no such"
+        raise CheckpointError(f"{directory}: {what} Hugging Face model directory")
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:

@@ -36,7 +36,10 @@ TEMPLATES = {
     "verify": "verify {BAD}",
     "train config": "train --config {BAD} --store {STORE} --out-dir {OUT}/t",
     "train store": "train --store {BAD} --out-dir {OUT}/t --set max_steps=1",
+    "train init-from": "train --store {STORE} --out-dir {OUT}/t --init-from {BAD} "
+    "--set max_steps=1",
     "embed checkpoint": "embed {BAD} {QUERIES} --out {OUT}/e.npz",
+    "export checkpoint": "export {BAD} --out {OUT}/hf",
     "guard queries": "guard {BAD} --data {SHARED} --out {OUT}/kept.fasta",
     "guard data": "guard {QUERIES} --data {BAD} --out {OUT}/kept.fasta",
     "evaluate checkpoint": "evaluate {BAD} --tasks variants --data {SHARED} --out {OUT}/r",
