@@ -147,6 +147,7 @@ def test_help_lists_every_subcommand(capsys):
         "verify",
         "train",
         "embed",
+        "export",
         "guard",
         "evaluate",
         "compare",
