@@ -50,6 +50,44 @@ def small_store(tmp_path_factory, demo_database) -> Path:
     )
 
 
+def esm_directory(path: Path, layers=2, width=64, heads=4, seed=0, **config) -> Path:
+    """A random `EsmForMaskedLM` saved as `transformers` saves one: ESM-2's settings and
+    vocabulary, every weight random (LayerNorms too, so no parameter can be mis-mapped
+    unnoticed)."""
+    import torch
+    from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+
+    from protprof.esm_config import ESM_TOKENS
+
+    torch.manual_seed(seed)
+    settings = dict(
+        vocab_size=33,
+        pad_token_id=1,
+        mask_token_id=32,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * width,
+        position_embedding_type="rotary",
+        emb_layer_norm_before=False,
+        token_dropout=True,
+        layer_norm_eps=1e-5,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=1026,
+    )
+    esm = EsmForMaskedLM(EsmConfig(**{**settings, **config}))
+    with torch.no_grad():
+        for name, p in esm.named_parameters():
+            if "inv_freq" not in name:
+                p.add_(torch.randn_like(p) * 0.2)
+    esm.save_pretrained(path)
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(ESM_TOKENS) + "\n")
+    EsmTokenizer(str(vocab)).save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def gz_bytes():
     return lambda text: gzip.compress(text.encode())

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, SHARED_DATA, esm_directory
 
-from protprof.checkpoint import load_model
+from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
 from protprof.model import PRESETS, ProteinEncoder
 from protprof.store import open_store
@@ -236,3 +236,29 @@ def test_uniref90_plan_dry_run_requests_sane_resources_and_gpus(tmp_path):
     train = run.stdout[run.stdout.index("rule train_model:") :]
     assert "gpu=4" in train and "--gpus=4" in train
     assert "torchrun --standalone --nproc-per-node 4 -m protprof.cli train" in train
+
+
+def test_workflow_trains_from_an_esm_directory(tmp_path):
+    """`train.init_from`: checked at dry run (a shape that is not the model's fails, naming
+    both), then the training job starts from the directory's weights."""
+    wrong = esm_directory(tmp_path / "esm-wide", width=128)
+    write_config(tmp_path)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["train"]["init_from"] = str(wrong)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(tmp_path, "--dry-run")
+    assert run.returncode != 0
+    assert "2 layers x 128, 4 heads, d_ff 512" in run.stderr + run.stdout
+    # The tiny preset's shape (token dropout off, as protprof's own presets have it).
+    directory = esm_directory(tmp_path / "esm dir", token_dropout=False)
+    config["train"]["init_from"] = str(directory)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/train/multitask/seed0/checkpoint.pt"
+    run = snakemake(tmp_path, target)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert load_checkpoint(tmp_path / target)["config"]["init_from"] == str(directory)
+    log = (tmp_path / "results/logs/train_model/multitask-seed0.log").read_text()
+    assert f"starting from {directory} (a fresh profile head)" in log
+    # A changed directory retrains (its config.json is an input of the training job).
+    os.utime(directory / "config.json")
+    assert "train_model" in job_counts(snakemake(tmp_path, "--dry-run", target).stdout)
