@@ -259,6 +259,8 @@ def test_workflow_trains_from_an_esm_directory(tmp_path):
     assert load_checkpoint(tmp_path / target)["config"]["init_from"] == str(directory)
     log = (tmp_path / "results/logs/train_model/multitask-seed0.log").read_text()
     assert f"starting from {directory} (a fresh profile head)" in log
-    # A changed directory retrains (its config.json is an input of the training job).
-    os.utime(directory / "config.json")
+    # Another directory retrains: its config.json is an input of the training job.
+    other = shutil.copytree(directory, tmp_path / "esm2")
+    config["train"]["init_from"] = str(other)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     assert "train_model" in job_counts(snakemake(tmp_path, "--dry-run", target).stdout)
