@@ -766,12 +766,19 @@ def _run_export(args: argparse.Namespace) -> None:
         loaded = load_any(args.checkpoint)
         export(loaded, args.out, args.force)
     log.info(
-        "wrote %s: EsmForMaskedLM (%d layers x %d)%s",
+        "wrote %s: EsmForMaskedLM (%d layers x %d)%s; its contact head is zero (protprof does "
+        "not train one)",
         args.out,
         loaded.model.config.n_layers,
         loaded.model.config.d_model,
-        " and its profile head" if loaded.has_profile_head else "",
+        " and the profile head" if loaded.has_profile_head else "",
     )
+    if args.checkpoint.is_dir() and not loaded.training:
+        log.warning(
+            "%s was an ESM directory: the export keeps its encoder and MLM head, not its "
+            "contact head or its '.', '-' and <null_1> tokens",
+            args.checkpoint,
+        )
 
 
 @command("guard", "drop queries homologous to any downstream test sequence (leakage guard)")

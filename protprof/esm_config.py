@@ -31,7 +31,19 @@ REQUIRED = {
     "mask_token_id": ESM_TOKENS.index("<mask>"),
 }
 # What a config.json that leaves a key out means (transformers' EsmConfig defaults).
-_ABSENT = {"is_folding_model": False, "is_decoder": False, "add_cross_attention": False}
+_ABSENT = {
+    "is_folding_model": False,
+    "is_decoder": False,
+    "add_cross_attention": False,
+    "emb_layer_norm_before": False,
+}
+# config.json keys of the encoder's shape, by protprof's name.
+_SHAPE = {
+    "n_layers": "num_hidden_layers",
+    "d_model": "hidden_size",
+    "n_heads": "num_attention_heads",
+    "d_ff": "intermediate_size",
+}
 
 
 def read_config(directory: str | Path) -> ModelConfig:
@@ -44,20 +56,29 @@ def read_config(directory: str | Path) -> ModelConfig:
     directory = Path(directory)
     path = directory / "config.json"
     if not directory.is_dir():
-        what = "is a file, not" if directory.exists() else "no such"
-        raise CheckpointError(f"{directory}: {what} Hugging Face model directory")
+        if directory.exists():
+            raise CheckpointError(
+                f"{directory}: is a file, not a Hugging Face model directory (a protprof "
+                "checkpoint becomes one with `protprof export`)"
+            )
+        raise CheckpointError(f"{directory}: no such Hugging Face model directory")
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
+        hint = ""
+        if (directory / "checkpoint.pt").is_file():
+            hint = f"; for the protprof checkpoint in it, give {directory / 'checkpoint.pt'}"
         raise CheckpointError(
-            f"{directory}: not a Hugging Face model directory (no config.json)"
+            f"{directory}: not a Hugging Face model directory (no config.json){hint}"
         ) from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not UTF-8
         raise CheckpointError(f"{path}: cannot read it ({e})") from e
-    if not isinstance(config, dict) or config.get("model_type") != "esm":
-        kind = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: not a JSON object ({type(config).__name__})")
+    if config.get("model_type") != "esm":
         raise CheckpointError(
-            f"{directory}: not an ESM model (config.json model_type is {kind!r}, not 'esm')"
+            f"{directory}: not an ESM model (config.json model_type is "
+            f"{config.get('model_type')!r}, not 'esm')"
         )
     for key, wanted in REQUIRED.items():
         value = config.get(key)
@@ -69,19 +90,21 @@ def read_config(directory: str | Path) -> ModelConfig:
                 f"{value!r}, protprof's encoder (ESM-2's layout) needs {wanted!r}"
             )
     _check_vocabulary(directory, config)
+    missing = [key for key in _SHAPE.values() if key not in config]
+    if missing:
+        raise CheckpointError(f"{path}: not a usable ESM config (no {', '.join(missing)})")
     try:
+        shape = {ours: int(config[theirs]) for ours, theirs in _SHAPE.items()}
         return ModelConfig(
-            n_layers=int(config["num_hidden_layers"]),
-            d_model=int(config["hidden_size"]),
-            n_heads=int(config["num_attention_heads"]),
-            d_ff=int(config["intermediate_size"]),
-            dropout=float(config.get("hidden_dropout_prob", 0.0)),
-            rope_base=float(config.get("rope_theta", 10_000.0)),
+            **shape,
+            dropout=float(config.get("hidden_dropout_prob") or 0.0),
+            rope_base=float(config.get("rope_theta") or 10_000.0),
             token_dropout=bool(config.get("token_dropout", False)),
-            layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+            layer_norm_eps=float(config.get("layer_norm_eps") or 1e-12),
         )
-    except (KeyError, TypeError, ValueError) as e:  # ConfigError is a ValueError
-        raise CheckpointError(f"{path}: not a usable ESM config ({e})") from e
+    except (TypeError, ValueError) as e:  # ConfigError is a ValueError
+        given = ", ".join(f"{theirs} {config[theirs]!r}" for theirs in _SHAPE.values())
+        raise CheckpointError(f"{path}: not a usable ESM config ({given}): {e}") from e
 
 
 def _check_vocabulary(directory: Path, config: dict[str, Any]) -> None:
@@ -90,7 +113,10 @@ def _check_vocabulary(directory: Path, config: dict[str, Any]) -> None:
     tokens = config.get("vocab_list")
     where = "config.json vocab_list"
     if vocab_path.is_file():
-        tokens, where = vocab_path.read_text().split(), str(vocab_path)
+        try:
+            tokens, where = vocab_path.read_text().split(), str(vocab_path)
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8
+            raise CheckpointError(f"{vocab_path}: cannot read it ({e})") from e
     if tokens is not None and tuple(tokens) != ESM_TOKENS:
         raise CheckpointError(
             f"{directory}: the vocabulary ({where}, {len(tokens)} tokens) is not ESM-2's "
@@ -98,7 +124,7 @@ def _check_vocabulary(directory: Path, config: dict[str, Any]) -> None:
         )
 
 
-def check_same_shape(directory: str | Path, wanted: ModelConfig, preset: str) -> None:
+def check_init_from(directory: str | Path, wanted: ModelConfig, preset: str) -> None:
     """`init_from`: the directory's architecture must be the chosen preset's (dropout is a
     training setting and may differ).
 
@@ -110,7 +136,8 @@ def check_same_shape(directory: str | Path, wanted: ModelConfig, preset: str) ->
         differ = ", ".join(f"{k} {theirs[k]} vs {v}" for k, v in ours.items() if theirs[k] != v)
         raise CheckpointError(
             f"{directory}: its model ({describe(theirs)}) does not match the model {preset!r} "
-            f"({describe(ours)}): {differ}"
+            f"({describe(ours)}): {differ} (directory vs model); choose the preset of its "
+            "shape, or set model_overrides to match"
         )
 
 
@@ -119,7 +146,7 @@ def _architecture(config: ModelConfig) -> dict[str, Any]:
 
 
 def describe(shape: dict[str, Any]) -> str:
-    """'6 layers x 320, 20 heads, d_ff 1280'."""
+    """'6 layers x 320, 20 heads, d_ff 1280' (of `ModelConfig` fields)."""
     return (
         f"{shape['n_layers']} layers x {shape['d_model']}, {shape['n_heads']} heads, "
         f"d_ff {shape['d_ff']}"

@@ -5,9 +5,9 @@ protprof's encoder has ESM-2's layout (`protprof.model`), so weights map one to 
 differences are bridged here:
 - attention: protprof fuses the query, key and value projections; ESM keeps three.
 - vocabulary: protprof has 30 tokens, ESM 33 with other ids. Every protprof token has an ESM
-  twin (J, which ESM lacks, is ESM's `<unk>`, as ESM's tokenizer reads it). ESM's `.`, `-` and
-  `<null_1>` have none: an export gives them a zero embedding and a logit bias of -10,000 (never
-  predicted), an import drops them.
+  twin; J, which ESM lacks, is ESM's `<unk>` (ESM's tokenizer also reads a J as `<unk>`, but a
+  run of them as a single one). ESM's `.`, `-` and `<null_1>` have none: an export gives them a
+  zero embedding and a logit bias of -10,000 (never predicted), an import drops them.
 - the profile head: ESM has none. An export writes it beside the model as
   `profile_head.safetensors` (`load_profile_head`); a directory without it loads with a fresh
   head and `has_profile_head = False`.
@@ -26,7 +26,7 @@ import torch
 
 from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import STANDARD, VOCAB
-from protprof.checkpoint import LoadedModel
+from protprof.checkpoint import LoadedModel, non_finite
 from protprof.errors import CheckpointError
 from protprof.esm_config import ESM_TOKENS, REQUIRED, read_config
 from protprof.model import ModelConfig, ProteinEncoder
@@ -149,8 +149,12 @@ def export(loaded: LoadedModel, out: str | Path, force: bool = False) -> None:
 
     _quiet_transformers()
     model = loaded.model
-    esm = EsmForMaskedLM(EsmConfig(**_esm_config(model.config)))
-    result = esm.load_state_dict(to_esm_state(model), strict=False)
+    # Built on the meta device and given protprof's tensors: no random initialisation, and no
+    # second copy of a large model in memory.
+    with torch.device("meta"):
+        esm = EsmForMaskedLM(EsmConfig(**_esm_config(model.config)))
+    result = esm.load_state_dict(to_esm_state(model), strict=False, assign=True)
+    esm.tie_weights()
     # Not strict only because transformers 5 leaves the tied decoder out of state_dict():
     # anything else missing or left over is a bug in the name table.
     missing = [k for k in result.missing_keys if k != "lm_head.decoder.weight"]
@@ -161,7 +165,7 @@ def export(loaded: LoadedModel, out: str | Path, force: bool = False) -> None:
         raise RuntimeError("export: the MLM decoder is not tied to the embeddings")
     provenance = {
         "exported_by": "protprof export",
-        "source": loaded.source,
+        "source": str(Path(loaded.source).resolve()),
         "step": loaded.step,
         "training": loaded.training,
         "model_config": dataclasses.asdict(model.config),
@@ -207,7 +211,7 @@ class _vocabulary_file:
         self.path.unlink(missing_ok=True)
 
 
-def load_profile_head(directory: str | Path) -> torch.nn.Linear:
+def load_profile_head(directory: str | Path, d_model: int | None = None) -> torch.nn.Linear:
     """The profile head of an exported directory: a `Linear(d_model, 20)` to apply to
     `EsmModel`'s `last_hidden_state`; softmax over the last axis gives the profile, columns in
     `ACDEFGHIKLMNPQRSTVWY` order.
@@ -225,10 +229,20 @@ def load_profile_head(directory: str | Path) -> torch.nn.Linear:
         weight, bias = weights["weight"], weights["bias"]
     except Exception as e:  # any unreadable file is a bad file here
         raise CheckpointError(f"{path}: cannot read the profile head ({e})") from e
-    if weight.ndim != 2 or weight.shape[0] != len(STANDARD) or bias.shape != (len(STANDARD),):
+    width = weight.shape[1] if weight.ndim == 2 else None
+    if (
+        weight.ndim != 2
+        or weight.shape[0] != len(STANDARD)
+        or bias.shape != (len(STANDARD),)
+        or (d_model is not None and width != d_model)
+    ):
+        wanted = f" for d_model {d_model}" if d_model is not None else ""
         raise CheckpointError(
-            f"{path}: not a profile head (weight {tuple(weight.shape)}, bias {tuple(bias.shape)})"
+            f"{path}: not a profile head{wanted} (weight {tuple(weight.shape)}, bias "
+            f"{tuple(bias.shape)}; expected (20, d_model) and (20,))"
         )
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        raise CheckpointError(f"{path}: the profile head holds NaN or inf")
     head = torch.nn.Linear(weight.shape[1], len(STANDARD))
     with torch.no_grad():
         head.weight.copy_(weight)
@@ -256,7 +270,7 @@ def load_directory(directory: str | Path) -> LoadedModel:
     provenance = _provenance(directory)
     has_head = (directory / PROFILE_HEAD).is_file()
     if has_head:
-        model.profile_head = load_profile_head(directory)
+        model.profile_head = load_profile_head(directory, config.d_model)
     return LoadedModel(
         model.eval(),
         str(directory),
@@ -291,21 +305,48 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     _quiet_transformers()
     try:
         loaded: Any = EsmForMaskedLM.from_pretrained(
-            directory, local_files_only=True, output_loading_info=True, dtype=torch.float32
+            directory,
+            local_files_only=True,
+            output_loading_info=True,
+            dtype=torch.float32,
+            ignore_mismatched_sizes=True,  # reported below, naming the first one
         )
     except Exception as e:  # any failure to read the files (safetensors has its own errors)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{directory}: cannot read the weights ({first[:200]})") from e
+        raise CheckpointError(f"{directory}: cannot read the weights ({_why(e)})") from e
     esm, info = loaded
     # The contact head is not protprof's: a directory without it is still a whole encoder.
     missing = sorted(k for k in info["missing_keys"] if not k.startswith("esm.contact_head."))
-    wrong = sorted(str(k) for k in info.get("mismatched_keys") or ())
+    if missing and all(k.startswith("lm_head.") for k in missing):
+        raise CheckpointError(
+            f"{directory}: no MLM head (lm_head weights; saved from EsmModel alone?): protprof "
+            "reads EsmForMaskedLM directories"
+        )
+    wrong = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"])
     if missing or wrong:
         first = (missing or wrong)[0]
         raise CheckpointError(
             f"{directory}: the weights do not fit its config.json "
             f"({len(missing)} missing, {len(wrong)} of another shape; first {first})"
         )
-    return esm.state_dict() | {
-        "lm_head.decoder.weight": esm.lm_head.decoder.weight,
-    }
+    decoder, embedding = esm.lm_head.decoder.weight, esm.esm.embeddings.word_embeddings.weight
+    if not torch.equal(decoder, embedding):
+        raise CheckpointError(
+            f"{directory}: its MLM decoder is not tied to the embeddings (tie_word_embeddings "
+            "false); ESM-2's and protprof's are tied"
+        )
+    state = esm.state_dict()
+    bad = non_finite(state)
+    if bad:
+        raise CheckpointError(
+            f"{directory}: the weights hold NaN or inf ({len(bad)} of {len(state)} tensors, "
+            f"first {bad[0]}); refusing a corrupt model"
+        )
+    return state
+
+
+def _why(error: Exception) -> str:
+    """The first line of a loading error, without torch's advice to unpickle unsafely."""
+    if "weights_only" in str(error):
+        return "a .bin file is not a readable PyTorch weights file"
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:200]

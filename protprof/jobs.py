@@ -179,7 +179,7 @@ def check_training(config: dict[str, Any], store: str) -> None:
     train = config["train"]
     for objective in train["objectives"]:
         for seed in train["seeds"]:
-            load_config(
+            settings = load_config(
                 train["config"],
                 [
                     f"store={store}",
@@ -189,6 +189,7 @@ def check_training(config: dict[str, Any], store: str) -> None:
                     *init_from_override(config),
                 ],
             )
+            settings.check_init_from()
 
 
 def init_from_override(config: dict[str, Any]) -> list[str]:
@@ -204,9 +205,16 @@ def init_from_option(config: dict[str, Any]) -> str:
 
 
 def init_from_inputs(config: dict[str, Any]) -> list[str]:
-    """The files of `train.init_from` the training jobs depend on: a changed model retrains."""
+    """The files of `train.init_from` (config, weights, tokenizer), inputs of the training
+    jobs: another directory, or a file in it replaced by a newer one, retrains."""
     directory = config["train"].get("init_from", "")
-    return [f"{directory}/config.json"] if directory else []
+    if not directory or not os.path.isdir(directory):
+        return [f"{directory}/config.json"] if directory else []  # missing: dry run says so
+    return sorted(
+        os.path.join(directory, name)
+        for name in os.listdir(directory)
+        if os.path.isfile(os.path.join(directory, name)) and not name.startswith(".")
+    )
 
 
 def train_launcher(config: dict[str, Any]) -> str:

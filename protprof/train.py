@@ -152,14 +152,17 @@ class Trainer:
     def start_from(self, directory: str | Path) -> None:
         """Take the weights of a Hugging Face ESM directory (its shape was checked with the
         settings); the profile head too if protprof exported it, else it stays fresh."""
+        from protprof.esm_config import describe
         from protprof.huggingface import load_directory
 
         loaded = load_directory(directory)
         theirs = dataclasses.replace(loaded.model.config, dropout=self.model.config.dropout)
         if theirs != self.model.config:  # the directory changed since the settings were read
+            ours = dataclasses.asdict(self.model.config)
             raise ConfigError(
-                f"train.init_from: {directory}: its model {loaded.model.config} is not the "
-                f"model {self.config.model!r} {self.model.config}"
+                f"train.init_from: {directory}: its model "
+                f"({describe(dataclasses.asdict(theirs))}) is not the model "
+                f"{self.config.model!r} ({describe(ours)})"
             )
         weights = loaded.model.state_dict()
         if not loaded.has_profile_head:
@@ -364,6 +367,7 @@ _RESUMABLE = {
     "device",
     "compile",
     "devices",
+    "init_from",  # read only when a run starts: a resumed run may drop it or lose the folder
 }
 
 
@@ -371,6 +375,12 @@ def _check_same_run(
     path: Path, state: dict[str, Any], config: TrainConfig, model: ModelConfig
 ) -> None:
     # Settings added since a checkpoint was written compare as their defaults.
+    unknown = set(state["model_config"]) - {f.name for f in dataclasses.fields(ModelConfig)}
+    if unknown:
+        raise ConfigError(
+            f"{path}: cannot resume, it was written by a newer protprof (model settings "
+            f"{sorted(unknown)} are unknown here)"
+        )
     saved = dataclasses.asdict(ModelConfig(**state["model_config"]))
     diff = {k: (saved[k], v) for k, v in dataclasses.asdict(model).items() if saved[k] != v}
     if diff:
@@ -524,6 +534,8 @@ def train(config: TrainConfig, resume: bool = False) -> Trainer:
         TrainingError: stopped by `stop_after`, or diverged; the rolling checkpoint is kept.
     """
     out = Path(config.out_dir)
+    if _resume_source(out, resume) is None:
+        config.check_init_from()  # before anything is written; a resumed run never reads it
     with _lock(out):
         trainer = Trainer(config)
         source = _resume_source(out, resume)

@@ -57,14 +57,23 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             value = _checked(f.name, str(f.type), getattr(self, f.name))
             object.__setattr__(self, f.name, value)  # ints given for floats become floats
-        shape = self.model_config()  # validates the overrides
-        if self.init_from:
-            from protprof.esm_config import check_same_shape
+        self.model_config()  # validates the overrides
 
-            try:
-                check_same_shape(self.init_from, shape, self.model)
-            except CheckpointError as e:
-                raise ConfigError(f"train.init_from: {e}") from e
+    def check_init_from(self) -> None:
+        """`init_from`, when set, must be an ESM directory of the model's shape. Checked when
+        a run starts afresh and at the workflow's dry run; a resumed run never reads it.
+
+        Raises:
+            ConfigError: one line naming the directory and both shapes, or what is wrong.
+        """
+        if not self.init_from:
+            return
+        from protprof.esm_config import check_init_from
+
+        try:
+            check_init_from(self.init_from, self.model_config(), self.model)
+        except CheckpointError as e:
+            raise ConfigError(f"train.init_from: {e}") from e
 
     def model_config(self) -> ModelConfig:
         """The encoder shape: the preset with `model_overrides` applied (checked)."""

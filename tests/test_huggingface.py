@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import pytest
@@ -281,6 +282,8 @@ def _config(directory):
         ({"position_embedding_type": "absolute"}, "position_embedding_type is 'absolute'"),
         ({"is_folding_model": True}, "is_folding_model is True"),
         ({"vocab_size": 30}, "vocab_size is 30"),
+        ({"num_attention_heads": 5}, "hidden_size 64, num_attention_heads 5"),
+        ({"hidden_size": None}, "hidden_size None, num_attention_heads 4"),
     ],
 )
 def test_directories_protprof_cannot_read_are_refused_in_one_line(
@@ -291,7 +294,7 @@ def test_directories_protprof_cannot_read_are_refused_in_one_line(
     fasta = write_fasta(tmp_path / "s.fasta", real_sequences()[:1])
     assert main(["embed", str(directory), str(fasta), "--out", str(tmp_path / "e.npz")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{directory}: " in err[0] and message in err[0], err
+    assert len(err) == 1 and str(directory) in err[0] and message in err[0], err
     assert not (tmp_path / "e.npz").exists()
 
 
@@ -310,11 +313,38 @@ def test_other_bad_directories_are_refused_in_one_line(tmp_path, capsys):
     (wrong_shape / "config.json").write_text(
         json.dumps({**_config(wrong_shape), "intermediate_size": 128})
     )
+    untied = esm_directory(tmp_path / "untied", tie_word_embeddings=False)
+    esm_directory(tmp_path / "esm_for_encoder")
+    encoder_only = tmp_path / "encoder_only"
+    from transformers import EsmForMaskedLM as Esm
+
+    Esm.from_pretrained(untied.with_name("esm_for_encoder")).esm.save_pretrained(encoder_only)
+    corrupt = esm_directory(tmp_path / "corrupt")
+    esm = Esm.from_pretrained(corrupt)
+    with torch.no_grad():
+        esm.esm.encoder.layer[0].output.dense.bias[3] = float("nan")
+    esm.save_pretrained(corrupt)
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    (listed / "config.json").write_text("[1, 2]")
+    bad_vocab = esm_directory(tmp_path / "bad_vocab")
+    (bad_vocab / "vocab.txt").write_bytes(b"\xff\xfe<cls>\n")
+    bad_bin = tmp_path / "bad_bin"
+    shutil.copytree(empty, bad_bin)
+    shutil.copy(untied / "config.json", bad_bin / "config.json")
+    (bad_bin / "pytorch_model.bin").write_bytes(b"not a pickle at all")
     cases = {
         empty: "not a Hugging Face model directory (no config.json)",
         reordered: "is not ESM-2's 33 tokens in ESM's order",
         truncated: "cannot read the weights",
-        wrong_shape: "cannot read the weights",
+        wrong_shape: "the weights do not fit its config.json (0 missing, 6 of another "
+        "shape; first esm.encoder.layer.0.intermediate",
+        untied: "its MLM decoder is not tied to the embeddings",
+        encoder_only: "no MLM head (lm_head weights; saved from EsmModel alone?)",
+        corrupt: "the weights hold NaN or inf (1 of",
+        listed: "config.json: not a JSON object (list)",
+        bad_vocab: "vocab.txt: cannot read it",
+        bad_bin: "cannot read the weights (a .bin file is not a readable PyTorch weights file)",
     }
     for directory, message in cases.items():
         out = tmp_path / f"{directory.name}.npz"
@@ -332,3 +362,36 @@ def test_checkpoints_without_saved_rotary_frequencies_still_load(tmp_path):
     again = ProteinEncoder(PRESETS["tiny"])
     again.load_state_dict(state)
     assert torch.equal(again.rotary.inv_freq, model.rotary.inv_freq)
+
+
+def test_a_profile_head_of_another_width_is_refused(checkpoint, tmp_path, capsys):
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--out", str(out)]) == 0
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(20, 32), "bias": torch.zeros(20)}, str(out / PROFILE_HEAD))
+    fasta = write_fasta(tmp_path / "s.fasta", real_sequences()[:1])
+    capsys.readouterr()
+    assert main(["embed", str(out), str(fasta), "--out", str(tmp_path / "e.npz")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a profile head for d_model 64 (weight (20, 32)" in err[0], err
+
+
+def test_a_run_started_from_a_directory_resumes_without_it(small_store, tmp_path):
+    """A resumed run never reads init_from: the folder may go, and the setting may be dropped."""
+    directory = esm_directory(tmp_path / "esm", token_dropout=False)
+    out = tmp_path / "run"
+    args = ["train", "--store", str(small_store), "--out-dir", str(out)]
+    assert main([*args, "--init-from", str(directory), "--set", "max_steps=2"]) == 0
+    shutil.rmtree(directory)
+    assert main([*args, "--resume", "--set", "max_steps=3"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+
+
+def test_a_config_without_optional_keys_reads_as_transformers_defaults(tmp_path):
+    """config.json written without emb_layer_norm_before (EsmConfig's None: no LayerNorm)."""
+    directory = esm_directory(tmp_path / "esm")
+    config = _config(directory)
+    del config["emb_layer_norm_before"]
+    (directory / "config.json").write_text(json.dumps(config))
+    assert load_any(directory).model.config.n_layers == 2

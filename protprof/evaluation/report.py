@@ -68,7 +68,13 @@ def evaluate(
         "label": label or training.get("objective", foreign),
         "objective": training.get("objective", "?"),
         "model": training.get("model", foreign),
-        "n_parameters": model.n_parameters(),
+        # Without its own profile head, the model's fresh one is not counted.
+        "n_parameters": model.n_parameters()
+        - (
+            0
+            if loaded.has_profile_head
+            else sum(p.numel() for p in model.profile_head.parameters())
+        ),
         # Trained, not configured (0 for the untrained baseline; None when unknown).
         "steps": loaded.step,
         "seed": training.get("seed"),
