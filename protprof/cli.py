@@ -852,8 +852,18 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         help="benchmark data folder (default ../shared/data)",
     )
     p.add_argument(
-        "--store", type=Path, help="profile store whose test split the profile task scores"
+        "--store",
+        type=Path,
+        help="profile store whose test split the profile task scores; for the variants task, "
+        "its database and settings make the alignment reference (unless --reference)",
     )
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="the wild types' alignment profiles from `protprof reference` (searched once for "
+        "many evaluations)",
+    )
+    p.add_argument("--threads", type=int, default=2, help="for the alignment reference search")
     p.add_argument(
         "--max-train",
         type=int,
@@ -881,9 +891,48 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     )
     with _claim(args, (args.out, folder)):
         limits = Limits(args.max_train, args.max_test, args.seed)
-        report = evaluate(args.checkpoint, args.tasks, args.data, args.store, limits, args.label)
+        report = evaluate(
+            args.checkpoint,
+            args.tasks,
+            args.data,
+            args.store,
+            limits,
+            args.label,
+            args.reference,
+            args.threads,
+        )
         write_report(report, args.out)
     print(markdown(report), end="")
+
+
+@command("reference", "search the zero-shot assays' wild types as a store's queries were")
+def _reference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", type=Path, required=True, help="the profile store")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data"),
+        help="benchmark data folder (default ../shared/data)",
+    )
+    p.add_argument(
+        "--database",
+        type=Path,
+        help="the store's database FASTA (default: the path its provenance records)",
+    )
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, required=True, help="the alignment reference (.npz)")
+    _add_force(p)
+
+
+def _run_reference(args: argparse.Namespace) -> None:
+    from protprof.evaluation import reference
+    from protprof.evaluation.datasets import variant_wild_types
+
+    with _claim(args, (args.out, reference.REFERENCE)):
+        wild_types = variant_wild_types(args.data)
+        profiles = reference.compute(wild_types, args.store, args.database, args.threads)
+        reference.write(args.out, profiles, wild_types, args.store)
+    log.info("wrote %s (%d wild types)", args.out, len(profiles))
 
 
 @command("compare", "one markdown table of several evaluation reports (e.g. the three arms)")

@@ -429,3 +429,113 @@ def read_blat_ecolx(data: Path, score_column: str = "2500") -> VariantSet:
         np.array(scores),
         {"no score or non-standard residue": dropped},
     )
+
+
+def _variant_set(
+    name: str, path: Path, wild_type: str, rows: list[tuple[str, str]], first_number: int
+) -> VariantSet:
+    """A VariantSet of (mutation record, score text) rows: every mutation checked against the
+    wild type; variants with no score, a stop or a non-standard residue dropped and counted."""
+    mutations, scores, dropped = [], [], 0
+    for record, score in rows:
+        value = _score(score)
+        parsed = _parse_mutations(path, record, first_number) if record else []
+        if value is None or any(m not in RESIDUES[:20] for _, _, m in parsed):
+            dropped += 1
+            continue
+        _apply(path, record, wild_type, parsed)  # validates against the wild type
+        mutations.append(parsed)
+        scores.append(value)
+    if len(scores) < 3:
+        raise DatasetError(f"{path}: fewer than 3 scored variants")
+    return VariantSet(
+        name, wild_type, mutations, np.array(scores), {"no score, stop or non-standard": dropped}
+    )
+
+
+NN4DMS = {"Pab1": "pab1", "Ube4b": "ube4b", "Bgl3": "bgl3"}
+
+
+def read_nn4dms(data: Path, name: str) -> VariantSet:
+    """One DMS of nn4dms (Gelman et al. 2021): Pab1 RRM (Melamed 2013), Ube4b U-box (Starita
+    2013) or Bgl3 beta-glucosidase (Romero 2015); singles and multi-mutants, their `score`."""
+    if name not in NN4DMS:
+        raise DatasetError(f"read_nn4dms: unknown assay {name!r} (one of {sorted(NN4DMS)})")
+    folder = Path(data) / "dms_nn4dms"
+    info = read_wild_type(folder / "wt_sequences.json", NN4DMS[name])
+    path = folder / f"{NN4DMS[name]}.tsv"
+    rows = [(r["variant"], r["score"]) for r in _tsv(path, ("variant", "score"))]
+    return _variant_set(name, path, info["wt_aa"], rows, int(info.get("wt_ofs", 0)))
+
+
+def read_gb1(data: Path) -> VariantSet:
+    """GB1 (Wu et al. 2016): every combination at V39, D40, G41 and V54, as FLIP's `sampled`
+    split lists them (train and test together), scored on the 56-residue GB1 domain.
+
+    FLIP gives whole sequences of PDB 5LDE's chain (GB1 fused to a viral FLICE protein); the
+    mutations are their differences from that chain, all of which must fall in the domain."""
+    folder = Path(data) / "flip_other"
+    chain_path = _need(folder / "gb1_5LDE_1.fasta")
+    chain = _check_sequence(
+        chain_path, "5LDE_1", _fasta_pairs(chain_path, chain_path.read_text())[0][1]
+    )
+    domain = read_wild_type(Path(data) / "dms_nn4dms" / "wt_sequences.json", "gb1")["wt_aa"]
+    if not chain.startswith(domain):
+        raise DatasetError(
+            f"{chain_path}: does not start with the GB1 domain of wt_sequences.json"
+        )
+    path = _need(folder / "gb1_splits.zip")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read("splits/sampled.csv").decode("utf-8-sig")
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: no readable splits/sampled.csv ({e})") from e
+    rows = []
+    for row in csv.DictReader(text.splitlines()):
+        sequence, target = row.get("sequence") or "", row.get("target") or ""
+        if len(sequence) != len(chain):
+            rows.append(("", ""))  # another length: no mutations to read; dropped (no score)
+            continue
+        changed = [
+            (i, a, b) for i, (a, b) in enumerate(zip(chain, sequence, strict=True)) if a != b
+        ]
+        if any(i >= len(domain) for i, _, _ in changed):
+            raise DatasetError(f"{path}: a variant changes residues outside the GB1 domain")
+        rows.append((",".join(f"{a}{i + 1}{b}" for i, a, b in changed), target))
+    return _variant_set("GB1", path, domain, rows, 1)
+
+
+def read_avgfp_variants(data: Path) -> VariantSet:
+    """Every avGFP variant of Sarkisyan 2016 (1 to 15 mutations) and its brightness `score`,
+    for zero-shot scoring (the fluorescence task splits the same file for a probe)."""
+    folder = Path(data) / "fluorescence_avgfp"
+    info = read_wild_type(folder / "wt_sequence.json", "avgfp")
+    path = folder / "avgfp.tsv"
+    rows = [(r["variant"], r["score"]) for r in _tsv(path, ("variant", "score"))]
+    return _variant_set("avGFP", path, info["wt_aa"], rows, int(info.get("wt_ofs", 0)))
+
+
+def read_variant_assays(data: Path) -> list[VariantSet]:
+    """The six zero-shot assays, in report order."""
+    return [
+        read_blat_ecolx(data),
+        *(read_nn4dms(data, name) for name in NN4DMS),
+        read_gb1(data),
+        read_avgfp_variants(data),
+    ]
+
+
+def variant_wild_types(data: Path) -> dict[str, str]:
+    """The wild type of each zero-shot assay (read_variant_assays' order), from the JSON
+    files alone."""
+    nn4dms = Path(data) / "dms_nn4dms" / "wt_sequences.json"
+    return {
+        "BLAT_ECOLX": read_wild_type(
+            Path(data) / "dms_blat_ecolx" / "wt_sequence.json", "BLAT_ECOLX"
+        )["wt_aa"],
+        **{name: read_wild_type(nn4dms, key)["wt_aa"] for name, key in NN4DMS.items()},
+        "GB1": read_wild_type(nn4dms, "gb1")["wt_aa"],
+        "avGFP": read_wild_type(Path(data) / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")[
+            "wt_aa"
+        ],
+    }

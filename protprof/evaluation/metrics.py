@@ -74,16 +74,13 @@ def kl_divergence(target: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return (target * (np.log(safe) - np.log(predicted))).sum(-1)
 
 
-def bootstrap_interval(
-    metric: Callable[..., float],
-    arrays: Sequence[Sequence],
-    n: int = 200,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile interval of `metric(*arrays)` over resampled items (the items of each
-    array are resampled together: residues of a protein stay with the protein if the caller
-    passes proteins)."""
+def bootstrap_samples(
+    metric: Callable[..., float], arrays: Sequence[Sequence], n: int = 200, seed: int = 0
+) -> np.ndarray:
+    """`metric(*arrays)` over `n` resamplings of the items (the items of each array are
+    resampled together: residues of a protein stay with the protein if the caller passes
+    proteins). The same seed draws the same resamples, so two scorers of the same items
+    are resampled in pairs."""
     size = len(arrays[0])
     rng = np.random.default_rng(seed)
     values = []
@@ -97,9 +94,25 @@ def bootstrap_interval(
                 ]
             )
         )
-    samples = np.array(values, dtype=np.float64)
+    return np.array(values, dtype=np.float64)
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` interval of bootstrap samples (non-finite ones left out)."""
+    samples = np.asarray(samples, dtype=np.float64)
     samples = samples[np.isfinite(samples)]
     if not len(samples):
         return float("nan"), float("nan")
     tail = (1 - level) / 2 * 100
-    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+    return float(np.percentile(samples, tail)), float(np.percentile(samples, 100 - tail))
+
+
+def bootstrap_interval(
+    metric: Callable[..., float],
+    arrays: Sequence[Sequence],
+    n: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile interval of `metric(*arrays)` over resampled items (see `bootstrap_samples`)."""
+    return percentile_interval(bootstrap_samples(metric, arrays, n, seed), level)

@@ -13,7 +13,13 @@ import numpy as np
 from protprof._atomic import atomic_output
 from protprof.errors import ConfigError
 from protprof.evaluation import TASKS
-from protprof.evaluation.tasks import RUNNERS, Limits, Result, profile_prediction
+from protprof.evaluation.tasks import (
+    RUNNERS,
+    Limits,
+    Result,
+    profile_prediction,
+    variant_effects,
+)
 
 log = logging.getLogger("protprof")
 
@@ -25,6 +31,8 @@ def evaluate(
     store: Path | None,
     limits: Limits,
     label: str | None = None,
+    reference: Path | None = None,
+    threads: int = 2,
 ) -> dict:
     """Every number of every task, with timings, as a JSON-ready dict. `label` names the
     model in reports and comparisons (default: its training objective)."""
@@ -49,6 +57,9 @@ def evaluate(
         log.info("evaluate: %s ...", task)
         if task == "profile":
             new = profile_prediction(model, store, limits)
+        elif task == "variants":
+            profiles = _alignment_reference(Path(data), store, reference, threads)
+            new = variant_effects(model, Path(data), limits, profiles)
         else:
             new = RUNNERS[task](model, Path(data), limits)
         if not loaded.has_profile_head:
@@ -88,6 +99,23 @@ def evaluate(
         "seconds": seconds,
         "results": [r.as_dict() for r in results],
     }
+
+
+def _alignment_reference(
+    data: Path, store: Path | None, reference: Path | None, threads: int
+) -> dict[str, np.ndarray] | None:
+    """The wild types' alignment profiles: read from `reference`, else searched against
+    `store`'s database; None (the reference rows say why) with neither."""
+    from protprof.evaluation import reference as ref
+    from protprof.evaluation.datasets import variant_wild_types
+
+    wild_types = variant_wild_types(data)
+    if reference is not None:
+        return ref.read(reference, wild_types, store)
+    if store is None:
+        return None
+    log.info("evaluate: searching the %d wild types for the alignment reference", len(wild_types))
+    return ref.compute(wild_types, store, None, threads)
 
 
 def _fmt(value: float) -> str:

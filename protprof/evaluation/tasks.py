@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, STANDARD, encode
+from protprof.alphabet import FIRST_RESIDUE, MASK, N_STANDARD, STANDARD, encode
 from protprof.data import pad_tokens
 from protprof.embed import embed_sequences
 from protprof.evaluation import datasets as ds
@@ -246,7 +247,7 @@ def variant_scores(
     tokens = torch.from_numpy(pad_tokens([wild]))
     profile = torch.log_softmax(model(tokens)["profile_logits"][0, 1:-1].float(), -1).numpy()
     positions = sorted({p for mutations in variants.mutations for p, _, _ in mutations})
-    masked_logp: dict[int, np.ndarray] = {}
+    masked = np.zeros((len(variants.wild_type), N_STANDARD))
     for start in range(0, len(positions), batch):
         chunk = positions[start : start + batch]
         batch_tokens = tokens.repeat(len(chunk), 1)
@@ -254,51 +255,103 @@ def variant_scores(
             batch_tokens[b, p + 1] = MASK
         logp = torch.log_softmax(model(batch_tokens)["mlm_logits"].float(), -1)
         for b, p in enumerate(chunk):
-            masked_logp[p] = logp[b, p + 1].numpy()
-    mlm, prof = [], []
-    for mutations in variants.mutations:
-        mlm.append(
-            sum(
-                masked_logp[p][FIRST_RESIDUE + RESIDUES.index(m)]
-                - masked_logp[p][FIRST_RESIDUE + RESIDUES.index(w)]
-                for p, w, m in mutations
-            )
-        )
-        prof.append(
-            sum(
-                profile[p, STANDARD.index(m)] - profile[p, STANDARD.index(w)]
-                for p, w, m in mutations
-            )
-        )
-    return np.array(mlm), np.array(prof)
+            masked[p] = logp[b, p + 1, FIRST_RESIDUE : FIRST_RESIDUE + N_STANDARD].numpy()
+    return log_odds(masked, variants), log_odds(profile, variants)
 
 
-def variant_effects(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
-    """Zero-shot Spearman of the MLM head's and the profile head's log-odds on BLAT_ECOLX."""
-    variants = ds.read_blat_ecolx(data)
-    mlm, prof = variant_scores(model, variants)
-    name = "zero-shot variant effects (BLAT_ECOLX)"
-    return [
-        _result(
-            name,
-            "Spearman rho, MLM head",
-            metrics.spearman,
-            [mlm, variants.scores],
-            0,
-            limits,
-            "masked-marginal log-odds; fitness at 2500 ug/ml ampicillin",
-        ),
-        _result(
-            name,
-            "Spearman rho, profile head",
-            metrics.spearman,
-            [prof, variants.scores],
-            0,
-            limits,
-            "log-odds of the predicted profile",
-            profile_head=True,
-        ),
-    ]
+def log_odds(table: np.ndarray, variants: ds.VariantSet) -> np.ndarray:
+    """Each variant's summed log p(mutant) - log p(wild type), from a site-independent table
+    of log-probabilities (L, 20) in STANDARD order."""
+    column = {c: k for k, c in enumerate(STANDARD)}
+    return np.array(
+        [
+            sum(table[p, column[m]] - table[p, column[w]] for p, w, m in mutations)
+            for mutations in variants.mutations
+        ],
+        dtype=np.float64,
+    )
+
+
+def _assay_note(variants: ds.VariantSet) -> str:
+    multi = sum(len(m) > 1 for m in variants.mutations)
+    what = "fitness at 2500 ug/ml ampicillin" if variants.name == "BLAT_ECOLX" else "score"
+    summed = f"; {multi} multi-mutants, log-odds summed" if multi else ""
+    return f"{len(variants.scores)} variants{summed}; {what}"
+
+
+SCORERS = ("MLM head", "profile head", "alignment profile")
+
+
+def variant_effects(
+    model: ProteinEncoder,
+    data: Path,
+    limits: Limits,
+    reference: dict[str, np.ndarray] | None = None,
+) -> list[Result]:
+    """Zero-shot Spearman on six DMS assays of the MLM head's masked-marginal log-odds, the
+    profile head's log-odds and (given `reference`, the alignment profiles of the wild types)
+    the alignment's own profile's log-odds; and their means over the assays."""
+    results: list[Result] = []
+    # Per scorer, each assay's bootstrap Spearman values: the same resamples for every scorer
+    # (one seed per assay), so the mean over assays is resampled from them.
+    replicates: dict[str, list[np.ndarray]] = {name: [] for name in SCORERS}
+    values: dict[str, list[float]] = {name: [] for name in SCORERS}
+    assays = ds.read_variant_assays(data)
+    for number, variants in enumerate(assays):
+        mlm, prof = variant_scores(model, variants)
+        scores: dict[str, np.ndarray | None] = {"MLM head": mlm, "profile head": prof}
+        scores["alignment profile"] = (
+            log_odds(np.log(reference[variants.name]), variants) if reference else None
+        )
+        task = f"zero-shot variant effects ({variants.name})"
+        for name, guess in scores.items():
+            metric = f"Spearman rho, {name}"
+            if guess is None:
+                nan = float("nan")
+                results.append(
+                    Result(task, metric, nan, nan, nan, 0, 0, "needs --store or --reference")
+                )
+                continue
+            arrays: list[Any] = [guess, variants.scores]
+            samples = metrics.bootstrap_samples(
+                metrics.spearman, arrays, seed=limits.seed + number
+            )
+            value = metrics.spearman(*arrays)
+            replicates[name].append(samples)
+            values[name].append(value)
+            low, high = metrics.percentile_interval(samples)
+            results.append(
+                Result(
+                    task,
+                    metric,
+                    value,
+                    low,
+                    high,
+                    0,
+                    len(variants.scores),
+                    _assay_note(variants),
+                    name == "profile head",
+                )
+            )
+    task = f"zero-shot variant effects (mean of {len(assays)} assays)"
+    for name in SCORERS:
+        if len(values[name]) != len(assays):
+            continue
+        low, high = metrics.percentile_interval(np.mean(replicates[name], axis=0))
+        results.append(
+            Result(
+                task,
+                f"mean Spearman rho, {name}",
+                float(np.mean(values[name])),
+                low,
+                high,
+                0,
+                sum(len(v.scores) for v in assays),
+                "mean over the assays; each assay resampled on its own",
+                name == "profile head",
+            )
+        )
+    return results
 
 
 def blosum62_conditionals() -> np.ndarray:
