@@ -43,4 +43,11 @@ rule all:
             objective=OBJECTIVES,
             seed=SEEDS,
         ),
-        evaluation=([f"{RESULTS}/evaluation/comparison.md"] if EVALUATE else []),
+        evaluation=(
+            [
+                f"{RESULTS}/evaluation/comparison.md",
+                f"{RESULTS}/evaluation/comparison.png",
+            ]
+            if EVALUATE
+            else []
+        ),

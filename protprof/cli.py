@@ -939,14 +939,23 @@ def _run_reference(args: argparse.Namespace) -> None:
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("reports", nargs="+", type=Path, help="report.json files")
     p.add_argument("--out", type=Path, required=True, help="markdown table")
+    p.add_argument(
+        "--baseline",
+        default="mlm",
+        help="the arm (report label) the paired differences are taken from (default mlm)",
+    )
+    p.add_argument(
+        "--figure", type=Path, help="also draw every arm on every task with its interval (PNG)"
+    )
     _add_force(p)
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from protprof._atomic import atomic_output
+    from protprof._atomic import FILE, atomic_output
     from protprof.evaluation.report import compare
 
-    table = compare(args.reports)
+    with _claim(args, (args.out, FILE), (args.figure, FILE)):
+        table = compare(args.reports, args.baseline, args.figure)
     with atomic_output(args.out, force=args.force) as tmp:
         tmp.write_text(table)
     print(table, end="")

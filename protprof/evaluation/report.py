@@ -118,8 +118,10 @@ def _alignment_reference(
     return ref.compute(wild_types, store, None, threads)
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+def _fmt(value: float, signed: bool = False) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
 def markdown(report: dict) -> str:
@@ -178,13 +180,8 @@ def write_report(report: dict, out_dir: Path) -> None:
         tmp.write_text(markdown(report))
 
 
-def compare(paths: list[Path]) -> str:
-    """A markdown table: one row per (task, metric), one column per label.
-
-    Columns are report labels (by default the objective). One report per label: the value
-    and its bootstrap 95 % interval. Several (seeds):
-    mean ± standard deviation across them, the seed-to-seed spread.
-    """
+def read_reports(paths: list[Path]) -> dict[str, list[dict]]:
+    """Evaluation reports grouped by label (the arm), in the order given."""
     by_label: dict[str, list[dict]] = {}
     for path in paths:
         try:
@@ -192,23 +189,90 @@ def compare(paths: list[Path]) -> str:
             by_label.setdefault(report["label"], []).append(report)
         except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: JSON, encoding
             raise ConfigError(f"{path}: not a protprof evaluation report ({e})") from e
+    return by_label
+
+
+def _keys(by_label: dict[str, list[dict]]) -> list[tuple[str, str]]:
     keys: list[tuple[str, str]] = []
     for reports in by_label.values():
         for report in reports:
             for r in report["results"]:
                 if (r["task"], r["metric"]) not in keys:
                     keys.append((r["task"], r["metric"]))
+    return keys
+
+
+def _found(reports: list[dict], key: tuple[str, str]) -> list[dict]:
+    return [
+        {**r, "seed": report.get("seed")}
+        for report in reports
+        for r in report["results"]
+        if (r["task"], r["metric"]) == key
+    ]
+
+
+# Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (then the normal's).
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def t_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of the mean of `values` (finite ones; nan with fewer than 2)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        nan = float("nan")
+        return (float(values.mean()) if len(values) else nan), nan, nan
+    t = _T95[len(values) - 2] if len(values) - 1 <= len(_T95) else 1.96
+    half = t * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean()), float(values.mean() - half), float(values.mean() + half)
+
+
+def arm_interval(found: list[dict]) -> tuple[float, float, float]:
+    """An arm's value and 95 % interval on one metric: the bootstrap interval of one report,
+    or the t-interval of the mean over seeds."""
+    if len(found) == 1:
+        r = found[0]
+        return r["value"], r["low"], r["high"]
+    return t_interval(np.array([r["value"] for r in found], dtype=float))
+
+
+def paired_differences(
+    by_label: dict[str, list[dict]], baseline: str
+) -> list[tuple[str, str, str, int, float, float, float]]:
+    """(task, metric, arm, n seeds, mean, low, high) of arm − baseline, paired by seed, with a
+    95 % t-interval over the seeds both arms have."""
+    rows = []
+    for key in _keys(by_label):
+        base = {r["seed"]: r["value"] for r in _found(by_label[baseline], key)}
+        for label, reports in by_label.items():
+            if label == baseline:
+                continue
+            pairs = [
+                r["value"] - base[r["seed"]] for r in _found(reports, key) if r["seed"] in base
+            ]
+            if len(pairs) >= 2:
+                rows.append((*key, label, len(pairs), *t_interval(np.array(pairs))))
+    return rows
+
+
+def compare(paths: list[Path], baseline: str | None = "mlm", figure: Path | None = None) -> str:
+    """A markdown table: one row per (task, metric), one column per label; then, when the
+    arms have several seeds, each arm's paired difference from `baseline` with its interval.
+
+    Columns are report labels (by default the objective). One report per label: the value
+    and its bootstrap 95 % interval. Several (seeds): mean ± standard deviation across them,
+    the seed-to-seed spread. `figure` also draws every arm on every metric (`plot_comparison`).
+    """
+    by_label = read_reports(paths)
+    keys = _keys(by_label)
     names = [f"{o} ({len(r)} seeds)" if len(r) > 1 else o for o, r in by_label.items()]
     lines = ["| task | metric | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for task, metric in keys:
+    for key in keys:
         cells = []
         for reports in by_label.values():
-            found = [
-                r
-                for report in reports
-                for r in report["results"]
-                if (r["task"], r["metric"]) == (task, metric)
-            ]
+            found = _found(reports, key)
             if not found:
                 cells.append("-")
             elif len(found) == 1:
@@ -217,5 +281,60 @@ def compare(paths: list[Path]) -> str:
             else:
                 values = np.array([r["value"] for r in found], dtype=float)
                 cells.append(f"{_fmt(values.mean())} ± {_fmt(values.std(ddof=1))}")
-        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    differences = paired_differences(by_label, baseline) if baseline in by_label else []
+    if differences:
+        lines += [
+            "",
+            f"Paired differences from `{baseline}` (same seeds; mean and 95 % t-interval over "
+            "seeds; *differs* when the interval excludes 0):",
+            "",
+            "| task | metric | arm − " + str(baseline) + " | seeds | difference [95% CI] "
+            "| differs |",
+            "|---|---|---|---|---|---|",
+        ]
+        for task, metric, label, n, mean, low, high in differences:
+            differs = "yes" if np.isfinite(low) and (low > 0 or high < 0) else "no"
+            lines.append(
+                f"| {task} | {metric} | {label} | {n} | {_fmt(mean, signed=True)} "
+                f"[{_fmt(low, signed=True)}, {_fmt(high, signed=True)}] | {differs} |"
+            )
+    if figure is not None:
+        plot_comparison(by_label, figure)
     return "\n".join(lines) + "\n"
+
+
+def plot_comparison(by_label: dict[str, list[dict]], out: Path) -> None:
+    """One panel per (task, metric); in each, every arm's value with its 95 % interval (the
+    t-interval over seeds, or one report's bootstrap interval)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in _keys(by_label) if "baseline" not in k[1]]
+    columns = 4
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.2 * rows), squeeze=False)
+    labels = list(by_label)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for k, label in enumerate(labels):
+            found = _found(by_label[label], key)
+            if not found:
+                continue
+            value, low, high = arm_interval(found)
+            if not np.isfinite(value):
+                continue
+            error = [[value - low], [high - value]] if np.isfinite(low) else None
+            ax.errorbar(k, value, yerr=error, fmt="o", color=colours[k % len(colours)], capsize=3)
+        ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
+        ax.set_title(f"{key[0]}\n{key[1]}", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.suptitle("every arm on every task: mean and 95 % interval", fontsize=10)
+    fig.tight_layout()
+    with atomic_output(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -28,6 +28,9 @@ SEARCH_MEM_MB = jobs.search_mem_mb(config)
 SEARCH_RUNTIME_MIN = jobs.search_runtime_min(config)
 ASSEMBLE_MEM_MB = jobs.assemble_mem_mb(config)
 EVALUATION_OPTIONS = jobs.evaluation_options(config)
+# The alignment reference of the zero-shot task: searched once per store.
+REFERENCE = f"{RESULTS}/evaluation/alignment_reference.npz"
+REFERENCE_INPUTS = [REFERENCE] if "variants" in EVALUATION["tasks"] else []
 TRAIN_LAUNCHER = jobs.train_launcher(config)
 TRAIN_SLURM_EXTRA = jobs.train_slurm_extra(config)
 INIT_FROM_OPTION = jobs.init_from_option(config)

@@ -1,7 +1,32 @@
+rule alignment_reference:
+    input:
+        store=f"{RESULTS}/store/profiles.zarr",
+    output:
+        REFERENCE,
+    log:
+        f"{RESULTS}/logs/alignment_reference.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/alignment_reference.tsv"
+    conda:
+        ENV
+    threads: EVALUATION["threads"]
+    resources:
+        mem_mb=SEARCH_MEM_MB,
+        runtime=SEARCH_RUNTIME_MIN,
+    params:
+        data=EVALUATION["data"],
+    # The zero-shot assays' wild types searched once, as the store's queries were; every
+    # evaluation reads the profiles.
+    shell:
+        "protprof reference --store {input.store} --data {params.data} "
+        "--threads {threads} --out {output} 2> {log}"
+
+
 rule evaluate_model:
     input:
         checkpoint=f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
         store=f"{RESULTS}/store/profiles.zarr",
+        reference=REFERENCE_INPUTS,
     output:
         report=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.md",
         numbers=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.json",
@@ -24,9 +49,12 @@ rule evaluate_model:
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.report),
         options=EVALUATION_OPTIONS,
+        reference=lambda wildcards, input: (
+            f"--reference {input.reference}" if input.reference else ""
+        ),
     shell:
         "protprof evaluate {input.checkpoint} --store {input.store} {params.options} "
-        "--out {params.out_dir} 2> {log}"
+        "{params.reference} --out {params.out_dir} 2> {log}"
 
 
 rule compare_models:
@@ -37,8 +65,13 @@ rule compare_models:
             seed=SEEDS,
         ),
     output:
-        report(
+        table=report(
             f"{RESULTS}/evaluation/comparison.md",
+            caption="../report/comparison.rst",
+            category="Evaluation",
+        ),
+        figure=report(
+            f"{RESULTS}/evaluation/comparison.png",
             caption="../report/comparison.rst",
             category="Evaluation",
         ),
@@ -52,4 +85,4 @@ rule compare_models:
         mem_mb=1024,
         runtime=10,
     shell:
-        "protprof compare {input} --out {output} 2> {log}"
+        "protprof compare {input} --out {output.table} --figure {output.figure} 2> {log}"

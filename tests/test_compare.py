@@ -1,0 +1,74 @@
+"""`protprof compare`: arms over seeds, paired differences with t-intervals, and the figure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from protprof.cli import main
+
+
+def write_report(path, label, seed, values):
+    results = [
+        {"task": "task A", "metric": "m", "value": values[0], "low": values[0] - 0.1,
+         "high": values[0] + 0.1, "n_train": 1, "n_test": 1, "note": ""},
+        {"task": "task B", "metric": "m", "value": values[1], "low": values[1] - 0.1,
+         "high": values[1] + 0.1, "n_train": 1, "n_test": 1, "note": ""},
+    ]  # fmt: skip
+    path.write_text(json.dumps({"label": label, "seed": seed, "results": results}))
+    return path
+
+
+def test_paired_differences_over_seeds(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.5, 0.05, size=(5, 2))
+    shift = np.array([0.04, 0.0])  # arm "multitask": +0.04 on task A, nothing on task B
+    noise = rng.normal(0, 0.005, size=(5, 2))
+    paths = []
+    for seed in range(5):
+        paths.append(write_report(tmp_path / f"mlm{seed}.json", "mlm", seed, base[seed]))
+        values = base[seed] + shift + noise[seed]
+        paths.append(write_report(tmp_path / f"mt{seed}.json", "multitask", seed, values))
+    out, figure = tmp_path / "c.md", tmp_path / "c.png"
+    args = ["compare", *map(str, paths), "--out", str(out), "--figure", str(figure)]
+    assert main(args) == 0
+    table = out.read_text()
+    assert "| task | metric | mlm (5 seeds) | multitask (5 seeds) |" in table
+    rows = {
+        line.split(" | ")[0]: line for line in table.splitlines() if "| multitask | 5 |" in line
+    }
+    # By hand: the mean difference and mean +- t(0.975, 4) * sd / sqrt(5).
+    for k, task in enumerate(("| task A", "| task B")):
+        d = shift[k] + noise[:, k]
+        half = 2.776 * d.std(ddof=1) / np.sqrt(5)
+        cells = rows[task].split(" | ")
+        assert cells[4] == f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+        assert cells[5].strip(" |") == ("yes" if k == 0 else "no")
+    assert figure.stat().st_size > 5000
+    # Reports without the baseline arm: no difference section, and no error.
+    assert main(["compare", *map(str, paths[1::2]), "--out", str(tmp_path / "d.md")]) == 0
+    assert "Paired differences" not in (tmp_path / "d.md").read_text()
+
+
+def test_seeds_are_paired_not_ordered(tmp_path):
+    """Differences pair the same seed of both arms, whatever the order of the files."""
+    paths = [
+        write_report(tmp_path / "a.json", "mlm", 0, [0.1, 0.1]),
+        write_report(tmp_path / "b.json", "mlm", 1, [0.5, 0.5]),
+        write_report(tmp_path / "c.json", "profile", 1, [0.6, 0.6]),
+        write_report(tmp_path / "d.json", "profile", 0, [0.2, 0.2]),
+    ]
+    assert main(["compare", *map(str, paths), "--out", str(tmp_path / "c.md")]) == 0
+    line = next(x for x in (tmp_path / "c.md").read_text().splitlines() if "| profile | 2 |" in x)
+    assert "+0.100 [+0.100, +0.100]" in line  # both seeds differ by exactly 0.1
+
+
+@pytest.mark.parametrize("bad", ["[1, 2]", "{}", "not json"])
+def test_a_bad_report_is_one_line(tmp_path, capsys, bad):
+    path = tmp_path / "r.json"
+    path.write_text(bad)
+    assert main(["compare", str(path), "--out", str(tmp_path / "c.md")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0]
