@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import DEMO_DB, SHARED_DATA, write_queries
 
+from protprof.checkpoint import model_state, save_checkpoint
 from protprof.cli import COMMANDS, main
+from protprof.model import PRESETS, ProteinEncoder
 
 BAD_KINDS = ["missing", "folder", "empty", "binary", "text"]
 
@@ -43,6 +45,10 @@ TEMPLATES = {
     "guard queries": "guard {BAD} --data {SHARED} --out {OUT}/kept.fasta",
     "guard data": "guard {QUERIES} --data {BAD} --out {OUT}/kept.fasta",
     "evaluate checkpoint": "evaluate {BAD} --tasks variants --data {SHARED} --out {OUT}/r",
+    "evaluate reference": "evaluate {CHECKPOINT} --tasks variants --data {SHARED} "
+    "--reference {BAD} --out {OUT}/r",
+    "reference store": "reference --store {BAD} --data {SHARED} --out {OUT}/ref.npz",
+    "reference data": "reference --store {STORE} --data {BAD} --out {OUT}/ref.npz",
     "compare": "compare {BAD} --out {OUT}/c.md",
     "plan queries": "plan {BAD} --fingerprint {FP} --cache {OUT}/cache --out-dir {OUT}/plan -N 1",
     "plan fingerprint": "plan {SHARD} --fingerprint {BAD} --cache {OUT}/cache "
@@ -60,7 +66,10 @@ def valid(tmp_path_factory, small_store) -> dict[str, str]:
     assert main(["-q", "ingest", str(queries), "--out", str(shard)]) == 0
     assert main(["-q", "prepare-db", str(DEMO_DB), "--out", str(fingerprint)]) == 0
     assert main(["-q", "init-state", str(shard), "--out", str(state), "-N", "1"]) == 0
+    checkpoint = tmp / "untrained.pt"  # a real model at its initialisation: loads in ~0.1 s
+    save_checkpoint(checkpoint, model_state(ProteinEncoder(PRESETS["tiny"]), {}, 0))
     return {
+        "CHECKPOINT": str(checkpoint),
         "DB": str(DEMO_DB),
         "SHARD": str(shard),
         "FP": str(fingerprint),

@@ -150,6 +150,7 @@ def test_help_lists_every_subcommand(capsys):
         "export",
         "guard",
         "evaluate",
+        "reference",
         "compare",
         "plan",
         "cache",

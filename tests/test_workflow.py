@@ -137,7 +137,12 @@ def test_workflow_end_to_end_and_resume(workflow_run):
         assert table[0] == "| task | metric | mlm | multitask |"
         assert any(line.startswith("| secondary structure (CB513) | Q3 |") for line in table)
         report = json.loads((tmp_path / "results/evaluation/mlm/seed0/report.json").read_text())
-        assert report["objective"] == "mlm" and len(report["results"]) in (4, 6)
+        # ss 1, variants 6 assays x 3 scorers + 3 means, profile 1 or 3 (no test split).
+        assert report["objective"] == "mlm" and len(report["results"]) in (23, 25)
+        reference = [r for r in report["results"] if r["metric"].endswith("alignment profile")]
+        assert len(reference) == 7 and all(np.isfinite(r["value"]) for r in reference)
+        assert (tmp_path / "results/evaluation/alignment_reference.npz").exists()
+        assert (tmp_path / "results/evaluation/comparison.png").stat().st_size > 5000
     for rule in ("search_shard", "train_model", "assemble_store"):
         assert list((tmp_path / "results/benchmarks" / rule).glob("*.tsv")), rule
     # An interrupted run (killed while searching shard 1, before assembling) resumes by

@@ -28,7 +28,7 @@ def _is_reference(path: Path) -> bool:
     try:
         with np.load(path) as archive:
             return "meta" in archive.files
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError, AttributeError):  # np.load of an empty file: EOFError
         return False
 
 
@@ -109,12 +109,18 @@ def read(path: Path, wild_types: dict[str, str], store: Path | None) -> dict[str
     Raises:
         DatasetError: not a reference file, or made for other wild types or another store.
     """
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: no such alignment reference file")
     if not _is_reference(path):
         raise DatasetError(f"{path}: not an alignment reference of `protprof reference`")
-    with np.load(path) as archive:
-        meta = json.loads(str(archive["meta"]))
-        profiles = {k: archive[k] for k in archive.files if k != "meta"}
-    if meta["wild_types"] != wild_types:
+    try:
+        with np.load(path) as archive:
+            meta = json.loads(str(archive["meta"]))
+            profiles = {k: archive[k] for k in archive.files if k != "meta"}
+        wild_types_made = meta["wild_types"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"{path}: a damaged alignment reference ({e})") from e
+    if wild_types_made != wild_types:
         raise DatasetError(f"{path}: made for other wild types than these assays'")
     if store is not None and meta["store_id"] != store_settings(store)[3]:
         raise DatasetError(f"{path}: made from another store than {store}")

@@ -45,6 +45,12 @@ def evaluate(
         )
     if any(t != "profile" for t in tasks) and not Path(data).is_dir():
         raise ConfigError(f"evaluate: benchmark data folder {data} not found")
+    # Before any work: a bad reference file fails now, not after the other tasks.
+    profiles = (
+        _alignment_reference(Path(data), store, reference, threads)
+        if "variants" in tasks
+        else None
+    )
     loaded = load_any(checkpoint)
     model, training = loaded.model, loaded.training
     no_head = f"{checkpoint} has no profile head (an ESM directory not exported by protprof)"
@@ -58,7 +64,6 @@ def evaluate(
         if task == "profile":
             new = profile_prediction(model, store, limits)
         elif task == "variants":
-            profiles = _alignment_reference(Path(data), store, reference, threads)
             new = variant_effects(model, Path(data), limits, profiles)
         else:
             new = RUNNERS[task](model, Path(data), limits)
