@@ -171,6 +171,21 @@ def evaluation_options(config: dict[str, Any]) -> str:
     )
 
 
+def evaluation_label(config: dict[str, Any], objective: str) -> str:
+    """The arm's label of one objective's reports (`evaluation.label`, `{objective}` filled).
+
+    Raises:
+        ConfigError: the template names another field or is malformed.
+    """
+    template = config["evaluation"].get("label", "{objective}")
+    try:
+        return str(template).format(objective=objective)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(
+            f"evaluation.label {template!r}: only {{objective}} may be filled in ({e})"
+        ) from None
+
+
 def check_training(config: dict[str, Any], store: str) -> None:
     """Validate the training YAML with every objective and seed the workflow will train, so a
     bad key or value fails at `--dry-run`, naming it, before any search runs."""

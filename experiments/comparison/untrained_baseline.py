@@ -2,9 +2,11 @@
 initialisation (seed 0, step 0), evaluated with the same probes, tasks and caps. A pretrained
 arm that does not beat it has learnt nothing the probes can use.
 
-Usage (after `make comparison`): python experiments/comparison/untrained_baseline.py
-Writes experiments/comparison/results/evaluation/untrained/ and adds a column to
-experiments/comparison/results/evaluation/comparison_with_untrained.md.
+Usage (after the two workflow runs of `make comparison`):
+    python experiments/comparison/untrained_baseline.py
+Writes experiments/comparison/results/evaluation/untrained/ (kept: a rerun does not redo it),
+then compares every arm of both runs with it: results/evaluation/comparison_with_untrained.md,
+with the paired differences from `mlm`, and the figure experiments/comparison/comparison.png.
 """
 
 from __future__ import annotations
@@ -39,29 +41,36 @@ def main() -> int:
     save_checkpoint(out / CHECKPOINT, model_state(model, dataclasses.asdict(settings), step=0))
     e = config["evaluation"]
     report = RESULTS / "evaluation" / "untrained"
-    status = protprof(
-        [
-            "evaluate",
-            str(out / CHECKPOINT),
-            "--label",
-            "untrained",
-            "--store",
-            str(RESULTS / "store/profiles.zarr"),
-            "--data",
-            e["data"],
-            "--tasks",
-            *e["tasks"],
-            "--max-train",
-            str(e["max_train"]),
-            "--max-test",
-            str(e["max_test"]),
-            "--out",
-            str(report),
-        ]
+    status = (
+        0
+        if (report / "report.md").exists()
+        else protprof(
+            [
+                "evaluate",
+                str(out / CHECKPOINT),
+                "--label",
+                "untrained",
+                "--store",
+                str(RESULTS / "store/profiles.zarr"),
+                "--reference",
+                str(RESULTS / "evaluation/alignment_reference.npz"),
+                "--data",
+                e["data"],
+                "--tasks",
+                *e["tasks"],
+                "--max-train",
+                str(e["max_train"]),
+                "--max-test",
+                str(e["max_test"]),
+                "--out",
+                str(report),
+            ]
+        )
     )
     if status:
         return status
     reports = sorted((RESULTS / "evaluation").glob("*/seed*/report.json"))
+    reports += sorted((HERE / "results-family" / "evaluation").glob("*/seed*/report.json"))
     return protprof(
         [
             "compare",
@@ -69,6 +78,9 @@ def main() -> int:
             *map(str, reports),
             "--out",
             str(RESULTS / "evaluation" / "comparison_with_untrained.md"),
+            "--figure",
+            str(HERE / "comparison.png"),
+            "--force",  # the committed figure is replaced by the new run's
         ]
     )
 

@@ -2,6 +2,7 @@
 # in protprof/jobs.py (tested); they are computed once here, when Snakemake parses the workflow,
 # so a bad value fails at --dry-run naming it.
 import os
+import shlex
 
 from protprof import jobs
 
@@ -31,6 +32,9 @@ EVALUATION_OPTIONS = jobs.evaluation_options(config)
 # The alignment reference of the zero-shot task: searched once per store.
 REFERENCE = f"{RESULTS}/evaluation/alignment_reference.npz"
 REFERENCE_INPUTS = [REFERENCE] if "variants" in EVALUATION["tasks"] else []
+LABELS = {
+    objective: jobs.evaluation_label(config, objective) for objective in OBJECTIVES
+}
 TRAIN_LAUNCHER = jobs.train_launcher(config)
 TRAIN_SLURM_EXTRA = jobs.train_slurm_extra(config)
 INIT_FROM_OPTION = jobs.init_from_option(config)

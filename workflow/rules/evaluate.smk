@@ -52,9 +52,10 @@ rule evaluate_model:
         reference=lambda wildcards, input: (
             f"--reference {input.reference}" if input.reference else ""
         ),
+        label=lambda wildcards: shlex.quote(LABELS[wildcards.objective]),
     shell:
         "protprof evaluate {input.checkpoint} --store {input.store} {params.options} "
-        "{params.reference} --out {params.out_dir} 2> {log}"
+        "{params.reference} --label {params.label} --out {params.out_dir} 2> {log}"
 
 
 rule compare_models:
