@@ -80,15 +80,26 @@ def member_context(ctx: dict[str, Any], reuse: dict[str, Any]) -> dict[str, Any]
     return {**ctx, "reuse": {"mode": reuse["mode"], "coverage": reuse["coverage"]}}
 
 
+def family_representative_context(ctx: dict[str, Any], reuse: dict[str, Any]) -> dict[str, Any]:
+    """The context of representatives' profiles in a `family` build. They equal per-query
+    profiles (and are published there too), but a family build looks them up here only: a
+    query a per-query build cached may be a member, whose target is its family's."""
+    return {**member_context(ctx, reuse), "role": "representative"}
+
+
 def contexts(
     fingerprint: dict[str, Any], search: Any, profile: Any, reuse: Any = None
 ) -> list[dict[str, Any]]:
     """The contexts whose entries a build with these settings may use, best first: the
-    per-query context, then (with reuse) the members' context."""
+    representatives' context (the per-query one, except in family mode), then (with reuse)
+    the members' context."""
     ctx = settings_context(fingerprint, search, profile)
     if reuse is None or reuse.mode == "none":
         return [ctx]
-    return [ctx, member_context(ctx, asdict(reuse))]
+    settings = asdict(reuse)
+    if reuse.mode == "family":
+        return [family_representative_context(ctx, settings), member_context(ctx, settings)]
+    return [ctx, member_context(ctx, settings)]
 
 
 def context_of_store(store: ProfileStore) -> dict[str, Any]:
@@ -226,15 +237,16 @@ class ProfileCache:
         roles = np.load(roles_file)
         members = np.flatnonzero(roles == MEMBER)
         others = np.flatnonzero(roles != MEMBER)
+        reuse = store.attrs["reuse"]
+        parts = [(others, ctx, "r"), (members, member_context(ctx, reuse), "m")]
+        if reuse["mode"] == "family":  # family builds find their representatives here
+            parts.append((others, family_representative_context(ctx, reuse), "f"))
         published = 0
         segment = self.path
-        for rows, part_ctx, tag in (
-            (others, ctx, "r"),
-            (members, member_context(ctx, store.attrs["reuse"]), "m"),
-        ):
+        for rows, part_ctx, tag in parts:
             if len(rows):
                 segment, n = self._publish(store, _subset(data, rows), part_ctx, tag)
-                published += n
+                published += n if tag != "f" else 0  # the same rows again
         return segment, published
 
     def _publish(

@@ -72,3 +72,25 @@ def test_a_bad_report_is_one_line(tmp_path, capsys, bad):
     assert main(["compare", str(path), "--out", str(tmp_path / "c.md")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0]
+
+
+def test_untrained_heads_and_the_reference_are_not_differenced(tmp_path):
+    """mlm never trains the profile head: profile − mlm on that head's metric would compare a
+    trained head with a random one. The alignment reference holds no model at all."""
+    paths = []
+    for seed in range(3):
+        for label in ("mlm", "profile"):
+            results = [
+                {"task": "t", "metric": f"Spearman rho, {name}", "value": 0.1 * seed + len(label),
+                 "low": 0, "high": 1, "n_train": 0, "n_test": 9, "note": ""}
+                for name in ("MLM head", "profile head", "alignment profile")
+            ]  # fmt: skip
+            report = {"label": label, "objective": label, "seed": seed, "results": results}
+            path = tmp_path / f"{label}{seed}.json"
+            path.write_text(json.dumps(report))
+            paths.append(path)
+    assert main(["compare", *map(str, paths), "--out", str(tmp_path / "c.md")]) == 0
+    assert "Paired differences" not in (tmp_path / "c.md").read_text()
+    # Two reports of one arm and seed are refused, naming both files.
+    twice = [*map(str, paths), str(paths[0])]
+    assert main(["compare", *twice, "--out", str(tmp_path / "d.md")]) == 1

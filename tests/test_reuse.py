@@ -332,6 +332,33 @@ def test_build_reuse_records_provenance_and_caches_members_apart(tmp_path, famil
     assert searched == len(family_records) - reuse["groups"]
 
 
+@pytest.mark.slow
+def test_a_family_build_through_a_warm_per_query_cache_gets_family_targets(
+    tmp_path, family_records, capsys
+):
+    """A per-query build fills the cache first; a family build through the same cache must
+    still give members their family targets, not the per-query profiles it finds there."""
+    queries = _fasta(tmp_path, family_records)
+    common = ["--database", str(DEMO_DB), "-N", "2", "--threads", "2", "--cache"]
+    common += [str(tmp_path / "cache"), "--audit", "0", "--audit-min", "0"]
+    assert main(["build", str(queries), *common, "--out", str(tmp_path / "p.zarr")]) == 0
+    family = ["build", str(queries), *common, "--reuse", "family"]
+    assert main([*family, "--out", str(tmp_path / "f.zarr")]) == 0
+    warm = open_store(tmp_path / "f.zarr")
+    assert warm.attrs["reuse"]["members_in_store"] > 0
+    # The same arrays as a family build with a cache of its own.
+    cold = ["build", str(queries), "--database", str(DEMO_DB), "-N", "2", "--threads", "2"]
+    cold += ["--cache", str(tmp_path / "cold"), "--audit", "0", "--audit-min", "0"]
+    assert main([*cold, "--reuse", "family", "--out", str(tmp_path / "g.zarr")]) == 0
+    a, b = warm.read_all(), open_store(tmp_path / "g.zarr").read_all()
+    assert np.array_equal(a.profiles, b.profiles)
+    per_query = open_store(tmp_path / "p.zarr").read_all()
+    assert not np.array_equal(a.profiles, per_query.profiles)
+    # And again through the now warm cache: nothing searched.
+    assert main([*family, "--out", str(tmp_path / "h.zarr")]) == 0
+    assert open_store(tmp_path / "h.zarr").attrs["cache"]["searched"] == 0
+
+
 def _run(argv: list[str], capsys) -> str:
     capsys.readouterr()
     assert main(argv) == 0

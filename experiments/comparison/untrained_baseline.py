@@ -80,7 +80,7 @@ def main() -> int:
             str(RESULTS / "evaluation" / "comparison_with_untrained.md"),
             "--figure",
             str(HERE / "comparison.png"),
-            "--force",  # the committed figure is replaced by the new run's
+            "--force",  # replace the figure of an earlier run
         ]
     )
 

@@ -262,7 +262,7 @@ def _score(text: str) -> float | None:
     """A finite number, or None for a missing score ('', 'NA', 'nan', ...)."""
     try:
         value = float(text)
-    except ValueError:
+    except (TypeError, ValueError):  # TypeError: a short row's missing cell (None)
         return None
     return value if np.isfinite(value) else None
 
@@ -294,19 +294,34 @@ def read_stability(data: Path, split: str = "train") -> tuple[list[SequenceExamp
 
 
 def read_wild_type(path: Path, key: str) -> dict:
-    """The `key` entry of a wt_sequence(s).json: `wt_aa` and its numbering offset."""
+    """The `key` entry of a wt_sequence(s).json: `wt_aa` (a checked sequence) and its
+    numbering offset (`wt_ofs` or `first_position_number`, an integer)."""
     try:
-        return json.loads(_need(path).read_text())[key]
-    except (json.JSONDecodeError, KeyError) as e:
-        raise DatasetError(f"{path}: no wild type {key!r} ({e})") from e
+        entry = json.loads(_need(path).read_text())[key]
+        entry = {**entry, "wt_aa": _check_sequence(path, key, entry["wt_aa"])}
+        for offset in ("wt_ofs", "first_position_number"):
+            if offset in entry:
+                entry[offset] = int(entry[offset])
+        return entry
+    except DatasetError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # JSON, UTF-8, layout
+        raise DatasetError(f"{path}: no usable wild type {key!r} ({type(e).__name__}: {e})") from e
 
 
-def _apply(path: Path, record: str, wild_type: str, mutations: list[tuple[int, str, str]]) -> str:
+def _apply(
+    path: Path,
+    record: str,
+    wild_type: str,
+    mutations: list[tuple[int, str, str]],
+    first_number: int = 1,
+) -> str:
     sequence = list(wild_type)
     for position, wt, mutant in mutations:
         if not 0 <= position < len(wild_type) or wild_type[position] != wt:
             raise DatasetError(
-                f"{path}: record {record}: {wt}{position} does not match the wild type"
+                f"{path}: record {record}: {wt}{position + first_number} does not match the "
+                "wild type"
             )
         sequence[position] = mutant
     return "".join(sequence)
@@ -343,7 +358,8 @@ def read_fluorescence(data: Path, split: str = "train") -> tuple[list[SequenceEx
         if value is None or any(m == "*" for _, _, m in mutations):
             dropped += 1
             continue
-        sequence = _apply(path, record, wild_type["wt_aa"], mutations)
+        offset = int(wild_type.get("wt_ofs", 0))
+        sequence = _apply(path, record, wild_type["wt_aa"], mutations, offset)
         examples.append(SequenceExample(record, sequence, value))
     return examples, dropped
 
@@ -416,7 +432,7 @@ def read_blat_ecolx(data: Path, score_column: str = "2500") -> VariantSet:
     for row in _tsv(path, ("mutant", score_column), delimiter=","):
         value = _score(row[score_column])
         parsed = _parse_mutations(path, row["mutant"], offset)
-        _apply(path, row["mutant"], wild_type, parsed)  # validates against the wild type
+        _apply(path, row["mutant"], wild_type, parsed, offset)  # checked against the wild type
         if value is None or any(m not in RESIDUES[:20] for _, _, m in parsed):
             dropped += 1
             continue
@@ -443,7 +459,7 @@ def _variant_set(
         if value is None or any(m not in RESIDUES[:20] for _, _, m in parsed):
             dropped += 1
             continue
-        _apply(path, record, wild_type, parsed)  # validates against the wild type
+        _apply(path, record, wild_type, parsed, first_number)  # checked against the wild type
         mutations.append(parsed)
         scores.append(value)
     if len(scores) < 3:
@@ -469,16 +485,19 @@ def read_nn4dms(data: Path, name: str) -> VariantSet:
 
 
 def read_gb1(data: Path) -> VariantSet:
-    """GB1 (Wu et al. 2016): every combination at V39, D40, G41 and V54, as FLIP's `sampled`
-    split lists them (train and test together), scored on the 56-residue GB1 domain.
+    """GB1 (Wu et al. 2016): the variants at V39, D40, G41 and V54 of FLIP's `sampled` split
+    (train and test together; a subset of the ~149k measured), scored on the 56-residue GB1
+    domain.
 
     FLIP gives whole sequences of PDB 5LDE's chain (GB1 fused to a viral FLICE protein); the
     mutations are their differences from that chain, all of which must fall in the domain."""
     folder = Path(data) / "flip_other"
     chain_path = _need(folder / "gb1_5LDE_1.fasta")
-    chain = _check_sequence(
-        chain_path, "5LDE_1", _fasta_pairs(chain_path, chain_path.read_text())[0][1]
-    )
+    try:
+        text = chain_path.read_text()
+    except (OSError, ValueError) as e:  # ValueError: not UTF-8
+        raise DatasetError(f"{chain_path}: cannot read it ({e})") from e
+    chain = _check_sequence(chain_path, "5LDE_1", _fasta_pairs(chain_path, text)[0][1])
     domain = read_wild_type(Path(data) / "dms_nn4dms" / "wt_sequences.json", "gb1")["wt_aa"]
     if not chain.startswith(domain):
         raise DatasetError(

@@ -45,13 +45,12 @@ def evaluate(
         )
     if any(t != "profile" for t in tasks) and not Path(data).is_dir():
         raise ConfigError(f"evaluate: benchmark data folder {data} not found")
-    # Before any work: a bad reference file fails now, not after the other tasks.
-    profiles = (
-        _alignment_reference(Path(data), store, reference, threads)
-        if "variants" in tasks
-        else None
-    )
+    # A bad reference file fails before any work; the model loads before any search.
+    variants = "variants" in tasks
+    profiles = _alignment_reference(Path(data), store, reference, 0) if variants else None
     loaded = load_any(checkpoint)
+    if variants and profiles is None and store is not None:
+        profiles = _alignment_reference(Path(data), store, None, threads)
     model, training = loaded.model, loaded.training
     no_head = f"{checkpoint} has no profile head (an ESM directory not exported by protprof)"
     if not loaded.has_profile_head:
@@ -117,7 +116,7 @@ def _alignment_reference(
     wild_types = variant_wild_types(data)
     if reference is not None:
         return ref.read(reference, wild_types, store)
-    if store is None:
+    if store is None or threads == 0:  # threads 0: read only, search later
         return None
     log.info("evaluate: searching the %d wild types for the alignment reference", len(wild_types))
     return ref.compute(wild_types, store, None, threads)
@@ -186,14 +185,29 @@ def write_report(report: dict, out_dir: Path) -> None:
 
 
 def read_reports(paths: list[Path]) -> dict[str, list[dict]]:
-    """Evaluation reports grouped by label (the arm), in the order given."""
+    """Evaluation reports grouped by label (the arm), in the order given.
+
+    Raises:
+        ConfigError: a file is not a report, or two reports share an arm and a seed.
+    """
     by_label: dict[str, list[dict]] = {}
+    seen: dict[tuple[str, object], Path] = {}
     for path in paths:
         try:
             report = json.loads(Path(path).read_text())
-            by_label.setdefault(report["label"], []).append(report)
+            label = str(report["label"])
+            for r in report["results"]:
+                float(r["value"]), float(r["low"]), float(r["high"]), r["task"] + r["metric"]
         except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: JSON, encoding
-            raise ConfigError(f"{path}: not a protprof evaluation report ({e})") from e
+            raise ConfigError(f"{path}: not a protprof evaluation report ({e!r})") from e
+        seed = report.get("seed")
+        if seed is not None and (label, seed) in seen:
+            raise ConfigError(
+                f"{path}: a second report of arm {label!r} with seed {seed} (the first: "
+                f"{seen[label, seed]}); give one report per arm and seed"
+            )
+        seen[label, seed] = Path(path)
+        by_label.setdefault(label, []).append(report)
     return by_label
 
 
@@ -243,22 +257,56 @@ def arm_interval(found: list[dict]) -> tuple[float, float, float]:
     return t_interval(np.array([r["value"] for r in found], dtype=float))
 
 
+# The heads each objective trains: a difference on a head's metric needs both arms to train it.
+TRAINED_HEADS = {
+    "mlm": {"MLM head"},
+    "profile": {"profile head"},
+    "multitask": {"MLM head", "profile head"},
+}
+
+
+def _head(metric: str) -> str | None:
+    for head in ("MLM head", "profile head"):
+        if metric.endswith(head):
+            return head
+    return None
+
+
+def _trains(reports: list[dict], head: str | None) -> bool:
+    return head is None or all(
+        head in TRAINED_HEADS.get(r.get("objective", ""), {head}) for r in reports
+    )
+
+
 def paired_differences(
     by_label: dict[str, list[dict]], baseline: str
 ) -> list[tuple[str, str, str, int, float, float, float]]:
     """(task, metric, arm, n seeds, mean, low, high) of arm − baseline, paired by seed, with a
-    95 % t-interval over the seeds both arms have."""
+    95 % t-interval over the seeds both arms have (finite values only). Left out: metrics of a
+    head one of the two arms does not train, and the alignment reference (no model in it)."""
     rows = []
     for key in _keys(by_label):
+        head = _head(key[1])
+        if key[1].endswith("alignment profile") or not _trains(by_label[baseline], head):
+            continue
         base = {r["seed"]: r["value"] for r in _found(by_label[baseline], key)}
         for label, reports in by_label.items():
-            if label == baseline:
+            if label == baseline or not _trains(reports, head):
                 continue
-            pairs = [
-                r["value"] - base[r["seed"]] for r in _found(reports, key) if r["seed"] in base
-            ]
+            found = _found(reports, key)
+            pairs = np.array(
+                [r["value"] - base[r["seed"]] for r in found if r["seed"] in base], dtype=float
+            )
+            pairs = pairs[np.isfinite(pairs)]
             if len(pairs) >= 2:
-                rows.append((*key, label, len(pairs), *t_interval(np.array(pairs))))
+                rows.append((*key, label, len(pairs), *t_interval(pairs)))
+            elif found:
+                log.warning(
+                    "compare: %s vs %s on %s, %s: fewer than 2 seeds in common; no difference",
+                    label,
+                    baseline,
+                    *key,
+                )
     return rows
 
 
@@ -287,12 +335,20 @@ def compare(paths: list[Path], baseline: str | None = "mlm", figure: Path | None
                 values = np.array([r["value"] for r in found], dtype=float)
                 cells.append(f"{_fmt(values.mean())} ± {_fmt(values.std(ddof=1))}")
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
+    if baseline is not None and baseline not in by_label:
+        log.warning(
+            "compare: no reports of the baseline arm %r (arms: %s): no paired differences",
+            baseline,
+            ", ".join(by_label),
+        )
     differences = paired_differences(by_label, baseline) if baseline in by_label else []
     if differences:
         lines += [
             "",
             f"Paired differences from `{baseline}` (same seeds; mean and 95 % t-interval over "
-            "seeds; *differs* when the interval excludes 0):",
+            "seeds; *differs* when the interval excludes 0, each row on its own: with this many "
+            "rows, expect a false *yes* now and then). Rows of a head one of the two arms does "
+            "not train, and the alignment reference, are left out:",
             "",
             "| task | metric | arm − " + str(baseline) + " | seeds | difference [95% CI] "
             "| differs |",
@@ -338,7 +394,11 @@ def plot_comparison(by_label: dict[str, list[dict]], out: Path) -> None:
         ax.tick_params(axis="y", labelsize=7)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    fig.suptitle("every arm on every task: mean and 95 % interval", fontsize=10)
+    fig.suptitle(
+        "every arm on every task: mean and 95 % t-interval over seeds (one report: its "
+        "bootstrap interval)",
+        fontsize=9,
+    )
     fig.tight_layout()
     with atomic_output(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -31,6 +31,7 @@ ASSEMBLE_MEM_MB = jobs.assemble_mem_mb(config)
 EVALUATION_OPTIONS = jobs.evaluation_options(config)
 # The alignment reference of the zero-shot task: searched once per store.
 REFERENCE = f"{RESULTS}/evaluation/alignment_reference.npz"
+EVALUATION_STORE = EVALUATION["store"] or f"{RESULTS}/store/profiles.zarr"
 REFERENCE_INPUTS = [REFERENCE] if "variants" in EVALUATION["tasks"] else []
 LABELS = {
     objective: jobs.evaluation_label(config, objective) for objective in OBJECTIVES

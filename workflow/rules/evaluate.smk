@@ -1,6 +1,6 @@
 rule alignment_reference:
     input:
-        store=f"{RESULTS}/store/profiles.zarr",
+        store=EVALUATION_STORE,
     output:
         REFERENCE,
     log:
@@ -25,7 +25,7 @@ rule alignment_reference:
 rule evaluate_model:
     input:
         checkpoint=f"{RESULTS}/train/{{objective}}/seed{{seed}}/checkpoint.pt",
-        store=f"{RESULTS}/store/profiles.zarr",
+        store=EVALUATION_STORE,
         reference=REFERENCE_INPUTS,
     output:
         report=f"{RESULTS}/evaluation/{{objective}}/seed{{seed}}/report.md",
