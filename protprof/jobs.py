@@ -171,19 +171,26 @@ def evaluation_options(config: dict[str, Any]) -> str:
     )
 
 
-def evaluation_label(config: dict[str, Any], objective: str) -> str:
-    """The arm's label of one objective's reports (`evaluation.label`, `{objective}` filled).
+def evaluation_labels(config: dict[str, Any]) -> dict[str, str]:
+    """Each objective's arm label in reports (`evaluation.label`, `{objective}` filled).
 
     Raises:
-        ConfigError: the template names another field or is malformed.
+        ConfigError: the template names another field, is malformed, or gives two objectives
+            the same label (their reports would merge into one arm).
     """
-    template = config["evaluation"].get("label", "{objective}")
+    template = str(config["evaluation"].get("label", "{objective}"))
     try:
-        return str(template).format(objective=objective)
+        labels = {o: template.format(objective=o) for o in config["train"]["objectives"]}
     except (KeyError, IndexError, ValueError) as e:
         raise ConfigError(
             f"evaluation.label {template!r}: only {{objective}} may be filled in ({e})"
         ) from None
+    if len(set(labels.values())) < len(labels):
+        raise ConfigError(
+            f"evaluation.label {template!r} gives several objectives one label: include "
+            "{objective}"
+        )
+    return labels
 
 
 def check_training(config: dict[str, Any], store: str) -> None:

@@ -100,3 +100,15 @@ def test_residue_estimate_from_file_sizes(tmp_path):
     assert jobs.file_residues(str(plain)) == 1000
     assert jobs.file_residues(str(packed)) == 2500
     assert jobs.file_residues(str(tmp_path / "not-yet.fasta")) == 0
+
+
+def test_evaluation_labels_fill_the_objective_and_stay_distinct():
+    config = {"evaluation": {"label": "{objective}-family"}, "train": {"objectives": ["mlm"]}}
+    assert jobs.evaluation_labels(config) == {"mlm": "mlm-family"}
+    config["train"]["objectives"] = ["mlm", "profile"]
+    config["evaluation"]["label"] = "same"
+    with pytest.raises(ConfigError, match="several objectives one label"):
+        jobs.evaluation_labels(config)
+    config["evaluation"]["label"] = "{seed}"
+    with pytest.raises(ConfigError, match="only {objective} may be filled in"):
+        jobs.evaluation_labels(config)

@@ -47,6 +47,8 @@ def evaluate(
         raise ConfigError(f"evaluate: benchmark data folder {data} not found")
     # A bad reference file fails before any work; the model loads before any search.
     variants = "variants" in tasks
+    if reference is not None and not variants:
+        log.warning("evaluate: --reference is for the variants task, which is not run")
     profiles = _alignment_reference(Path(data), store, reference, 0) if variants else None
     loaded = load_any(checkpoint)
     if variants and profiles is None and store is not None:

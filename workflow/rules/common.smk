@@ -33,9 +33,7 @@ EVALUATION_OPTIONS = jobs.evaluation_options(config)
 REFERENCE = f"{RESULTS}/evaluation/alignment_reference.npz"
 EVALUATION_STORE = EVALUATION["store"] or f"{RESULTS}/store/profiles.zarr"
 REFERENCE_INPUTS = [REFERENCE] if "variants" in EVALUATION["tasks"] else []
-LABELS = {
-    objective: jobs.evaluation_label(config, objective) for objective in OBJECTIVES
-}
+LABELS = jobs.evaluation_labels(config)
 TRAIN_LAUNCHER = jobs.train_launcher(config)
 TRAIN_SLURM_EXTRA = jobs.train_slurm_extra(config)
 INIT_FROM_OPTION = jobs.init_from_option(config)
