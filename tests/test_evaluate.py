@@ -111,12 +111,15 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
         f"| secondary structure (CB513) | Q3 | {q3['value']:.3f} "
         f"[{q3['low']:.3f}, {q3['high']:.3f}] |"
     )
+    # The same numbers under another seed: two reports of one arm (the same seed twice is
+    # refused, see test_compare.py).
+    (tmp_path / "seed1.json").write_text(json.dumps({**report, "seed": 1}))
     assert (
         main(
             [
                 "compare",
                 str(out / "report.json"),
-                str(out / "report.json"),
+                str(tmp_path / "seed1.json"),
                 "--out",
                 str(tmp_path / "two.md"),
             ]
