@@ -717,6 +717,15 @@ _MODEL_HELP = (
 )
 
 
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data"),
+        help="benchmark data folder (default ../shared/data)",
+    )
+
+
 @command("embed", "write per-residue and mean embeddings and predicted profiles (.npz)")
 def _embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
@@ -845,12 +854,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         choices=TASKS,
         help="tasks to run (default: all)",
     )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=Path("../shared/data"),
-        help="benchmark data folder (default ../shared/data)",
-    )
+    _add_data(p)
     p.add_argument(
         "--store",
         type=Path,
@@ -908,12 +912,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 @command("reference", "search the zero-shot assays' wild types as a store's queries were")
 def _reference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, required=True, help="the profile store")
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=Path("../shared/data"),
-        help="benchmark data folder (default ../shared/data)",
-    )
+    _add_data(p)
     p.add_argument(
         "--database",
         type=Path,

@@ -88,6 +88,26 @@ def esm_directory(path: Path, layers=2, width=64, heads=4, seed=0, **config) -> 
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(small_store, tmp_path_factory) -> Path:
+    """The tiny multitask model trained 30 steps on `small_store` (a real checkpoint)."""
+    from protprof.train import load_config, train
+
+    out = tmp_path_factory.mktemp("tiny")
+    values = {
+        "store": small_store,
+        "out_dir": out,
+        "max_steps": 30,
+        "eval_every": 10,
+        "checkpoint_every": 30,
+        "max_tokens": 2048,
+        "max_len": 256,
+        "warmup_steps": 5,
+    }
+    train(load_config(None, [f"{k}={v}" for k, v in values.items()]))
+    return out / "checkpoint.pt"
+
+
 @pytest.fixture
 def gz_bytes():
     return lambda text: gzip.compress(text.encode())

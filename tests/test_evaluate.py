@@ -21,7 +21,6 @@ from protprof.evaluation.leakage import evaluation_test_sequences, guard
 from protprof.evaluation.tasks import RUNNERS, Limits, variant_scores
 from protprof.fasta import Record, read_fasta
 from protprof.store import open_store
-from protprof.train import load_config, train
 from tests.conftest import DEMO_QUERIES, SHARED_DATA
 
 pytestmark = pytest.mark.skipif(
@@ -30,20 +29,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def checkpoint(small_store, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny")
-    values = {
-        "store": small_store,
-        "out_dir": out,
-        "max_steps": 30,
-        "eval_every": 10,
-        "checkpoint_every": 30,
-        "max_tokens": 2048,
-        "max_len": 256,
-        "warmup_steps": 5,
-    }
-    train(load_config(None, [f"{k}={v}" for k, v in values.items()]))
-    return out / "checkpoint.pt"
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_path, capsys):

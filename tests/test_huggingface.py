@@ -21,7 +21,7 @@ from protprof.esm_config import ESM_TOKENS
 from protprof.fasta import read_fasta
 from protprof.huggingface import PROFILE_HEAD, TO_ESM, load_profile_head
 from protprof.model import PRESETS, ProteinEncoder
-from protprof.train import Trainer, load_config, train
+from protprof.train import Trainer, load_config
 from tests.conftest import DEMO_QUERIES, SHARED_DATA, esm_directory
 
 TOLERANCE = 1e-4  # the issue's: hidden states and logits within 1e-4
@@ -51,21 +51,8 @@ def protprof_batch(sequences):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(small_store, tmp_path_factory):
-    """A tiny multitask model trained here on a real store."""
-    out = tmp_path_factory.mktemp("tiny")
-    values = {
-        "store": small_store,
-        "out_dir": out,
-        "max_steps": 20,
-        "eval_every": 10,
-        "checkpoint_every": 20,
-        "max_tokens": 2048,
-        "max_len": 256,
-        "warmup_steps": 5,
-    }
-    train(load_config(None, [f"{k}={v}" for k, v in values.items()]))
-    return out / "checkpoint.pt"
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint
 
 
 def test_every_protprof_token_has_its_esm_twin():
@@ -137,7 +124,7 @@ def test_export_round_trip_equals_protprof(checkpoint, tmp_path, capsys):
     assert max(worst.values()) < TOLERANCE, worst
     # protprof reads its own export back bit for bit, profile head included.
     back = load_any(out)
-    assert back.has_profile_head and back.step == 20
+    assert back.has_profile_head and back.step == 30
     with torch.no_grad():
         again = back.model(protprof_batch(sequences))
     for key in ("hidden", "mlm_logits", "profile_logits"):
