@@ -37,6 +37,8 @@ def evaluate(
     """Every number of every task, with timings, as a JSON-ready dict. `label` names the
     model in reports and comparisons (default: its training objective)."""
     from protprof.checkpoint import load_any
+    from protprof.evaluation import reference as ref
+    from protprof.evaluation.datasets import variant_wild_types
 
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown or not tasks:
@@ -49,10 +51,16 @@ def evaluate(
     variants = "variants" in tasks
     if reference is not None and not variants:
         log.warning("evaluate: --reference is for the variants task, which is not run")
-    profiles = _alignment_reference(Path(data), store, reference, 0) if variants else None
+    profiles = None
+    if variants and reference is not None:
+        profiles = ref.read(reference, variant_wild_types(Path(data)), store)
     loaded = load_any(checkpoint)
     if variants and profiles is None and store is not None:
-        profiles = _alignment_reference(Path(data), store, None, threads)
+        wild_types = variant_wild_types(Path(data))
+        log.info(
+            "evaluate: searching the %d wild types for the alignment reference", len(wild_types)
+        )
+        profiles = ref.compute(wild_types, store, None, threads)
     model, training = loaded.model, loaded.training
     no_head = f"{checkpoint} has no profile head (an ESM directory not exported by protprof)"
     if not loaded.has_profile_head:
@@ -105,23 +113,6 @@ def evaluate(
         "seconds": seconds,
         "results": [r.as_dict() for r in results],
     }
-
-
-def _alignment_reference(
-    data: Path, store: Path | None, reference: Path | None, threads: int
-) -> dict[str, np.ndarray] | None:
-    """The wild types' alignment profiles: read from `reference`, else searched against
-    `store`'s database; None (the reference rows say why) with neither."""
-    from protprof.evaluation import reference as ref
-    from protprof.evaluation.datasets import variant_wild_types
-
-    wild_types = variant_wild_types(data)
-    if reference is not None:
-        return ref.read(reference, wild_types, store)
-    if store is None or threads == 0:  # threads 0: read only, search later
-        return None
-    log.info("evaluate: searching the %d wild types for the alignment reference", len(wild_types))
-    return ref.compute(wild_types, store, None, threads)
 
 
 def _fmt(value: float, signed: bool = False) -> str:
