@@ -9,6 +9,7 @@ so the output is reproducible byte for byte (gzip mtime is fixed to 0).
 from __future__ import annotations
 
 import gzip
+import io
 import random
 import sys
 from pathlib import Path
@@ -37,10 +38,20 @@ def read_records(path: str) -> list[tuple[str, str]]:
 
 
 def write_gz(path: Path, records: list[tuple[str, str]]) -> None:
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+    """Write deterministic gzip FASTA; leave an identical file untouched, so rerunning this
+    script does not bump its mtime (which would make Snakemake redo everything downstream)."""
+    buffer = io.BytesIO()
+    # The header names the file, as writing it directly would.
+    with gzip.GzipFile(filename=str(path), fileobj=buffer, mode="wb", mtime=0) as gz:
         for header, seq in records:
             lines = [seq[i : i + 60] for i in range(0, len(seq), 60)]
             gz.write((">" + header + "\n" + "\n".join(lines) + "\n").encode())
+    data = buffer.getvalue()
+    if path.is_file() and path.read_bytes() == data:
+        return
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
 
 
 def main() -> None:
