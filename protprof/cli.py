@@ -941,7 +941,8 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--baseline",
         default="mlm",
-        help="the arm (report label) the paired differences are taken from (default mlm)",
+        help="the arm (report label) the paired differences are taken from, and whose MLM "
+        "head the other arms' profile heads are set against on zero-shot rows (default mlm)",
     )
     p.add_argument(
         "--figure", type=Path, help="also draw every arm on every task with its interval (PNG)"

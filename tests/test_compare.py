@@ -94,3 +94,34 @@ def test_untrained_heads_and_the_reference_are_not_differenced(tmp_path):
     # Two reports of one arm and seed are refused, naming both files.
     twice = [*map(str, paths), str(paths[0])]
     assert main(["compare", *twice, "--out", str(tmp_path / "d.md")]) == 1
+
+
+def test_profile_head_against_the_baselines_mlm_head(tmp_path):
+    """The zero-shot scorer each pretraining yields: profile's (and multitask's) profile head
+    against mlm's MLM head, paired by seed; the profile head of mlm itself is never used."""
+    rng = np.random.default_rng(1)
+    mlm_head = rng.normal(0.05, 0.02, size=4)
+    gain = 0.2 + rng.normal(0, 0.01, size=4)
+    paths = []
+    for seed in range(4):
+        for label in ("mlm", "profile", "multitask"):
+            heads = {
+                "MLM head": mlm_head[seed] if label != "profile" else -0.3,
+                "profile head": mlm_head[seed] + gain[seed] if label != "mlm" else 0.9,
+            }
+            results = [
+                {"task": "zero-shot (A)", "metric": f"Spearman rho, {head}", "value": value,
+                 "low": value - 0.1, "high": value + 0.1, "n_train": 0, "n_test": 9, "note": ""}
+                for head, value in heads.items()
+            ]  # fmt: skip
+            report = {"label": label, "objective": label, "seed": seed, "results": results}
+            paths.append(tmp_path / f"{label}{seed}.json")
+            paths[-1].write_text(json.dumps(report))
+    assert main(["compare", *map(str, paths), "--out", str(tmp_path / "c.md")]) == 0
+    table = (tmp_path / "c.md").read_text()
+    assert "each arm's profile head − `mlm`'s MLM head" in table
+    half = 3.182 * gain.std(ddof=1) / 2  # t(0.975, 3) * sd / sqrt(4)
+    expected = f"{gain.mean():+.3f} [{gain.mean() - half:+.3f}, {gain.mean() + half:+.3f}] | yes |"
+    for arm in ("profile", "multitask"):
+        assert f"| zero-shot (A) | {arm} | 4 | {expected}" in table
+    assert "| zero-shot (A) | mlm |" not in table

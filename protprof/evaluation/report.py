@@ -303,9 +303,38 @@ def paired_differences(
     return rows
 
 
+def head_differences(
+    by_label: dict[str, list[dict]], baseline: str
+) -> list[tuple[str, str, int, float, float, float]]:
+    """(task, arm, n seeds, mean, low, high) of the arm's profile head − the baseline's MLM
+    head on every zero-shot row, paired by seed: the scorer each pretraining yields, at equal
+    compute. Only arms that train the profile head, against a baseline that trains the MLM
+    head; a 95 % t-interval over the seeds both have."""
+    rows: list[tuple[str, str, int, float, float, float]] = []
+    if not _trains(by_label[baseline], "MLM head"):
+        return rows
+    for task, metric in _keys(by_label):
+        if _head(metric) != "profile head":
+            continue
+        mlm_key = (task, metric.removesuffix("profile head") + "MLM head")
+        base = {r["seed"]: r["value"] for r in _found(by_label[baseline], mlm_key)}
+        for label, reports in by_label.items():
+            if label == baseline or not _trains(reports, "profile head"):
+                continue
+            found = _found(reports, (task, metric))
+            pairs = np.array(
+                [r["value"] - base[r["seed"]] for r in found if r["seed"] in base], dtype=float
+            )
+            pairs = pairs[np.isfinite(pairs)]
+            if len(pairs) >= 2:
+                rows.append((task, label, len(pairs), *t_interval(pairs)))
+    return rows
+
+
 def compare(paths: list[Path], baseline: str | None = "mlm", figure: Path | None = None) -> str:
     """A markdown table: one row per (task, metric), one column per label; then, when the
-    arms have several seeds, each arm's paired difference from `baseline` with its interval.
+    arms have several seeds, each arm's paired difference from `baseline` with its interval,
+    and on the zero-shot rows each arm's profile head against the baseline's MLM head.
 
     Columns are report labels (by default the objective). One report per label: the value
     and its bootstrap 95 % interval. Several (seeds): mean ± standard deviation across them,
@@ -348,14 +377,32 @@ def compare(paths: list[Path], baseline: str | None = "mlm", figure: Path | None
             "|---|---|---|---|---|---|",
         ]
         for task, metric, label, n, mean, low, high in differences:
-            differs = "yes" if np.isfinite(low) and (low > 0 or high < 0) else "no"
-            lines.append(
-                f"| {task} | {metric} | {label} | {n} | {_fmt(mean, signed=True)} "
-                f"[{_fmt(low, signed=True)}, {_fmt(high, signed=True)}] | {differs} |"
-            )
+            lines.append(f"| {task} | {metric} | {label} | {n} | {_difference(mean, low, high)}")
+    heads = head_differences(by_label, baseline) if baseline in by_label else []
+    if heads:
+        lines += [
+            "",
+            f"Zero-shot scorers against each other: each arm's profile head − `{baseline}`'s "
+            "MLM head (same seeds; mean and 95 % t-interval over seeds):",
+            "",
+            f"| task | arm (profile head) − {baseline} (MLM head) | seeds | difference [95% CI] "
+            "| differs |",
+            "|---|---|---|---|---|",
+        ]
+        for task, label, n, mean, low, high in heads:
+            lines.append(f"| {task} | {label} | {n} | {_difference(mean, low, high)}")
     if figure is not None:
         plot_comparison(by_label, figure)
     return "\n".join(lines) + "\n"
+
+
+def _difference(mean: float, low: float, high: float) -> str:
+    """The last two cells of a difference row: the value with its interval, and the verdict."""
+    differs = "yes" if np.isfinite(low) and (low > 0 or high < 0) else "no"
+    return (
+        f"{_fmt(mean, signed=True)} [{_fmt(low, signed=True)}, {_fmt(high, signed=True)}] "
+        f"| {differs} |"
+    )
 
 
 def plot_comparison(by_label: dict[str, list[dict]], out: Path) -> None:
