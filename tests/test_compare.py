@@ -76,7 +76,8 @@ def test_a_bad_report_is_one_line(tmp_path, capsys, bad):
 
 def test_untrained_heads_and_the_reference_are_not_differenced(tmp_path):
     """mlm never trains the profile head: profile − mlm on that head's metric would compare a
-    trained head with a random one. The alignment reference holds no model at all."""
+    trained head with a random one. The alignment reference and the profile task's baselines
+    hold no model at all."""
     paths = []
     for seed in range(3):
         for label in ("mlm", "profile"):
@@ -84,6 +85,10 @@ def test_untrained_heads_and_the_reference_are_not_differenced(tmp_path):
                 {"task": "t", "metric": f"Spearman rho, {name}", "value": 0.1 * seed + len(label),
                  "low": 0, "high": 1, "n_train": 0, "n_test": 9, "note": ""}
                 for name in ("MLM head", "profile head", "alignment profile")
+            ] + [
+                {"task": "profile", "metric": "KL, baseline: background frequencies",
+                 "value": 0.4 + 0.01 * seed, "low": 0, "high": 1, "n_train": 0, "n_test": 9,
+                 "note": ""}
             ]  # fmt: skip
             report = {"label": label, "objective": label, "seed": seed, "results": results}
             path = tmp_path / f"{label}{seed}.json"

@@ -265,6 +265,11 @@ def _head(metric: str) -> str | None:
     return None
 
 
+def _model_free(metric: str) -> bool:
+    """The alignment reference and the profile task's baselines: the same for every arm."""
+    return metric.endswith("alignment profile") or metric.startswith("KL, baseline")
+
+
 def _trains(reports: list[dict], head: str | None) -> bool:
     return head is None or all(
         head in TRAINED_HEADS.get(r.get("objective", ""), {head}) for r in reports
@@ -276,11 +281,12 @@ def paired_differences(
 ) -> list[tuple[str, str, str, int, float, float, float]]:
     """(task, metric, arm, n seeds, mean, low, high) of arm − baseline, paired by seed, with a
     95 % t-interval over the seeds both arms have (finite values only). Left out: metrics of a
-    head one of the two arms does not train, and the alignment reference (no model in it)."""
+    head one of the two arms does not train, and the model-free rows (the alignment reference,
+    the profile task's baselines)."""
     rows = []
     for key in _keys(by_label):
         head = _head(key[1])
-        if key[1].endswith("alignment profile") or not _trains(by_label[baseline], head):
+        if _model_free(key[1]) or not _trains(by_label[baseline], head):
             continue
         base = {r["seed"]: r["value"] for r in _found(by_label[baseline], key)}
         for label, reports in by_label.items():
@@ -370,7 +376,7 @@ def compare(paths: list[Path], baseline: str | None = "mlm", figure: Path | None
             f"Paired differences from `{baseline}` (same seeds; mean and 95 % t-interval over "
             "seeds; *differs* when the interval excludes 0, each row on its own: with this many "
             "rows, expect a false *yes* now and then). Rows of a head one of the two arms does "
-            "not train, and the alignment reference, are left out:",
+            "not train, and the model-free rows (alignment reference, baselines), are left out:",
             "",
             "| task | metric | arm − " + str(baseline) + " | seeds | difference [95% CI] "
             "| differs |",
