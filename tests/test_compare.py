@@ -130,3 +130,14 @@ def test_profile_head_against_the_baselines_mlm_head(tmp_path):
     for arm in ("profile", "multitask"):
         assert f"| zero-shot (A) | {arm} | 4 | {expected}" in table
     assert "| zero-shot (A) | mlm |" not in table
+
+
+def test_a_one_report_arm_is_named_once_not_per_metric(tmp_path, caplog):
+    """The untrained model has one report: nothing to pair, said once, not once per row."""
+    paths = [write_report(tmp_path / f"m{s}.json", "mlm", s, [0.1 * s, 0.2]) for s in range(3)]
+    paths.append(write_report(tmp_path / "u.json", "untrained", 0, [0.0, 0.0]))
+    assert main(["compare", *map(str, paths), "--out", str(tmp_path / "c.md")]) == 0
+    said = [r.getMessage() for r in caplog.records if "seeds in common" in r.getMessage()]
+    assert said == [
+        "compare: untrained has fewer than 2 seeds in common with mlm; no paired differences"
+    ]

@@ -284,6 +284,7 @@ def paired_differences(
     head one of the two arms does not train, and the model-free rows (the alignment reference,
     the profile task's baselines)."""
     rows = []
+    unpaired: set[str] = set()
     for key in _keys(by_label):
         head = _head(key[1])
         if _model_free(key[1]) or not _trains(by_label[baseline], head):
@@ -300,12 +301,13 @@ def paired_differences(
             if len(pairs) >= 2:
                 rows.append((*key, label, len(pairs), *t_interval(pairs)))
             elif found:
-                log.warning(
-                    "compare: %s vs %s on %s, %s: fewer than 2 seeds in common; no difference",
-                    label,
-                    baseline,
-                    *key,
-                )
+                unpaired.add(label)
+    for label in sorted(unpaired):  # e.g. the untrained model: one report, nothing to pair over
+        log.warning(
+            "compare: %s has fewer than 2 seeds in common with %s; no paired differences",
+            label,
+            baseline,
+        )
     return rows
 
 
