@@ -132,12 +132,38 @@ def test_profile_head_against_the_baselines_mlm_head(tmp_path):
     assert "| zero-shot (A) | mlm |" not in table
 
 
-def test_a_one_report_arm_is_named_once_not_per_metric(tmp_path, caplog):
-    """The untrained model has one report: nothing to pair, said once, not once per row."""
+def test_only_zero_shot_rows_set_heads_against_each_other(tmp_path):
+    """The profile task's KL rows (or any probe reporting both heads) are not zero-shot
+    scorers: the head-against-head section takes zero-shot rows only."""
+    paths = []
+    for seed in range(3):
+        for label in ("mlm", "profile"):
+            results = [
+                {"task": task, "metric": f"{metric}, {head}", "value": 0.1 * seed + len(label),
+                 "low": 0, "high": 1, "n_train": 0, "n_test": 9, "note": ""}
+                for task, metric in (("profile (store)", "KL, model"), ("probe (X)", "rho"))
+                for head in ("MLM head", "profile head")
+            ]  # fmt: skip
+            report = {"label": label, "objective": label, "seed": seed, "results": results}
+            paths.append(tmp_path / f"{label}{seed}.json")
+            paths[-1].write_text(json.dumps(report))
+    assert main(["compare", *map(str, paths), "--out", str(tmp_path / "c.md")]) == 0
+    assert "Zero-shot scorers" not in (tmp_path / "c.md").read_text()
+
+
+def test_arms_without_seeds_to_pair_are_named_once(tmp_path, caplog):
+    """The untrained model has one report: nothing to pair, said once, not once per row. An arm
+    that shares seeds but has one row of NaN gets its other rows and a warning naming the row."""
     paths = [write_report(tmp_path / f"m{s}.json", "mlm", s, [0.1 * s, 0.2]) for s in range(3)]
     paths.append(write_report(tmp_path / "u.json", "untrained", 0, [0.0, 0.0]))
+    for s in range(3):
+        paths.append(write_report(tmp_path / f"p{s}.json", "profile", s, [0.1 * s + 1, np.nan]))
     assert main(["compare", *map(str, paths), "--out", str(tmp_path / "c.md")]) == 0
-    said = [r.getMessage() for r in caplog.records if "seeds in common" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "compare:" in r.getMessage()]
     assert said == [
-        "compare: untrained has fewer than 2 seeds in common with mlm; no paired differences"
+        "compare: untrained has fewer than 2 seeds in common with mlm; no paired differences",
+        "compare: profile vs mlm on task B, m: fewer than 2 finite pairs; no difference",
     ]
+    table = (tmp_path / "c.md").read_text()
+    assert "| task A | m | profile | 3 | +1.000 [+1.000, +1.000] | yes |" in table
+    assert "| m | untrained |" not in table  # no difference row

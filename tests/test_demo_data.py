@@ -1,4 +1,4 @@
-"""The data-cutting scripts (data/demo/make_demo_data.py, experiments/comparison/make_data.py):
+"""data/demo/make_demo_data.py (whose writer experiments/comparison/make_data.py shares):
 byte-reproducible output, and a rerun that leaves identical files untouched so their mtimes do
 not make Snakemake redo a finished workflow."""
 
@@ -46,10 +46,12 @@ def test_changed_records_replace_the_file_whole(tmp_path):
     out = tmp_path / "records.fasta.gz"
     script.write_gz(out, RECORDS)
     os.utime(out, (1_000_000, 1_000_000))
+    before = out.stat().st_ino
     script.write_gz(out, RECORDS[:1])
     assert out.stat().st_mtime != 1_000_000
+    assert out.stat().st_ino != before  # a new file renamed over the old, not a rewrite
     assert gzip.decompress(out.read_bytes()).decode().count(">") == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["records.fasta.gz"]  # no .partial left
+    assert [p.name for p in tmp_path.iterdir()] == ["records.fasta.gz"]  # no partial file left
 
 
 @pytest.mark.skipif(not SOURCE.is_file(), reason=f"{SOURCE} missing (Debian mmseqs2-examples)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import random
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ def write_gz(path: Path, records: list[tuple[str, str]]) -> None:
     data = buffer.getvalue()
     if path.is_file() and path.read_bytes() == data:
         return
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     partial.write_bytes(data)
     partial.replace(path)
 

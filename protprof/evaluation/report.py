@@ -276,6 +276,35 @@ def _trains(reports: list[dict], head: str | None) -> bool:
     )
 
 
+def _seeds(reports: list[dict]) -> set:
+    return {r.get("seed") for r in reports} - {None}
+
+
+def _paired(found: list[dict], base_found: list[dict]) -> np.ndarray:
+    """Finite differences found − base_found, paired by seed (reports without a seed, such
+    as a foreign model's, pair with nothing)."""
+    base = {r["seed"]: r["value"] for r in base_found if r["seed"] is not None}
+    pairs = np.array([r["value"] - base[r["seed"]] for r in found if r["seed"] in base], float)
+    return pairs[np.isfinite(pairs)]
+
+
+def _paired_arms(by_label: dict[str, list[dict]], baseline: str) -> list[str]:
+    """The arms with at least 2 seeds in common with `baseline`; the others are named once."""
+    arms = []
+    for label, reports in by_label.items():
+        if label == baseline:
+            continue
+        if len(_seeds(reports) & _seeds(by_label[baseline])) >= 2:
+            arms.append(label)
+        else:  # e.g. the untrained model: one report, nothing to pair over
+            log.warning(
+                "compare: %s has fewer than 2 seeds in common with %s; no paired differences",
+                label,
+                baseline,
+            )
+    return arms
+
+
 def paired_differences(
     by_label: dict[str, list[dict]], baseline: str
 ) -> list[tuple[str, str, str, int, float, float, float]]:
@@ -284,30 +313,26 @@ def paired_differences(
     head one of the two arms does not train, and the model-free rows (the alignment reference,
     the profile task's baselines)."""
     rows = []
-    unpaired: set[str] = set()
+    arms = _paired_arms(by_label, baseline)
     for key in _keys(by_label):
         head = _head(key[1])
         if _model_free(key[1]) or not _trains(by_label[baseline], head):
             continue
-        base = {r["seed"]: r["value"] for r in _found(by_label[baseline], key)}
-        for label, reports in by_label.items():
-            if label == baseline or not _trains(reports, head):
+        base_found = _found(by_label[baseline], key)
+        for label in arms:
+            found = _found(by_label[label], key)
+            if not _trains(by_label[label], head) or not (found and base_found):
                 continue
-            found = _found(reports, key)
-            pairs = np.array(
-                [r["value"] - base[r["seed"]] for r in found if r["seed"] in base], dtype=float
-            )
-            pairs = pairs[np.isfinite(pairs)]
+            pairs = _paired(found, base_found)
             if len(pairs) >= 2:
                 rows.append((*key, label, len(pairs), *t_interval(pairs)))
-            elif found:
-                unpaired.add(label)
-    for label in sorted(unpaired):  # e.g. the untrained model: one report, nothing to pair over
-        log.warning(
-            "compare: %s has fewer than 2 seeds in common with %s; no paired differences",
-            label,
-            baseline,
-        )
+            else:
+                log.warning(
+                    "compare: %s vs %s on %s, %s: fewer than 2 finite pairs; no difference",
+                    label,
+                    baseline,
+                    *key,
+                )
     return rows
 
 
@@ -321,19 +346,14 @@ def head_differences(
     rows: list[tuple[str, str, int, float, float, float]] = []
     if not _trains(by_label[baseline], "MLM head"):
         return rows
+    arms = [a for a in by_label if a != baseline and _trains(by_label[a], "profile head")]
     for task, metric in _keys(by_label):
-        if _head(metric) != "profile head":
+        if not task.startswith("zero-shot") or _head(metric) != "profile head":
             continue
         mlm_key = (task, metric.removesuffix("profile head") + "MLM head")
-        base = {r["seed"]: r["value"] for r in _found(by_label[baseline], mlm_key)}
-        for label, reports in by_label.items():
-            if label == baseline or not _trains(reports, "profile head"):
-                continue
-            found = _found(reports, (task, metric))
-            pairs = np.array(
-                [r["value"] - base[r["seed"]] for r in found if r["seed"] in base], dtype=float
-            )
-            pairs = pairs[np.isfinite(pairs)]
+        base_found = _found(by_label[baseline], mlm_key)
+        for label in arms:
+            pairs = _paired(_found(by_label[label], (task, metric)), base_found)
             if len(pairs) >= 2:
                 rows.append((task, label, len(pairs), *t_interval(pairs)))
     return rows
@@ -391,7 +411,8 @@ def compare(paths: list[Path], baseline: str | None = "mlm", figure: Path | None
         lines += [
             "",
             f"Zero-shot scorers against each other: each arm's profile head − `{baseline}`'s "
-            "MLM head (same seeds; mean and 95 % t-interval over seeds):",
+            "MLM head (same seeds; mean and 95 % t-interval over seeds; *differs* when the "
+            "interval excludes 0, each row on its own):",
             "",
             f"| task | arm (profile head) − {baseline} (MLM head) | seeds | difference [95% CI] "
             "| differs |",
@@ -421,7 +442,7 @@ def plot_comparison(by_label: dict[str, list[dict]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in _keys(by_label) if "baseline" not in k[1]]
+    keys = [k for k in _keys(by_label) if not k[1].startswith("KL, baseline")]
     columns = 4
     rows = -(-len(keys) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.2 * rows), squeeze=False)
