@@ -393,36 +393,39 @@ def compare(paths: list[Path], baseline: str | None = "mlm", figure: Path | None
         )
     differences = paired_differences(by_label, baseline) if baseline in by_label else []
     if differences:
-        lines += [
-            "",
+        lines += _table_start(
             f"Paired differences from `{baseline}` (same seeds; mean and 95 % t-interval over "
             "seeds; *differs* when the interval excludes 0, each row on its own: with this many "
             "rows, expect a false *yes* now and then). Rows of a head one of the two arms does "
             "not train, and the model-free rows (alignment reference, baselines), are left out:",
-            "",
-            "| task | metric | arm − " + str(baseline) + " | seeds | difference [95% CI] "
-            "| differs |",
-            "|---|---|---|---|---|---|",
-        ]
+            ["task", "metric", f"arm − {baseline}", "seeds", "difference [95% CI]", "differs"],
+        )
         for task, metric, label, n, mean, low, high in differences:
             lines.append(f"| {task} | {metric} | {label} | {n} | {_difference(mean, low, high)}")
     heads = head_differences(by_label, baseline) if baseline in by_label else []
     if heads:
-        lines += [
-            "",
+        lines += _table_start(
             f"Zero-shot scorers against each other: each arm's profile head − `{baseline}`'s "
             "MLM head (same seeds; mean and 95 % t-interval over seeds; *differs* when the "
             "interval excludes 0, each row on its own):",
-            "",
-            f"| task | arm (profile head) − {baseline} (MLM head) | seeds | difference [95% CI] "
-            "| differs |",
-            "|---|---|---|---|---|",
-        ]
+            [
+                "task",
+                f"arm (profile head) − {baseline} (MLM head)",
+                "seeds",
+                "difference [95% CI]",
+                "differs",
+            ],
+        )
         for task, label, n, mean, low, high in heads:
             lines.append(f"| {task} | {label} | {n} | {_difference(mean, low, high)}")
     if figure is not None:
         plot_comparison(by_label, figure)
     return "\n".join(lines) + "\n"
+
+
+def _table_start(intro: str, columns: list[str]) -> list[str]:
+    """A markdown section's opening lines: its intro paragraph, then the table's header."""
+    return ["", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
 
 
 def _difference(mean: float, low: float, high: float) -> str:
