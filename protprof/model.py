@@ -10,7 +10,8 @@ training speed of `transformers`' own ESM module for the tiny preset, 1.2-1.4x f
 (bench/bench_model.py).
 The vocabulary stays protprof's (`protprof.alphabet`); it maps onto ESM's at the boundary.
 Losses: MLM = cross-entropy on masked positions; profile = KL(target || softmax(prediction))
-averaged over real residues (Sturmfels et al. 2020, arXiv 2012.00195).
+over real residues (Sturmfels et al. 2020, arXiv 2012.00195). Each is a mean, or a sum that the
+trainer divides by the step's count of masked positions or residues (token weighting).
 """
 
 from __future__ import annotations
@@ -124,9 +125,10 @@ class ProteinEncoder(nn.Module):
         mlm_labels: torch.Tensor | None = None,
         profiles: torch.Tensor | None = None,
         residue_mask: torch.Tensor | None = None,
+        reduction: str = "mean",
     ) -> dict[str, torch.Tensor]:
         """Return `hidden`, `mlm_logits` (B, T, V), `profile_logits` (B, T, 20) and, for each
-        target given, `mlm_loss` / `profile_loss`."""
+        target given, `mlm_loss` / `profile_loss` (their mean or sum: `reduction`)."""
         hidden = self.encode(tokens)
         out = {
             "hidden": hidden,
@@ -134,9 +136,11 @@ class ProteinEncoder(nn.Module):
             "profile_logits": self.profile_head(hidden),
         }
         if mlm_labels is not None:
-            out["mlm_loss"] = mlm_loss(out["mlm_logits"], mlm_labels)
+            out["mlm_loss"] = mlm_loss(out["mlm_logits"], mlm_labels, reduction)
         if profiles is not None and residue_mask is not None:
-            out["profile_loss"] = profile_kl(out["profile_logits"], profiles, residue_mask)
+            out["profile_loss"] = profile_kl(
+                out["profile_logits"], profiles, residue_mask, reduction
+            )
         return out
 
 
@@ -160,25 +164,52 @@ def token_dropout(x: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor) -> 
     return (x * ((1 - _ESM_MASK_RATIO) / (1 - observed))[:, None, None]).to(x.dtype)
 
 
-def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over positions whose label is not IGNORE."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over the positions whose label is not IGNORE: their sum, or their mean.
+
+    A batch without a masked position has mean 0, not cross_entropy's 0/0 = NaN (masking draws
+    no position in an L-residue sequence with probability (1 - p)^L: 4 % at L = 20).
+    """
+    total = F.cross_entropy(
+        logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+    if reduction == "sum":
+        return total
+    return total / (labels != IGNORE).sum().clamp(min=1)
 
 
 def profile_kl(
-    logits: torch.Tensor, target: torch.Tensor, residue_mask: torch.Tensor
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    residue_mask: torch.Tensor,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """KL(target || softmax(logits)) summed over the 20 residues, averaged over real residues."""
+    """KL(target || softmax(logits)) summed over the 20 residues, then summed or averaged over
+    real residues."""
     log_q = F.log_softmax(logits.float(), dim=-1)
     kl = (torch.xlogy(target, target) - target * log_q).sum(-1)  # (B, T)
     weight = residue_mask.float()
-    return (kl * weight).sum() / weight.sum().clamp(min=1)
+    total = (kl * weight).sum()
+    if reduction == "sum":
+        return total
+    return total / weight.sum().clamp(min=1)
+
+
+def objective_weights(
+    objective: str, mlm_weight: float, profile_weight: float
+) -> tuple[float, float]:
+    """The weights of the MLM and profile terms in the objective's loss."""
+    if objective == "mlm":
+        return 1.0, 0.0
+    if objective == "profile":
+        return 0.0, 1.0
+    return mlm_weight, profile_weight
 
 
 def total_loss(
     out: dict[str, torch.Tensor], objective: str, mlm_weight: float, profile_weight: float
 ) -> torch.Tensor:
-    """The objective's loss: MLM, profile KL, or their weighted sum."""
+    """The objective's loss from the terms in `out`: MLM, profile KL, or their weighted sum."""
     if objective == "mlm":
         return out["mlm_loss"]
     if objective == "profile":

@@ -46,7 +46,7 @@ from protprof.data import (
     profile_targets,
 )
 from protprof.errors import CheckpointError, ConfigError, TrainingError
-from protprof.model import ModelConfig, ProteinEncoder, total_loss
+from protprof.model import ModelConfig, ProteinEncoder, objective_weights
 from protprof.train_config import TrainConfig, load_config  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -210,45 +210,105 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """One optimizer step over `accum_steps` micro-batches.
+        """One optimizer step over `accum_steps` micro-batches, token-weighted.
+
+        Each loss term is its sum over the step's positions (masked positions for MLM, real
+        residues for the profile) divided by their count over every micro-batch and rank, so a
+        micro-batch weighs by its positions, and one without a masked position adds nothing.
+        The masks are drawn for the whole step first (in the order they always were drawn),
+        because the counts must be known before the first backward pass.
 
         Raises:
-            TrainingError: the loss or the gradient norm is not finite (before the update, so
-                the weights stay as they were).
+            TrainingError: a loss term or the gradient norm is not finite (before the update,
+                so the weights stay as they were).
         """
         c = self.config
         self.network.train()
-        sums: dict[str, float] = {"loss": 0.0, "mlm_loss": 0.0, "profile_loss": 0.0}
-        tokens = 0
-        for _ in range(c.accum_steps):
-            batch = next(batches)
-            tokens += int(batch["residue_mask"].sum())
+        mlm_w, profile_w = objective_weights(c.objective, c.mlm_weight, c.profile_weight)
+        masking = None if c.objective == "profile" else self.mask_generator
+        micro = [self._inputs(next(batches), masking) for _ in range(c.accum_steps)]
+        facts = [_micro_batch_facts(inputs) for inputs in micro]
+        n_masked, n_residues = self._sum_over_ranks(
+            [sum(f["masked positions"] for f in facts), sum(f["residues"] for f in facts)]
+        )
+        # DDP averages gradients over ranks: scale by the world size to get the global sum.
+        scale = {
+            "mlm_loss": mlm_w * self.world / max(n_masked, 1),
+            "profile_loss": profile_w * self.world / max(n_residues, 1),
+        }
+        sums = {"mlm_loss": 0.0, "profile_loss": 0.0}
+        for i, inputs in enumerate(micro):
             with self._autocast():
-                masking = None if c.objective == "profile" else self.mask_generator
-                out = self.network(**self._inputs(batch, masking))
-                loss = total_loss(out, c.objective, c.mlm_weight, c.profile_weight)
-            (loss / c.accum_steps).backward()
-            sums["loss"] += loss.item() / c.accum_steps
-            for k in ("mlm_loss", "profile_loss"):
-                if k in out:
-                    sums[k] += out[k].item() / c.accum_steps
+                out = self.network(**inputs, reduction="sum")
+            terms = {k: out[k] for k in sums if k in out}
+            loss = sum(
+                (scale[k] * v for k, v in terms.items() if scale[k]),
+                torch.zeros((), device=self.device),
+            )
+            for k, v in [*terms.items(), ("loss", loss)]:
+                value = float(v.detach())
+                if not math.isfinite(value):
+                    raise self._non_finite(k, value, inputs, facts[i], i, len(micro))
+                sums[k] = sums.get(k, 0.0) + value
+            loss.backward()
         norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
-        for what, value in (("loss", sums["loss"]), ("gradient norm", norm)):
-            if not math.isfinite(value):
-                raise self._diverged(f"the {what} is {value} at step {self.step + 1}")
+        if not math.isfinite(norm):
+            raise self._diverged(f"the gradient norm is {norm} at step {self.step + 1}", True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        return {**sums, "tokens": tokens}
+        mlm_sum, profile_sum = self._sum_over_ranks([sums["mlm_loss"], sums["profile_loss"]])
+        means = {
+            "mlm_loss": mlm_sum / max(n_masked, 1),
+            "profile_loss": profile_sum / max(n_residues, 1),
+        }
+        return {
+            "loss": mlm_w * means["mlm_loss"] + profile_w * means["profile_loss"],
+            **means,
+            "masked_positions": n_masked,
+            "tokens": sum(f["residues"] for f in facts),
+        }
 
-    def _diverged(self, what: str) -> TrainingError:
+    def _sum_over_ranks(self, values: list[float]) -> list[float]:
+        if self.world == 1:
+            return values
+        total = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(total)
+        return [float(v) for v in total.tolist()]
+
+    def _non_finite(
+        self,
+        term: str,
+        value: float,
+        inputs: dict[str, Any],
+        facts: dict[str, int],
+        index: int,
+        count: int,
+    ) -> TrainingError:
+        """Say which term went non-finite, on what micro-batch, and whether its inputs were sound
+        (only then is the learning rate the likely cause)."""
+        name = {"mlm_loss": "the MLM loss", "profile_loss": "the profile loss"}.get(
+            term, "the loss"
+        )
+        described = ", ".join(f"{n} {k}" for k, n in facts.items())
+        what = (
+            f"{name} is {value} at step {self.step + 1} "
+            f"(micro-batch {index + 1} of {count}: {described})"
+        )
+        unsound = _unsound_inputs(inputs)
+        if unsound:
+            return self._diverged(f"{what}; {unsound}", advise_lr=False)
+        return self._diverged(f"{what}; its inputs were sound", advise_lr=True)
+
+    def _diverged(self, what: str, advise_lr: bool) -> TrainingError:
         kept = (
             f"the last good checkpoint is {self.out / LAST} (step {self.saved_step})"
             if self.saved_step is not None
             else "no checkpoint was written yet"
         )
-        return TrainingError(f"{what}: training stopped; {kept}; try a lower lr")
+        advice = "; try a lower lr" if advise_lr else ""
+        return TrainingError(f"{what}: training stopped; {kept}{advice}")
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -292,7 +352,9 @@ class Trainer:
             return
         bad = non_finite(self.model.state_dict())
         if bad:
-            raise self._diverged(f"the weights hold NaN or inf at step {self.step} ({bad[0]})")
+            raise self._diverged(
+                f"the weights hold NaN or inf at step {self.step} ({bad[0]})", True
+            )
         save_checkpoint(self.out / LAST, self.state_dict())
         self.saved_step = self.step
 
@@ -351,6 +413,24 @@ class Trainer:
                 f"stopped at step {self.step} (stop_after); rerun with --resume "
                 f"to continue from {self.out / LAST}"
             )
+
+
+def _micro_batch_facts(inputs: dict[str, Any]) -> dict[str, int]:
+    labels = inputs["mlm_labels"]
+    return {
+        "sequences": int(inputs["tokens"].shape[0]),
+        "residues": int(inputs["residue_mask"].sum()),
+        "masked positions": int((labels != IGNORE).sum()) if labels is not None else 0,
+    }
+
+
+def _unsound_inputs(inputs: dict[str, Any]) -> str | None:
+    """What is wrong with a micro-batch's inputs, or None."""
+    if not int(inputs["residue_mask"].sum()):
+        return "the micro-batch holds no residue"
+    if not bool(torch.isfinite(inputs["profiles"]).all()):
+        return "its profile targets hold NaN or inf (check the store with protprof verify)"
+    return None
 
 
 # Settings a resumed run may change: they do not alter the trained weights, or (max_steps,

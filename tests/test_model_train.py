@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -9,7 +11,10 @@ import sys
 
 import pytest
 import torch
+from conftest import DEMO_DB
 
+import protprof.train
+from protprof.alphabet import IGNORE
 from protprof.cli import main
 from protprof.data import (
     ProfileDataset,
@@ -19,7 +24,12 @@ from protprof.data import (
     profile_targets,
 )
 from protprof.errors import ConfigError, TrainingError
-from protprof.model import PRESETS, ProteinEncoder, profile_kl, total_loss
+from protprof.fasta import read_fasta
+from protprof.ingest import IngestParams, select_records
+from protprof.model import PRESETS, ProteinEncoder, mlm_loss, profile_kl, total_loss
+from protprof.pipeline import build
+from protprof.profiles import ProfileParams
+from protprof.search import SearchParams
 from protprof.train import Trainer, load_checkpoint, load_config, load_model, lr_factor, train
 
 
@@ -32,6 +42,21 @@ def test_profile_kl_is_zero_at_target_and_positive_elsewhere():
     garbage = torch.randn(2, 7, 20) * 50
     garbage[:, :3] = target[:, :3].log()
     assert profile_kl(garbage, target, mask).abs() < 1e-5
+
+
+def test_mlm_loss_of_a_batch_without_masked_positions_is_zero_not_nan():
+    """cross_entropy's mean over no position is 0/0; the loss's mean is 0, its gradient 0."""
+    logits = torch.randn(2, 5, 33, requires_grad=True)
+    labels = torch.full((2, 5), IGNORE)
+    for reduction in ("mean", "sum"):
+        loss = mlm_loss(logits, labels, reduction)
+        loss.backward()
+        assert loss.item() == 0.0 and logits.grad is not None
+        assert torch.equal(logits.grad, torch.zeros_like(logits))
+    labels[0, 1] = 7  # one masked position: mean == sum == its cross-entropy
+    expected = torch.nn.functional.cross_entropy(logits[0, 1:2], labels[0, 1:2])
+    torch.testing.assert_close(mlm_loss(logits, labels), expected)
+    torch.testing.assert_close(mlm_loss(logits, labels, "sum"), expected)
 
 
 @pytest.mark.parametrize("objective", ["mlm", "profile", "multitask"])
@@ -137,6 +162,9 @@ def test_two_process_gloo_ddp_sees_disjoint_data(small_store, tmp_path):
         "w = [p.detach().clone() for p in t.model.parameters()]\n"
         "g = [None, None]; dist.all_gather_object(g, [x.sum().item() for x in w])\n"
         "assert g[0] == g[1]\n"
+        "s = t.train_step(t._batches())\n"
+        "L = [None, None]; dist.all_gather_object(L, s['loss'])\n"
+        "assert L[0] == L[1], L  # the step's token-weighted loss over both ranks\n"
         "print('rank', dist.get_rank(), 'ok', len(ids))\n"
     )
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
@@ -168,9 +196,10 @@ def test_lr_factor_warms_up_linearly_then_decays_by_cosine():
     assert lr_factor(0, 0, 10, 0.0) == 1.0  # no warmup
 
 
-def test_gradient_accumulation_is_the_mean_of_the_micro_batch_losses(small_store, tmp_path):
-    """accum_steps=2 takes one optimizer step on the mean loss of two micro-batches: the same
-    update as summing both losses by hand (profile objective: no masking randomness)."""
+def test_gradient_accumulation_weighs_micro_batches_by_their_residues(small_store, tmp_path):
+    """accum_steps=2 takes one optimizer step on the profile KL summed over both micro-batches'
+    residues divided by their count: the same update as computed by hand (profile objective:
+    no masking randomness)."""
     settings = [
         f"store={small_store}",
         "objective=profile",
@@ -183,18 +212,77 @@ def test_gradient_accumulation_is_the_mean_of_the_micro_batch_losses(small_store
     stats = accumulated.train_step(accumulated._batches())
     batches = by_hand._batches()
     first, second = next(batches), next(batches)
+    residues = [int(b["residue_mask"].sum()) for b in (first, second)]
+    assert residues[0] != residues[1]  # else token and micro-batch weighting agree
     by_hand.network.train()
-    losses = [
-        total_loss(by_hand.network(**by_hand._inputs(b, None)), "profile", 1.0, 1.0)
+    sums = [
+        by_hand.network(**by_hand._inputs(b, None), reduction="sum")["profile_loss"]
         for b in (first, second)
     ]
-    ((losses[0] + losses[1]) / 2).backward()
+    ((sums[0] + sums[1]) / sum(residues)).backward()
     torch.nn.utils.clip_grad_norm_(by_hand.model.parameters(), 1.0)
     by_hand.optimizer.step()
-    assert stats["loss"] == pytest.approx((losses[0].item() + losses[1].item()) / 2, rel=1e-6)
-    assert stats["tokens"] == int(first["residue_mask"].sum() + second["residue_mask"].sum())
+    expected = (sums[0].item() + sums[1].item()) / sum(residues)
+    assert stats["loss"] == pytest.approx(expected, rel=1e-6)
+    assert stats["tokens"] == sum(residues)
     assert accumulated.step == 1 and accumulated.sampler.state_dict()["start_batch"] == 2
     for (name, a), (_, b) in zip(
         accumulated.model.state_dict().items(), by_hand.model.state_dict().items(), strict=True
     ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
+
+
+@pytest.fixture(scope="module")
+def short_store(tmp_path_factory, demo_database):
+    """A real store of 12 short UniProtKB sequences (20-26 residues) from the demo database,
+    searched against it: masking 15 % draws no position in such a sequence 1.5-4 % of the time."""
+    records = [r for r in read_fasta(DEMO_DB) if 20 <= len(r.sequence) <= 26][:12]
+    assert len(records) == 12
+    tmp = tmp_path_factory.mktemp("short")
+    queries = tmp / "short.fasta"
+    queries.write_text("".join(f">{r.id}\n{r.sequence}\n" for r in records))
+    params = IngestParams(valid_fraction=0.0, test_fraction=0.0)
+    return build(
+        select_records([queries], params),
+        demo_database,
+        tmp / "short.zarr",
+        1,
+        params,
+        SearchParams(iterations=1),
+        ProfileParams(),
+    )
+
+
+@pytest.mark.parametrize("objective", ["mlm", "multitask"])
+def test_training_through_micro_batches_without_masked_positions(
+    short_store, tmp_path, monkeypatch, objective
+):
+    """Single-sequence micro-batches (max_tokens=28: a 20-26-residue sequence is 22-28 tokens
+    with its specials, two are more) over 150 steps draw several empty masks; training goes
+    through them with finite losses instead of stopping with NaN."""
+    empty = []
+    real = protprof.train.mask_tokens
+
+    def counting(tokens, p, generator):
+        inputs, labels = real(tokens, p, generator)
+        empty.append(bool((labels == IGNORE).all()))
+        return inputs, labels
+
+    monkeypatch.setattr(protprof.train, "mask_tokens", counting)
+    settings = [
+        f"store={short_store}",
+        f"out_dir={tmp_path}",
+        f"objective={objective}",
+        "max_tokens=28",
+        "max_len=64",
+        "max_steps=150",
+        "eval_every=50",
+        "checkpoint_every=150",
+        "warmup_steps=10",
+        "seed=1",
+    ]
+    trainer = train(load_config(None, settings))
+    assert trainer.step == 150 and len(empty) == 150
+    assert sum(empty) >= 2, sum(empty)  # the case that used to stop training
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["train_loss"]) for r in rows)

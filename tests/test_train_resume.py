@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -295,39 +296,63 @@ def test_usual_float_notation_is_accepted(tmp_path):
 
 
 def test_infinite_loss_at_the_first_step_is_one_line(small_store, tmp_path, capsys):
-    """Item 7: a real overflow (a loss weight of 1e39 makes the float32 loss inf)."""
+    """A real overflow (a loss weight of 1e39 makes the float32 loss inf): the inputs were
+    sound, so the learning rate is the advice."""
     out = tmp_path / "run"
     assert _train(small_store, out, "mlm_weight=1e39") == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "protprof train: error: the loss is inf at step 1: training stopped; no checkpoint was "
-        "written yet; try a lower lr"
-    )
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"protprof train: error: the loss is inf at step 1 \(micro-batch 1 of 1: \d+ "
+        r"sequences, \d+ residues, \d+ masked positions\); its inputs were sound: training "
+        r"stopped; no checkpoint was written yet; try a lower lr",
+        line,
+    ), line
     assert not (out / "last.pt").exists() and not (out / "checkpoint.pt").exists()
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     small_store, tmp_path, capsys, monkeypatch
 ):
-    """Item 7: the loss turns NaN at step 14 (injected); the checkpoint of step 10 stays, its
-    weights finite, and nothing is published."""
-    real = protprof.train.total_loss
+    """The loss turns NaN at step 14 (a NaN weight, injected); the checkpoint of step 10 stays,
+    its weights finite, and nothing is published."""
+    real = protprof.train.objective_weights
     calls = []
 
-    def nan_from_step_14(*args, **kwargs):
+    def nan_from_step_14(*args):
         calls.append(1)
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if len(calls) >= 14 else loss
+        return (float("nan"), 1.0) if len(calls) >= 14 else real(*args)
 
-    monkeypatch.setattr(protprof.train, "total_loss", nan_from_step_14)
+    monkeypatch.setattr(protprof.train, "objective_weights", nan_from_step_14)
     out = tmp_path / "run"
     assert _train(small_store, out) == 1
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"protprof train: error: the loss is nan at step 14: training stopped; the last good "
-        f"checkpoint is {out / 'last.pt'} (step 10); try a lower lr"
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("protprof train: error: the loss is nan at step 14 (micro-batch")
+    assert line.endswith(
+        f"its inputs were sound: training stopped; the last good checkpoint is "
+        f"{out / 'last.pt'} (step 10); try a lower lr"
     )
     assert load_checkpoint(out / "last.pt")["step"] == 10  # loads: its weights are finite
     assert _steps(out / "last-metrics.jsonl") == list(range(1, 14))
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_nan_from_damaged_targets_names_the_term_and_not_the_learning_rate(
+    small_store, tmp_path, capsys, monkeypatch
+):
+    """Profile targets holding NaN (as a damaged store would give) make the profile loss NaN:
+    the message names the term and the inputs, and does not blame the learning rate."""
+    real = protprof.train.profile_targets
+
+    def damaged(quantised):
+        targets = real(quantised)
+        targets[0, 1, 0] = float("nan")
+        return targets
+
+    monkeypatch.setattr(protprof.train, "profile_targets", damaged)
+    assert _train(small_store, tmp_path / "run") == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("protprof train: error: the profile loss is nan at step 1 (")
+    assert "its profile targets hold NaN or inf" in line and "lower lr" not in line
 
 
 def test_full_disk_during_training_keeps_the_last_checkpoint(small_store, small_disk, capsys):
