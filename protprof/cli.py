@@ -978,7 +978,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand and return its exit status: 0, or 1 after a ProtprofError's one
-    line. Ctrl-C exits 130 at once."""
+    line (75 for training stopped by SIGTERM or SIGUSR1, its checkpoint saved). Ctrl-C exits
+    130 at once."""
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
@@ -989,7 +990,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         globals()[f"_run_{args.command.replace('-', '_')}"](args)
     except ProtprofError as e:
         print(f"protprof {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_status", 1)
     except KeyboardInterrupt:
         print(
             f"protprof {args.command}: interrupted; nothing incomplete was left behind",

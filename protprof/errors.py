@@ -1,6 +1,7 @@
 """One error root for protprof; subclasses also inherit the matching builtin.
 
-The CLI turns any `ProtprofError` into one line on stderr and a non-zero exit.
+The CLI turns any `ProtprofError` into one line on stderr and a non-zero exit: 1, or the
+error's own `exit_status`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ class CheckpointError(ProtprofError, ValueError):
 class TrainingError(ProtprofError, RuntimeError):
     """Training stopped before `max_steps`: a non-finite loss, or a planned stop (`stop_after`).
     The last good checkpoint is kept, and a rerun continues from it."""
+
+
+class Preempted(TrainingError):
+    """Training stopped on a signal (SLURM's SIGTERM at the time limit, or a requested SIGUSR1)
+    after saving its rolling checkpoint: `--resume` continues. Its own exit status tells a
+    requeue wrapper this from a failure."""
+
+    exit_status = 75  # EX_TEMPFAIL: a temporary failure, try again
 
 
 class OutputError(ProtprofError, OSError):

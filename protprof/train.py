@@ -19,9 +19,11 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,7 +47,7 @@ from protprof.data import (
     mask_tokens,
     profile_targets,
 )
-from protprof.errors import CheckpointError, ConfigError, TrainingError
+from protprof.errors import CheckpointError, ConfigError, Preempted, TrainingError
 from protprof.model import ModelConfig, ProteinEncoder, objective_weights
 from protprof.train_config import TrainConfig, load_config  # noqa: F401 (re-exported)
 
@@ -358,6 +360,15 @@ class Trainer:
         save_checkpoint(self.out / LAST, self.state_dict())
         self.saved_step = self.step
 
+    def _stop_requested(self, received: list[int]) -> bool:
+        """Whether any rank received a stop signal (all ranks agree, so they stop at the same
+        step boundary and rank 0's checkpoint is everyone's)."""
+        if self.world == 1:
+            return bool(received)
+        flag = torch.tensor([float(bool(received))], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     def _log(self, record: dict[str, Any]) -> None:
         if self.rank == 0:
             with open(self.out / LAST_METRICS, "a") as handle:
@@ -369,6 +380,7 @@ class Trainer:
         Raises:
             TrainingError: `stop_after` steps were run before `max_steps` (checkpointed), or
                 training diverged (the last good checkpoint is kept).
+            Preempted: SIGTERM or SIGUSR1 arrived; the step under way was finished and saved.
         """
         from tqdm import tqdm
 
@@ -384,35 +396,70 @@ class Trainer:
             unit="step",
         )
         start, tokens = time.perf_counter(), 0.0
-        while self.step < stop:
-            stats = self.train_step(batches)
-            tokens += stats["tokens"] * self.world
-            rate = tokens / (time.perf_counter() - start)
-            bar.update()
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
-            if self.step % c.eval_every == 0 or self.step == c.max_steps:
-                record = {
-                    "step": self.step,
-                    "epoch": self.sampler.epoch,
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "tokens_per_s": rate,
-                    **{f"train_{k}": v for k, v in stats.items() if k != "tokens"},
-                    **self.evaluate(),
-                }
-                self._log(record)
-                log.info(
-                    "step %d %s",
-                    self.step,
-                    {k: round(v, 4) for k, v in record.items() if isinstance(v, float)},
-                )
-            if self.step % c.checkpoint_every == 0 or self.step == stop:
-                self.save()
+        with _stop_signals() as received:
+            while self.step < stop:
+                stats = self.train_step(batches)
+                tokens += stats["tokens"] * self.world
+                rate = tokens / (time.perf_counter() - start)
+                bar.update()
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
+                if self.step % c.eval_every == 0 or self.step == c.max_steps:
+                    record = {
+                        "step": self.step,
+                        "epoch": self.sampler.epoch,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "tokens_per_s": rate,
+                        **{f"train_{k}": v for k, v in stats.items() if k != "tokens"},
+                        **self.evaluate(),
+                    }
+                    self._log(record)
+                    log.info(
+                        "step %d %s",
+                        self.step,
+                        {k: round(v, 4) for k, v in record.items() if isinstance(v, float)},
+                    )
+                stopping = self._stop_requested(received)
+                if stopping or self.step % c.checkpoint_every == 0 or self.step == stop:
+                    self.save()
+                if stopping:
+                    bar.close()
+                    raise Preempted(
+                        f"stopped by {_signal_names(received)} at step {self.step}; saved "
+                        f"{self.out / LAST}; rerun with --resume to continue"
+                    )
         bar.close()
         if self.step < c.max_steps:
             raise TrainingError(
                 f"stopped at step {self.step} (stop_after); rerun with --resume "
                 f"to continue from {self.out / LAST}"
             )
+
+
+# SLURM sends SIGTERM at a job's time limit (then SIGKILL after KillWait, 30 s by default), and
+# `--signal=USR1@<seconds>` sends SIGUSR1 that long before it.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """Record STOP_SIGNALS instead of dying, so the loop saves at the next step boundary; the
+    previous handlers come back afterwards. Only the main thread may set handlers: elsewhere
+    (a test's thread) the signals keep their defaults."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {s: signal.signal(s, lambda n, _: received.append(n)) for s in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _signal_names(received: list[int]) -> str:
+    # Another rank may have received it: this one then has nothing to name.
+    return signal.Signals(received[0]).name if received else "a signal on another rank"
 
 
 def _micro_batch_facts(inputs: dict[str, Any]) -> dict[str, int]:
@@ -612,6 +659,7 @@ def train(config: TrainConfig, resume: bool = False) -> Trainer:
         OutputError: another run holds out_dir, or it cannot be written.
         ConfigError: a checkpoint exists without `resume`, or was trained with other settings.
         TrainingError: stopped by `stop_after`, or diverged; the rolling checkpoint is kept.
+        Preempted: stopped by SIGTERM or SIGUSR1 after saving the rolling checkpoint.
     """
     out = Path(config.out_dir)
     if _resume_source(out, resume) is None:

@@ -176,6 +176,45 @@ def test_killed_run_resumes_bit_identical_with_each_metrics_line_once(
     assert sorted(p.name for p in out.iterdir()) == PUBLISHED
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_saves_at_the_step_boundary_and_resume_is_bit_identical(
+    small_store, tmp_path, stop
+):
+    """SLURM's SIGTERM at the time limit (or SIGUSR1 from --signal=USR1@...), sent to the whole
+    process group as SLURM does: the step under way ends, last.pt is saved at that step (not
+    the last multiple of checkpoint_every), the exit status is 75, and --resume ends bit for
+    bit where an uninterrupted run ends."""
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [str(PROTPROF), "train", "--store", str(small_store), "--out-dir", str(out)]
+        + ["--set", *SETTINGS],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_step(process, out / "last-metrics.jsonl", 12)
+        os.killpg(process.pid, stop)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 75, stderr[-2000:]
+    step = load_checkpoint(out / "last.pt")["step"]
+    assert 12 <= step < 40
+    assert stderr.strip().splitlines()[-1] == (
+        f"protprof train: error: stopped by {stop.name} at step {step}; saved "
+        f"{out / 'last.pt'}; rerun with --resume to continue"
+    )
+    assert _steps(out / "last-metrics.jsonl") == list(range(1, step + 1))
+    assert _train(small_store, out, resume=True) == 0
+    assert _train(small_store, tmp_path / "whole") == 0
+    resumed = load_checkpoint(out / "checkpoint.pt")["model"]
+    for name, weight in load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"].items():
+        assert torch.equal(resumed[name], weight), name
+
+
 def test_stop_after_fails_clearly_keeps_the_checkpoint_and_a_rerun_continues(
     small_store, tmp_path, capsys
 ):
