@@ -1,25 +1,98 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on localhost, for testing the workflow's SLURM profile.
 #   ci/slurm-local.sh up     install (Debian packages) and start munge, mariadb, slurmdbd,
-#                            slurmctld and slurmd; prints nothing else on success
-#   ci/slurm-local.sh down   cancel jobs and stop exactly the daemons `up` started
-# Needs root and apt (Debian 12). State, configs and PIDs live in $SLURM_LOCAL_DIR.
+#                            slurmctld and slurmd; prints one line on success
+#   ci/slurm-local.sh check  only the checks `up` makes before changing anything
+#   ci/slurm-local.sh down   cancel this cluster's jobs and stop exactly the daemons `up`
+#                            started, by the PIDs it recorded
+# Needs root and apt (Debian 12). It changes the system (packages, /etc/slurm, daemons), so it
+# runs only where that is wanted: under CI=true (a disposable CI machine) or with
+# PROTPROF_SLURM_LOCAL=1; otherwise it exits non-zero and changes nothing.
+# Even then it refuses to overwrite a file it did not write (slurm.conf, slurmdbd.conf, the
+# munge key) or to start beside a SLURM, munge or MariaDB daemon it did not start: every file
+# it writes carries a header line and is recorded, with its checksum, in $STATE/written.
+#   SLURM_LOCAL_DIR   state, PIDs and the record of written files (default /tmp/protprof-slurm)
+#   SLURM_LOCAL_CONF  the SLURM configuration folder (default /etc/slurm)
 set -euo pipefail
 STATE=${SLURM_LOCAL_DIR:-/tmp/protprof-slurm}
-CONF=/etc/slurm
+CONF=${SLURM_LOCAL_CONF:-/etc/slurm}
+MUNGE_KEY=/etc/munge/munge.key
+MYSQL_DATA=/var/lib/mysql
+WRITTEN=$STATE/written
+HEADER="# Written by protprof's ci/slurm-local.sh (recorded in $WRITTEN); it rewrites only its own files."
 PASS=protprof-ci
+DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged)  # in the order `down` stops them
 
 log() { echo "slurm-local: $*" >&2; }
+refuse() { log "refusing: $*"; exit 3; }
+
+allowed() {
+  if [ "${CI:-}" != "true" ] && [ "${PROTPROF_SLURM_LOCAL:-}" != "1" ]; then
+    refuse "this script changes the system (installs packages, writes $CONF, starts and stops" \
+      "daemons as root); set PROTPROF_SLURM_LOCAL=1 (or CI=true on a disposable machine) to" \
+      "allow it. Nothing changed."
+  fi
+}
+
+# The record: `sha256  path` lines (sha256sum's format), one per file this script wrote.
+ours() {  # ours PATH: written by this script and unchanged since
+  local line
+  line=$(recorded "$1") && [ -n "$line" ] && echo "$line" | sha256sum --check --status 2>/dev/null
+}
+recorded() {  # recorded PATH: its line in the record (64 hex digits, 2 spaces, the path)
+  [ -f "$WRITTEN" ] && awk -v p="$1" 'substr($0, 67) == p' "$WRITTEN" | tail -n 1
+}
+record() {  # record PATH...: after writing them
+  local path
+  for path in "$@"; do
+    if [ -f "$WRITTEN" ]; then
+      awk -v p="$path" 'substr($0, 67) != p' "$WRITTEN" > "$WRITTEN.new"
+      mv "$WRITTEN.new" "$WRITTEN"
+    fi
+    sha256sum "$path" >> "$WRITTEN"
+  done
+}
+# A daemon is ours if its PID file (in $STATE) names a live process running that program.
+pid_of() {  # pid_of NAME: our daemon's PID, if it runs
+  local pid
+  [ -s "$STATE/$1.pid" ] || return 1
+  pid=$(cat "$STATE/$1.pid")
+  [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "/usr/sbin/$1" ] && echo "$pid"
+}
+
+# Everything `up` would overwrite or run beside, checked before it changes anything.
+check_foreign() {
+  local file name pid mine
+  for file in "$CONF/slurm.conf" "$CONF/slurmdbd.conf"; do
+    if [ -e "$file" ] && ! ours "$file"; then
+      refuse "$file exists and was not written by this script (or was changed since): it" \
+        "may configure a real cluster. Nothing changed."
+    fi
+  done
+  if [ -d "$MYSQL_DATA/mysql" ] && ! ours "$MYSQL_DATA/protprof-slurm-local"; then
+    refuse "a MariaDB/MySQL data folder $MYSQL_DATA exists that this script did not create." \
+      "Nothing changed."
+  fi
+  for name in "${DAEMONS[@]}" mysqld; do
+    mine=$(pid_of "$name" || true)
+    for pid in $(pgrep -x "$name" || true); do
+      if [ "$pid" != "$mine" ]; then
+        refuse "$name (PID $pid) runs and was not started by this script. Nothing changed."
+      fi
+    done
+  done
+}
+
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   local limit=$1 what=$2; shift 2
   for _ in $(seq "$limit"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
   log "timed out waiting for $what"; tail -n 20 /var/log/slurm/*.log 2>/dev/null >&2 || true
   return 1
 }
-daemon() {  # daemon NAME USER COMMAND...: run in the foreground mode under start-stop-daemon
+daemon() {  # daemon NAME USER ARGS...: /usr/sbin/NAME in the foreground under start-stop-daemon
   local name=$1 user=$2; shift 2
   start-stop-daemon --start --background --make-pidfile --pidfile "$STATE/$name.pid" \
-    --chuid "$user" --startas "$1" -- "${@:2}"
+    --oknodo --chuid "$user" --exec "/usr/sbin/$name" -- "$@"
 }
 
 install() {
@@ -37,6 +110,7 @@ write_configs() {
   hw=$(slurmd -C | head -n 1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ RealMemory=[0-9]*//')
   mem=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
   cat > "$CONF/slurm.conf" <<CFG
+$HEADER
 ClusterName=protprof
 SlurmctldHost=localhost
 SlurmUser=root
@@ -59,7 +133,8 @@ SlurmdLogFile=/var/log/slurm/slurmd.log
 NodeName=localhost NodeAddr=127.0.0.1 $hw RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CFG
-  cat > "$CONF/slurmdbd.conf" <<CFG
+  (umask 077; cat > "$CONF/slurmdbd.conf" <<CFG
+$HEADER
 AuthType=auth/munge
 DbdHost=localhost
 DbdPort=6819
@@ -72,48 +147,67 @@ StorageLoc=slurm_acct_db
 LogFile=/var/log/slurm/slurmdbd.log
 PidFile=$STATE/slurmdbd-internal.pid
 CFG
+  )
   chmod 600 "$CONF/slurmdbd.conf"
+  record "$CONF/slurm.conf" "$CONF/slurmdbd.conf"
 }
 
 up() {
-  if sinfo -h -o %t 2>/dev/null | grep -q idle && [ -s "$STATE/slurmd.pid" ]; then
+  allowed
+  if [ -n "$(pid_of slurmd)" ] && [ -n "$(pid_of slurmctld)" ] && sinfo -h -o %t 2>/dev/null | grep -q idle; then
     log "already up"; return 0
   fi
+  check_foreign
   mkdir -p "$STATE"
   install
   write_configs
-  [ -s /etc/munge/munge.key ] || { mungekey --create 2>/dev/null || create-munge-key -f; }
-  chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
-  daemon munged munge /usr/sbin/munged --foreground
+  if [ ! -s "$MUNGE_KEY" ]; then  # Debian's munge package normally creates one: used as it is
+    mungekey --create 2>/dev/null || create-munge-key -f
+    chown munge:munge "$MUNGE_KEY"; chmod 400 "$MUNGE_KEY"
+    record "$MUNGE_KEY"
+  fi
+  daemon munged munge --foreground
   wait_for 20 munge bash -c 'munge -n | unmunge'
-  [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql >/dev/null
-  daemon mariadbd root /usr/sbin/mariadbd --user=mysql --skip-networking \
+  if [ ! -d "$MYSQL_DATA/mysql" ]; then
+    mariadb-install-db --user=mysql >/dev/null
+  fi
+  # The data folder is new (the package or the line above made it): mark it as this script's.
+  if [ ! -e "$MYSQL_DATA/protprof-slurm-local" ]; then
+    echo "$HEADER" > "$MYSQL_DATA/protprof-slurm-local"
+    record "$MYSQL_DATA/protprof-slurm-local"
+  fi
+  daemon mariadbd root --user=mysql --skip-networking \
     --innodb-buffer-pool-size=256M --innodb-lock-wait-timeout=900
   wait_for 60 mariadb mariadb-admin ping
   mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$PASS';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
-  daemon slurmdbd root /usr/sbin/slurmdbd -D
+  daemon slurmdbd root -D
   wait_for 60 slurmdbd sacctmgr -n list cluster
-  daemon slurmctld root /usr/sbin/slurmctld -D
+  daemon slurmctld root -D
   wait_for 60 slurmctld scontrol ping
-  daemon slurmd root /usr/sbin/slurmd -D -N localhost
+  daemon slurmd root -D -N localhost
   wait_for 60 "node idle" bash -c 'sinfo -h -o %t | grep -q idle'
   log "up: $(sinfo -h -o '%P %D %t %c CPUs %m MB')"
 }
 
 down() {
-  scancel --user root >/dev/null 2>&1 || true
-  for name in slurmd slurmctld slurmdbd mariadbd munged; do
-    if [ -s "$STATE/$name.pid" ]; then
-      start-stop-daemon --stop --quiet --retry 10 --pidfile "$STATE/$name.pid" || true
-      rm -f "$STATE/$name.pid"
+  allowed
+  local name pid
+  if [ -n "$(pid_of slurmctld || true)" ]; then  # our controller: the jobs are this cluster's
+    scancel --user root >/dev/null 2>&1 || true
+  fi
+  for name in "${DAEMONS[@]}"; do
+    if pid=$(pid_of "$name"); then
+      start-stop-daemon --stop --quiet --retry 10 --pid "$pid" --exec "/usr/sbin/$name" || true
     fi
+    rm -f "$STATE/$name.pid"
   done
 }
 
 case "${1:-}" in
+  check) allowed; check_foreign ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|check" >&2; exit 2 ;;
 esac

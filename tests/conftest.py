@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 from pathlib import Path
 
@@ -113,7 +114,18 @@ def gz_bytes():
     return lambda text: gzip.compress(text.encode())
 
 
+def require_mounts() -> None:
+    """Skip unless the tests may mount file systems (tmpfs, read-only binds, under the test's
+    temporary folder, unmounted afterwards): that changes the system's mount table, so only
+    under CI=true (a disposable machine) or with PROTPROF_TEST_MOUNTS=1."""
+    if os.environ.get("CI") != "true" and os.environ.get("PROTPROF_TEST_MOUNTS") != "1":
+        pytest.skip(
+            "mounts a file system (root): set PROTPROF_TEST_MOUNTS=1 (or CI=true) to run it"
+        )
+
+
 def _mount_tmpfs(folder: Path, size: str) -> None:
+    require_mounts()
     folder.mkdir()
     run = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],

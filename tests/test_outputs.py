@@ -13,7 +13,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_DB, DEMO_QUERIES, write_queries
+from conftest import DEMO_DB, DEMO_QUERIES, require_mounts, write_queries
 
 from protprof._atomic import claim_output
 from protprof.cli import main
@@ -203,6 +203,7 @@ def test_unwritable_output_fails_before_the_search(tmp_path, capsys):
 
 
 def _mount(args: list[str], where: Path) -> None:
+    require_mounts()
     where.mkdir(exist_ok=True)
     result = subprocess.run(["mount", *args, str(where)], capture_output=True, text=True)
     if result.returncode != 0:

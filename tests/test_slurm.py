@@ -1,8 +1,11 @@
 """The workflow on a real single-node SLURM cluster (ci/slurm-local.sh), through the
 project's SLURM profile and snakemake-executor-plugin-slurm: every job COMPLETED in sacct.
 
-Skipped, with the reason, where the cluster cannot start (not root, no apt-get); in CI
-(CI=true) that is a failure instead.
+The cluster changes the system it runs on (packages, /etc/slurm, daemons as root), so these
+tests run only under CI=true (a disposable CI machine) or with PROTPROF_SLURM_LOCAL=1, and are
+skipped with the reason otherwise. Where the cluster cannot start (not root, no apt-get, a SLURM
+configuration or daemon the script did not make) they are skipped too, and under CI=true that
+is a failure instead. They stop only processes of their own jobs, by PID.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +30,35 @@ from protprof.store import open_store
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
 BIN = Path(sys.executable).parent
+CLUSTER_NAME = "protprof"  # ClusterName in the slurm.conf that ci/slurm-local.sh writes
+OPT_IN = os.environ.get("CI") == "true" or os.environ.get("PROTPROF_SLURM_LOCAL") == "1"
+
+
+def slurm_job_pids(cluster: str, *words: str) -> list[int]:
+    """PIDs of the processes running inside a job of SLURM cluster `cluster` (their
+    environment says so) whose command line contains every one of `words`."""
+    marker = f"SLURM_CLUSTER_NAME={cluster}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+        in_job = marker in environ and any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
+        if in_job and all(word in argv for word in words):
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _unavailable(reason: str) -> None:
@@ -36,6 +69,11 @@ def _unavailable(reason: str) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
+    if not OPT_IN:
+        pytest.skip(
+            "the local SLURM cluster installs packages, writes /etc/slurm and starts daemons as "
+            "root: set PROTPROF_SLURM_LOCAL=1 (or CI=true) to run it"
+        )
     if os.geteuid() != 0:
         _unavailable("the local SLURM cluster needs root")
     if not shutil.which("apt-get") and not shutil.which("slurmctld"):
@@ -119,12 +157,15 @@ def test_killed_search_job_leaves_nothing_complete_and_rerun_redoes_only_it(clus
         stderr=subprocess.STDOUT,
         text=True,
     )
-    # SIGKILL the search inside its SLURM job, as the OOM killer or a node failure would.
+    # SIGKILL the search inside its SLURM job, as the OOM killer or a node failure would: by
+    # PID, only processes of a job on the local cluster running this shard's search.
     # (`scancel` is not used: plugin 2.8.0 never noticed a job in state "CANCELLED by 0" and
     # waited until the timeout; a killed process gives the job state FAILED.)
-    shard, pattern = "0000", "protprof search results/plan/shards/0000.fasta"
+    shard = "0000"
     for _ in range(1200):
-        if subprocess.run(["pkill", "-KILL", "-f", pattern]).returncode == 0:
+        pids = slurm_job_pids(CLUSTER_NAME, "protprof search", f"plan/shards/{shard}.fasta")
+        if pids:
+            kill_pids(pids)
             break
         assert workflow.poll() is None, "the workflow ended before its search job ran"
         time.sleep(0.1)

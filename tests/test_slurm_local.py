@@ -1,0 +1,121 @@
+"""ci/slurm-local.sh refuses to change a system that did not opt in, and never overwrites a
+SLURM configuration it did not write. Safe anywhere: every run here is refused before the
+script changes anything (the configuration and state folders point into the test's tmp_path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from test_slurm import kill_pids, slurm_job_pids
+
+SCRIPT = ROOT / "ci" / "slurm-local.sh"
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs Linux (/proc, bash)")
+
+
+def script(command: str, opt_in: bool, **paths: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "PROTPROF_SLURM_LOCAL")}
+    if opt_in:
+        env["PROTPROF_SLURM_LOCAL"] = "1"
+    env.update({f"SLURM_LOCAL_{name.upper()}": str(path) for name, path in paths.items()})
+    return subprocess.run(
+        ["bash", str(SCRIPT), command], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def snapshot(*paths: Path) -> dict[str, bool]:
+    return {str(p): p.exists() for p in paths}
+
+
+@pytest.mark.parametrize("command", ["up", "down", "check"])
+def test_without_opt_in_it_exits_nonzero_and_changes_nothing(tmp_path, command):
+    state, conf = tmp_path / "state", tmp_path / "conf"
+    run = script(command, opt_in=False, dir=state, conf=conf)
+    assert run.returncode != 0
+    assert "refusing" in run.stderr and "PROTPROF_SLURM_LOCAL=1" in run.stderr
+    assert "Nothing changed." in run.stderr
+    assert list(tmp_path.iterdir()) == []
+    # With the default folders too: /etc/slurm, the state folder and the munge key stay as
+    # they were.
+    defaults = [Path("/etc/slurm"), Path("/tmp/protprof-slurm"), Path("/etc/munge/munge.key")]
+    before = snapshot(*defaults)
+    run = script(command, opt_in=False)
+    assert run.returncode != 0 and "refusing" in run.stderr
+    assert snapshot(*defaults) == before
+
+
+@pytest.mark.parametrize("name", ["slurm.conf", "slurmdbd.conf"])
+def test_a_configuration_it_did_not_write_is_refused(tmp_path, name):
+    state, conf = tmp_path / "state", tmp_path / "conf"
+    conf.mkdir()
+    foreign = conf / name
+    foreign.write_text("ClusterName=production\n")
+    run = script("up", opt_in=True, dir=state, conf=conf)
+    assert run.returncode != 0
+    assert f"refusing: {foreign} exists and was not written by this script" in run.stderr
+    assert foreign.read_text() == "ClusterName=production\n"
+    assert sorted(p.name for p in conf.iterdir()) == [name]
+    assert not state.exists()
+
+
+def test_its_own_file_changed_since_is_refused_and_unchanged_passes(tmp_path):
+    state, conf = tmp_path / "state", tmp_path / "conf"
+    conf.mkdir()
+    state.mkdir()
+    mine = conf / "slurm.conf"
+    mine.write_text("# Written by protprof's ci/slurm-local.sh\nClusterName=protprof\n")
+    digest = hashlib.sha256(mine.read_bytes()).hexdigest()
+    (state / "written").write_text(f"{digest}  {mine}\n")
+    # Recorded and unchanged: the configuration check passes (`check` may still refuse for
+    # another reason on this machine, such as a MariaDB it did not start).
+    run = script("check", opt_in=True, dir=state, conf=conf)
+    assert str(mine) not in run.stderr, run.stderr
+    # Edited by someone since it was written: refused, left as it is.
+    mine.write_text(mine.read_text() + "NodeName=gpu01\n")
+    for command in ("check", "up"):
+        run = script(command, opt_in=True, dir=state, conf=conf)
+        assert run.returncode != 0
+        assert f"refusing: {mine} exists and was not written by this script" in run.stderr
+    assert mine.read_text().endswith("NodeName=gpu01\n")
+    assert sorted(p.name for p in state.iterdir()) == ["written"]
+
+
+def test_down_with_no_cluster_of_its_own_stops_nothing(tmp_path):
+    """`down` stops daemons by the PIDs `up` recorded; with none recorded it stops nothing,
+    and a PID file naming another program's process is not acted on."""
+    state = tmp_path / "state"
+    state.mkdir()
+    bystander = subprocess.Popen(["sleep", "300"])
+    try:
+        (state / "slurmctld.pid").write_text(f"{bystander.pid}\n")
+        run = script("down", opt_in=True, dir=state, conf=tmp_path / "conf")
+        assert run.returncode == 0, run.stderr
+        assert bystander.poll() is None  # not a slurmctld: still running
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_the_slurm_test_kills_only_its_own_jobs_processes(tmp_path):
+    """The killed-search test's helper: processes of a job of the named cluster whose command
+    line matches, and no other."""
+    cluster = f"protprof-test-{os.getpid()}"
+    job = {**os.environ, "SLURM_CLUSTER_NAME": cluster, "SLURM_JOB_ID": "7"}
+    inside = subprocess.Popen(["sleep", "301"], env=job)
+    other_job = subprocess.Popen(["sleep", "302"], env=job)
+    outside = subprocess.Popen(["sleep", "301"])  # the same command, not in a job
+    try:
+        assert slurm_job_pids(cluster, "sleep", "301") == [inside.pid]
+        kill_pids([inside.pid])
+        assert inside.wait(timeout=10) == -9
+        assert other_job.poll() is None and outside.poll() is None
+    finally:
+        for process in (inside, other_job, outside):
+            process.kill()
+            process.wait()
