@@ -35,6 +35,9 @@ STORE_BYTES_PER_RESIDUE = 21
 # A gzip FASTA of proteins is ~2.5x smaller than the text (UniProt files); a plain FASTA has
 # about one byte per residue (headers make it an overestimate, the safe side for resources).
 GZIP_RATIO = 2.5
+# The zero-shot assays' wild types that `protprof reference` searches: 6 sequences of 1,234
+# residues together (`evaluation.datasets.variant_wild_types` on the benchmark data).
+REFERENCE_RESIDUES = 1234
 
 
 def ingest(config: dict[str, Any]) -> IngestParams:
@@ -156,6 +159,20 @@ def search_runtime_min(config: dict[str, Any]) -> int:
     return max(10, math.ceil(RUNTIME_MARGIN * seconds / 60))
 
 
+def reference_mem_mb(config: dict[str, Any]) -> int:
+    """`protprof reference` searches the zero-shot wild types against the whole database in
+    one process (never a chunk, whatever `database_chunks` is), plus a working set."""
+    return int(WORKING_SET_MB + DB_BYTES_PER_RESIDUE * database_residues(config) / 1e6)
+
+
+def reference_runtime_min(config: dict[str, Any]) -> int:
+    """Every iteration of the wild types' search on the whole database, at the search jobs'
+    rate and margin, on the evaluation's threads."""
+    cells = REFERENCE_RESIDUES * database_residues(config) * iterations(config)
+    seconds = cells * SEARCH_SECONDS_PER_CELL / config["evaluation"]["threads"]
+    return max(10, math.ceil(RUNTIME_MARGIN * seconds / 60))
+
+
 def assemble_mem_mb(config: dict[str, Any]) -> int:
     """Memory of the assemble job, which holds one shard at a time."""
     shard = query_residues_per_shard(config)
@@ -166,8 +183,8 @@ def evaluation_options(config: dict[str, Any]) -> str:
     """The `protprof evaluate` options of the config."""
     e = config["evaluation"]
     return (
-        f"--data {e['data']} --tasks {' '.join(e['tasks'])} --max-train {e['max_train']} "
-        f"--max-test {e['max_test']}"
+        f"--data {shlex.quote(str(e['data']))} --tasks {' '.join(e['tasks'])} "
+        f"--max-train {e['max_train']} --max-test {e['max_test']}"
     )
 
 

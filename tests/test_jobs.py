@@ -4,6 +4,7 @@ strings the CLI parses back to the same parameters, and the resource model's num
 from __future__ import annotations
 
 import copy
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 
@@ -91,6 +92,24 @@ def test_resource_model_for_the_uniref90_plan():
     assert jobs.search_runtime_min(cfg) == pytest.approx(whole, rel=1e-3)
     assert jobs.search_runtime_min(chunked) == pytest.approx(whole / 3 / 16, rel=1e-3)
     assert jobs.train_launcher(cfg).startswith("torchrun --standalone --nproc-per-node 4")
+
+
+def test_alignment_reference_requests_the_whole_database():
+    """`protprof reference` loads the whole database even when the search jobs take chunks:
+    in the UniRef90 plan 166 GB, not a chunk job's 11 GB."""
+    plan = yaml.safe_load((ROOT / "workflow/plans/uniref90.yaml").read_text())
+    chunked = config(**plan)
+    assert jobs.reference_mem_mb(chunked) == 1024 + 3 * 55_000
+    assert jobs.reference_mem_mb(chunked) > 14 * jobs.search_mem_mb(chunked)
+    # 1,234 wild-type residues x 5.5e10 x 3 iterations at the search rate, on 2 threads
+    minutes = 1.5 * 1234 * 5.5e10 * 3 * 3e-10 / chunked["evaluation"]["threads"] / 60
+    assert jobs.reference_runtime_min(chunked) == pytest.approx(minutes, rel=1e-3)
+    assert jobs.reference_runtime_min(config()) == 10  # the demo database: the floor
+
+
+def test_evaluation_data_path_is_one_shell_word():
+    options = jobs.evaluation_options(config(evaluation={"data": "/lab data/bench's"}))
+    assert shlex.split(options)[:2] == ["--data", "/lab data/bench's"]
 
 
 def test_residue_estimate_from_file_sizes(tmp_path):

@@ -19,7 +19,7 @@ rule split_database:
         mem_mb=4096,
         runtime=120,
     shell:
-        "protprof split-db {input} --out {output} 2> {log}"
+        "protprof split-db {input:q} --out {output:q} 2> {log:q}"
 
 
 rule init_state:
@@ -39,7 +39,7 @@ rule init_state:
     params:
         options=SEARCH_OPTIONS,
     shell:
-        "protprof init-state {input} --out {output} {params.options} 2> {log}"
+        "protprof init-state {input:q} --out {output:q} {params.options} 2> {log:q}"
 
 
 rule search_chunk:
@@ -65,9 +65,9 @@ rule search_chunk:
     params:
         options=SEARCH_OPTIONS,
     shell:
-        "protprof search-chunk {input.shard} --chunk {input.chunk} "
-        "--fingerprint {input.fingerprint} --state {input.state} --out {output} "
-        "--threads {threads} {params.options} 2> {log}"
+        "protprof search-chunk {input.shard:q} --chunk {input.chunk:q} "
+        "--fingerprint {input.fingerprint:q} --state {input.state:q} --out {output:q} "
+        "--threads {threads} {params.options} 2> {log:q}"
 
 
 rule merge_iteration:
@@ -94,8 +94,8 @@ rule merge_iteration:
     params:
         options=SEARCH_OPTIONS,
     shell:
-        "protprof merge-iteration {input.shard} --hits {input.hits} --state {input.state} "
-        "--out {output} {params.options} 2> {log}"
+        "protprof merge-iteration {input.shard:q} --hits {input.hits:q} "
+        "--state {input.state:q} --out {output:q} {params.options} 2> {log:q}"
 
 
 rule finish_shard:
@@ -118,6 +118,6 @@ rule finish_shard:
         options=SEARCH_OPTIONS,
         msa=msa_option,
     shell:
-        "protprof finish-shard {input.shard} --state {input.state} "
-        "--fingerprint {input.fingerprint} --out {output} {params.options} {params.msa} "
-        "2> {log}"
+        "protprof finish-shard {input.shard:q} --state {input.state:q} "
+        "--fingerprint {input.fingerprint:q} --out {output:q} {params.options} {params.msa} "
+        "2> {log:q}"

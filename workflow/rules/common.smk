@@ -27,6 +27,8 @@ REUSE_OPTIONS = jobs.reuse_options(config)
 ITERATIONS = jobs.iterations(config)
 SEARCH_MEM_MB = jobs.search_mem_mb(config)
 SEARCH_RUNTIME_MIN = jobs.search_runtime_min(config)
+REFERENCE_MEM_MB = jobs.reference_mem_mb(config)
+REFERENCE_RUNTIME_MIN = jobs.reference_runtime_min(config)
 ASSEMBLE_MEM_MB = jobs.assemble_mem_mb(config)
 EVALUATION_OPTIONS = jobs.evaluation_options(config)
 # The alignment reference of the zero-shot task: searched once per store.
@@ -61,7 +63,8 @@ def previous_state(wildcards):
 def msa_option(wildcards):
     if not PROFILE["keep_msa"]:
         return ""
-    return f"--msa-dir {RESULTS}/msas/{wildcards.shard} --msa-format {PROFILE['msa_format']}"
+    msa_dir = shlex.quote(f"{RESULTS}/msas/{wildcards.shard}")
+    return f"--msa-dir {msa_dir} --msa-format {PROFILE['msa_format']}"
 
 
 def searched_shards(wildcards):

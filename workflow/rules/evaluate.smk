@@ -11,15 +11,16 @@ rule alignment_reference:
         ENV
     threads: EVALUATION["threads"]
     resources:
-        mem_mb=SEARCH_MEM_MB,
-        runtime=SEARCH_RUNTIME_MIN,
+        # The whole database, whatever database_chunks is: the reference is one process.
+        mem_mb=REFERENCE_MEM_MB,
+        runtime=REFERENCE_RUNTIME_MIN,
     params:
         data=EVALUATION["data"],
     # The zero-shot assays' wild types searched once, as the store's queries were; every
     # evaluation reads the profiles.
     shell:
-        "protprof reference --store {input.store} --data {params.data} "
-        "--threads {threads} --out {output} 2> {log}"
+        "protprof reference --store {input.store:q} --data {params.data:q} "
+        "--threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule evaluate_model:
@@ -50,12 +51,12 @@ rule evaluate_model:
         out_dir=lambda wildcards, output: os.path.dirname(output.report),
         options=EVALUATION_OPTIONS,
         reference=lambda wildcards, input: (
-            f"--reference {input.reference}" if input.reference else ""
+            f"--reference {shlex.quote(input.reference[0])}" if input.reference else ""
         ),
         label=lambda wildcards: shlex.quote(LABELS[wildcards.objective]),
     shell:
-        "protprof evaluate {input.checkpoint} --store {input.store} {params.options} "
-        "{params.reference} --label {params.label} --out {params.out_dir} 2> {log}"
+        "protprof evaluate {input.checkpoint:q} --store {input.store:q} {params.options} "
+        "{params.reference} --label {params.label} --out {params.out_dir:q} 2> {log:q}"
 
 
 rule compare_models:
@@ -86,4 +87,5 @@ rule compare_models:
         mem_mb=1024,
         runtime=10,
     shell:
-        "protprof compare {input} --out {output.table} --figure {output.figure} 2> {log}"
+        "protprof compare {input:q} --out {output.table:q} --figure {output.figure:q} "
+        "2> {log:q}"

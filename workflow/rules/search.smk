@@ -18,8 +18,8 @@ rule guard_queries:
         data=GUARD["data"],
         evalue=GUARD["evalue"],
     shell:
-        "protprof guard {input} --data {params.data} -E {params.evalue} --threads {threads} "
-        "--out {output.fasta} --report {output.report} 2> {log}"
+        "protprof guard {input:q} --data {params.data:q} -E {params.evalue} "
+        "--threads {threads} --out {output.fasta:q} --report {output.report:q} 2> {log:q}"
 
 
 if CACHE:
@@ -41,7 +41,7 @@ if CACHE:
         params:
             options=INGEST_OPTIONS,
         shell:
-            "protprof ingest {input} --out {output} {params.options} 2> {log}"
+            "protprof ingest {input:q} --out {output:q} {params.options} 2> {log:q}"
 
     # Which queries the profile cache lacks: only they are sharded and searched. A checkpoint,
     # because the number of search jobs depends on the cache's contents.
@@ -66,8 +66,9 @@ if CACHE:
             options=SEARCH_OPTIONS,
             reuse=REUSE_OPTIONS,
         shell:
-            "protprof plan {input.queries} --fingerprint {input.fingerprint} --cache {params.cache} "
-            "--shards {params.shards} --out-dir {output} {params.options} {params.reuse} 2> {log}"
+            "protprof plan {input.queries:q} --fingerprint {input.fingerprint:q} "
+            "--cache {params.cache:q} --shards {params.shards} --out-dir {output:q} "
+            "{params.options} {params.reuse} 2> {log:q}"
 
 else:
     # No cache: every query is searched, in config `shards` shards (the DAG is known at
@@ -90,7 +91,7 @@ else:
         params:
             options=INGEST_OPTIONS,
         shell:
-            "protprof ingest {input} --out {output} {params.options} 2> {log}"
+            "protprof ingest {input:q} --out {output:q} {params.options} 2> {log:q}"
 
 
 rule prepare_database:
@@ -108,7 +109,7 @@ rule prepare_database:
         mem_mb=2048,
         runtime=120,
     shell:
-        "protprof prepare-db {input} --out {output} 2> {log}"
+        "protprof prepare-db {input:q} --out {output:q} 2> {log:q}"
 
 
 if not N_CHUNKS:
@@ -135,6 +136,6 @@ if not N_CHUNKS:
             reuse=REUSE_OPTIONS,
             msa=msa_option,
         shell:
-            "protprof search {input.shard} --database {input.database} "
-            "--fingerprint {input.fingerprint} --out {output} --threads {threads} "
-            "{params.options} {params.reuse} {params.msa} 2> {log}"
+            "protprof search {input.shard:q} --database {input.database:q} "
+            "--fingerprint {input.fingerprint:q} --out {output:q} --threads {threads} "
+            "{params.options} {params.reuse} {params.msa} 2> {log:q}"

@@ -24,9 +24,9 @@ if CACHE:
             reuse=REUSE_OPTIONS,
             ingest=INGEST_OPTIONS,
         shell:
-            "protprof assemble {input.shards} --cache {params.cache} --queries {input.queries} "
-            "--fingerprint {input.fingerprint} --out {output} {params.options} {params.reuse} "
-            "{params.ingest} 2> {log}"
+            "protprof assemble {input.shards:q} --cache {params.cache:q} "
+            "--queries {input.queries:q} --fingerprint {input.fingerprint:q} --out {output:q} "
+            "{params.options} {params.reuse} {params.ingest} 2> {log:q}"
 
 else:
 
@@ -47,7 +47,7 @@ else:
         params:
             ingest=INGEST_OPTIONS,
         shell:
-            "protprof assemble {input} --out {output} {params.ingest} 2> {log}"
+            "protprof assemble {input:q} --out {output:q} {params.ingest} 2> {log:q}"
 
 
 rule summarise_store:
@@ -65,4 +65,4 @@ rule summarise_store:
         mem_mb=1024,
         runtime=10,
     shell:
-        "protprof inspect {input} --json > {output} 2> {log}"
+        "protprof inspect {input:q} --json > {output:q} 2> {log:q}"

@@ -32,6 +32,6 @@ rule train_model:
     # --resume: continue from out_dir/last.pt, the rolling checkpoint a killed run leaves (not
     # an output, so Snakemake keeps it); the outputs appear only when training ends.
     shell:
-        "{params.launcher} train --resume --config {input.config} --store {input.store} "
-        "--out-dir {params.out_dir} --set devices={params.devices} "
-        "objective={wildcards.objective} seed={wildcards.seed} {params.init_from} 2> {log}"
+        "{params.launcher} train --resume --config {input.config:q} --store {input.store:q} "
+        "--out-dir {params.out_dir:q} --set devices={params.devices} "
+        "objective={wildcards.objective} seed={wildcards.seed} {params.init_from} 2> {log:q}"
