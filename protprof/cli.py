@@ -842,7 +842,7 @@ def _guard(args: argparse.Namespace) -> None:
 
 @command("evaluate", "score a checkpoint on downstream tasks with probes on frozen embeddings")
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    from protprof.evaluation import TASKS
+    from protprof.evaluation import registry
 
     p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
     p.add_argument(
@@ -850,9 +850,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         "--tasks",
         dest="tasks",
         nargs="+",
-        default=list(TASKS),
-        choices=TASKS,
-        help="tasks to run (default: all)",
+        default=list(registry.names()),
+        choices=registry.names(),
+        help="tasks to run (default: all registered tasks)",
     )
     _add_data(p)
     p.add_argument(

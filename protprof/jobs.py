@@ -180,11 +180,33 @@ def assemble_mem_mb(config: dict[str, Any]) -> int:
 
 
 def evaluation_options(config: dict[str, Any]) -> str:
-    """The `protprof evaluate` options of the config."""
+    """The `protprof evaluate` options of the config.
+
+    Raises:
+        ConfigError: a task name the registry does not know.
+    """
+    from protprof.evaluation import registry
+
     e = config["evaluation"]
+    unknown = [t for t in e["tasks"] if t not in registry.names()]
+    if unknown:
+        raise ConfigError(
+            f"evaluation.tasks: unknown task(s) {unknown} (choose from "
+            f"{', '.join(registry.names())})"
+        )
     return (
         f"--data {shlex.quote(str(e['data']))} --tasks {' '.join(e['tasks'])} "
         f"--max-train {e['max_train']} --max-test {e['max_test']}"
+    )
+
+
+def reference_needed(config: dict[str, Any]) -> bool:
+    """Whether an evaluation task scores against the alignment reference (the workflow then
+    searches its sequences once per store)."""
+    from protprof.evaluation import registry
+
+    return any(
+        registry.get(t).reference_sequences is not None for t in config["evaluation"]["tasks"]
     )
 
 

@@ -1,6 +1,9 @@
 """Downstream evaluation: benchmark readers, probes on frozen embeddings, metrics, reports,
-and the leakage guard that keeps test-set homologues out of pretraining."""
+and the leakage guard that keeps test-set homologues out of pretraining. The tasks themselves
+are the entries of `registry`."""
 
-# The task names live here, not in `tasks`, so the CLI can offer them without importing torch
-# (which costs ~3 s on every `protprof` command).
-TASKS = ("ss", "homology", "stability", "fluorescence", "contacts", "variants", "profile")
+from protprof.evaluation.registry import names
+
+# The built-in task names (the registry's at import; `registry.names()` sees later entries).
+# The registry imports no torch, so the CLI can offer them cheaply.
+TASKS = names()

@@ -12,14 +12,8 @@ import numpy as np
 
 from protprof._atomic import atomic_output
 from protprof.errors import ConfigError
-from protprof.evaluation import TASKS
-from protprof.evaluation.tasks import (
-    RUNNERS,
-    Limits,
-    Result,
-    profile_prediction,
-    variant_effects,
-)
+from protprof.evaluation import registry
+from protprof.evaluation.tasks import Limits, Result
 
 log = logging.getLogger("protprof")
 
@@ -38,25 +32,29 @@ def evaluate(
     model in reports and comparisons (default: its training objective)."""
     from protprof.checkpoint import load_any
     from protprof.evaluation import reference as ref
-    from protprof.evaluation.datasets import variant_wild_types
 
-    unknown = sorted(set(tasks) - set(TASKS))
+    known = registry.names()
+    unknown = sorted(set(tasks) - set(known))
     if unknown or not tasks:
         raise ConfigError(
-            f"evaluate: unknown or no tasks {unknown} (choose from {', '.join(TASKS)})"
+            f"evaluate: unknown or no tasks {unknown} (choose from {', '.join(known)})"
         )
-    if any(t != "profile" for t in tasks) and not Path(data).is_dir():
+    specs = [registry.get(t) for t in tasks]
+    if any(t.needs_data for t in specs) and not Path(data).is_dir():
         raise ConfigError(f"evaluate: benchmark data folder {data} not found")
     # A bad reference file fails before any work; the model loads before any search.
-    variants = "variants" in tasks
-    if reference is not None and not variants:
-        log.warning("evaluate: --reference is for the variants task, which is not run")
+    wants_reference = any(t.reference_sequences is not None for t in specs)
+    if reference is not None and not wants_reference:
+        log.warning(
+            "evaluate: --reference is for tasks scored against the alignment reference "
+            "(variants), none of which is run"
+        )
     profiles = None
-    if variants and reference is not None:
-        profiles = ref.read(reference, variant_wild_types(Path(data)), store)
+    if wants_reference and reference is not None:
+        profiles = ref.read(reference, registry.reference_sequences(Path(data), tasks), store)
     loaded = load_any(checkpoint)
-    if variants and profiles is None and store is not None:
-        wild_types = variant_wild_types(Path(data))
+    if wants_reference and profiles is None and store is not None:
+        wild_types = registry.reference_sequences(Path(data), tasks)
         log.info(
             "evaluate: searching the %d wild types for the alignment reference", len(wild_types)
         )
@@ -70,12 +68,7 @@ def evaluate(
     for task in tasks:
         start = time.perf_counter()
         log.info("evaluate: %s ...", task)
-        if task == "profile":
-            new = profile_prediction(model, store, limits)
-        elif task == "variants":
-            new = variant_effects(model, Path(data), limits, profiles)
-        else:
-            new = RUNNERS[task](model, Path(data), limits)
+        new = registry.get(task).run(model, registry.Inputs(Path(data), store, profiles), limits)
         if not loaded.has_profile_head:
             new = [r.skipped(f"skipped: {no_head}") if r.profile_head else r for r in new]
         results += new
@@ -258,16 +251,13 @@ TRAINED_HEADS = {
 }
 
 
-def _head(metric: str) -> str | None:
-    for head in ("MLM head", "profile head"):
-        if metric.endswith(head):
-            return head
-    return None
+def _head(key: tuple[str, str]) -> str | None:
+    return registry.describe(*key).head
 
 
-def _model_free(metric: str) -> bool:
+def _model_free(key: tuple[str, str]) -> bool:
     """The alignment reference and the profile task's baselines: the same for every arm."""
-    return metric.endswith("alignment profile") or metric.startswith("KL, baseline")
+    return registry.describe(*key).baseline
 
 
 def _trains(reports: list[dict], head: str | None) -> bool:
@@ -315,8 +305,8 @@ def paired_differences(
     rows = []
     arms = _paired_arms(by_label, baseline)
     for key in _keys(by_label):
-        head = _head(key[1])
-        if _model_free(key[1]) or not _trains(by_label[baseline], head):
+        head = _head(key)
+        if _model_free(key) or not _trains(by_label[baseline], head):
             continue
         base_found = _found(by_label[baseline], key)
         for label in arms:
@@ -348,7 +338,7 @@ def head_differences(
         return rows
     arms = [a for a in by_label if a != baseline and _trains(by_label[a], "profile head")]
     for task, metric in _keys(by_label):
-        if not task.startswith("zero-shot") or _head(metric) != "profile head":
+        if not registry.is_zero_shot(task) or _head((task, metric)) != "profile head":
             continue
         mlm_key = (task, metric.removesuffix("profile head") + "MLM head")
         base_found = _found(by_label[baseline], mlm_key)
@@ -445,7 +435,7 @@ def plot_comparison(by_label: dict[str, list[dict]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in _keys(by_label) if not k[1].startswith("KL, baseline")]
+    keys = [k for k in _keys(by_label) if registry.describe(*k).plotted]
     columns = 4
     rows = -(-len(keys) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.2 * rows), squeeze=False)
@@ -462,7 +452,8 @@ def plot_comparison(by_label: dict[str, list[dict]], out: Path) -> None:
             error = [[value - low], [high - value]] if np.isfinite(low) else None
             ax.errorbar(k, value, yerr=error, fmt="o", color=colours[k % len(colours)], capsize=3)
         ax.set_xticks(range(len(labels)), labels, fontsize=7, rotation=20)
-        ax.set_title(f"{key[0]}\n{key[1]}", fontsize=7)
+        direction = registry.describe(*key).direction
+        ax.set_title(f"{key[0]}\n{key[1]}" + (f" ({direction})" if direction else ""), fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")

@@ -18,7 +18,7 @@ from protprof.alphabet import FIRST_RESIDUE, MASK, N_STANDARD, STANDARD, encode
 from protprof.data import pad_tokens
 from protprof.embed import embed_sequences
 from protprof.evaluation import datasets as ds
-from protprof.evaluation import metrics, probes
+from protprof.evaluation import metrics, probes, registry
 from protprof.model import ProteinEncoder
 
 
@@ -441,11 +441,15 @@ def profile_prediction(
     ]
 
 
-RUNNERS: dict[str, Callable[..., list[Result]]] = {
-    "ss": secondary_structure,
-    "homology": remote_homology,
-    "stability": stability,
-    "fluorescence": fluorescence,
-    "contacts": contacts,
-    "variants": variant_effects,
-}
+def _data_runner(name: str) -> Callable[[ProteinEncoder, Path, Limits], list[Result]]:
+    task = registry.get(name)
+
+    def run(model: ProteinEncoder, data: Path, limits: Limits) -> list[Result]:
+        return task.run(model, registry.Inputs(Path(data)), limits)
+
+    return run
+
+
+# The registry's tasks that read only the benchmark folder, as (model, data, limits) -> results:
+# a view for scripts and tests (the tasks are defined in `registry`).
+RUNNERS = {name: _data_runner(name) for name in registry.names() if registry.get(name).needs_data}

@@ -34,7 +34,7 @@ EVALUATION_OPTIONS = jobs.evaluation_options(config)
 # The alignment reference of the zero-shot task: searched once per store.
 REFERENCE = f"{RESULTS}/evaluation/alignment_reference.npz"
 EVALUATION_STORE = EVALUATION["store"] or f"{RESULTS}/store/profiles.zarr"
-REFERENCE_INPUTS = [REFERENCE] if "variants" in EVALUATION["tasks"] else []
+REFERENCE_INPUTS = [REFERENCE] if jobs.reference_needed(config) else []
 LABELS = jobs.evaluation_labels(config)
 TRAIN_LAUNCHER = jobs.train_launcher(config)
 TRAIN_SLURM_EXTRA = jobs.train_slurm_extra(config)
