@@ -1,45 +1,30 @@
 """Leakage guard: drop pretraining queries homologous to any evaluation test sequence.
 
 A model pretrained on a homologue of a test protein has seen (a relative of) the answer. Each
-query is searched with phmmer against the test sequences of every task; a query with any hit
-at E <= `evalue` (Z = the number of test sequences) is dropped before ingest.
+query is searched with phmmer against the test sequences of every registered task; a query with
+any hit at E <= `evalue` (Z = the number of test sequences) is dropped before ingest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protprof.evaluation import datasets as ds
+from protprof.evaluation import registry
 from protprof.fasta import Record, read_fasta
 
 DEFAULT_EVALUE = 1e-3
 
 
 def evaluation_test_sequences(data: Path) -> list[tuple[str, str]]:
-    """(id, sequence) of every sequence a downstream test set scores, deduplicated.
+    """(task/id, sequence) of every sequence a registered task tests on, deduplicated.
 
-    Mutant libraries contribute their wild types (a homologue of the wild type is a
-    homologue of all its variants).
+    Each task declares its own (`registry.Task.test_sequences`); mutant libraries contribute
+    their wild types (a homologue of the wild type is a homologue of all its variants).
     """
-    data = Path(data)
-    named: list[tuple[str, str]] = [(f"ss/{e.id}", e.sequence) for e in ds.read_cb513(data)]
-    _, scope_test, _ = ds.split_remote_homology(ds.read_scope(data))
-    named += [(f"homology/{e.id}", e.sequence) for e in scope_test]
-    named += [
-        (f"contacts/{path.stem}_{chain}", sequence)
-        for path, chain, sequence in ds.contact_chains(data, "test")
-    ]
-    stability, _ = ds.read_stability(data, "test")
-    named += [(f"stability/{e.id}", e.sequence) for e in stability if e.id == e.group]
-    gfp = ds.read_wild_type(data / "fluorescence_avgfp" / "wt_sequence.json", "avgfp")
-    named.append(("fluorescence/avGFP", gfp["wt_aa"]))
-    named.append(("variants/BLAT_ECOLX", ds.read_blat_ecolx(data).wild_type))
-    unique: dict[str, str] = {}
-    for name, sequence in named:
-        unique.setdefault(sequence, name)
-    return [(name, sequence) for sequence, name in unique.items()]
+    return registry.test_sequences(Path(data))
 
 
 @dataclass
@@ -47,9 +32,10 @@ class GuardResult:
     """What the leakage guard kept and dropped (with each dropped query's closest test hit)."""
 
     kept: list[Record]
-    dropped: list[dict]  # {id, test_id, evalue}
+    dropped: list[dict]  # {id, test_id ("task/id" of the closest test sequence), evalue}
     n_test_sequences: int
     evalue: float = DEFAULT_EVALUE
+    test_sequences_per_task: dict[str, int] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         """The guard's JSON report: counts, the threshold and every dropped query."""
@@ -59,6 +45,7 @@ class GuardResult:
             "n_dropped": len(self.dropped),
             "evalue": self.evalue,
             "n_test_sequences": self.n_test_sequences,
+            "test_sequences_per_task": self.test_sequences_per_task,
             "dropped": self.dropped,
         }
 
@@ -96,7 +83,8 @@ def guard(
         {"id": records[i].id, "test_id": name, "evalue": e}
         for i, (name, e) in sorted(best.items())
     ]
-    return GuardResult(kept, dropped, len(tests), evalue)
+    per_task = Counter(name.split("/")[0] for name, _ in tests)
+    return GuardResult(kept, dropped, len(tests), evalue, dict(per_task))
 
 
 def _text(name: str | bytes) -> str:
