@@ -60,7 +60,7 @@ class QueryState:
     ranking: KeyHash  # targets seen so far (for the convergence test)
     n_prev: int  # alignment rows of the previous iteration
     msa: bytes  # the latest alignment, Stockholm
-    n_hits: int  # included targets in the latest iteration
+    n_hits: int  # rows of the latest alignment besides the query's
     iterations: int
     converged: bool
 
@@ -167,7 +167,7 @@ def merge_iteration(
         converged = n_new == 0 and len(msa.sequences) <= state.n_prev
         last = converged or iterations >= params.iterations
         hmm = None if last else builder.build_msa(msa, background)[0]
-        n_hits = alignment_depth(hits)
+        n_hits = alignment_depth(msa)
         new[r.id] = QueryState(
             hmm, state.ranking, len(msa.sequences), _write_msa(msa), n_hits, iterations, converged
         )

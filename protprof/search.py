@@ -219,7 +219,7 @@ class QueryResult:
     id: str
     sequence: str
     msa: DigitalMSA  # final iteration's alignment; the query is row 0
-    n_hits: int  # distinct targets in the final alignment (its depth; `alignment_depth`)
+    n_hits: int  # rows of the final alignment besides the query's (its depth; `alignment_depth`)
     iterations: int  # iterations actually run (fewer than asked if it converged)
     # HMMER's model of `msa` when the search already built it: its last two alignments were
     # identical, so the model it searched with last is the model of the final alignment.
@@ -288,9 +288,10 @@ def aligned_targets(hits: TopHits) -> frozenset[str]:
     )
 
 
-def alignment_depth(hits: TopHits) -> int:
-    """Distinct targets in the alignment built from `hits` (its depth, as users read it)."""
-    return len(aligned_targets(hits))
+def alignment_depth(msa: DigitalMSA) -> int:
+    """The depth of a query's alignment: its rows besides the query's own (row 0). One row per
+    included domain, whatever the targets' names (a database may repeat names)."""
+    return len(msa.sequences) - 1
 
 
 def _name(name: str | bytes) -> str:
@@ -487,7 +488,7 @@ class JackhmmerSearch:
             record.id,
             record.sequence,
             result.msa,
-            len(included),
+            alignment_depth(result.msa),
             result.iteration,
             model,
             final_model=result.hmm,

@@ -4,12 +4,17 @@ demo queries through the real CLI."""
 from __future__ import annotations
 
 import gzip
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import DEMO_DB, write_queries
+from pyhmmer.easel import MSAFile
 
+from protprof.alignments import msa_filename
 from protprof.cli import COMMANDS, main
 from protprof.ingest import SPLITS, read_shard
+from protprof.search import AMINO
 from protprof.store import open_store
 
 
@@ -65,13 +70,33 @@ def test_alphafold_preset_and_the_msa_depth_cap(tmp_path):
         search["F3"],
         search["max_hits"],
     ) == (1, 1e-4, 1e-4, 5e-4, 5e-5, 5e-7, 10_000)
-    build(queries, tmp_path / "free.zarr", "-N", "1")
-    build(queries, tmp_path / "capped.zarr", "-N", "1", "--max-hits", "3")
+    for name, cap in (("free", ()), ("capped", ("--max-hits", "3"))):
+        msas = ("--msa-dir", str(tmp_path / f"{name}-msa"))
+        build(queries, tmp_path / f"{name}.zarr", "-N", "1", *msas, *cap)
     free, capped = open_store(tmp_path / "free.zarr"), open_store(tmp_path / "capped.zarr")
     assert list(free.ids) == list(capped.ids)
-    assert (free.n_hits > 3).any()  # the cap has something to cut
-    assert list(capped.n_hits) == [min(3, int(n)) for n in free.n_hits]
+    # The cap counts targets; n_hits counts the alignment's rows (one per included domain).
+    targets = {name: _aligned_targets(tmp_path / f"{name}-msa", free.ids) for name in _CAPPED}
+    assert max(len(t) for t in targets["free"]) > 3  # the cap has something to cut
+    assert [len(t) for t in targets["capped"]] == [min(3, len(t)) for t in targets["free"]]
+    assert list(capped.n_hits) == [sum(t.values()) for t in targets["capped"]]
+    assert list(free.n_hits) == [sum(t.values()) for t in targets["free"]]
     assert capped.attrs["search"]["max_hits"] == 3
+
+
+_CAPPED = ("free", "capped")
+
+
+def _aligned_targets(msa_dir: Path, ids) -> list[Counter]:
+    """Each query's alignment rows per target name (the query's own row left out)."""
+    counts = []
+    for query_id in map(str, ids):
+        path = msa_dir / msa_filename(query_id, "stockholm")
+        with MSAFile(str(path), digital=True, alphabet=AMINO) as handle:
+            names = [name.rsplit("/", 1)[0] for name in handle.read().names]
+        names.remove(query_id)
+        counts.append(Counter(names))
+    return counts
 
 
 @pytest.mark.parametrize("section", ["search", "profile", "database"])
