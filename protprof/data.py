@@ -272,6 +272,8 @@ def loader(
     torch RNG, which would make a resumed run's dropout differ from an uninterrupted one.
     """
     kwargs.setdefault("generator", torch.Generator().manual_seed(0))
+    if num_workers:
+        kwargs.setdefault("worker_init_fn", _ignore_stop_signals)
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -280,3 +282,13 @@ def loader(
         persistent_workers=False,
         **kwargs,
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """SLURM signals every process of a job step: a worker that died of SIGTERM would fail the
+    trainer's next batch before it could save. The trainer handles the signal; workers ignore
+    it (and exit with their parent)."""
+    import signal
+
+    for number in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(number, signal.SIG_IGN)

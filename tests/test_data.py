@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import time
 
 import numpy as np
 import torch
@@ -117,9 +120,22 @@ def test_dataset_pickles_small_and_reopens_the_store(small_store):
     data = ProfileDataset(small_store, "train", max_len=64, seed=3)
     data.set_epoch(2)
     payload = pickle.dumps(data)
-    assert len(payload) < 4096 and b"offsets" not in payload
+    assert len(payload) < 4096 and data.store.offsets.tobytes() not in payload
     copy = pickle.loads(payload)
     assert (copy.epoch, copy.max_len, len(copy)) == (2, 64, len(data))
     for i in range(len(data)):
         for mine, theirs in zip(data[i], copy[i], strict=True):
             np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_loader_worker_survives_the_stop_signals(small_store):
+    """SLURM signals every process of a job step; the trainer saves on SIGTERM or SIGUSR1, so
+    its loader's workers must outlive them (a killed worker fails the next batch)."""
+    data = ProfileDataset(small_store, "all", max_len=64)
+    batches = iter(loader(data, TokenBudgetBatchSampler(data.lengths, 70, seed=0), 1))
+    next(batches)
+    for number in (signal.SIGTERM, signal.SIGUSR1):
+        for worker in batches._workers:  # type: ignore[attr-defined]
+            os.kill(worker.pid, number)
+    time.sleep(0.5)  # the signals arrive
+    assert len(list(batches)) == len(data) - 1  # one sequence per batch

@@ -176,9 +176,9 @@ def test_killed_run_resumes_bit_identical_with_each_metrics_line_once(
     assert sorted(p.name for p in out.iterdir()) == PUBLISHED
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize(("stop", "workers"), [(signal.SIGTERM, 1), (signal.SIGUSR1, 0)])
 def test_signal_saves_at_the_step_boundary_and_resume_is_bit_identical(
-    small_store, tmp_path, stop
+    small_store, tmp_path, stop, workers
 ):
     """SLURM's SIGTERM at the time limit (or SIGUSR1 from --signal=USR1@...), sent to the whole
     process group as SLURM does: the step under way ends, last.pt is saved at that step (not
@@ -187,7 +187,7 @@ def test_signal_saves_at_the_step_boundary_and_resume_is_bit_identical(
     out = tmp_path / "run"
     process = subprocess.Popen(
         [str(PROTPROF), "train", "--store", str(small_store), "--out-dir", str(out)]
-        + ["--set", *SETTINGS],
+        + ["--set", *SETTINGS, f"num_workers={workers}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
