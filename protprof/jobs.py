@@ -286,10 +286,18 @@ def train_launcher(config: dict[str, Any]) -> str:
     return "protprof"
 
 
+# Seconds before its time limit that SLURM signals a training job (SIGUSR1): time to finish the
+# step under way and save last.pt, where KillWait (30 s by default) after SIGTERM may be short.
+TRAIN_STOP_WARNING_S = 600
+
+
 def train_slurm_extra(config: dict[str, Any]) -> str:
-    """The SLURM GPU request of the training job (nothing on CPU)."""
+    """The training job's SLURM options: the early stop signal, and the GPUs (none on CPU)."""
     devices = config["train"]["devices"]
-    return f"'--gpus={devices}'" if devices else ""
+    options = [f"--signal=USR1@{TRAIN_STOP_WARNING_S}"]
+    if devices:
+        options.append(f"--gpus={devices}")
+    return "'" + " ".join(options) + "'"
 
 
 def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:

@@ -239,7 +239,7 @@ def test_uniref90_plan_dry_run_requests_sane_resources_and_gpus(tmp_path):
     # 5.5e10 residues / 16 chunks x 3 bytes + 1 GiB working set
     assert "mem_mb=11336," in chunk and "runtime=564" in chunk
     train = run.stdout[run.stdout.index("rule train_model:") :]
-    assert "gpu=4" in train and "--gpus=4" in train
+    assert "gpu=4" in train and "--signal=USR1@600 --gpus=4" in train
     assert "torchrun --standalone --nproc-per-node 4 -m protprof.cli train" in train
 
 
