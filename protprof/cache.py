@@ -17,6 +17,12 @@ and concurrent writers only ever see complete segments, and a killed writer leav
 looks complete. The index is the segments themselves: a lookup reads the raw keys
 (`keys.npy`) of the segments of one context (their file names start with the context key), so
 no shared index file has to be updated under a lock.
+
+Every entry is checked when it is read: a segment is a checksummed store (format 1.2) and its
+`keys.npy` is listed in the checksums. A segment that fails (a flipped byte in any array, a
+truncated key file) is skipped with a warning, so its entries count as missing and are searched
+again and published in a new segment; the other segments are served. `protprof cache verify`
+names bad segments and `cache gc --drop-corrupt` removes them.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,13 +45,15 @@ from protprof._atomic import Kind
 from protprof.alphabet import N_STANDARD, decode
 from protprof.errors import StoreError
 from protprof.reuse import MEMBER
-from protprof.store import CHUNK_ROWS, ProfileStore, StoreData, open_store, write_stores
+from protprof.store import CHUNK_ROWS, ProfileStore, StoreData, open_store, verify, write_stores
 
 log = logging.getLogger(__name__)
 FORMAT = "protprof.cache"
 FORMAT_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
 # Bump when what a stored profile means changes (quantisation, builder settings, n_hits).
-PROFILE_FORMAT = 2
+# 3: n_hits counts the alignment's rows (2 counted distinct target names).
+PROFILE_FORMAT = 3
 MARKER = "cache.json"
 KEYS = "keys.npy"  # in each segment: its entry keys, raw, in row order
 ROLES = "roles.npy"  # in a shard store searched with reuse: each row's role (`reuse.MEMBER`)
@@ -154,6 +163,43 @@ def _is_cache(path: Path) -> bool:
         return False
 
 
+def _check_marker(path: Path) -> None:
+    """Refuse a folder that is not a cache, or a cache of a format version this protprof does
+    not read."""
+    marker = path / MARKER
+    try:
+        info = json.loads(marker.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: not a protprof cache (no {MARKER})") from None
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{marker}: unreadable or not JSON ({e})") from e
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise StoreError(f"{marker}: not a protprof cache marker (format is not {FORMAT!r})")
+    version = str(info.get("format_version", ""))
+    major = version.split(".")[0]
+    if not major.isdigit() or int(major) != SUPPORTED_MAJOR:
+        raise StoreError(
+            f"{marker}: cache format version {version!r} is not supported (this protprof "
+            f"reads {SUPPORTED_MAJOR}.x)"
+        )
+
+
+def _read_keys(store: ProfileStore) -> np.ndarray:
+    """A segment's raw entry keys, checked: against its checksum, as a numpy file, and one
+    per entry."""
+    raw = store.extra_file(KEYS)
+    try:
+        keys = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise StoreError(f"{store.path / KEYS}: not a readable key file ({e})") from e
+    if keys.dtype != np.dtype("S16") or keys.shape != (len(store),):
+        raise StoreError(
+            f"{store.path / KEYS}: holds {keys.dtype} {keys.shape}, expected "
+            f"{len(store)} 16-byte keys (one per entry)"
+        )
+    return keys
+
+
 @dataclass(frozen=True)
 class Index:
     """Where the entries of one context are: their keys sorted, with segment and row."""
@@ -183,9 +229,10 @@ class ProfileCache:
             self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / MARKER).exists() and create and self.path.is_dir():
             self._create()
-        if not _is_cache(self.path):
-            raise StoreError(f"{self.path}: not a protprof cache (no {MARKER})")
+        _check_marker(self.path)
         (self.path / "segments").mkdir(exist_ok=True)
+        # Segments found bad by this instance (path: why): skipped from then on.
+        self.bad: dict[Path, str] = {}
 
     def _create(self) -> None:
         """Mark a new folder as a cache. Two workflows may create one cache at once: the marker
@@ -207,13 +254,29 @@ class ProfileCache:
         """Complete segments (of one context when `ctx_key` is given), oldest name first."""
         return sorted((self.path / "segments").glob(f"{ctx_key}*.zarr"))
 
+    def _skip(self, segment: Path, why: str) -> None:
+        self.bad[segment] = why
+        log.warning("%s: skipped, its entries will be searched again (%s)", segment, why)
+
+    def _load(self, segment: Path) -> tuple[ProfileStore, np.ndarray] | None:
+        """A segment and its keys, checked (metadata, offsets, per-sequence arrays, keys);
+        None, with a warning, when it is bad."""
+        if segment in self.bad:
+            return None
+        try:
+            store = open_store(segment)
+            return store, _read_keys(store)
+        except StoreError as e:
+            self._skip(segment, str(e))
+            return None
+
     def index(self, ctx_key: str) -> Index:
-        """The entries of a context: numpy arrays, sorted for binary search (a dict of a
-        million keys costs seconds to build)."""
-        paths = self.segments(ctx_key)  # once: another writer may publish meanwhile
-        stores = [open_store(p) for p in paths]
+        """The entries of a context's good segments: numpy arrays, sorted for binary search
+        (a dict of a million keys costs seconds to build)."""
+        loaded = [x for x in map(self._load, self.segments(ctx_key)) if x is not None]
+        stores = [store for store, _ in loaded]
         # raw 16-byte keys from each segment's keys.npy: no decoding of a million hex ids
-        keys = [np.load(p / KEYS) for p in paths]
+        keys = [k for _, k in loaded]
         if not keys:
             empty = np.zeros(0, np.int64)
             return Index([], np.zeros(0, "S16"), empty, empty)
@@ -234,7 +297,10 @@ class ProfileCache:
         roles_file = store.path / ROLES
         if not roles_file.exists():
             return self._publish(store, data, ctx, "")
-        roles = np.load(roles_file)
+        try:
+            roles = np.load(io.BytesIO(store.extra_file(ROLES)), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise StoreError(f"{roles_file}: not a readable roles file ({e})") from e
         members = np.flatnonzero(roles == MEMBER)
         others = np.flatnonzero(roles != MEMBER)
         reuse = store.attrs["reuse"]
@@ -277,13 +343,32 @@ class ProfileCache:
         )
         return segment, len(keys)
 
+    def lookup(self, ctx: dict[str, Any], sequences: Sequence[str]) -> tuple[Index, np.ndarray]:
+        """The index of a context and the position in it of each sequence's entry (-1: none),
+        every residue chunk of the entries found checked: a segment that fails is skipped and
+        its entries looked up again in the others."""
+        key = context_key(ctx)
+        wanted = [entry_key(key, seq) for seq in sequences]
+        while True:
+            index = self.index(key)
+            found = index.find(wanted)
+            hit = found[found >= 0]
+            bad = False
+            for s in np.unique(index.segment[hit]).tolist():
+                store = index.stores[s]
+                try:
+                    store.check_sequences(index.row[hit][index.segment[hit] == s])
+                except StoreError as e:
+                    self._skip(store.path, str(e))
+                    bad = True
+            if not bad:
+                return index, found
+
     def missing(self, contexts: Sequence[dict[str, Any]], sequences: Sequence[str]) -> list[int]:
-        """Indices of the sequences without an entry in any of `contexts`."""
+        """Indices of the sequences without a good entry in any of `contexts`."""
         lacking = np.ones(len(sequences), bool)
         for ctx in contexts:
-            key = context_key(ctx)
-            found = self.index(key).find([entry_key(key, seq) for seq in sequences])
-            lacking &= found < 0
+            lacking &= self.lookup(ctx, sequences)[1] < 0
         return np.flatnonzero(lacking).tolist()
 
     def why_missing(self, ctx: dict[str, Any]) -> str:
@@ -291,8 +376,11 @@ class ProfileCache:
         from those the cache holds entries for."""
         others = []
         for segment in self.segments():
-            attrs = json.loads((segment / "zarr.json").read_text()).get("attributes", {})
-            other = attrs.get("cache", {}).get("context")
+            try:
+                attrs = json.loads((segment / "zarr.json").read_text()).get("attributes", {})
+                other = attrs.get("cache", {}).get("context")
+            except (OSError, ValueError, AttributeError):
+                continue  # a bad segment: `cache verify` names it
             if other and other != ctx and other not in others:
                 others.append(other)
         if not others:
@@ -304,10 +392,14 @@ class ProfileCache:
         )
 
     def stats(self) -> dict[str, Any]:
-        """Entries, bytes and residues per context."""
+        """Entries, bytes and residues per context, over the good segments; the bad ones are
+        listed under "corrupt"."""
         contexts: dict[str, dict[str, Any]] = {}
         for path in self.segments():
-            store = open_store(path)
+            loaded = self._load(path)
+            if loaded is None:
+                continue
+            store = loaded[0]
             cache = store.attrs.get("cache", {})
             row = contexts.setdefault(
                 cache.get("context_key", "?"),
@@ -328,11 +420,42 @@ class ProfileCache:
             "entries": sum(c["entries"] for c in contexts.values()),
             "bytes": sum(c["bytes"] for c in contexts.values()),
             "contexts": contexts,
+            "corrupt": {str(p): why for p, why in self.bad.items()},
         }
 
-    def gc(self, keep: Sequence[str | Path]) -> dict[str, int]:
+    def verify(self) -> dict[Path, list[str]]:
+        """Check every segment in full (each array, chunk and metadata, and its keys); returns
+        the bad segments with what is wrong (empty: every segment is intact)."""
+        bad: dict[Path, list[str]] = {}
+        for segment in self.segments():
+            try:
+                problems = verify(segment)
+                if not problems:
+                    _read_keys(open_store(segment))
+            except StoreError as e:
+                problems = [str(e)]
+            if problems:
+                bad[segment] = problems
+        return bad
+
+    def temporaries(self, grace: float) -> list[Path]:
+        """What killed writers and collections left in `segments/` (hidden temporaries and
+        half-deleted segments) untouched for more than `grace` seconds: a live writer's are
+        younger."""
+        now = time.time()
+        return [
+            p
+            for p in (self.path / "segments").glob(".*")
+            if (".tmp-" in p.name or p.name.endswith(".gc")) and now - _mtime(p) > grace
+        ]
+
+    def gc(
+        self, keep: Sequence[str | Path], drop_corrupt: bool = False, grace: float = 86400.0
+    ) -> dict[str, int]:
         """Drop segments none of whose entries a kept store uses (whole segments: they are
-        append-only and shared). Returns counts of kept and removed segments."""
+        append-only and shared), when `keep` is given; with `drop_corrupt`, drop the segments
+        `verify` finds bad and the temporaries older than `grace` seconds. Returns counts of
+        kept and removed segments, and of removed corrupt segments and temporaries."""
         used: set[bytes] = set()
         for path in keep:
             store = open_store(path)
@@ -342,24 +465,46 @@ class ProfileCache:
             for ctx in attrs.get("cache_contexts", [attrs["cache_context"]]):
                 key = context_key(ctx)
                 used.update(entry_key(key, store.sequence(i)) for i in range(len(store)))
-        removed = kept = 0
+        corrupt = self.verify() if drop_corrupt else {}
+        counts = {"kept": 0, "removed": 0, "corrupt": 0, "temporaries": 0}
         for segment in self.segments():
-            if used.intersection(_raw_list(segment)):
-                kept += 1
+            if segment in corrupt:
+                log.warning("%s: removed, corrupt (%s)", segment, corrupt[segment][0])
+                _remove(segment)
+                counts["corrupt"] += 1
                 continue
-            # Renamed away first: a reader never sees a half-deleted segment.
-            doomed = segment.with_name(f".{segment.name}.gc")
-            segment.rename(doomed)
-            shutil.rmtree(doomed)
-            removed += 1
-        return {"kept": kept, "removed": removed}
+            loaded = self._load(segment) if keep else None
+            if not keep or loaded is None or used.intersection(_full_keys(loaded[1])):
+                counts["kept"] += 1  # a bad segment is kept unless --drop-corrupt
+                continue
+            _remove(segment)
+            counts["removed"] += 1
+        for leftover in self.temporaries(grace) if drop_corrupt else []:
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            counts["temporaries"] += 1
+        return counts
+
+
+def _full_keys(keys: np.ndarray) -> list[bytes]:
+    """Keys as 16-byte strings (numpy drops an `S16` item's trailing NUL bytes)."""
+    return [bytes(k).ljust(16, b"\0") for k in keys]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()  # gone meanwhile: not ours to remove
+
+
+def _remove(segment: Path) -> None:
+    """Remove a segment, renamed away first: a reader never sees a half-deleted segment."""
+    doomed = segment.with_name(f".{segment.name}.gc")
+    segment.rename(doomed)
+    shutil.rmtree(doomed)
 
 
 CACHE = Kind("a protprof cache", _is_cache)
-
-
-def _raw_list(segment: Path) -> list[bytes]:
-    return [bytes(k).ljust(16, b"\0") for k in np.load(segment / KEYS)]
 
 
 def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -378,16 +523,16 @@ def assemble(
     searched: int,
 ) -> Path:
     """Write the store of these queries (in this order) from their cache entries, each taken
-    from the first of `contexts` that has one."""
+    from the first of `contexts` that has one. Only checked entries are copied: a query whose
+    entry sits in a bad segment counts as lacking one (search it again first)."""
     stores: list[ProfileStore] = []
     segment = np.full(len(ids), -1, np.int64)
     row = np.zeros(len(ids), np.int64)
     from_context = np.zeros(len(contexts), np.int64)
     for c, ctx in enumerate(contexts):
-        key = context_key(ctx)
-        index = cache.index(key)
         todo = np.flatnonzero(segment < 0)
-        found = index.find([entry_key(key, sequences[int(i)]) for i in todo])
+        # Checked now: the entries' residue chunks, besides each segment's other arrays.
+        index, found = cache.lookup(ctx, [sequences[int(i)] for i in todo])
         hit = found >= 0
         segment[todo[hit]] = index.segment[found[hit]] + len(stores)
         row[todo[hit]] = index.row[found[hit]]

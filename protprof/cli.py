@@ -512,9 +512,9 @@ def _run_plan(args: argparse.Namespace) -> None:
     )
 
 
-@command("cache", "profile cache: `stats` (entries and bytes per context) or `gc`")
+@command("cache", "profile cache: `stats` (entries and bytes per context), `verify` or `gc`")
 def _cache_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["stats", "gc"])
+    p.add_argument("action", choices=["stats", "verify", "gc"])
     p.add_argument("path", type=Path, help="profile cache folder")
     p.add_argument(
         "--keep-store",
@@ -522,6 +522,18 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=[],
         help="gc: drop the segments none of these stores use",
+    )
+    p.add_argument(
+        "--drop-corrupt",
+        action="store_true",
+        help="gc: drop the segments `verify` finds bad (their entries are searched again by "
+        "the next build) and the temporaries of killed writers older than --grace-hours",
+    )
+    p.add_argument(
+        "--grace-hours",
+        type=float,
+        default=24.0,
+        help="gc --drop-corrupt: leave temporaries younger than this (a live writer's)",
     )
     p.add_argument("--json", action="store_true", help="stats: print JSON")
 
@@ -531,10 +543,15 @@ def _run_cache(args: argparse.Namespace) -> None:
 
     profiles = cache.ProfileCache(args.path, create=False)
     if args.action == "gc":
-        if not args.keep_store:
-            raise ProtprofError("cache gc: give --keep-store STORE... (the stores to keep)")
-        counts = profiles.gc(args.keep_store)
-        print(f"{args.path}: kept {counts['kept']} segments, removed {counts['removed']}")
+        _cache_gc(profiles, args)
+        return
+    if args.action == "verify":
+        bad = profiles.verify()
+        problems = [
+            f"{problems[0]} (bad segment {segment.name})" for segment, problems in bad.items()
+        ]
+        _fail_on_problems(args.path, problems, "cache verify")
+        print(f"{args.path}: {len(profiles.segments())} segments intact")
         return
     info = profiles.stats()
     if args.json:
@@ -550,6 +567,20 @@ def _run_cache(args: argparse.Namespace) -> None:
             f"database {str(database.get('sha256', '?'))[:12]} "
             f"({database.get('n_sequences')} sequences), -N {search.get('iterations')}"
         )
+    for segment in info["corrupt"]:
+        print(f"  {segment}: corrupt, not counted (`protprof cache gc --drop-corrupt` removes it)")
+
+
+def _cache_gc(profiles: Any, args: argparse.Namespace) -> None:
+    if not args.keep_store and not args.drop_corrupt:
+        raise ProtprofError(
+            "cache gc: give --keep-store STORE... (the stores to keep) or --drop-corrupt"
+        )
+    counts = profiles.gc(args.keep_store, args.drop_corrupt, args.grace_hours * 3600)
+    print(
+        f"{args.path}: kept {counts['kept']} segments, removed {counts['removed']} unused, "
+        f"{counts['corrupt']} corrupt and {counts['temporaries']} temporaries"
+    )
 
 
 @command("build", "ingest, search, profile and store on one machine (no Snakemake)")
@@ -653,7 +684,7 @@ def _fail_on_problems(store: Path, problems: list[str], command: str) -> None:
         )
 
 
-@command("verify", "check a store's every chunk (checksums, invariants) and per-sequence array")
+@command("verify", "check a store's every array, chunk and metadata (checksums, invariants)")
 def _verify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", type=Path)
 
@@ -661,11 +692,20 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 def _run_verify(args: argparse.Namespace) -> None:
     import time
 
-    from protprof.store import verify
+    from protprof.store import open_store, unchecked, verify
 
     start = time.perf_counter()
     _fail_on_problems(args.store, verify(args.store), "verify")
-    print(f"{args.store}: intact ({time.perf_counter() - start:.1f} s)")
+    seconds = time.perf_counter() - start
+    missing = unchecked(args.store)
+    if missing:
+        version = open_store(args.store).attrs["format_version"]
+        print(
+            f"{args.store}: unchecked: format {version} has no checksums for "
+            f"{', '.join(missing)}; their invariants hold ({seconds:.1f} s)"
+        )
+        return
+    print(f"{args.store}: intact ({seconds:.1f} s)")
 
 
 @command("train", "pretrain a model on a profile store (MLM, profile or multitask)")

@@ -6,7 +6,7 @@
 | `profiles` | (R, 20) | uint8  | profile quantised to 1/255 steps; each row sums to 255   |
 | `offsets`  | (N+1,)  | int64  | sequence i is rows offsets[i]:offsets[i+1]               |
 | `ids`      | (N,)    | string | query identifiers, unique                                |
-| `n_hits`   | (N,)    | int32  | distinct targets included in the final iteration         |
+| `n_hits`   | (N,)    | int32  | rows of the final alignment besides the query's          |
 | `neff`     | (N,)    | float32| HMMER's effective sequence number of the final alignment |
 | `split`    | (N,)    | uint8  | 0 train, 1 valid, 2 test (stable hash of the sequence)   |
 
@@ -14,6 +14,15 @@
 little-endian bytes that readers memory-map and slice (~µs per protein) instead of going
 through zarr per item (~ms). Quantisation uses largest-remainder rounding: every entry is
 within 1/255 of the float profile and rows sum to exactly 1 after dividing by 255.
+
+Every array is checksummed (format 1.2): the root attribute `checksums` holds, per array, the
+metadata the checksums were computed for (`data_type`, `shape`, `chunk_shape`, and a CRC-32 of
+its `zarr.json`) and a CRC-32 of each chunk file, plus one of each extra file (a cache
+segment's `keys.npy`). The table lives beside the data rather than in a zarr codec: a value
+changed through zarr would get a fresh codec checksum and pass, and a codec does not cover the
+metadata (`bench/bench_checksums.py` measures both). Readers check the metadata of every array
+and the chunks of the per-sequence arrays and offsets when they open a store, and each residue
+chunk the first time they read it; `verify` checks everything.
 """
 
 from __future__ import annotations
@@ -36,14 +45,20 @@ from protprof.alphabet import FIRST_RESIDUE, N_STANDARD, VOCAB_SIZE, decode, enc
 from protprof.errors import StoreError
 
 FORMAT = "protprof.profiles"
-# 1.1 adds `store_id` and per-chunk `checksums` to the root attributes (the arrays are
-# unchanged); 1.0 stores are still read, checked by their invariants instead.
-FORMAT_VERSION = "1.1"
+# 1.1 adds `store_id` and per-chunk `checksums` of `tokens` and `profiles` to the root
+# attributes; 1.2 adds checksums of every other array, of each array's metadata and of extra
+# files (`checksums["arrays"]`, `checksums["files"]`). The arrays are unchanged: 1.0 and 1.1
+# stores are still read, checked as far as their checksums go and by their invariants.
+FORMAT_VERSION = "1.2"
 SUPPORTED_MAJOR = 1
 QUANT = 255
 CHUNK_ROWS = 1 << 18  # 5 MiB profile chunks: few files per store, cheap to page in
 SPLIT_NAMES = ("train", "valid", "test")
 _PER_SEQUENCE = {"n_hits": np.int32, "neff": np.float32, "split": np.uint8}
+RESIDUE_ARRAYS = ("tokens", "profiles")
+# Arrays whose chunks readers check when they open a store (small: one value per sequence).
+INDEX_ARRAYS = ("offsets", "ids", *_PER_SEQUENCE)
+ARRAYS = (*RESIDUE_ARRAYS, *INDEX_ARRAYS)
 
 
 @dataclass
@@ -240,24 +255,63 @@ def write_stores(
                 f"{out}: parts hold {seq0} sequences and {res0} residues, but "
                 f"{n_seq} and {n_res} were announced"
             )
-        base = _base_attrs(attrs, n_seq, n_res, chunk_rows)
-        # Checksums of the chunk files as written (read back: what is on disk is what counts).
-        base["checksums"] = {
-            "algorithm": "crc32",
-            **{
-                name: [
-                    zlib.crc32(f.read_bytes()) for f in _chunk_paths(tmp, name, n_res, chunk_rows)
-                ]
-                for name in RESIDUE_ARRAYS
-            },
-        }
-        group.attrs.update(base)
         for name, content in (extra_files or {}).items():
             (tmp / name).write_bytes(content)
+        base = _base_attrs(attrs, n_seq, n_res, chunk_rows)
+        base["checksums"] = checksum_table(tmp, list(extra_files or {}))
+        group.attrs.update(base)
     return out
 
 
-RESIDUE_ARRAYS = ("tokens", "profiles")
+def _crc(path: Path) -> int | None:
+    """CRC-32 of a file's bytes, None when there is no such file."""
+    try:
+        return zlib.crc32(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def _chunk_keys(shape: list[int], chunk_shape: list[int]) -> list[str]:
+    """Keys of every chunk of an array, in C order (zarr v3's default key encoding)."""
+    grid = [-(-int(n) // max(1, int(c))) for n, c in zip(shape, chunk_shape, strict=True)]
+    return ["c/" + "/".join(map(str, index)) for index in np.ndindex(*grid)]
+
+
+def _described(meta: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a checksum table records of an array: what its values mean and where its
+    chunks are."""
+    return {
+        "data_type": meta["data_type"],
+        "shape": list(meta["shape"]),
+        "chunk_shape": list(meta["chunk_grid"]["configuration"]["chunk_shape"]),
+    }
+
+
+def checksum_table(path: Path, files: Iterable[str] = ()) -> dict[str, Any]:
+    """The checksums of a store as it is on disk (read back: what is on disk is what counts):
+    per array its metadata and a CRC-32 of each chunk file (None for a chunk zarr did not
+    write, all fill value), and a CRC-32 of each extra file. `tokens` and `profiles` keep their
+    chunk checksums where format 1.1 had them, so older readers still check them."""
+    table: dict[str, Any] = {"algorithm": "crc32", "arrays": {}, "files": {}}
+    for name in ARRAYS:
+        raw = (path / name / "zarr.json").read_bytes()
+        described = _described(json.loads(raw))
+        chunks = [
+            _crc(path / name / key)
+            for key in _chunk_keys(described["shape"], described["chunk_shape"])
+        ]
+        if name in RESIDUE_ARRAYS:
+            table[name] = chunks
+        else:
+            described["chunks"] = chunks
+        table["arrays"][name] = {**described, "metadata": zlib.crc32(raw)}
+    table["files"] = {name: _crc(path / name) for name in files}
+    return table
+
+
+def _version(attrs: dict[str, Any]) -> tuple[int, int]:
+    major, _, minor = str(attrs.get("format_version", "")).partition(".")
+    return int(major), int(minor) if minor.isdigit() else 0
 
 
 def _chunk_paths(path: Path, name: str, n_res: int, chunk_rows: int) -> list[Path]:
@@ -267,15 +321,136 @@ def _chunk_paths(path: Path, name: str, n_res: int, chunk_rows: int) -> list[Pat
     return [path / name / "c" / k for k in keys]
 
 
+def _checksums(path: Path, attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """A store's checksum table; None for a 1.0 store, made before checksums.
+
+    Raises:
+        StoreError: the format version promises checksums and the table is missing or
+            incomplete (the root attributes were edited: nothing in the store can be trusted).
+    """
+    version = _version(attrs)
+    if version < (1, 1):
+        return None
+    table = attrs.get("checksums") or {}
+    ok = isinstance(table, dict) and all(isinstance(table.get(n), list) for n in RESIDUE_ARRAYS)
+    if ok and version >= (1, 2):
+        arrays = table.get("arrays") or {}
+        ok = isinstance(table.get("files"), dict) and isinstance(arrays, dict)
+        ok = ok and all(
+            isinstance(arrays.get(n), dict)
+            and {"data_type", "shape", "chunk_shape", "metadata"} <= set(arrays[n])
+            and (n in RESIDUE_ARRAYS or isinstance(arrays[n].get("chunks"), list))
+            for n in ARRAYS
+        )
+    if not ok:
+        raise StoreError(
+            f"{path}/zarr.json: format {attrs['format_version']} stores carry checksums, but "
+            "its 'checksums' attribute is missing or incomplete (edited); the store cannot "
+            "be checked and is refused"
+        )
+    return dict(table)
+
+
+def _what_changed(raw: bytes, recorded: dict[str, Any]) -> str:
+    """Which of an array's recorded metadata differs from its zarr.json now."""
+    try:
+        now = _described(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as e:
+        return f"malformed: {type(e).__name__}: {e}"
+    changed = [
+        f"{key} is {now[key]!r}, the checksums are for {recorded[key]!r}"
+        for key in ("data_type", "shape", "chunk_shape")
+        if now[key] != recorded[key]
+    ]
+    return "; ".join(changed) or "its zarr.json differs from the one the checksums are for"
+
+
+def _array_problems(
+    path: Path, table: dict[str, Any] | None, name: str, chunks: bool
+) -> list[str]:
+    """What an array's checksums find wrong: its metadata, then (with `chunks`) each chunk
+    file. Nothing for arrays the table has no checksums for (1.0; 1.1 but residue chunks)."""
+    recorded = (table or {}).get("arrays", {}).get(name)
+    if recorded is None:
+        return []
+    meta = path / name / "zarr.json"
+    try:
+        raw = meta.read_bytes()
+    except OSError as e:
+        return [f"{meta}: metadata of {name!r} is missing or unreadable ({e})"]
+    if zlib.crc32(raw) != recorded["metadata"]:
+        return [
+            f"{meta}: metadata of {name!r} changed since it was written "
+            f"({_what_changed(raw, recorded)})"
+        ]
+    if not chunks:
+        return []
+    expected = recorded["chunks"] if name not in RESIDUE_ARRAYS else table[name]  # type: ignore[index]
+    keys = _chunk_keys(recorded["shape"], recorded["chunk_shape"])
+    if len(keys) != len(expected):
+        return [
+            f"{path}/zarr.json: the checksums of {name!r} list {len(expected)} chunks, "
+            f"the array has {len(keys)}"
+        ]
+    problems = []
+    for key, crc in zip(keys, expected, strict=True):
+        found = _crc(path / name / key)
+        if found == crc:
+            continue
+        what = (
+            "is missing"
+            if found is None
+            else "exists but was never written (all fill value)"
+            if crc is None
+            else "is corrupt"
+        )
+        problems.append(f"{path / name / key}: checksum mismatch, chunk {key} of {name!r} {what}")
+    return problems
+
+
+def _file_problems(path: Path, table: dict[str, Any] | None, names: Iterable[str]) -> list[str]:
+    """What the checksums find wrong with a store's extra files (those the table lists)."""
+    files = (table or {}).get("files", {})
+    return [
+        f"{path / name}: checksum mismatch, the file is "
+        + ("missing" if _crc(path / name) is None else "corrupt")
+        for name in names
+        if name in files and _crc(path / name) != files[name]
+    ]
+
+
+def _raise_first(path: Path, problems: list[str]) -> None:
+    if problems:
+        n = len(problems) - 1
+        more = f"; {n} more problem{'s' if n > 1 else ''}" if n else ""
+        raise StoreError(f"{problems[0]} (run `protprof verify {path}`{more})")
+
+
 class ProfileStore:
     """A read-only view of a store. Residue data is memory-mapped lazily, so an instance
     pickles small (path and attributes; the receiver re-reads the offsets and checks the store
     is still the same one) and is safe to hand to DataLoader workers under any start method.
+
+    Opening checks the metadata of every array and every chunk of the offsets and the
+    per-sequence arrays against the store's checksums (a few MB per million sequences); each
+    residue chunk is checked the first time it is read.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, check: bool = True) -> None:
         self.path = Path(path)
         self.attrs = _read_attrs(self.path)
+        self._table = _checksums(self.path, self.attrs)
+        if check:
+            _raise_first(
+                self.path,
+                [
+                    problem
+                    for name in ARRAYS
+                    for problem in _array_problems(
+                        self.path, self._table, name, chunks=name in INDEX_ARRAYS
+                    )
+                ],
+            )
         self.offsets = self._read("offsets").astype(np.int64)
         self._validate()
         self._maps: dict[str, list[np.ndarray]] = {}
@@ -291,7 +466,22 @@ class ProfileStore:
         self.__dict__.update(state)
         self._maps, self._checked, self._cache = {}, set(), {}
         self._check_identity()
+        self._table = _checksums(self.path, self.attrs)
+        _raise_first(self.path, _array_problems(self.path, self._table, "offsets", chunks=True))
         self.offsets = self._read("offsets").astype(np.int64)
+
+    def extra_file(self, name: str) -> bytes:
+        """An extra file of the store (a cache segment's `keys.npy`), checked against its
+        checksum when the store has one for it.
+
+        Raises:
+            StoreError: the file is missing, unreadable or does not match its checksum.
+        """
+        _raise_first(self.path, _file_problems(self.path, self._table, [name]))
+        try:
+            return (self.path / name).read_bytes()
+        except OSError as e:
+            raise StoreError(f"{self.path / name}: missing or unreadable ({e})") from e
 
     def _read(self, name: str) -> np.ndarray:
         try:
@@ -358,7 +548,7 @@ class ProfileStore:
 
     @property
     def n_hits(self) -> np.ndarray:
-        """Alignment depth of each sequence (distinct targets in its final alignment)."""
+        """Alignment depth of each sequence (rows of its final alignment besides the query's)."""
         return self._array("n_hits")
 
     @property
@@ -394,6 +584,27 @@ class ProfileStore:
         ]
         return np.concatenate(pieces)
 
+    def check_sequences(self, indices: np.ndarray) -> None:
+        """Check the residue chunks holding these sequences now (each chunk once per reader),
+        rather than when they are first read.
+
+        Raises:
+            StoreError: a chunk is missing, truncated or does not match its checksum.
+        """
+        starts, stops = self.offsets[indices], self.offsets[np.asarray(indices) + 1]
+        size, _, files = self._chunk_files("tokens")
+        keep = stops > starts
+        # Chunks touched: +1 where a sequence's first chunk is, -1 after its last.
+        marks = np.zeros(len(files) + 1, np.int64)
+        np.add.at(marks, starts[keep] // size, 1)
+        np.add.at(marks, (stops[keep] - 1) // size + 1, -1)
+        touched = np.flatnonzero(np.cumsum(marks)[: len(files)] > 0)
+        for name in RESIDUE_ARRAYS:
+            maps = self._maps.get(name) or self._map(name)
+            for c in touched.tolist():
+                if (name, c) not in self._checked:
+                    self._check_chunk(name, c, maps[c])
+
     def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
         """The rows of `tokens` or `profiles` at these residue indices (any order): one
         fancy-indexing read per chunk file touched, through the memory maps."""
@@ -416,7 +627,7 @@ class ProfileStore:
     def _check_chunk(self, name: str, c: int, chunk: np.ndarray) -> None:
         """Check a chunk the first time it is read (~1 ms per 5 MiB chunk for the checksum):
         its checksum, or for 1.0 stores without checksums, its invariants."""
-        checksums = self.attrs.get("checksums")
+        checksums = self._table
         if checksums:
             if zlib.crc32(chunk.data) != checksums[name][c]:
                 raise StoreError(
@@ -572,22 +783,38 @@ def open_store(path: str | Path) -> ProfileStore:
 
 
 def verify(path: str | Path) -> list[str]:
-    """Check everything in a store and return what is wrong (empty: intact).
+    """Check everything in a store and return what is wrong (empty: nothing found).
 
-    Reads every chunk once: sizes, checksums (format 1.1), the invariants (token ids are
-    residues, quantised rows sum to 255), and the per-sequence arrays (lengths, unique ids,
-    split codes, counts). Raises StoreError when the store cannot be opened at all.
+    Reads every file once: each array's metadata and chunks against the checksums (what the
+    store's format version has: see `unchecked`), the extra files', chunk sizes, the
+    invariants (offsets run from 0 to the residue count, token ids are residues, quantised rows
+    sum to 255) and the per-sequence arrays (lengths, unique ids, split codes, counts).
+
+    Raises:
+        StoreError: the store cannot be opened at all, or its checksums were removed.
     """
-    store = open_store(path)
-    problems = store.chunk_problems()
+    path = Path(path)
+    attrs = _read_attrs(path)
+    table = _checksums(path, attrs)
+    problems = [
+        problem
+        for name in ARRAYS
+        for problem in _array_problems(path, table, name, chunks=name in INDEX_ARRAYS)
+    ]
+    problems += _file_problems(path, table, (table or {}).get("files", {}))
+    try:
+        store = ProfileStore(path, check=False)
+    except StoreError as e:  # offsets or residue metadata that locate no rows
+        return [*problems, str(e)]
+    problems += store.chunk_problems()
     for name in RESIDUE_ARRAYS:
         size, width, files = store._chunk_files(name)
         for c, f in enumerate(files):
             if any(p.startswith(f"{f}:") for p in problems):
                 continue
             chunk = np.fromfile(f, dtype=np.uint8).reshape(size, *width)
-            checksums = store.attrs.get("checksums")
-            if checksums and zlib.crc32(chunk.data) != checksums[name][c]:
+            expected = table[name][c] if table and c < len(table[name]) else None
+            if table and zlib.crc32(chunk.data) != expected:
                 problems.append(f"{f}: checksum mismatch, chunk {c} of {name!r} is corrupt")
             problem = store._invariant_problem(name, c, chunk)
             if problem:
@@ -610,6 +837,17 @@ def verify(path: str | Path) -> list[str]:
         elif name == "neff" and not (np.isfinite(values) & (values >= 0)).all():
             problems.append(f"{store.path}/neff: values that are not finite and >= 0")
     return problems
+
+
+def unchecked(path: str | Path) -> list[str]:
+    """What a store's format version has no checksums for (empty for 1.2 and later): `verify`
+    checks those parts by their invariants only, so a store listing any is never "intact"."""
+    version = _version(_read_attrs(Path(path)))
+    if version < (1, 1):
+        return [*ARRAYS, "the arrays' metadata"]
+    if version < (1, 2):
+        return [*INDEX_ARRAYS, "the arrays' metadata"]
+    return []
 
 
 def summary(store: ProfileStore) -> dict[str, Any]:

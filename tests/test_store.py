@@ -57,7 +57,7 @@ def test_round_trip_across_chunks(tmp_path):
     np.testing.assert_array_equal(store.n_hits, [0, 1, 0, 1])
     assert store.n_hits.dtype == np.int32 and store.neff.dtype == np.float32
     np.testing.assert_array_equal(store.split, [0, 1, 0, 1])
-    assert store.attrs["note"] == "x" and store.attrs["format_version"] == "1.1"
+    assert store.attrs["note"] == "x" and store.attrs["format_version"] == "1.2"
 
 
 def _set_attr(path: Path, key: str, value) -> None:
