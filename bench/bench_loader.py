@@ -7,6 +7,9 @@
 3. Padding waste of the sampler on the demo store (target <= 10% of tokens).
 4. Training tokens/s on CPU for the tiny and tape-base presets, and model FLOPs utilisation
    against this machine's measured float32 matmul peak.
+5. The cost of the readers' checksum checks: the whole path, and one epoch from a freshly
+   opened Dataset (open, then every item once: every chunk is checked on first touch), with
+   the checks against the same code with the checks switched off (target <= 5%).
 
 Usage: python bench/bench_loader.py [STORE]   (default: results/store/profiles.zarr)
 """
@@ -15,7 +18,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -32,6 +38,7 @@ from protprof.data import (
     profile_targets,
 )
 from protprof.model import PRESETS, ProteinEncoder, total_loss  # noqa: E402
+from protprof.store import ProfileStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +95,52 @@ def whole_path(store_path: Path, seconds: float = 5.0) -> tuple[float, float]:
     return rate, 1 - lengths.sum() / padded
 
 
+@contextmanager
+def checks_off() -> Iterator[None]:
+    """The readers without their checksum checks (the peer of the checks' cost)."""
+    with (
+        mock.patch("protprof.store._array_problems", lambda *a, **k: []),
+        mock.patch.object(ProfileStore, "_check_chunk", lambda *a: None),
+    ):
+        yield
+
+
+def fresh_items(store_path: Path, n: int = 20_000) -> float:
+    """Seconds to open a Dataset and read `n` items in random order: the open and the check
+    of each chunk at first touch included."""
+    order = np.random.default_rng(1).integers(0, len(ProfileDataset(store_path, "all")), n)
+    start = time.perf_counter()
+    data = ProfileDataset(store_path, "all", max_len=100_000)
+    for i in order:
+        data[int(i)]
+    return time.perf_counter() - start
+
+
+def first_epoch(store_path: Path) -> float:
+    """Seconds to open a Dataset and read every item once (every chunk checked once)."""
+    start = time.perf_counter()
+    data = ProfileDataset(store_path, "all", max_len=100_000)
+    for i in np.random.default_rng(0).permutation(len(data)):
+        data[int(i)]
+    return time.perf_counter() - start
+
+
+def checking_cost(store_path: Path) -> dict[str, float]:
+    """Checks on vs off, interleaved, best of each."""
+    runs: dict[str, list[float]] = {}
+    for _ in range(3):
+        for on in (True, False):
+            with checks_off() if not on else nullcontext():
+                suffix = "on" if on else "off"
+                for name, measure in (
+                    ("items", fresh_items),
+                    ("epoch", first_epoch),
+                    ("path", lambda p: 1 / whole_path(p, seconds=3.0)[0]),
+                ):
+                    runs.setdefault(f"{name}_{suffix}", []).append(measure(store_path))
+    return {key: min(values) for key, values in runs.items()}
+
+
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
@@ -132,6 +185,7 @@ def main() -> None:
     item = per_item(store)
     rate, waste = whole_path(store)
     peak = matmul_peak()
+    cost = checking_cost(store)
     lines = [
         f"Store: `{store.relative_to(ROOT) if store.is_relative_to(ROOT) else store}`",
         "",
@@ -144,6 +198,16 @@ def main() -> None:
         f"| whole path, 1 process (seq/s) | **{rate:,.0f}** | >= 20,000 |",
         f"| sampler padding waste | **{waste:.1%}** | <= 10% |",
         f"| measured fp32 matmul peak | {peak / 1e9:.1f} GFLOP/s | |",
+        *(
+            f"| {what}, checks on / off | {cost[f'{key}_on'] * scale:.3g} / "
+            f"{cost[f'{key}_off'] * scale:.3g} {unit}: "
+            f"**{cost[f'{key}_on'] / cost[f'{key}_off'] - 1:+.1%}** | {target} |"
+            for what, key, scale, unit, target in (
+                ("open + 20,000 random items", "items", 1e3, "ms", "<= 5%"),
+                ("whole path, time per sequence", "path", 1e6, "µs", "<= 5%"),
+                ("open + every item once (context)", "epoch", 1e3, "ms", ""),
+            )
+        ),
     ]
     for preset, steps in (("tiny", 20), ("tape-base", 3)):
         tok_s, achieved = train_rate(preset, store, steps)
