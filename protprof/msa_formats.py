@@ -195,7 +195,7 @@ def _parse_fasta(path: Path, text: str) -> _Rows:
 def _parse_stockholm(path: Path, text: str) -> _Rows:
     """The first alignment of a Stockholm file; rows of several blocks are joined."""
     rows: dict[str, list[str]] = {}
-    first_line: dict[str, int] = {}
+    at: dict[str, list[int]] = {}  # the line of each of a row's segments
     header = ended = False
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
@@ -220,23 +220,37 @@ def _parse_stockholm(path: Path, text: str) -> _Rows:
                 )
             name, segment = fields
             if name not in rows:
-                rows[name], first_line[name] = [], number
+                rows[name], at[name] = [], []
             rows[name].append(segment)
+            at[name].append(number)
     if not ended:
         raise InputFormatError(f"{path}: no '//' line ends the alignment (a truncated file?)")
     if not rows:
         raise InputFormatError(f"{path}: the alignment has no rows")
     names = list(rows)
-    texts = ["".join(rows[name]) for name in names]
-    lengths = {len(t) for t in texts}
-    if len(lengths) > 1:
-        width = len(texts[0])
-        i = next(i for i, t in enumerate(texts) if len(t) != width)
-        raise InputFormatError(
-            f"{path}, line {first_line[names[i]]}: rows of unequal length: row {names[i]!r} "
-            f"has {len(texts[i])} columns, row {names[0]!r} {width}"
+    _check_blocks(path, names, rows, at)
+    return _Rows(names, ["".join(rows[name]) for name in names], [at[name][0] for name in names])
+
+
+def _check_blocks(
+    path: Path, names: list[str], rows: dict[str, list[str]], at: dict[str, list[int]]
+) -> None:
+    """Every row as long as the first, block by block: its k-th segment as the first row's."""
+    widths = [len(segment) for segment in rows[names[0]]]
+    for name in names[1:]:
+        mine = [len(segment) for segment in rows[name]]
+        if mine == widths:
+            continue
+        k = next(
+            (k for k, (a, b) in enumerate(zip(mine, widths, strict=False)) if a != b),
+            min(len(mine), len(widths)),
         )
-    return _Rows(names, texts, [first_line[name] for name in names])
+        line = at[name][min(k, len(mine) - 1)]
+        raise InputFormatError(
+            f"{path}, line {line}: rows of unequal length: row {name!r} has "
+            f"{sum(mine)} columns ({len(mine)} blocks), row {names[0]!r} {sum(widths)} "
+            f"({len(widths)} blocks); they differ in block {k + 1}"
+        )
 
 
 def _query_index(path: Path, rows: _Rows, query_id: str | None) -> int:
