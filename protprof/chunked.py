@@ -10,6 +10,8 @@ hits, same profiles (tested for K = 1 and K = 3).
 
 Intermediate files are pickles of pyhmmer objects (HMM, TopHits, KeyHash) plus Stockholm text
 for alignments (DigitalMSA does not pickle); they are only read by the same protprof version.
+Each file starts with a header and the CRC-32 of the pickle: a damaged or foreign file is
+refused in one line, never unpickled into a wrong state.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import io
 import itertools
 import pickle
+import struct
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,7 +53,8 @@ from protprof.search import (
     read_database,
 )
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+STATE_MAGIC = b"protprof search state\n"
 
 
 @dataclass
@@ -189,20 +194,38 @@ def results(records: list[Record], states: dict[str, QueryState]) -> list[QueryR
 
 
 def save(path: Path, obj: object) -> None:
-    """Write a search state or hit list atomically, tagged with the state format version."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-        pickle.dump({"version": STATE_VERSION, "data": obj}, handle)
+    """Write a search state or hit list atomically: a header, the CRC-32 of the rest, and the
+    pickle tagged with the state format version."""
+    data = pickle.dumps({"version": STATE_VERSION, "data": obj})
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(STATE_MAGIC + struct.pack(">I", zlib.crc32(data)) + data)
 
 
 def load(path: Path) -> Any:
-    """Read what `save` wrote, refusing a file of another state format version."""
+    """Read what `save` wrote, checked: a damaged file, or one of another state format version
+    or of something else, is refused in one line."""
     try:
-        with open(path, "rb") as handle:
-            payload = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raw = path.read_bytes()
+    except OSError as e:
         raise InputFormatError(f"{path}: unreadable search state ({e})") from e
+    rerun = "run the step that wrote it again"
+    if not raw.startswith(STATE_MAGIC):
+        raise InputFormatError(
+            f"{path}: not a search state of this protprof version (no {STATE_MAGIC!r} header); "
+            f"{rerun}"
+        )
+    head = len(STATE_MAGIC) + 4
+    data = raw[head:]
+    if len(raw) < head or struct.unpack(">I", raw[len(STATE_MAGIC) : head])[0] != zlib.crc32(data):
+        raise InputFormatError(f"{path}: damaged search state (its checksum differs); {rerun}")
+    try:
+        payload = pickle.loads(data)
+    except Exception as e:  # a damaged pickle raises nearly anything (ValueError, ...)
+        raise InputFormatError(
+            f"{path}: damaged search state ({type(e).__name__}); {rerun}"
+        ) from e
     if not isinstance(payload, dict) or payload.get("version") != STATE_VERSION:
-        raise InputFormatError(f"{path}: search state from another protprof version")
+        raise InputFormatError(f"{path}: search state from another protprof version; {rerun}")
     return payload["data"]
 
 

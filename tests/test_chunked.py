@@ -54,3 +54,33 @@ def test_balanced_bounds_exact():
     assert balanced_bounds([10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 11)]
     assert balanced_bounds([3, 3], 3) == [(0, 1), (1, 2), (2, 2)]
     assert balanced_bounds([7], 1) == [(0, 1)]
+
+
+def test_damaged_or_foreign_state_files_are_refused_in_one_line(tmp_path, queries, capsys):
+    from protprof.cli import main
+    from protprof.errors import InputFormatError
+
+    state = tmp_path / "state"
+    chunked.save(state, chunked.initial_states(queries[:2], PARAMS))
+    good = state.read_bytes()
+    assert set(chunked.load(state)) == {q.id for q in queries[:2]}
+    flipped = [bytearray(good) for _ in range(3)]
+    for k, at in enumerate([len(good) // 3, len(good) // 2, len(good) - 1]):
+        flipped[k][at] ^= 0x10  # inside the pickled models: unpickled fine without a checksum
+    cases = {
+        "garbage": b"\x80\x04garbage",
+        "empty": b"",
+        "truncated": good[: len(good) // 2],
+        "pickle": pickle.dumps({"version": 1, "data": {}}),  # an older state file
+        **{f"flipped-{k}": bytes(b) for k, b in enumerate(flipped)},
+    }
+    for name, content in cases.items():
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        with pytest.raises(InputFormatError, match=f"{bad}: (damaged|not a) search state"):
+            chunked.load(bad)
+    argv = ["search-chunk", "q.fasta", "--state", str(tmp_path / "garbage"), "--chunk", "c"]
+    assert main([*argv, "--fingerprint", "f", "--out", str(tmp_path / "hits")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "not a search state of this protprof version" in err
