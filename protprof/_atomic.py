@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +125,30 @@ def _check_writable(target: Path) -> None:
         raise output_error(target, e) from e
 
 
+def _existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def require_space(needs: Sequence[tuple[Path, int]], before: str = "nothing was written") -> None:
+    """Refuse, in one line, when a file system lacks the bytes about to be written there: each
+    (path, bytes) is a first estimate, summed over the paths on the same file system."""
+    on: dict[int, list] = {}
+    for path, size in needs:
+        where = _existing(path)
+        entry = on.setdefault(where.stat().st_dev, [path, where, 0])
+        entry[2] += size
+    for path, where, size in on.values():
+        free = shutil.disk_usage(where).free
+        if size > free:
+            raise OutputError(
+                f"{path}: cannot write, the disk is full for this: about {size / 1e6:.1f} MB "
+                f"needed, {free / 1e6:.1f} MB free ({where}); {before}"
+            )
+
+
 def _check_replaceable(target: Path, kind: Kind, force: bool) -> None:
     if force or not (target.exists() or target.is_symlink()) or kind.recognise(target):
         return
@@ -141,6 +165,11 @@ def output_error(target: Path, error: OSError) -> OutputError:
         return OutputError(
             f"{target}: cannot write, {_DISK_ERRNOS[error.errno]} "
             f"({error.filename or target.parent}); nothing was replaced"
+        )
+    if error.errno == errno.ENOLCK:
+        return OutputError(
+            f"{target}: cannot lock it ({error.strerror}); protprof needs a file system with "
+            "POSIX locks for its outputs"
         )
     if error.errno in _ACCESS_ERRNOS or isinstance(error, (NotADirectoryError, FileExistsError)):
         return OutputError(

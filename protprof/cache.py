@@ -6,6 +6,7 @@ Layout of a cache folder (it may be shared by several workflows at once)::
     cache.json                          marks the folder as a protprof cache
     segments/<context>-<id>.zarr        append-only segments, each a protprof store whose `ids`
                                         are entry keys
+    segments/<id>.commit                marks the segments of one reuse publish complete
 
 An entry's key is a hash of its (cropped) sequence and its *context*: the database's fingerprint
 (checksum and counts, not its path), every search and profile parameter with Z, the pyhmmer
@@ -14,9 +15,14 @@ never be found; an entry is never searched again while its key holds.
 
 Segments are written under a temporary name and renamed into place (see `_atomic`), so readers
 and concurrent writers only ever see complete segments, and a killed writer leaves nothing that
-looks complete. The index is the segments themselves: a lookup reads the raw keys
-(`keys.npy`) of the segments of one context (their file names start with the context key), so
-no shared index file has to be updated under a lock.
+looks complete. A store searched with reuse is published as several segments (its
+representatives', its members', ...) that are only valid together: a member's profile depends on
+which queries were its family's representatives. Each carries its publish's id, and the
+`<id>.commit` file written after the last one makes them visible; the segments of a publish
+killed before its commit are ignored (their entries searched again, as a whole, by the next
+build) and `cache gc --drop-corrupt` removes them. The index is the segments themselves: a
+lookup reads the raw keys (`keys.npy`) of the segments of one context (their file names start
+with the context key), so no shared index file has to be updated under a lock.
 
 Every entry is checked when it is read: a segment is a checksummed store (format 1.2) and its
 `keys.npy` is listed in the checksums. A segment that fails (a flipped byte in any array, a
@@ -27,6 +33,7 @@ names bad segments and `cache gc --drop-corrupt` removes them.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -34,6 +41,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,9 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from protprof._atomic import Kind
+from protprof._atomic import Kind, atomic_output, require_space
 from protprof.alphabet import N_STANDARD, decode
-from protprof.errors import StoreError
+from protprof.errors import OutputError, ProtprofError, StoreError
 from protprof.reuse import MEMBER
 from protprof.store import CHUNK_ROWS, ProfileStore, StoreData, open_store, verify, write_stores
 
@@ -57,6 +65,7 @@ PROFILE_FORMAT = 3
 MARKER = "cache.json"
 KEYS = "keys.npy"  # in each segment: its entry keys, raw, in row order
 ROLES = "roles.npy"  # in a shard store searched with reuse: each row's role (`reuse.MEMBER`)
+COMMIT = ".commit"  # segments/<publish id>.commit: that publish's segments are complete
 
 
 def context(
@@ -109,6 +118,25 @@ def contexts(
     if reuse.mode == "family":
         return [family_representative_context(ctx, settings), member_context(ctx, settings)]
     return [ctx, member_context(ctx, settings)]
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences(contexts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each context, the settings (dotted names) whose values are not the same in all of
+    them: what tells them apart (a setting one lacks shows as None)."""
+    flat = [_flat(ctx) for ctx in contexts]
+    names = sorted({name for f in flat for name in f})
+    varying = [n for n in names if len({json.dumps(f.get(n), sort_keys=True) for f in flat}) > 1]
+    return [{n: f.get(n) for n in varying} for f in flat]
 
 
 def context_of_store(store: ProfileStore) -> dict[str, Any]:
@@ -225,14 +253,24 @@ class ProfileCache:
 
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
-        if not self.path.exists() and create:
-            self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / MARKER).exists() and create and self.path.is_dir():
-            self._create()
-        _check_marker(self.path)
-        (self.path / "segments").mkdir(exist_ok=True)
+        try:
+            if not self.path.exists() and create:
+                self.path.mkdir(parents=True, exist_ok=True)
+            if not (self.path / MARKER).exists() and create and self.path.is_dir():
+                self._create()
+            _check_marker(self.path)
+            (self.path / "segments").mkdir(exist_ok=True)
+        except OSError as e:
+            if isinstance(e, ProtprofError):
+                raise
+            raise OutputError(
+                f"{self.path}: cannot create a profile cache there ({e.strerror}: "
+                f"{e.filename or self.path})"
+            ) from e
         # Segments found bad by this instance (path: why): skipped from then on.
         self.bad: dict[Path, str] = {}
+        # Segments of a publish without its commit (path: publish id): ignored.
+        self.uncommitted: dict[Path, str] = {}
 
     def _create(self) -> None:
         """Mark a new folder as a cache. Two workflows may create one cache at once: the marker
@@ -250,6 +288,34 @@ class ProfileCache:
         finally:
             tmp.unlink()
 
+    def claim(
+        self, needs: Sequence[tuple[Path, int]] = (), what: str = "nothing was searched"
+    ) -> None:
+        """Check that entries can be published here, before the work that makes them: the
+        segments folder is writable and takes POSIX locks, and the file systems have room for
+        `needs` ((path, bytes) first estimates: new segments and the caller's other outputs).
+        Raises OutputError in one line."""
+        segments = self.path / "segments"
+        probe = segments / f".probe-{uuid.uuid4().hex[:8]}"
+        try:
+            fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as e:
+            raise OutputError(
+                f"{self.path}: cannot write to this profile cache ({e.strerror}: "
+                f"{e.filename or segments}); {what}"
+            ) from e
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise OutputError(
+                f"{self.path}: cannot lock files in this profile cache ({e.strerror}); it needs "
+                f"a file system with POSIX locks; {what}"
+            ) from e
+        finally:
+            os.close(fd)
+            probe.unlink()
+        require_space(needs, what)
+
     def segments(self, ctx_key: str = "") -> list[Path]:
         """Complete segments (of one context when `ctx_key` is given), oldest name first."""
         return sorted((self.path / "segments").glob(f"{ctx_key}*.zarr"))
@@ -261,14 +327,27 @@ class ProfileCache:
     def _load(self, segment: Path) -> tuple[ProfileStore, np.ndarray] | None:
         """A segment and its keys, checked (metadata, offsets, per-sequence arrays, keys);
         None, with a warning, when it is bad."""
-        if segment in self.bad:
+        if segment in self.bad or segment in self.uncommitted:
             return None
         try:
             store = open_store(segment)
-            return store, _read_keys(store)
+            keys = _read_keys(store)
         except StoreError as e:
             self._skip(segment, str(e))
             return None
+        publish = store.attrs.get("cache", {}).get("publish")
+        if publish is not None and not self._commit_path(publish).exists():
+            self.uncommitted[segment] = publish
+            log.info(
+                "%s: ignored, the rest of its publish is not committed (being written, or "
+                "killed: its entries are searched again)",
+                segment,
+            )
+            return None
+        return store, keys
+
+    def _commit_path(self, publish: str) -> Path:
+        return self.path / "segments" / f"{publish}{COMMIT}"
 
     def index(self, ctx_key: str) -> Index:
         """The entries of a context's good segments: numpy arrays, sorted for binary search
@@ -288,9 +367,10 @@ class ProfileCache:
 
     def publish(self, shard: str | Path) -> tuple[Path, int]:
         """Add a shard store's profiles as a segment (idempotent: a shard already published is
-        skipped). A store searched with reuse gives two segments: its representatives' in the
-        per-query context, its members' in the members' context. Returns the last segment and
-        the number of entries."""
+        skipped). A store searched with reuse gives two segments (three in family mode): its
+        representatives' in the per-query context, its members' in the members' context,
+        visible together once its commit file is written. Returns the last segment and the
+        number of entries."""
         store = open_store(shard)
         ctx = context_of_store(store)
         data = store.read_all()
@@ -309,14 +389,24 @@ class ProfileCache:
             parts.append((others, family_representative_context(ctx, reuse), "f"))
         published = 0
         segment = self.path
+        publish = store.identity[:16]
         for rows, part_ctx, tag in parts:
             if len(rows):
-                segment, n = self._publish(store, _subset(data, rows), part_ctx, tag)
+                segment, n = self._publish(store, _subset(data, rows), part_ctx, tag, publish)
                 published += n if tag != "f" else 0  # the same rows again
+        commit = self._commit_path(publish)
+        if not commit.exists():
+            with atomic_output(commit) as tmp:
+                tmp.write_text(json.dumps({"parts": [t for r, _, t in parts if len(r)]}) + "\n")
         return segment, published
 
     def _publish(
-        self, store: ProfileStore, data: StoreData, ctx: dict[str, Any], tag: str
+        self,
+        store: ProfileStore,
+        data: StoreData,
+        ctx: dict[str, Any],
+        tag: str,
+        publish: str | None = None,
     ) -> tuple[Path, int]:
         key = context_key(ctx)
         segment = self.path / "segments" / f"{key}-{store.identity[:16]}{tag}.zarr"
@@ -338,7 +428,7 @@ class ProfileCache:
         write_stores(
             segment,
             [entries],
-            {"cache": {"context_key": key, "context": ctx}},
+            {"cache": {"context_key": key, "context": ctx, "publish": publish}},
             extra_files={KEYS: buffer.getvalue()},
         )
         return segment, len(keys)
@@ -392,35 +482,47 @@ class ProfileCache:
         )
 
     def stats(self) -> dict[str, Any]:
-        """Entries, bytes and residues per context, over the good segments; the bad ones are
-        listed under "corrupt"."""
+        """Entries (distinct keys; `copies` counts the copies two racing writers made), bytes
+        and residues per context, over the good segments, with the settings in which each
+        context differs from the others; the bad segments are listed under "corrupt" and
+        those of uncommitted publishes under "uncommitted"."""
         contexts: dict[str, dict[str, Any]] = {}
+        keys: dict[str, list[np.ndarray]] = {}
         for path in self.segments():
             loaded = self._load(path)
             if loaded is None:
                 continue
             store = loaded[0]
             cache = store.attrs.get("cache", {})
+            key = cache.get("context_key", "?")
             row = contexts.setdefault(
-                cache.get("context_key", "?"),
+                key,
                 {
                     "context": cache.get("context"),
                     "segments": 0,
                     "entries": 0,
+                    "copies": 0,
                     "residues": 0,
                     "bytes": 0,
                 },
             )
+            keys.setdefault(key, []).append(loaded[1])
             row["segments"] += 1
-            row["entries"] += len(store)
+            row["copies"] += len(store)
             row["residues"] += int(store.attrs["n_residues"])
             row["bytes"] += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        for key, row in contexts.items():
+            row["entries"] = len(np.unique(np.concatenate(keys[key])))
+        differs = differences([row["context"] or {} for row in contexts.values()])
+        for row, different in zip(contexts.values(), differs, strict=True):
+            row["differs"] = different
         return {
             "path": str(self.path),
             "entries": sum(c["entries"] for c in contexts.values()),
             "bytes": sum(c["bytes"] for c in contexts.values()),
             "contexts": contexts,
             "corrupt": {str(p): why for p, why in self.bad.items()},
+            "uncommitted": sorted(map(str, self.uncommitted)),
         }
 
     def verify(self) -> dict[Path, list[str]]:
@@ -439,14 +541,15 @@ class ProfileCache:
         return bad
 
     def temporaries(self, grace: float) -> list[Path]:
-        """What killed writers and collections left in `segments/` (hidden temporaries and
-        half-deleted segments) untouched for more than `grace` seconds: a live writer's are
-        younger."""
+        """What killed writers and collections left in `segments/` (hidden temporaries, lock
+        and probe files, half-deleted segments) untouched for more than `grace` seconds: a live
+        writer's are younger."""
         now = time.time()
+        leftover = (".tmp-", ".probe-", ".lock", ".gc")
         return [
             p
             for p in (self.path / "segments").glob(".*")
-            if (".tmp-" in p.name or p.name.endswith(".gc")) and now - _mtime(p) > grace
+            if any(part in p.name for part in leftover) and now - _mtime(p) > grace
         ]
 
     def gc(
@@ -454,8 +557,11 @@ class ProfileCache:
     ) -> dict[str, int]:
         """Drop segments none of whose entries a kept store uses (whole segments: they are
         append-only and shared), when `keep` is given; with `drop_corrupt`, drop the segments
-        `verify` finds bad and the temporaries older than `grace` seconds. Returns counts of
-        kept and removed segments, and of removed corrupt segments and temporaries."""
+        `verify` finds bad, and the temporaries and the segments of uncommitted publishes
+        (killed writers') older than `grace` seconds. Returns counts of kept and removed
+        segments, and of removed corrupt segments and temporaries (uncommitted segments
+        included)."""
+        self.claim(what="nothing was removed")  # a read-only cache: one line, not a traceback
         used: set[bytes] = set()
         for path in keep:
             store = open_store(path)
@@ -467,12 +573,20 @@ class ProfileCache:
                 used.update(entry_key(key, store.sequence(i)) for i in range(len(store)))
         corrupt = self.verify() if drop_corrupt else {}
         counts = {"kept": 0, "removed": 0, "corrupt": 0, "temporaries": 0}
+        now = time.time()
         for segment in self.segments():
             if segment in corrupt:
                 log.warning("%s: removed, corrupt (%s)", segment, corrupt[segment][0])
                 _remove(segment)
                 counts["corrupt"] += 1
                 continue
+            if drop_corrupt:
+                self._load(segment)
+                if segment in self.uncommitted and now - _mtime(segment) > grace:
+                    log.warning("%s: removed, its publish was never committed", segment)
+                    _remove(segment)
+                    counts["temporaries"] += 1
+                    continue
             loaded = self._load(segment) if keep else None
             if not keep or loaded is None or used.intersection(_full_keys(loaded[1])):
                 counts["kept"] += 1  # a bad segment is kept unless --drop-corrupt

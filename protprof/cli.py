@@ -463,6 +463,8 @@ def _run_plan(args: argparse.Namespace) -> None:
     from protprof.reuse import family_shards
     from protprof.search import read_fingerprint
 
+    if args.shards < 1:
+        raise ProtprofError(f"plan: --shards must be at least 1, got {args.shards}")
     kind = Kind("a protprof search plan", lambda p: (p / "plan.json").is_file())
     with _claim(args, (args.out_dir, kind)):
         search, profile = _search_settings(args)
@@ -561,14 +563,21 @@ def _run_cache(args: argparse.Namespace) -> None:
     for key, row in info["contexts"].items():
         ctx = row["context"] or {}
         database, search = ctx.get("database", {}), ctx.get("search", {})
+        copies = row["copies"] - row["entries"]
+        differs = ", ".join(f"{k}={json.dumps(v)}" for k, v in row["differs"].items())
         print(
-            f"  {key}: {row['entries']} entries in {row['segments']} segments, "
-            f"{row['bytes']} bytes ({row['bytes'] / max(row['residues'], 1):.1f}/residue); "
+            f"  {key}: {row['entries']} entries"
+            f"{f' (+{copies} duplicate copies)' if copies else ''} in {row['segments']} "
+            f"segments, {row['bytes']} bytes "
+            f"({row['bytes'] / max(row['residues'], 1):.1f}/residue); "
             f"database {str(database.get('sha256', '?'))[:12]} "
             f"({database.get('n_sequences')} sequences), -N {search.get('iterations')}"
+            f"{f'; differs: {differs}' if differs else ''}"
         )
     for segment in info["corrupt"]:
         print(f"  {segment}: corrupt, not counted (`protprof cache gc --drop-corrupt` removes it)")
+    for segment in info["uncommitted"]:
+        print(f"  {segment}: its publish was not committed (being written, or killed), ignored")
 
 
 def _cache_gc(profiles: Any, args: argparse.Namespace) -> None:

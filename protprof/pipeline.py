@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from protprof import cache
+from protprof._atomic import require_space
 from protprof.alignments import write_alignments
 from protprof.fasta import Record
 from protprof.ingest import IngestParams, read_shard, split_of
@@ -26,6 +27,16 @@ from protprof.search import Database, JackhmmerSearch, QueryResult, SearchParams
 from protprof.store import columns, open_store, provenance, quantise, write_stores
 
 log = logging.getLogger(__name__)
+# A store's size, first estimate: tokens and profiles are stored uncompressed (21 bytes per
+# residue); offsets, ids and the per-sequence arrays add some per sequence.
+STORE_BYTES_PER_RESIDUE = 21
+STORE_BYTES_PER_SEQUENCE = 48
+
+
+def store_bytes(records: Sequence[Record]) -> int:
+    """About how many bytes a store of these records takes on disk."""
+    residues = sum(len(r.sequence) for r in records)
+    return STORE_BYTES_PER_RESIDUE * residues + STORE_BYTES_PER_SEQUENCE * len(records)
 
 
 def search_records(
@@ -46,6 +57,7 @@ def search_records(
     With `reuse` (pool or family), families share whole-database searches (`reuse.py`) and
     the store records each row's role (`cache.ROLES`); either way `attrs["reuse"]` says how
     many whole-database searches ran."""
+    require_space([(out, store_bytes(records))], "nothing was searched")
     attrs = provenance(database.fingerprint, asdict(search), asdict(profile), extra_attrs)
     if reuse is not None and reuse.mode != "none":
         if reuse.mode == "family" and msa_dir is not None:
@@ -155,10 +167,13 @@ def search_missing(
     work: Path,
     progress: Callable[[object], None] | None = None,
     reuse: ReuseParams | None = None,
+    also: Sequence[tuple[Path, int]] = (),
 ) -> tuple[int, dict[str, Any] | None]:
     """Search the records without a cache entry and publish their profiles; returns how many
     were searched and, with reuse, its figures. `work` is a temporary shard store, removed
-    once published."""
+    once published. Before any search, the cache is claimed (writable, lockable, room for
+    the new entries) and there must be room for `also` ((path, bytes): the caller's
+    outputs)."""
     contexts = cache.contexts(database.fingerprint, search, profile, reuse)
     missing = profiles.missing(contexts, [r.sequence for r in records])
     why = (
@@ -173,6 +188,13 @@ def search_missing(
         why,
     )
     summary = None
+    if missing:
+        size = store_bytes([records[i] for i in missing])
+        # A family build publishes its representatives twice (`ProfileCache.publish`).
+        copies = 2 if reuse is not None and reuse.mode == "family" else 1
+        profiles.claim([(work, size), (profiles.path / "segments", copies * size), *also])
+    else:
+        require_space(also, "nothing was written")
     if missing:
         shard = work
         try:
@@ -214,7 +236,17 @@ def build_cached(
     # leftover is cleared when the output is next claimed (`_atomic._recover`).
     work = out.with_name(f".{out.name}.tmp-search")
     searched, summary = search_missing(
-        profiles, records, splits, database, search, profile, threads, work, progress, reuse
+        profiles,
+        records,
+        splits,
+        database,
+        search,
+        profile,
+        threads,
+        work,
+        progress,
+        reuse,
+        also=[(out, store_bytes(records))],
     )
     attrs = provenance(
         database.fingerprint, asdict(search), asdict(profile), {"ingest": asdict(ingest_params)}

@@ -121,3 +121,12 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys, valid, name, ki
     assert str(bad) in err[0], err[0]  # names the file
     if kind == "folder":
         assert (bad / "inside.txt").exists()
+
+
+@pytest.mark.parametrize("shards", ["0", "-2"])
+def test_plan_without_jobs_is_one_line(tmp_path, capsys, valid, shards):
+    argv = f"plan {valid['SHARD']} --fingerprint {valid['FP']} --cache {tmp_path}/cache "
+    argv += f"--out-dir {tmp_path}/plan -N 1 --shards {shards}"
+    assert main(["-q", *argv.split()]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"protprof plan: error: plan: --shards must be at least 1, got {shards}"]

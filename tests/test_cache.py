@@ -4,19 +4,25 @@ writer leaves the cache usable."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import DEMO_DB, ROOT, write_queries
+from conftest import DEMO_DB, ROOT, require_mounts, write_queries
+from test_outputs import one_error_line
 from test_workflow import BIN, SNAKEMAKE, snakemake, write_config
 
 from protprof.cache import ProfileCache
@@ -221,3 +227,125 @@ def test_two_workflows_share_one_cache_at_the_same_time(tmp_path):
         )
         assert_same_arrays(store, tmp_path / f"clean-{name}.zarr")
     assert ProfileCache(cache).stats()["entries"] >= 12
+
+
+@contextmanager
+def read_only(folder: Path, where: Path) -> Iterator[Path]:
+    """`folder`, read-only: a read-only bind mount at `where` under root (only when mounts are
+    allowed), the write bits removed otherwise (root ignores them)."""
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob("*")]}
+        for p in modes:
+            p.chmod(modes[p] & ~0o222)
+        try:
+            yield folder
+        finally:
+            for p, mode in modes.items():
+                p.chmod(mode)
+        return
+    require_mounts()
+    where.mkdir()
+    run = subprocess.run(["mount", "-o", "bind,ro", str(folder), str(where)], capture_output=True)
+    if run.returncode:
+        pytest.skip(f"cannot bind-mount read-only ({run.stderr.decode().strip()})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def _searches(monkeypatch) -> list[int]:
+    """Counts the searches `build --cache` starts."""
+    import protprof.pipeline
+
+    started: list[int] = []
+    search = protprof.pipeline.search_records
+
+    def counted(records, *args, **kwargs):
+        started.append(len(records))
+        return search(records, *args, **kwargs)
+
+    monkeypatch.setattr(protprof.pipeline, "search_records", counted)
+    return started
+
+
+def test_a_read_only_cache_is_refused_before_any_search(tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    few, more = write_queries(tmp_path / "few.fa", 3), write_queries(tmp_path / "more.fa", 5)
+    build(few, tmp_path / "a.zarr", "--cache", str(cache))
+    searches = _searches(monkeypatch)
+    with read_only(cache, tmp_path / "ro") as ro:
+        # Everything it needs is cached: a read-only cache serves it.
+        build(few, tmp_path / "b.zarr", "--cache", str(ro))
+        assert open_store(tmp_path / "b.zarr").attrs["cache"]["searched"] == 0
+        capsys.readouterr()
+        argv = ["build", str(more), "--database", str(DEMO_DB), "-N", "2", "--cache", str(ro)]
+        assert main([*argv, "--out", str(tmp_path / "c.zarr")]) == 1
+        refused = f"{ro}: cannot write to this profile cache"
+        why = "Read-only file system" if os.geteuid() == 0 else "Permission denied"
+        one_error_line(capsys, refused, why, "nothing was searched")
+        assert main(["cache", "gc", str(ro), "--drop-corrupt"]) == 1
+        one_error_line(capsys, refused, "nothing was removed")
+        assert main(["cache", "stats", str(ro)]) == 0  # reading needs no write access
+    assert searches == [] and not (tmp_path / "c.zarr").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_cache_without_room_or_locks_is_refused_before_any_search(tmp_path, capsys, monkeypatch):
+    queries = write_queries(tmp_path / "q.fa", 5)
+    argv = ["build", str(queries), "--database", str(DEMO_DB), "-N", "2"]
+    argv += ["--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out.zarr")]
+    searches = _searches(monkeypatch)
+    # 5 queries of about 300 residues need about 30 kB: the disk has 10 kB left
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10_000))
+    assert main(argv) == 1
+    one_error_line(capsys, "the disk is full for this", "MB needed", "nothing was searched")
+    monkeypatch.setattr(shutil, "disk_usage", real)
+
+    lockf = fcntl.lockf
+
+    def no_locks_in(folder: Path):
+        def locked(fd, operation):
+            if Path(os.readlink(f"/proc/self/fd/{fd}")).parent.parent == folder:
+                raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+            return lockf(fd, operation)
+
+        return locked
+
+    # e.g. NFS without a lock daemon, for the cache or for the output
+    monkeypatch.setattr(fcntl, "lockf", no_locks_in(tmp_path / "cache"))
+    assert main(argv) == 1
+    one_error_line(capsys, "cannot lock files in this profile cache", "nothing was searched")
+    monkeypatch.setattr(fcntl, "lockf", no_locks_in(tmp_path.parent))
+    assert main(argv) == 1
+    one_error_line(capsys, "out.zarr: cannot lock it", "POSIX locks")
+    assert searches == [] and not (tmp_path / "out.zarr").exists()
+
+
+def test_an_uncreatable_cache_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    queries = write_queries(tmp_path / "q.fa", 1)
+    argv = ["build", str(queries), "--database", str(DEMO_DB), "--cache", str(blocker / "c")]
+    assert main([*argv, "--out", str(tmp_path / "out.zarr")]) == 1
+    one_error_line(capsys, f"{blocker / 'c'}: cannot create a profile cache there")
+
+
+def test_cache_stats_tells_contexts_apart_and_counts_each_entry_once(tmp_path, capsys):
+    cache, queries = tmp_path / "cache", write_queries(tmp_path / "q.fa", 2)
+    build(queries, tmp_path / "a.zarr", "--cache", str(cache))
+    build(queries, tmp_path / "b.zarr", "--cache", str(cache), "--pseudocount", "0.5")
+    # Two writers that searched the same queries at once both published them.
+    first = ProfileCache(cache).segments()[0]
+    shutil.copytree(first, first.with_name(f"{first.name.split('-')[0]}-0000000000000000.zarr"))
+    capsys.readouterr()
+    assert main(["cache", "stats", str(cache)]) == 0
+    total, *lines = capsys.readouterr().out.splitlines()
+    assert total.startswith(f"{cache}: 4 entries,")
+    assert len(lines) == 2 and lines[0] != lines[1]
+    assert sum("2 entries (+2 duplicate copies) in 2 segments" in line for line in lines) == 1
+    assert sorted(line.split("differs: ")[1] for line in lines) == [
+        "profile.pseudocount=0.5",
+        "profile.pseudocount=1.0",
+    ]

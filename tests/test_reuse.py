@@ -359,6 +359,65 @@ def test_a_family_build_through_a_warm_per_query_cache_gets_family_targets(
     assert open_store(tmp_path / "h.zarr").attrs["cache"]["searched"] == 0
 
 
+# Runs `protprof build`, SIGKILLed at the KILL-th atomic rename (0: none); prints the renames.
+_KILLED_BUILD = """
+import os, signal, sys
+from protprof import _atomic
+from protprof.cli import main
+kill, calls, rename = int(sys.argv[1]), [0], _atomic._replace
+def renamed(tmp, target):
+    calls[0] += 1
+    if calls[0] == kill:
+        os.kill(os.getpid(), signal.SIGKILL)
+    rename(tmp, target)
+    print("renamed", target, flush=True)
+_atomic._replace = renamed
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_reuse_build_killed_at_any_publish_step_reruns_to_the_clean_store(
+    tmp_path, family_records
+):
+    """Killed between its representatives' and its members' segments, a rerun grouped the
+    members among themselves: the segments of one publish are committed together."""
+    queries = _fasta(tmp_path, family_records[:5])  # two families
+
+    def build(kill: int, name: str) -> subprocess.CompletedProcess:
+        argv = ["build", str(queries), "--database", str(DEMO_DB), "-N", "2", "--threads", "2"]
+        argv += ["--audit", "0", "--audit-min", "0", "--reuse", "pool"]
+        argv += ["--cache", str(tmp_path / f"cache-{name}"), "--out", str(tmp_path / name)]
+        return subprocess.run(
+            [sys.executable, "-c", _KILLED_BUILD, str(kill), *argv], capture_output=True, text=True
+        )
+
+    clean = build(0, "clean.zarr")
+    assert clean.returncode == 0, clean.stderr
+    steps = clean.stdout.splitlines()
+    # the search's shard, the representatives' and the members' segments, the commit, the store
+    assert len(steps) == 5 and steps[3].endswith(".commit"), steps
+    expected = open_store(tmp_path / "clean.zarr").read_all()
+    for kill in range(1, len(steps) + 1):
+        name = f"killed-{kill}.zarr"
+        killed = build(kill, name)
+        assert killed.returncode == -9 and not (tmp_path / name).exists()
+        rerun = build(0, name)
+        assert rerun.returncode == 0, rerun.stderr
+        got = open_store(tmp_path / name).read_all()
+        assert got.ids == expected.ids, kill
+        for array in ("tokens", "profiles", "offsets", "n_hits", "neff", "split"):
+            assert np.array_equal(getattr(got, array), getattr(expected, array)), (kill, array)
+    # The killed publish's segments are ignored until `gc --drop-corrupt` removes them.
+    cache = tmp_path / "cache-killed-3.zarr"
+    segments = sorted(p.name for p in (cache / "segments").glob("*.zarr"))
+    assert len(segments) == 3  # the killed publish's representatives, then the rerun's two
+    assert main(["cache", "gc", str(cache), "--drop-corrupt", "--grace-hours", "0"]) == 0
+    left = sorted(p.name for p in (cache / "segments").iterdir())
+    assert len([p for p in left if p.endswith(".zarr")]) == 2
+    assert not [p for p in left if p.startswith(".")], left
+
+
 def _run(argv: list[str], capsys) -> str:
     capsys.readouterr()
     assert main(argv) == 0
