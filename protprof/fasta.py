@@ -80,6 +80,34 @@ def _is_gzip(path: Path) -> bool:
         return raw.read(2) == _GZIP_MAGIC
 
 
+def gzip_damage(path: Path) -> str | None:
+    """What is wrong with a gzip file's compressed stream (a flipped byte decompresses to text
+    that fails to parse long before the CRC check at the end), None if it is intact or not
+    gzip. Reads the whole file: call it once something failed."""
+    try:
+        if not _is_gzip(path):
+            return None
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        return str(e) or type(e).__name__
+    except OSError:
+        return None
+    return None
+
+
+def refuse_if_corrupt_gzip(path: Path, error: Exception) -> None:
+    """Raise a corrupt-gzip error instead of `error` (a parse error) when the gzip stream of
+    `path` is damaged."""
+    damage = gzip_damage(path)
+    if damage is not None:
+        raise InputFormatError(
+            f"{path}: truncated or corrupt gzip file ({damage}); the text it decompresses to "
+            "cannot be trusted: download or copy it again"
+        ) from error
+
+
 def _first_non_ascii(path: Path) -> tuple[int, int]:
     """Byte offset (0-based) and line (1-based) of the first non-ASCII byte of the text."""
     offset, line = 0, 1
@@ -98,8 +126,9 @@ def _chain_first(first: str, handle: Iterator[str]) -> Iterator[str]:
 
 
 def _clean(path: Path, title: str, raw: str) -> Record:
-    record_id, _, description = title.partition(" ")
-    if not record_id:
+    # The identifier ends at any whitespace (a TAB too): it names files and index rows.
+    record_id, description = (title.split(maxsplit=1) + ["", ""])[:2]
+    if not title[:1].strip():
         raise InvalidSequenceError(f"{path}: a record has an empty identifier ('>{title}')")
     sequence = "".join(raw.split()).upper()
     if sequence.endswith("*"):
@@ -131,13 +160,17 @@ def read_fasta(path: str | Path) -> list[Record]:
     path = Path(path)
     records: list[Record] = []
     seen: set[str] = set()
-    for title, raw in _parse(path):
-        record = _clean(path, title, raw)
-        if record.id in seen:
-            raise InvalidSequenceError(f"{path}: duplicate record ID {record.id!r}")
-        seen.add(record.id)
-        records.append(record)
-    _refuse_nucleotides(path, records)
+    try:
+        for title, raw in _parse(path):
+            record = _clean(path, title, raw)
+            if record.id in seen:
+                raise InvalidSequenceError(f"{path}: duplicate record ID {record.id!r}")
+            seen.add(record.id)
+            records.append(record)
+        _refuse_nucleotides(path, records)
+    except (InputFormatError, InvalidSequenceError) as e:
+        refuse_if_corrupt_gzip(path, e)
+        raise
     return records
 
 

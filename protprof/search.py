@@ -33,7 +33,7 @@ from pyhmmer.plan7 import HMM, Builder, IterativeSearch, Pipeline, TopHits
 
 from protprof._atomic import Kind
 from protprof.errors import ConfigError, InputFormatError, SearchError
-from protprof.fasta import Record
+from protprof.fasta import Record, refuse_if_corrupt_gzip
 
 log = logging.getLogger(__name__)
 AMINO = Alphabet.amino()
@@ -175,6 +175,7 @@ def read_database(path: Path) -> Iterator[DigitalSequence[Any]]:
             f"{path}: truncated or corrupt gzip file ({e}); download it again"
         ) from e
     except (ValueError, OSError) as e:
+        refuse_if_corrupt_gzip(path, e)
         raise InputFormatError(f"{path}: cannot read the database as protein FASTA ({e})") from e
 
 

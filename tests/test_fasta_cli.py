@@ -140,3 +140,35 @@ def test_cli_start_up_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_tab_ends_the_identifier(tmp_path):
+    """A TAB in a header used to become part of the ID and split `index.tsv`'s rows."""
+    real = write_queries(tmp_path / "real.fasta", 2).read_text().splitlines()
+    queries = tmp_path / "q.fasta"
+    queries.write_text(f"{real[0]}\tfrom a TSV export\n{real[1]}\n{real[2]}\t\n{real[3]}\n")
+    out, msas = tmp_path / "out.zarr", tmp_path / "msas"
+    assert main([*build_args(queries, out), "--msa-dir", str(msas)]) == 0
+    ids = [real[0][1:], real[2][1:]]
+    assert list(open_store(out).ids) == ids
+    rows = [line.split("\t") for line in (msas / "index.tsv").read_text().splitlines()[1:]]
+    assert [row[0] for row in rows] == ids and all(len(row) == 2 for row in rows)
+    assert all((msas / row[1]).is_file() for row in rows)
+
+
+def test_a_gzip_file_with_flipped_bytes_is_a_corrupt_gzip_not_a_fasta_error(tmp_path, capsys):
+    """A flipped byte decompresses to text that fails to parse long before the gzip CRC is
+    checked: the error must blame the gzip file, for queries and for the database."""
+    data = bytearray(DEMO_DB.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    database = tmp_path / "db.fasta.gz"
+    database.write_bytes(bytes(data))
+    queries = write_queries(tmp_path / "q.fasta", 1)
+    for argv, bad in [
+        (["build", str(queries), "--database", str(database)], database),
+        (["build", str(database), "--database", str(DEMO_DB)], database),  # as queries
+        (["prepare-db", str(database)], database),
+    ]:
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{bad}: truncated or corrupt gzip file (CRC check" in err[0], err
