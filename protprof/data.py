@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, IGNORE, MASK, N_STANDARD, PAD
-from protprof.errors import ConfigError
+from protprof.errors import ConfigError, StoreError
 from protprof.store import QUANT, SPLIT_NAMES, ProfileStore, open_store
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -54,6 +54,15 @@ class ProfileDataset(Dataset):
     def _open(self, store: ProfileStore) -> None:
         self.store = store
         split = self.split
+        codes = self.store.split
+        if len(codes) and int(codes.max()) >= len(SPLIT_NAMES):
+            bad = np.flatnonzero(codes >= len(SPLIT_NAMES))
+            raise StoreError(
+                f"{store.path}: {len(bad)} sequences have a split code other than 0 (train), "
+                f"1 (valid) or 2 (test), first {store.ids[int(bad[0])]!r} with "
+                f"{int(codes[bad[0]])}; they would be in no split (`protprof verify` checks the "
+                "store)"
+            )
         if split == "all":
             self.indices = np.arange(len(self.store))
         elif split in SPLIT_NAMES:

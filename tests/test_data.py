@@ -139,3 +139,25 @@ def test_a_loader_worker_survives_the_stop_signals(small_store):
             os.kill(worker.pid, number)
     time.sleep(0.5)  # the signals arrive
     assert len(list(batches)) == len(data) - 1  # one sequence per batch
+
+
+def test_a_store_with_an_unknown_split_code_is_refused_not_dropped(small_store, tmp_path, capsys):
+    """A row whose split code is none of train/valid/test was silently in no split."""
+    import dataclasses
+
+    from protprof.cli import main
+    from protprof.store import write_stores
+
+    source = open_store(small_store)
+    data = source.read_all()
+    split = data.split.copy()
+    split[5] = 3
+    bad = write_stores(
+        tmp_path / "bad.zarr", [dataclasses.replace(data, split=split)], dict(source.attrs)
+    )
+    argv = ["train", "--store", str(bad), "--out-dir", str(tmp_path / "run")]
+    assert main([*argv, "--set", "max_steps=1"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert f"{bad}: 1 sequences have a split code other than 0" in err[0]
+    assert repr(data.ids[5]) in err[0] and not (tmp_path / "run" / "last.pt").exists()
