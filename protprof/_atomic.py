@@ -11,7 +11,9 @@ complete.
   so a kill -9 never leaves a stale lock.
 - Replacing a directory takes two renames (old aside, new in). A kill between them leaves the
   old one under a hidden `.old-` name; the next write of that target puts it back first, and
-  clears stale temporaries, so the name always ends up holding a complete output.
+  clears stale temporaries, so the name always ends up holding a complete output. A claim
+  only checks the old one (may this command replace it?): a command refused before it
+  writes changes nothing.
 """
 
 from __future__ import annotations
@@ -100,10 +102,15 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _olds(target: Path) -> list[Path]:
+    """The old outputs killed replacements left aside, oldest first."""
+    return sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+
+
 def _recover(target: Path) -> None:
     """Put back an old output a killed replacement left aside, and clear stale temporaries
     (safe: we hold the target's lock, so no other writer owns them)."""
-    olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    olds = _olds(target)
     if olds and not (target.exists() or target.is_symlink()):
         os.replace(olds.pop(), target)
         log.warning(
@@ -150,12 +157,20 @@ def require_space(needs: Sequence[tuple[Path, int]], before: str = "nothing was 
 
 
 def _check_replaceable(target: Path, kind: Kind, force: bool) -> None:
-    if force or not (target.exists() or target.is_symlink()) or kind.recognise(target):
+    """Refuse to replace what is not this kind of protprof output. A missing target is checked
+    as the old output a killed replacement left aside, which the write will put back first."""
+    olds = [] if force or target.exists() or target.is_symlink() else _olds(target)
+    path, where = (
+        (olds[-1], f" (left aside by an interrupted write, at {olds[-1]})")
+        if olds
+        else (target, "")
+    )
+    if force or not (path.exists() or path.is_symlink()) or kind.recognise(path):
         return
-    found = "a folder" if target.is_dir() else "a file"
+    found = "a folder" if path.is_dir() else "a file"
     raise OutputError(
-        f"{target}: exists and is {found}, not {kind.what}; refusing to replace it (remove it, "
-        "choose another output, or pass --force)"
+        f"{target}: exists{where} and is {found}, not {kind.what}; refusing to replace it "
+        "(remove it, choose another output, or pass --force)"
     )
 
 
@@ -199,7 +214,6 @@ def claim_output(target: str | Path, kind: Kind = FILE, force: bool = False) -> 
     _held[key] = [fd, 1, force]
     try:
         _check_replaceable(target, kind, force)
-        _recover(target)
         yield target
     finally:
         del _held[key]
@@ -219,6 +233,7 @@ def atomic_output(target: str | Path, kind: Kind = FILE, force: bool = False) ->
     target = Path(target)
     held = _held.get(_key(target))
     with claim_output(target, kind, force or bool(held and held[2])):
+        _recover(target)
         # A claim made by a caller was checked then; check again, the path may have appeared.
         _check_replaceable(target, kind, force or bool(_held[_key(target)][2]))
         tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")

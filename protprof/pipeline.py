@@ -233,7 +233,7 @@ def build_cached(
     splits = [split_of(r.sequence, ingest_params) for r in records]
     profiles = cache.ProfileCache(cache_path)
     # The temporary shard store is named like the output's temporaries, so a killed build's
-    # leftover is cleared when the output is next claimed (`_atomic._recover`).
+    # leftover is cleared when the output is next written (`_atomic._recover`).
     work = out.with_name(f".{out.name}.tmp-search")
     searched, summary = search_missing(
         profiles,

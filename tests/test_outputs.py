@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import DEMO_DB, DEMO_QUERIES, require_mounts, write_queries
 
-from protprof._atomic import claim_output
+from protprof._atomic import atomic_output, claim_output
 from protprof.cli import main
 from protprof.store import STORE, open_store
 
@@ -244,11 +244,27 @@ def test_interrupted_replacement_is_repaired_on_the_next_write(tmp_path, capsys)
     assert main(build(queries, out)) == 0
     # A kill between the two renames of a replacement: the old store aside, the new one not in
     # place yet; plus a temporary from a kill during writing.
-    os.replace(out, tmp_path / ".out.zarr.old-1234abcd")
-    (tmp_path / ".out.zarr.tmp-deadbeef").mkdir()
+    old, tmp = tmp_path / ".out.zarr.old-1234abcd", tmp_path / ".out.zarr.tmp-deadbeef"
+    os.replace(out, old)
+    tmp.mkdir()
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">a\nMK1V\n")
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    # Commands refused before they write change nothing: bad queries, another kind of output
+    # (checked against the store left aside, which its write would put back).
+    assert main(build(bad, out)) == 1
+    one_error_line(capsys, str(bad), "character '1'")
+    assert main(["prepare-db", str(DEMO_DB), "--out", str(out)]) == 1
+    one_error_line(capsys, f"{out}: exists (left aside by an interrupted write, at {old})")
     with claim_output(out, STORE):
-        assert len(open_store(out)) == 3  # put back before anything else happens
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr", "q.fasta"]
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == leftovers
+    # The next write puts the old store back first: a write that fails keeps it.
+    with pytest.raises(RuntimeError), atomic_output(out, STORE):
+        assert len(open_store(out)) == 3
+        raise RuntimeError("killed while writing")
+    assert len(open_store(out)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.fasta", "out.zarr", "q.fasta"]
 
 
 def test_alignment_files_are_unique_and_reversible(tmp_path):
