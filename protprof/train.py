@@ -67,6 +67,14 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _non_finite_optimizer(state: dict[str, Any]) -> str:
+    """The first optimizer state tensor holding NaN or inf, described ('' if none)."""
+    for index, values in state.get("state", {}).items():
+        for name in non_finite(values):
+            return f"{name} of parameter {index}"
+    return ""
+
+
 class Trainer:
     """Owns the model, optimizer, data and the loop; rank 0 writes metrics and checkpoints."""
 
@@ -107,6 +115,7 @@ class Trainer:
         self.mask_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.saved_step: int | None = None  # step of the last rolling checkpoint
+        self.resumed: tuple[Path, int] | None = None  # the checkpoint resumed from, its step
         self.network = self._wrap(self.model)
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -136,6 +145,13 @@ class Trainer:
                 f"state ({', '.join(missing)})"
             )
         _check_same_run(path, state, self.config, self.model.config)
+        damaged = _non_finite_optimizer(state["optimizer"])
+        if damaged:
+            raise CheckpointError(
+                f"{path}: cannot resume, its optimizer state holds NaN or inf ({damaged}); the "
+                "file is damaged or was saved after training diverged: resume from an earlier "
+                "copy or start over"
+            )
         if state.get("store_id", self.store_id) != self.store_id:
             raise ConfigError(
                 f"{path}: cannot resume, it was trained on another store (store_id "
@@ -147,6 +163,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = self.saved_step = state["step"]
+        self.resumed = (Path(path), self.step)
         torch.set_rng_state(state["rng"]["torch"])
         self.mask_generator.set_state(state["rng"]["mask"])
         log.info("resumed from %s at step %d", path, self.step)
@@ -304,12 +321,19 @@ class Trainer:
         return self._diverged(f"{what}; its inputs were sound", advise_lr=True)
 
     def _diverged(self, what: str, advise_lr: bool) -> TrainingError:
-        kept = (
-            f"the last good checkpoint is {self.out / LAST} (step {self.saved_step})"
-            if self.saved_step is not None
-            else "no checkpoint was written yet"
-        )
-        advice = "; try a lower lr" if advise_lr else ""
+        suspect = self.resumed is not None and self.saved_step == self.resumed[1]
+        if self.resumed is not None and suspect:
+            # Nothing saved since the resume: the checkpoint resumed from may be the cause.
+            kept = (
+                f"no checkpoint was written since resuming from {self.resumed[0]} (step "
+                f"{self.resumed[1]}), which may itself be damaged (its optimizer state or "
+                "weights): resume from an earlier copy or start over"
+            )
+        elif self.saved_step is not None:
+            kept = f"the last good checkpoint is {self.out / LAST} (step {self.saved_step})"
+        else:
+            kept = "no checkpoint was written yet"
+        advice = "; try a lower lr" if advise_lr and not suspect else ""
         return TrainingError(f"{what}: training stopped; {kept}{advice}")
 
     @torch.no_grad()

@@ -447,3 +447,52 @@ def test_resume_from_a_foreign_last_checkpoint_is_one_line(small_store, tmp_path
     assert code == 1
     assert err == [f"protprof train: error: {out / 'last.pt'}: {BAD['tensor']}"]
     assert (out / "last.pt").exists()
+
+
+def test_a_damaged_optimizer_state_is_not_called_the_last_good_checkpoint(
+    small_store, tmp_path, capsys, monkeypatch
+):
+    """Resumed from a checkpoint whose optimizer state is damaged, training diverged and named
+    that same file as the last good checkpoint."""
+    from protprof.checkpoint import save_checkpoint
+
+    real = protprof.train.objective_weights
+    calls = []
+
+    def nan_at_step_14(*args):
+        calls.append(1)
+        return (float("nan"), 1.0) if len(calls) == 14 else real(*args)
+
+    monkeypatch.setattr(protprof.train, "objective_weights", nan_at_step_14)
+    out = tmp_path / "run"
+    assert _train(small_store, out) == 1  # stops at step 14, last.pt of step 10 kept
+    monkeypatch.setattr(protprof.train, "objective_weights", real)
+    last = out / "last.pt"
+    good = torch.load(last, weights_only=True)
+    # finite but impossible: a negative second moment makes every update NaN
+    damaged = {
+        **good,
+        "optimizer": {**good["optimizer"], "state": dict(good["optimizer"]["state"])},
+    }
+    first = dict(damaged["optimizer"]["state"][0])
+    first["exp_avg_sq"] = -first["exp_avg_sq"] - 1.0
+    damaged["optimizer"]["state"][0] = first
+    save_checkpoint(last, damaged)
+    capsys.readouterr()
+    assert _train(small_store, out, resume=True) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the last good checkpoint" not in line, line
+    assert line.endswith(
+        f"no checkpoint was written since resuming from {last} (step 10), which may itself be "
+        "damaged (its optimizer state or weights): resume from an earlier copy or start over"
+    ), line
+    # NaN or inf in the optimizer state: refused when resuming, in one line.
+    first["exp_avg_sq"] = torch.full_like(first["exp_avg_sq"], float("inf"))
+    save_checkpoint(last, damaged)
+    assert _train(small_store, out, resume=True) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"protprof train: error: {last}: cannot resume, its optimizer state holds NaN or inf "
+        "(exp_avg_sq of parameter 0); the file is damaged or was saved after training "
+        "diverged: resume from an earlier copy or start over"
+    ), err
