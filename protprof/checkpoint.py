@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,17 @@ def _check_archive(path: Path) -> None:
     if magic != _ZIP_MAGIC:
         what = "an empty file" if not magic else "not a PyTorch archive"
         raise CheckpointError(f"{path}: not a protprof checkpoint ({what})")
+    # torch.load does not check the archive's CRC-32s: a flipped byte in a tensor loads as a
+    # finite, wrong weight. Reading every member once checks them.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        raise CheckpointError(f"{path}: the checkpoint is truncated or corrupt ({e})") from e
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: the checkpoint is corrupt ({bad} fails its CRC-32 check); refusing it"
+        )
 
 
 def non_finite(weights: dict[str, Any]) -> list[str]:

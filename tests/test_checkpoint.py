@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,16 @@ def write_bad(kind: str, path: Path) -> Path:
     elif kind == "inf weights":
         good["model"]["embed.weight"][0, 0] = float("inf")
         save_checkpoint(path, good)
+    elif kind == "flipped bit":  # a finite, wrong weight: only the archive's CRC tells
+        save_checkpoint(path, good)
+        with zipfile.ZipFile(path) as archive:
+            member = max(archive.infolist(), key=lambda m: m.file_size)
+        data = bytearray(path.read_bytes())
+        head = member.header_offset  # local header: 30 bytes, then the name and the extra
+        name, extra = (int.from_bytes(data[head + k : head + k + 2], "little") for k in (26, 28))
+        start = head + 30 + name + extra
+        data[start + 4 * (member.file_size // 8)] ^= 1  # a float32's lowest mantissa bit
+        path.write_bytes(bytes(data))
     elif kind == "other shape":
         good["model_config"]["d_model"] = 128
         save_checkpoint(path, good)
@@ -64,6 +75,7 @@ BAD = {  # kind: what the one line must say
     "inf weights": "the weights hold NaN or inf (1 of 35 tensors, first embed.weight); refusing "
     "a corrupt model",
     "other shape": "the weights do not fit the checkpoint's model_config",
+    "flipped bit": "the checkpoint is corrupt (",
 }
 
 
