@@ -1,7 +1,8 @@
 """Multi-task pretraining from a profile store: MLM, profile prediction, or both.
 
-AdamW with linear warmup then cosine decay, gradient clipping and accumulation, bf16 autocast on
-CUDA, optional `torch.compile`, DDP through `torchrun` (NCCL on GPUs, gloo on CPU).
+AdamW with linear warmup then cosine decay, gradient clipping and accumulation, autocast in bf16
+or fp16 (with a gradient scaler) or none (`precision`), optional `torch.compile`, DDP through
+`torchrun` (NCCL on GPUs, gloo on CPU).
 
 Files in `out_dir`. While training: the rolling checkpoint `last.pt` (everything needed to
 continue bit-identically: model, optimizer, scheduler, sampler position, RNG states, settings)
@@ -82,6 +83,10 @@ class Trainer:
         self.config = config
         self.rank, self.world = _init_distributed()
         self.device = _pick_device(config.device, self.rank)
+        self.precision = resolve_precision(config.precision, self.device)
+        # fp16's narrow range underflows small gradients: scale the loss, unscale before
+        # clipping. Disabled, the scaler passes everything through (bf16, fp32).
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         torch.manual_seed(config.seed)
         self.out = Path(config.out_dir)
         self.model = ProteinEncoder(config.model_config()).to(self.device)
@@ -132,6 +137,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "mask": self.mask_generator.get_state()},
         }
 
@@ -162,6 +168,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])  # a run moved to fp16 starts afresh
         self.step = self.saved_step = state["step"]
         self.resumed = (Path(path), self.step)
         torch.set_rng_state(state["rng"]["torch"])
@@ -225,8 +233,8 @@ class Trainer:
         return moved
 
     def _autocast(self) -> Any:
-        enabled = self.device.type == "cuda"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
 
     def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
         """One optimizer step over `accum_steps` micro-batches, token-weighted.
@@ -269,11 +277,20 @@ class Trainer:
                 if not math.isfinite(value):
                     raise self._non_finite(k, value, inputs, facts[i], i, len(micro))
                 sums[k] = sums.get(k, 0.0) + value
-            loss.backward()
+            self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
         if not math.isfinite(norm):
-            raise self._diverged(f"the gradient norm is {norm} at step {self.step + 1}", True)
-        self.optimizer.step()
+            if not self.scaler.is_enabled():
+                raise self._diverged(f"the gradient norm is {norm} at step {self.step + 1}", True)
+            # fp16 overflow: the scaler skips this update and halves its scale
+            log.warning(
+                "fp16: gradient overflow at step %d, update skipped (loss scale %g)",
+                self.step + 1,
+                self.scaler.get_scale(),
+            )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
@@ -517,6 +534,7 @@ _RESUMABLE = {
     "num_workers",
     "device",
     "compile",
+    "precision",  # weights and optimizer state stay fp32 whatever the autocast dtype
     "devices",
     "init_from",  # read only when a run starts: a resumed run may drop it or lose the folder
 }
@@ -548,6 +566,13 @@ def _check_same_run(
             f"{path}: cannot resume, it was trained with other settings "
             f"({listed}); remove it to start over"
         )
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """`precision` as trained: `auto` is bf16 on CUDA and fp32 elsewhere."""
+    if choice == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return choice
 
 
 def _init_distributed() -> tuple[int, int]:
@@ -698,10 +723,12 @@ def train(config: TrainConfig, resume: bool = False) -> Trainer:
         if trainer.rank == 0:
             _start_rolling(out, source, trainer.step)
             log.info(
-                "model %s: %d parameters; objective %s; %d train / %d valid sequences",
+                "model %s: %d parameters; objective %s; precision %s; %d train / %d valid "
+                "sequences",
                 config.model,
                 trainer.model.n_parameters(),
                 config.objective,
+                trainer.precision,
                 len(trainer.train_data),
                 len(trainer.valid_data),
             )

@@ -50,6 +50,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    # Autocast dtype: auto = bf16 on CUDA, fp32 on CPU. fp16 (GPUs without bf16, e.g. V100)
+    # trains with a gradient scaler; fp32 disables autocast (debugging).
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32
     compile: bool = False
     devices: int = 1  # processes torchrun starts (set by the workflow; informational)
 
@@ -117,7 +120,13 @@ _BOUNDS = {
     "model_overrides.rope_base": "(0, inf)",
     "model_overrides.layer_norm_eps": "(0, inf)",
 }
-_CHOICES = {"objective": OBJECTIVES, "model": tuple(PRESETS), "device": ("auto", "cpu", "cuda")}
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_CHOICES = {
+    "objective": OBJECTIVES,
+    "model": tuple(PRESETS),
+    "device": ("auto", "cpu", "cuda"),
+    "precision": PRECISIONS,
+}
 
 
 def _checked(key: str, kind: str, value: Any) -> Any:
