@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   build the demo profile store with Snakemake and train on it (CPU, a few minutes)
 #   make test   run the test suite (make test-fast: without the end-to-end tests, ~1 minute)
-#   make lint   the quality gates: ruff, mypy, snakefmt, snakemake --lint
+#   make lint   the quality gates: ruff, mypy, snakefmt, snakemake --lint, mkdocs build --strict
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -49,6 +49,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint --cores 1
+	$(BIN)/mkdocs build --strict --quiet
 
 bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_search.py
@@ -56,4 +57,4 @@ bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_evaluate.py
 
 clean:
-	rm -rf results .snakemake
+	rm -rf results .snakemake site
