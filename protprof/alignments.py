@@ -9,9 +9,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from protprof._atomic import Kind, atomic_output
+from protprof.msa_formats import write_a3m
 from protprof.search import QueryResult
 
-MSA_FORMATS = {"stockholm": ".sto", "a2m": ".a2m"}
+MSA_FORMATS = {"stockholm": ".sto", "a2m": ".a2m", "a3m": ".a3m"}
 MSA_INDEX = "index.tsv"
 _MSA_INDEX_HEADER = "# protprof alignments: query_id<TAB>file\n"
 
@@ -44,6 +45,9 @@ def write_alignments(results: Iterable[QueryResult], msa_dir: Path, msa_format: 
         for r in results:
             name = msa_filename(r.id, msa_format)
             with open(tmp / name, "wb") as handle:
-                r.msa.write(handle, msa_format)  # type: ignore[arg-type]  # one of MSA_FORMATS
+                if msa_format == "a3m":  # HMMER writes no a3m
+                    write_a3m(r.msa, handle)
+                else:
+                    r.msa.write(handle, msa_format)  # type: ignore[arg-type]  # stockholm, a2m
             index.append(f"{r.id}\t{name}\n")
         (tmp / MSA_INDEX).write_text("".join(index))

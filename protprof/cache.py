@@ -106,12 +106,15 @@ def family_representative_context(ctx: dict[str, Any], reuse: dict[str, Any]) ->
 
 
 def contexts(
-    fingerprint: dict[str, Any], search: Any, profile: Any, reuse: Any = None
+    fingerprint: dict[str, Any], search: Any, profile: Any, reuse: Any = None, filters: Any = None
 ) -> list[dict[str, Any]]:
     """The contexts whose entries a build with these settings may use, best first: the
     representatives' context (the per-query one, except in family mode), then (with reuse)
-    the members' context."""
+    the members' context. Alignment filters (`msa_filter.FilterParams`) enter only when on, so
+    the entries of builds without them keep their keys."""
     ctx = settings_context(fingerprint, search, profile)
+    if filters is not None and filters.active:
+        ctx["filters"] = asdict(filters)
     if reuse is None or reuse.mode == "none":
         return [ctx]
     settings = asdict(reuse)
@@ -139,17 +142,50 @@ def differences(contexts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{n: f.get(n) for n in varying} for f in flat]
 
 
+def import_context(imported: dict[str, Any]) -> dict[str, Any]:
+    """The context of profiles imported from alignment files (`importer.import_provenance`):
+    the reader, filter and profile settings and the versions. It has a `source` key, which a
+    search's context never has, so an imported profile is never served for a searched one or
+    the reverse. The file itself enters each entry's key by its SHA-256 (`import_key`)."""
+    keys = ("source", "reader", "filters", "profile", "pyhmmer_version")
+    return {**{k: imported[k] for k in keys}, "profile_format": PROFILE_FORMAT}
+
+
+def import_key(sequence: str, sha256: Sequence[str]) -> str:
+    """What an imported profile is keyed by besides its context: its query and the bytes of
+    the file(s) it came from, so a changed file is imported again and an unchanged one never."""
+    return f"{sequence}@{','.join(sha256)}"
+
+
 def context_of_store(store: ProfileStore) -> dict[str, Any]:
-    """The per-query context a shard store was searched in, from its provenance."""
+    """The per-query context a shard store was searched (or imported) in, from its
+    provenance."""
     attrs = store.attrs
+    if "import" in attrs:
+        return import_context(attrs["import"])
     search = {k: v for k, v in attrs["search"].items() if k != "Z"}
-    return context(attrs["database"], search, attrs["profile"], attrs["pyhmmer_version"])
+    ctx = context(attrs["database"], search, attrs["profile"], attrs["pyhmmer_version"])
+    if attrs.get("filters"):
+        ctx["filters"] = attrs["filters"]
+    return ctx
 
 
 def _sequences(data: StoreData) -> list[str]:
     return [
         decode(data.tokens[data.offsets[i] : data.offsets[i + 1]]) for i in range(len(data.ids))
     ]
+
+
+def _key_texts(store: ProfileStore, data: StoreData) -> list[str]:
+    """What each row of a shard store is keyed by in its context: its sequence, and for an
+    imported row also the SHA-256 of its file(s), from the store's `sources.tsv`."""
+    sequences = _sequences(data)
+    if "import" not in store.attrs:
+        return sequences
+    from protprof.importer import read_sources
+
+    sources = read_sources(store)
+    return [import_key(seq, sources[i].sha256) for i, seq in zip(data.ids, sequences, strict=True)]
 
 
 def _subset(data: StoreData, rows: np.ndarray) -> StoreData:
@@ -412,8 +448,7 @@ class ProfileCache:
         segment = self.path / "segments" / f"{key}-{store.identity[:16]}{tag}.zarr"
         if segment.exists():
             return segment, len(data.ids)
-        sequences = _sequences(data)
-        keys = [entry_key(key, seq) for seq in sequences]
+        keys = [entry_key(key, text) for text in _key_texts(store, data)]
         entries = StoreData(
             [k.hex() for k in keys],
             data.tokens,
@@ -434,7 +469,8 @@ class ProfileCache:
         return segment, len(keys)
 
     def lookup(self, ctx: dict[str, Any], sequences: Sequence[str]) -> tuple[Index, np.ndarray]:
-        """The index of a context and the position in it of each sequence's entry (-1: none),
+        """The index of a context and the position in it of each sequence's entry (-1: none;
+        `sequences` are what entries are keyed by: the sequence, or `import_key` for imports),
         every residue chunk of the entries found checked: a segment that fails is skipped and
         its entries looked up again in the others."""
         key = context_key(ctx)
@@ -635,10 +671,14 @@ def assemble(
     out: str | Path,
     attrs: dict[str, Any],
     searched: int,
+    keys: Sequence[str] | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write the store of these queries (in this order) from their cache entries, each taken
     from the first of `contexts` that has one. Only checked entries are copied: a query whose
-    entry sits in a bad segment counts as lacking one (search it again first)."""
+    entry sits in a bad segment counts as lacking one (search it again first). `keys` are
+    what the entries are keyed by when it is not the sequence (`import_key`)."""
+    keys = sequences if keys is None else keys
     stores: list[ProfileStore] = []
     segment = np.full(len(ids), -1, np.int64)
     row = np.zeros(len(ids), np.int64)
@@ -646,7 +686,7 @@ def assemble(
     for c, ctx in enumerate(contexts):
         todo = np.flatnonzero(segment < 0)
         # Checked now: the entries' residue chunks, besides each segment's other arrays.
-        index, found = cache.lookup(ctx, [sequences[int(i)] for i in todo])
+        index, found = cache.lookup(ctx, [keys[int(i)] for i in todo])
         hit = found >= 0
         segment[todo[hit]] = index.segment[found[hit]] + len(stores)
         row[todo[hit]] = index.row[found[hit]]
@@ -711,7 +751,7 @@ def assemble(
     if len(contexts) > 1:  # with reuse: how many rows are family members' profiles
         provenance.setdefault("reuse", {})["members_in_store"] = int(from_context[1:].sum())
     size = len(ids), int(lengths.sum())
-    write_stores(out, parts(), provenance, sizes=size)
+    write_stores(out, parts(), provenance, sizes=size, extra_files=extra_files)
     log.info(
         "store %s: %d profiles searched, %d reused from the cache %s",
         out,

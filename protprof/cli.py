@@ -35,6 +35,7 @@ def command(name: str, help: str) -> Callable:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
+    from protprof.alignments import MSA_FORMATS
     from protprof.profiles import METHODS, ProfileParams
     from protprof.search import FLAGS, PRESETS, SearchParams
 
@@ -60,7 +61,25 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
         help="frequency method only",
     )
     g.add_argument("--msa-dir", type=Path, help="also keep each query's final alignment here")
-    g.add_argument("--msa-format", default="stockholm", choices=["stockholm", "a2m"])
+    g.add_argument("--msa-format", default="stockholm", choices=list(MSA_FORMATS))
+    _add_filter_options(p)
+
+
+def _add_filter_options(p: argparse.ArgumentParser) -> None:
+    from protprof.msa_filter import FilterParams
+
+    g = p.add_argument_group(
+        "alignment filters (hhfilter's meaning; off by default; part of the cache context)"
+    )
+    for f in fields(FilterParams):
+        flag = f"--{f.name.replace('_', '-')}"
+        g.add_argument(flag, type=f.metadata["type"], default=None, help=f.metadata["help"])
+
+
+def _filter_params(args: argparse.Namespace) -> Any:
+    from protprof.msa_filter import FilterParams
+
+    return FilterParams(**{f.name: getattr(args, f.name) for f in fields(FilterParams)})
 
 
 def _add_reuse_options(p: argparse.ArgumentParser) -> None:
@@ -241,6 +260,7 @@ def _run_search(args: argparse.Namespace) -> None:
                 args.out,
                 msa_dir=args.msa_dir,
                 msa_format=args.msa_format,
+                filters=_filter_params(args),
                 progress=lambda _: bar.update(),
                 reuse=reuse,
             )
@@ -355,6 +375,7 @@ def _run_finish_shard(args: argparse.Namespace) -> None:
             args.out,
             args.msa_dir,
             args.msa_format,
+            _filter_params(args),
         )
 
 
@@ -379,11 +400,11 @@ def _assemble_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_assemble(args: argparse.Namespace) -> None:
-    from protprof.ingest import IngestParams
+    from protprof.ingest import IngestParams, ingest_attrs
     from protprof.store import STORE, assemble
 
     given = any(getattr(args, f.name) is not None for f in fields(IngestParams))
-    ingest = asdict(_ingest_params(args)) if given else None
+    ingest = ingest_attrs(_ingest_params(args)) if given else None
     with _claim(args, (args.out, STORE)):
         if args.cache:
             _assemble_from_cache(args, ingest)
@@ -397,40 +418,32 @@ def _run_assemble(args: argparse.Namespace) -> None:
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
     from protprof import cache
     from protprof.ingest import read_shard
-    from protprof.reuse import run_summary, settings_of
+    from protprof.reuse import settings_of
     from protprof.search import read_fingerprint
-    from protprof.store import open_store, provenance
+    from protprof.sources import SearchSource, assemble_cached
+    from protprof.store import open_store
 
     if not (args.queries and args.fingerprint):
         raise ProtprofError("assemble --cache needs --queries and --fingerprint")
     search, profile = _search_settings(args)
-    fingerprint = read_fingerprint(args.fingerprint)
-    records, splits = read_shard(args.queries)
     reuse = _reuse_params(args)
+    # Assembly reads the cache only: the database enters by its fingerprint.
+    fingerprint = read_fingerprint(args.fingerprint)
+    source = SearchSource(fingerprint, search, profile, 1, reuse, _filter_params(args))
+    records, splits = read_shard(args.queries)
     profiles = cache.ProfileCache(args.cache)
     searched = sum(profiles.publish(shard)[1] for shard in args.shards)
-    attrs = provenance(
-        fingerprint, asdict(search), asdict(profile), {"ingest": ingest} if ingest else None
-    )
-    summaries = [open_store(shard).attrs.get("reuse") for shard in args.shards]
-    for shard, summary in zip(args.shards, summaries, strict=True):
+    shards = [dict(open_store(shard).attrs) for shard in args.shards]
+    for shard, attrs in zip(args.shards, shards, strict=True):
+        summary = attrs.get("reuse")
         if settings_of(summary) != settings_of(asdict(reuse)):
             raise ProtprofError(
                 f"{shard}: searched with reuse {settings_of(summary)[0]} (coverage "
                 f"{settings_of(summary)[1]}), not the --reuse {reuse.mode} (--coverage "
                 f"{reuse.coverage}) given here; assemble with the settings it was searched with"
             )
-    attrs["reuse"] = run_summary(reuse.mode, summaries, searched)
-    cache.assemble(
-        profiles,
-        [r.id for r in records],
-        [r.sequence for r in records],
-        splits,
-        cache.contexts(fingerprint, search, profile, reuse),
-        args.out,
-        attrs,
-        searched,
-    )
+    extra = {"ingest": ingest} if ingest else None
+    assemble_cached(profiles, records, splits, source, args.out, searched, shards, extra)
 
 
 @command("plan", "list the queries the profile cache lacks and shard them for searching")
@@ -462,6 +475,7 @@ def _run_plan(args: argparse.Namespace) -> None:
     from protprof.ingest import read_shard, shard_of
     from protprof.reuse import family_shards
     from protprof.search import read_fingerprint
+    from protprof.sources import check_filters
 
     if args.shards < 1:
         raise ProtprofError(f"plan: --shards must be at least 1, got {args.shards}")
@@ -471,7 +485,11 @@ def _run_plan(args: argparse.Namespace) -> None:
         records, splits = read_shard(args.queries)
         profiles = cache.ProfileCache(args.cache)
         reuse = _reuse_params(args)
-        contexts = cache.contexts(read_fingerprint(args.fingerprint), search, profile, reuse)
+        filters = _filter_params(args)
+        check_filters(filters, reuse)
+        contexts = cache.contexts(
+            read_fingerprint(args.fingerprint), search, profile, reuse, filters
+        )
         ctx = contexts[0]
         missing = profiles.missing(contexts, [r.sequence for r in records])
         # `--shards` sizes the jobs of a full build; an update of m queries gets the same job
@@ -608,13 +626,16 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def _run_build(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
-    from protprof.ingest import select_records
-    from protprof.pipeline import build, build_cached
+    from protprof.ingest import select_records, split_of
+    from protprof.pipeline import build
+    from protprof.sources import SearchSource, build_cached, check_filters
     from protprof.store import STORE
 
     search, profile = _search_settings(args)
     reuse = _reuse_params(args)
     params = _ingest_params(args)
+    filters = _filter_params(args)
+    check_filters(filters, reuse)
     if args.cache and args.msa_dir:
         raise ProtprofError(
             "build: --msa-dir and --cache together are not supported yet (the "
@@ -624,17 +645,121 @@ def _run_build(args: argparse.Namespace) -> None:
         records = select_records(args.queries, params)  # validate before the slow database load
         database = _load_database(args)
         with _progress(len(records), "query") as bar:
-            common = (records, database, args.out, args.threads, params, search, profile)
             if args.cache:
-                build_cached(*common, args.cache, progress=lambda _: bar.update(), reuse=reuse)
+                source = SearchSource(
+                    database.fingerprint, search, profile, args.threads, reuse, filters, database
+                )
+                splits = [split_of(r.sequence, params) for r in records]
+                extra = {"ingest": asdict(params)}
+                build_cached(
+                    records, splits, source, args.out, args.cache, lambda _: bar.update(), extra
+                )
             else:
                 build(
-                    *common,
+                    records,
+                    database,
+                    args.out,
+                    args.threads,
+                    params,
+                    search,
+                    profile,
                     msa_dir=args.msa_dir,
                     msa_format=args.msa_format,
                     progress=lambda _: bar.update(),
                     reuse=reuse,
+                    filters=filters,
                 )
+    log.info("wrote %s", args.out)
+
+
+@command("import", "profiles from existing alignments (a3m, Stockholm, a2m): no search")
+def _import_args(p: argparse.ArgumentParser) -> None:
+    from protprof.importer import COMBINE, LAYOUTS, OPENFOLD_PICK
+    from protprof.profiles import METHODS, ProfileParams
+
+    p.add_argument(
+        "alignments",
+        nargs="+",
+        help="alignment files, folders of them (a protprof --msa-dir as it is) or globs",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the store to write (.zarr)")
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="files",
+        help="openfold: folders of per-chain folders (<chain>/uniref90_hits.sto, ...), the "
+        "chain's name as its ID (default: files; a file's ID is its name without extension)",
+    )
+    p.add_argument(
+        "--pick",
+        default=",".join(OPENFOLD_PICK),
+        help="--layout openfold: the files to use per chain, in order of preference "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--combine",
+        choices=COMBINE,
+        default="first",
+        help="first: the first picked file found; merge: all of them, query once, repeated "
+        "rows dropped (default: first)",
+    )
+    p.add_argument(
+        "--query-id", help="the query's record name in each file (default: the first record)"
+    )
+    p.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="--layout openfold: skip chains without a picked file (counted) instead of failing",
+    )
+    p.add_argument(
+        "--threads", "--cpu", type=int, default=1, help="parallel readers and model builds"
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        help="profile cache folder: build only alignments it has no entry for",
+    )
+    g = p.add_argument_group("profiles")
+    g.add_argument("--profile-method", default=ProfileParams.method, choices=METHODS)
+    g.add_argument(
+        "--pseudocount", type=float, default=ProfileParams.pseudocount, help="frequency only"
+    )
+    _add_filter_options(p)
+    _add_ingest_options(p)
+    _add_force(p)
+
+
+def _run_import(args: argparse.Namespace) -> None:
+    from protprof.importer import ImportParams
+    from protprof.pipeline import import_alignments
+    from protprof.profiles import ProfileParams
+    from protprof.sources import FileSource
+    from protprof.store import STORE
+
+    params = ImportParams(
+        layout=args.layout,
+        pick=tuple(n for n in args.pick.split(",") if n),
+        combine=args.combine,
+        query_id=args.query_id,
+        skip_missing=args.skip_missing,
+    )
+    profile = ProfileParams(method=args.profile_method, pseudocount=args.pseudocount)
+    source = FileSource(params, profile, _filter_params(args), args.threads)
+    with _claim(args, (args.out, STORE)), ExitStack() as stack:
+        bars: list[Any] = []
+
+        def on_read(n: int) -> None:
+            bars.append(stack.enter_context(_progress(n, "alignment")))
+
+        import_alignments(
+            args.alignments,
+            args.out,
+            source,
+            _ingest_params(args),
+            args.cache,
+            progress=lambda _: bars[0].update(),
+            on_read=on_read,
+        )
     log.info("wrote %s", args.out)
 
 
@@ -664,10 +789,20 @@ def _run_inspect(args: argparse.Namespace) -> None:
         f"  split {info['split']}  without hits {info['no_hits']}  "
         f"median hits {info['n_hits_median']:.0f}  median Neff {info['neff_median']:.2f}"
     )
-    print(
-        f"  database {database.get('path')} ({database.get('n_sequences')} sequences)  "
-        f"search -N {search.get('iterations')} -E {search.get('E')} --incE {search.get('incE')}"
-    )
+    sources = info["sources"]
+    print(f"  profiles imported {sources['imported']}  searched {sources['searched']}")
+    if database:
+        print(
+            f"  database {database.get('path')} ({database.get('n_sequences')} sequences)  "
+            f"search -N {search.get('iterations')} -E {search.get('E')} "
+            f"--incE {search.get('incE')}"
+        )
+    imported = info["provenance"].get("import")
+    if imported:
+        print(
+            f"  imported from alignment files (layout {imported.get('layout')}, combine "
+            f"{imported['reader'].get('combine')}, filters {imported.get('filters') or 'none'})"
+        )
     reuse = info["provenance"].get("reuse")
     if reuse:
         print(

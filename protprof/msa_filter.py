@@ -21,7 +21,7 @@ Reference: HH-suite 3 `hhfilter` (-cov, -qid, -id, -maxseq; Steinegger et al. 20
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,12 +33,28 @@ from protprof.msa_formats import GAP, Alignment, msa_matrix, select_rows
 
 @dataclass(frozen=True)
 class FilterParams:
-    """Which rows of an alignment build the profile; every filter is off by default."""
+    """Which rows of an alignment build the profile; every filter is off by default. The CLI
+    options and the workflow's `filters:` keys are made from these fields (`metadata`)."""
 
-    max_seqs: int | None = None  # rows kept besides the query (the alignment's depth)
-    min_coverage: float | None = None  # fraction of the query's residues a row must cover
-    min_identity: float | None = None  # identity to the query a row must reach
-    max_identity: float | None = None  # redundancy: drop rows more identical to a kept one
+    max_seqs: int | None = field(
+        default=None,
+        metadata={"type": int, "help": "keep at most this many rows besides the query (-maxseq)"},
+    )
+    min_coverage: float | None = field(
+        default=None,
+        metadata={"type": float, "help": "drop rows covering less of the query (-cov, 0-1)"},
+    )
+    min_identity: float | None = field(
+        default=None,
+        metadata={"type": float, "help": "drop rows less identical to the query (-qid, 0-1)"},
+    )
+    max_identity: float | None = field(
+        default=None,
+        metadata={
+            "type": float,
+            "help": "drop rows more identical than this to the query or a kept row (-id, 0-1)",
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.max_seqs is not None and (
@@ -67,6 +83,9 @@ class FilterParams:
     def active(self) -> bool:
         """Whether any filter is on."""
         return any(v is not None for v in vars(self).values())
+
+
+NO_FILTERS = FilterParams()
 
 
 def identities(matrix: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -1,14 +1,15 @@
-"""Search stage runners: search queries, build their profiles, write a store part.
+"""Stage runners: search queries (or read their alignments), build their profiles, write a
+store part.
 
 `search_shard` and `finish_chunked_shard` are what the workflow's search jobs run; `build` does
-the same for a whole query set on one machine, without Snakemake.
+the same for a whole query set on one machine, without Snakemake; `import_alignments` makes a
+store from alignment files.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -20,23 +21,22 @@ from protprof import cache
 from protprof._atomic import require_space
 from protprof.alignments import write_alignments
 from protprof.fasta import Record
-from protprof.ingest import IngestParams, read_shard, split_of
+from protprof.importer import SOURCES_FILE, read_alignments, sources_file, write_imported
+from protprof.ingest import IngestParams, assign_splits, ingest_attrs, read_shard, split_of
+from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import Profiled, ProfileParams, profile_result
-from protprof.reuse import ReuseParams, per_query_summary, run_summary, search_with_reuse
+from protprof.reuse import ReuseParams, per_query_summary, search_with_reuse
 from protprof.search import Database, JackhmmerSearch, QueryResult, SearchParams
-from protprof.store import columns, open_store, provenance, quantise, write_stores
+from protprof.sources import (
+    FileSource,
+    build_cached,
+    check_filters,
+    search_provenance,
+    store_bytes,
+)
+from protprof.store import columns, quantise, write_stores
 
 log = logging.getLogger(__name__)
-# A store's size, first estimate: tokens and profiles are stored uncompressed (21 bytes per
-# residue); offsets, ids and the per-sequence arrays add some per sequence.
-STORE_BYTES_PER_RESIDUE = 21
-STORE_BYTES_PER_SEQUENCE = 48
-
-
-def store_bytes(records: Sequence[Record]) -> int:
-    """About how many bytes a store of these records takes on disk."""
-    residues = sum(len(r.sequence) for r in records)
-    return STORE_BYTES_PER_RESIDUE * residues + STORE_BYTES_PER_SEQUENCE * len(records)
 
 
 def search_records(
@@ -52,13 +52,19 @@ def search_records(
     progress: Callable[[object], None] | None = None,
     extra_attrs: dict[str, Any] | None = None,
     reuse: ReuseParams | None = None,
+    filters: FilterParams = NO_FILTERS,
 ) -> Path:
     """Search records, build their profiles and write one store at `out` (atomically).
     With `reuse` (pool or family), families share whole-database searches (`reuse.py`) and
     the store records each row's role (`cache.ROLES`); either way `attrs["reuse"]` says how
-    many whole-database searches ran."""
+    many whole-database searches ran. `filters` (off by default) choose the rows of each final
+    alignment that build its profile; they do not combine with reuse."""
+    check_filters(filters, reuse)
     require_space([(out, store_bytes(records))], "nothing was searched")
-    attrs = provenance(database.fingerprint, asdict(search), asdict(profile), extra_attrs)
+    attrs = {
+        **search_provenance(database.fingerprint, search, profile, filters),
+        **(extra_attrs or {}),
+    }
     if reuse is not None and reuse.mode != "none":
         if reuse.mode == "family" and msa_dir is not None:
             log.warning(
@@ -72,7 +78,7 @@ def search_records(
     attrs["reuse"] = per_query_summary(len(records))
     z = int(database.fingerprint["n_sequences"])
     profiled = JackhmmerSearch(database.block, search, threads, z).run(
-        records, progress, lambda r: profile_result(r, profile)
+        records, progress, lambda r: profile_result(r, profile, filters)
     )
     return _write(profiled, splits, out, attrs, msa_dir, msa_format)
 
@@ -115,11 +121,12 @@ def finish_chunked_shard(
     out: Path,
     msa_dir: Path | None = None,
     msa_format: str = "stockholm",
+    filters: FilterParams = NO_FILTERS,
 ) -> Path:
     """Profiles and the shard store from a chunked search's final alignments."""
     _, splits = read_shard(shard)
-    profiled = [profile_result(r, profile) for r in results]
-    attrs = provenance(fingerprint, asdict(search), asdict(profile), {"database_chunks": True})
+    profiled = [profile_result(r, profile, filters) for r in results]
+    attrs = {**search_provenance(fingerprint, search, profile, filters), "database_chunks": True}
     return _write(profiled, splits, out, attrs, msa_dir, msa_format)
 
 
@@ -149,116 +156,52 @@ def build(
 ) -> Path:
     """Search, profile and store records from `select_records` on one machine: what the
     workflow does, unsharded."""
-    splits = [split_of(r.sequence, ingest_params) for r in records]
-    extra = {"ingest": asdict(ingest_params)}
+    splits = assign_splits([r.sequence for r in records], ingest_params, threads)
+    extra = {"ingest": ingest_attrs(ingest_params)}
     return search_records(
         records, splits, database, search, profile, threads, out, extra_attrs=extra, **kwargs
     )
 
 
-def search_missing(
-    profiles: cache.ProfileCache,
-    records: list[Record],
-    splits: list[int],
-    database: Database,
-    search: SearchParams,
-    profile: ProfileParams,
-    threads: int,
-    work: Path,
-    progress: Callable[[object], None] | None = None,
-    reuse: ReuseParams | None = None,
-    also: Sequence[tuple[Path, int]] = (),
-) -> tuple[int, dict[str, Any] | None]:
-    """Search the records without a cache entry and publish their profiles; returns how many
-    were searched and, with reuse, its figures. `work` is a temporary shard store, removed
-    once published. Before any search, the cache is claimed (writable, lockable, room for
-    the new entries) and there must be room for `also` ((path, bytes): the caller's
-    outputs)."""
-    contexts = cache.contexts(database.fingerprint, search, profile, reuse)
-    missing = profiles.missing(contexts, [r.sequence for r in records])
-    why = (
-        f" ({profiles.why_missing(contexts[0])})"
-        if records and len(missing) == len(records)
-        else ""
-    )
-    log.info(
-        "%d of %d queries have no cache entry for these settings: searching them%s",
-        len(missing),
-        len(records),
-        why,
-    )
-    summary = None
-    if missing:
-        size = store_bytes([records[i] for i in missing])
-        # A family build publishes its representatives twice (`ProfileCache.publish`).
-        copies = 2 if reuse is not None and reuse.mode == "family" else 1
-        profiles.claim([(work, size), (profiles.path / "segments", copies * size), *also])
-    else:
-        require_space(also, "nothing was written")
-    if missing:
-        shard = work
-        try:
-            search_records(
-                [records[i] for i in missing],
-                [splits[i] for i in missing],
-                database,
-                search,
-                profile,
-                threads,
-                shard,
-                progress=progress,
-                reuse=reuse,
-            )
-            summary = open_store(shard).attrs.get("reuse")
-            profiles.publish(shard)
-        finally:
-            shutil.rmtree(shard, ignore_errors=True)
-    return len(missing), summary
-
-
-def build_cached(
-    records: list[Record],
-    database: Database,
+def import_alignments(
+    inputs: Sequence[str | Path],
     out: Path,
-    threads: int,
+    source: FileSource,
     ingest_params: IngestParams,
-    search: SearchParams,
-    profile: ProfileParams,
-    cache_path: Path,
+    cache_path: Path | None = None,
     progress: Callable[[object], None] | None = None,
-    reuse: ReuseParams | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> Path:
-    """`build` through the profile cache: search only what it lacks, then assemble the store
-    of all records from it (arrays equal to `build`'s)."""
-    splits = [split_of(r.sequence, ingest_params) for r in records]
-    profiles = cache.ProfileCache(cache_path)
-    # The temporary shard store is named like the output's temporaries, so a killed build's
-    # leftover is cleared when the output is next written (`_atomic._recover`).
-    work = out.with_name(f".{out.name}.tmp-search")
-    searched, summary = search_missing(
-        profiles,
-        records,
-        splits,
-        database,
-        search,
-        profile,
-        threads,
-        work,
-        progress,
-        reuse,
-        also=[(out, store_bytes(records))],
+    """Read every alignment `inputs` hold, profile them and write one store at `out` (through
+    the profile cache, with `cache_path`: only alignments it lacks are profiled). `on_read`
+    gets the number of distinct sequences read, before any profile is built."""
+    read = read_alignments(inputs, source.params, ingest_params, source.threads)
+    items = read.items
+    splits = [split_of(item.sequence, ingest_params) for item in items]
+    if on_read is not None:
+        on_read(len(items))
+    extra = {
+        "ingest": asdict(ingest_params),
+        "import_counts": {
+            "imported": len(items),
+            "skipped_by_length": read.skipped,
+            "chains_without_picked_file": len(read.missing),
+            "repeated": read.repeated,
+        },
+    }
+    files = {SOURCES_FILE: sources_file(items, splits)}
+    log.info(
+        "import: %d alignments read (%d skipped by the length limits, %d repeated sequences, "
+        "%d chains without a picked file)",
+        len(items),
+        read.skipped,
+        len(read.repeated),
+        len(read.missing),
     )
-    attrs = provenance(
-        database.fingerprint, asdict(search), asdict(profile), {"ingest": asdict(ingest_params)}
-    )
-    attrs["reuse"] = run_summary(reuse.mode if reuse else "none", [summary], searched)
-    return cache.assemble(
-        profiles,
-        [r.id for r in records],
-        [r.sequence for r in records],
-        splits,
-        cache.contexts(database.fingerprint, search, profile, reuse),
-        out,
-        attrs,
-        searched,
+    if cache_path is not None:
+        return build_cached(items, splits, source, out, cache_path, progress, extra, files)
+    require_space([(out, store_bytes(items))], "nothing was imported")
+    attrs = {**source.store_attrs(len(items), []), **extra}
+    return write_imported(
+        items, splits, out, attrs, source.filters, source.profile, source.threads, progress
     )

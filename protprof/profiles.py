@@ -26,6 +26,7 @@ from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequenceBlock, TextSequen
 from pyhmmer.plan7 import HMM, Background, Builder, TraceAligner
 
 from protprof.errors import ConfigError, SearchError
+from protprof.msa_filter import FilterParams, filter_msa
 
 if TYPE_CHECKING:
     from protprof.search import QueryResult
@@ -184,14 +185,24 @@ class Profiled:
     result: QueryResult | None = None
 
 
-def profile_result(result: QueryResult, params: ProfileParams) -> Profiled:
-    """The profile of a search's final alignment."""
+def profile_result(
+    result: QueryResult, params: ProfileParams, filters: FilterParams | None = None
+) -> Profiled:
+    """The profile of a search's final alignment, after the alignment filters if any is on
+    (then the model is built again from the rows they keep, and n_hits counts those)."""
+    length = len(result.sequence)
+    if filters is not None and filters.active:
+        msa = filter_msa(result.msa, filters)
+        hmm = build_hmm(msa, result.id, length, params.seed)
+        values, neff = profile_from_msa(msa, result.id, length, params, hmm)
+        depth = len(msa.sequences) - 1  # rows besides the query's, as `search.alignment_depth`
+        return Profiled(result.id, result.sequence, values, neff, depth, hmm, result)
     hmm = (
-        build_hmm(result.msa, result.id, len(result.sequence), params.seed)
+        build_hmm(result.msa, result.id, length, params.seed)
         if result.hmm is None
-        else check_length(result.hmm, result.id, len(result.sequence))
+        else check_length(result.hmm, result.id, length)
     )
-    values, neff = profile_from_msa(result.msa, result.id, len(result.sequence), params, hmm)
+    values, neff = profile_from_msa(result.msa, result.id, length, params, hmm)
     return Profiled(result.id, result.sequence, values, neff, result.n_hits, hmm, result)
 
 

@@ -867,6 +867,8 @@ def summary(store: ProfileStore) -> dict[str, Any]:
             "mean": float(lengths.mean()) if len(lengths) else 0.0,
         },
         "split": {name: int((store.split == k).sum()) for k, name in enumerate(SPLIT_NAMES)},
+        # Stores from `protprof import` count their profiles; older stores were all searched.
+        "sources": store.attrs.get("source_counts", {"imported": 0, "searched": len(store)}),
         "no_hits": int((store.n_hits == 0).sum()),
         "n_hits_median": float(np.median(store.n_hits)) if len(store) else 0.0,
         "neff_median": float(np.median(store.neff)) if len(store) else 0.0,

@@ -1,0 +1,320 @@
+"""Where a query's final alignment comes from: the seam between the sources of alignments and
+everything after them (profile, store, cache, planning, assembly).
+
+A source turns items (a query record, or an alignment read from a file; anything with `id` and
+`sequence`) into profiles in a shard store, and says what those profiles depend on:
+
+- `contexts()`: the cache contexts its entries live in, best first (`cache.py`);
+- `key(item)`: what an entry is keyed by within its context (the sequence for a search; the
+  sequence and the file's SHA-256 for an import);
+- `write(items, splits, out, progress)`: profile the items and write one shard store, whose
+  provenance lets `cache.ProfileCache.publish` file its entries under `contexts()[0]`;
+- `store_attrs(built, shards)`: the provenance of a store assembled from the cache.
+
+Two sources exist: `SearchSource` (jackhmmer against a database: plain, chunked, with reuse)
+and `FileSource` (alignment files, `importer.py`). A third (an MMseqs2-prefiltered search,
+say) is one more class here; `build_cached` and the cache need no change.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from protprof import cache
+from protprof._atomic import require_space
+from protprof.errors import ConfigError
+from protprof.importer import ImportParams, Item, import_provenance, write_imported
+from protprof.msa_filter import NO_FILTERS, FilterParams
+from protprof.profiles import ProfileParams
+from protprof.reuse import ReuseParams, run_summary
+from protprof.search import Database, SearchParams
+from protprof.store import open_store, provenance
+
+log = logging.getLogger(__name__)
+# A store's size, first estimate: tokens and profiles are stored uncompressed (21 bytes per
+# residue); offsets, ids and the per-sequence arrays add some per sequence.
+STORE_BYTES_PER_RESIDUE = 21
+STORE_BYTES_PER_SEQUENCE = 48
+
+
+class Query(Protocol):
+    """What a source profiles: a query record or an imported alignment."""
+
+    @property
+    def id(self) -> str:
+        """The ID the store gives it."""
+        ...
+
+    @property
+    def sequence(self) -> str:
+        """The (cropped) query sequence."""
+        ...
+
+
+def store_bytes(items: Sequence[Query]) -> int:
+    """About how many bytes a store of these items takes on disk."""
+    residues = sum(len(r.sequence) for r in items)
+    return STORE_BYTES_PER_RESIDUE * residues + STORE_BYTES_PER_SEQUENCE * len(items)
+
+
+class AlignmentSource(Protocol):
+    """See the module docstring."""
+
+    @property
+    def name(self) -> str:
+        """For logs and temporary names: "search" or "import"."""
+        ...
+
+    @property
+    def copies(self) -> int:
+        """How many times a publish writes each entry (reuse family: 2)."""
+        ...
+
+    def contexts(self) -> list[dict[str, Any]]:
+        """The cache contexts of its profiles, best first."""
+        ...
+
+    def key(self, item: Any) -> str:
+        """What an item's entry is keyed by within its context."""
+        ...
+
+    def write(
+        self,
+        items: Sequence[Any],
+        splits: Sequence[int],
+        out: Path,
+        progress: Callable[[object], None] | None = None,
+    ) -> Path:
+        """Profile the items and write them as one shard store at `out`."""
+        ...
+
+    def store_attrs(self, built: int, shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The provenance of a store assembled from the cache."""
+        ...
+
+
+@dataclass
+class SearchSource:
+    """jackhmmer searches against `database` (`pipeline.search_records`)."""
+
+    fingerprint: dict[str, Any]  # of the database: what the cache keys depend on
+    search: SearchParams
+    profile: ProfileParams
+    threads: int = 1
+    reuse: ReuseParams | None = None
+    filters: FilterParams = NO_FILTERS
+    database: Database | None = None  # loaded: needed to search, not to assemble
+    name: str = "search"
+
+    def __post_init__(self) -> None:
+        check_filters(self.filters, self.reuse)
+
+    @property
+    def copies(self) -> int:
+        """A family build publishes its representatives twice (`ProfileCache.publish`)."""
+        return 2 if self.reuse is not None and self.reuse.mode == "family" else 1
+
+    def contexts(self) -> list[dict[str, Any]]:
+        """The per-query context, then with reuse the members' (`cache.contexts`)."""
+        return cache.contexts(
+            self.fingerprint, self.search, self.profile, self.reuse, self.filters
+        )
+
+    def key(self, item: Query) -> str:
+        """The sequence."""
+        return item.sequence
+
+    def write(
+        self,
+        items: Sequence[Any],
+        splits: Sequence[int],
+        out: Path,
+        progress: Callable[[object], None] | None = None,
+    ) -> Path:
+        """Search, profile and write the items (`pipeline.search_records`)."""
+        from protprof.pipeline import search_records
+
+        if self.database is None:
+            raise TypeError("SearchSource.write needs the loaded database")
+        return search_records(
+            list(items),
+            list(splits),
+            self.database,
+            self.search,
+            self.profile,
+            self.threads,
+            out,
+            progress=progress,
+            reuse=self.reuse,
+            filters=self.filters,
+        )
+
+    def store_attrs(self, built: int, shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The search provenance, with reuse's figures."""
+        attrs = search_provenance(self.fingerprint, self.search, self.profile, self.filters)
+        mode = self.reuse.mode if self.reuse else "none"
+        attrs["reuse"] = run_summary(mode, [s.get("reuse") for s in shards], built)
+        return attrs
+
+
+def check_filters(filters: FilterParams, reuse: ReuseParams | None) -> None:
+    """Refuse filters where they are not applied the same way to every profile."""
+    if filters.active and reuse is not None and reuse.mode != "none":
+        raise ConfigError(
+            "alignment filters do not combine with search reuse (members' profiles come from "
+            "their family's alignment, which the filters would not see); use one or the other"
+        )
+
+
+def search_provenance(
+    fingerprint: dict[str, Any],
+    search: SearchParams,
+    profile: ProfileParams,
+    filters: FilterParams,
+) -> dict[str, Any]:
+    """The provenance of searched profiles; the filters are recorded only when on, so a store
+    built without them is the same as before they existed."""
+    attrs = provenance(fingerprint, asdict(search), asdict(profile))
+    if filters.active:
+        attrs["filters"] = asdict(filters)
+    return attrs
+
+
+@dataclass
+class FileSource:
+    """Alignment files read by `importer.read_alignments`."""
+
+    params: ImportParams
+    profile: ProfileParams
+    filters: FilterParams = NO_FILTERS
+    threads: int = 1
+    name: str = "import"
+    copies: int = 1
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """The reader, filter and profile settings (`importer.import_provenance`)."""
+        return import_provenance(self.params, self.filters, self.profile)
+
+    def contexts(self) -> list[dict[str, Any]]:
+        """The import context (`cache.import_context`)."""
+        return [cache.import_context(self.provenance)]
+
+    def key(self, item: Item) -> str:
+        """The sequence and its file(s)' SHA-256 (`cache.import_key`)."""
+        return cache.import_key(item.sequence, item.sha256)
+
+    def write(
+        self,
+        items: Sequence[Any],
+        splits: Sequence[int],
+        out: Path,
+        progress: Callable[[object], None] | None = None,
+    ) -> Path:
+        """Profile the alignments and write them with `sources.tsv`."""
+        attrs = {"import": self.provenance}
+        return write_imported(
+            items, splits, out, attrs, self.filters, self.profile, self.threads, progress
+        )
+
+    def store_attrs(self, built: int, shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The import provenance."""
+        return {"import": self.provenance}
+
+
+def fill_missing(
+    profiles: cache.ProfileCache,
+    items: Sequence[Any],
+    splits: Sequence[int],
+    source: AlignmentSource,
+    work: Path,
+    progress: Callable[[object], None] | None = None,
+    also: Sequence[tuple[Path, int]] = (),
+) -> tuple[int, list[dict[str, Any]]]:
+    """Profile the items without a cache entry and publish them; returns how many were built
+    and the attrs of the shard store that was published (none when nothing was missing).
+    `work` is a temporary shard store, removed once published. Before any work, the cache is
+    claimed (writable, lockable, room for the new entries) and there must be room for `also`
+    ((path, bytes): the caller's outputs)."""
+    contexts = source.contexts()
+    missing = profiles.missing(contexts, [source.key(item) for item in items])
+    why = f" ({profiles.why_missing(contexts[0])})" if items and len(missing) == len(items) else ""
+    verb = "searching" if source.name == "search" else "building"
+    log.info(
+        "%d of %d queries have no cache entry for these settings: %s them%s",
+        len(missing),
+        len(items),
+        verb,
+        why,
+    )
+    if not missing:
+        require_space(also, "nothing was written")
+        return 0, []
+    size = store_bytes([items[i] for i in missing])
+    profiles.claim([(work, size), (profiles.path / "segments", source.copies * size), *also])
+    try:
+        source.write([items[i] for i in missing], [splits[i] for i in missing], work, progress)
+        attrs = dict(open_store(work).attrs)
+        profiles.publish(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return len(missing), [attrs]
+
+
+def assemble_cached(
+    profiles: cache.ProfileCache,
+    items: Sequence[Any],
+    splits: Sequence[int],
+    source: AlignmentSource,
+    out: Path,
+    built: int,
+    shards: Sequence[dict[str, Any]],
+    extra_attrs: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """The store of `items` (in this order) from their cache entries: the one assembly path of
+    `build --cache`, `import --cache` and the workflow's assemble job."""
+    attrs = {**source.store_attrs(built, shards), **(extra_attrs or {})}
+    if source.name == "import":
+        attrs["source_counts"] = {"imported": len(items), "searched": 0}
+    return cache.assemble(
+        profiles,
+        [item.id for item in items],
+        [item.sequence for item in items],
+        splits,
+        source.contexts(),
+        out,
+        attrs,
+        built,
+        keys=[source.key(item) for item in items],
+        extra_files=extra_files,
+    )
+
+
+def build_cached(
+    items: Sequence[Any],
+    splits: Sequence[int],
+    source: AlignmentSource,
+    out: Path,
+    cache_path: Path,
+    progress: Callable[[object], None] | None = None,
+    extra_attrs: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Profile through the cache: build only what it lacks, then assemble the store of all
+    items from it (arrays equal to those of a build without the cache)."""
+    profiles = cache.ProfileCache(cache_path)
+    # The temporary shard store is named like the output's temporaries, so a killed build's
+    # leftover is cleared when the output is next written (`_atomic._recover`).
+    work = out.with_name(f".{out.name}.tmp-{source.name}")
+    built, shards = fill_missing(
+        profiles, items, splits, source, work, progress, also=[(out, store_bytes(items))]
+    )
+    return assemble_cached(
+        profiles, items, splits, source, out, built, shards, extra_attrs, extra_files
+    )
