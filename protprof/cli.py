@@ -184,9 +184,6 @@ def _progress(total: int, unit: str) -> Any:
 def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
     p.add_argument("--out", nargs="+", type=Path, required=True, help="one path per shard")
-    p.add_argument(
-        "--threads", type=int, default=1, help="MMseqs2 threads for --split-method mmseqs"
-    )
     _add_ingest_options(p)
     _add_force(p)
 
@@ -195,7 +192,7 @@ def _run_ingest(args: argparse.Namespace) -> None:
     from protprof.ingest import SHARD, ingest
 
     with _claim(args, *((path, SHARD) for path in args.out)):
-        counts = ingest(args.queries, args.out, _ingest_params(args), args.threads)
+        counts = ingest(args.queries, args.out, _ingest_params(args))
     log.info("wrote %d shards with %s sequences", len(counts), counts)
 
 
@@ -613,6 +610,57 @@ def _cache_gc(profiles: Any, args: argparse.Namespace) -> None:
     )
 
 
+@command("fetch", "download a file, UniRef90/50 or the evaluation data: resumable, verified")
+def _fetch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "what",
+        help="a URL, or uniref90, uniref50 (UniProt, checked against the release's MD5) or "
+        "evaluation (every file of the evaluation data, checked against its sha256)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the file for a URL; the folder for uniref90, uniref50 and evaluation",
+    )
+    p.add_argument("--sha256", help="the URL's expected sha256 (hex)")
+    p.add_argument("--md5", help="the URL's expected md5 (hex)")
+    p.add_argument("--size", type=int, help="the URL's expected size in bytes")
+    p.add_argument(
+        "--base-url",
+        help="a mirror: replaces https://ftp.uniprot.org/pub/databases/uniprot/uniref "
+        "(uniref*) or https://raw.githubusercontent.com (evaluation)",
+    )
+    p.add_argument(
+        "--only", nargs="+", default=[], help="evaluation: only files under these folders"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="list URLs, sizes and destinations; fetch nothing"
+    )
+    p.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=30.0,
+        help="seconds between progress lines in a log file (10 to 60; a bar on a terminal)",
+    )
+    _add_force(p)
+
+
+def _run_fetch(args: argparse.Namespace) -> None:
+    from protprof import fetch
+
+    sources, derived = fetch.plan(
+        args.what, args.out, args.base_url, args.sha256, args.md5, args.size, args.only
+    )
+    if args.dry_run:
+        print(fetch.describe(sources, derived))
+        return
+    done, present = fetch.fetch_all(
+        sources, derived, args.out, args.base_url, args.force, args.progress_seconds
+    )
+    log.info("%d files fetched or made, %d already present and verified", done, present)
+
+
 @command("build", "ingest, search, profile and store on one machine (no Snakemake)")
 def _build_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
@@ -629,8 +677,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def _run_build(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
-    from protprof.clusters import mmseqs_program
-    from protprof.ingest import assign_splits, ingest_attrs, select_records
+    from protprof.ingest import select_records, split_of
     from protprof.pipeline import build
     from protprof.sources import SearchSource, build_cached, check_filters
     from protprof.store import STORE
@@ -638,8 +685,6 @@ def _run_build(args: argparse.Namespace) -> None:
     search, profile = _search_settings(args)
     reuse = _reuse_params(args)
     params = _ingest_params(args)
-    if params.split_method == "mmseqs":
-        mmseqs_program()  # refused before the slow database load
     filters = _filter_params(args)
     check_filters(filters, reuse)
     if args.cache and args.msa_dir:
@@ -655,8 +700,8 @@ def _run_build(args: argparse.Namespace) -> None:
                 source = SearchSource(
                     database.fingerprint, search, profile, args.threads, reuse, filters, database
                 )
-                splits = assign_splits([r.sequence for r in records], params, args.threads)
-                extra = {"ingest": ingest_attrs(params)}
+                splits = [split_of(r.sequence, params) for r in records]
+                extra = {"ingest": asdict(params)}
                 build_cached(
                     records, splits, source, args.out, args.cache, lambda _: bar.update(), extra
                 )
