@@ -184,6 +184,9 @@ def _progress(total: int, unit: str) -> Any:
 def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
     p.add_argument("--out", nargs="+", type=Path, required=True, help="one path per shard")
+    p.add_argument(
+        "--threads", type=int, default=1, help="MMseqs2 threads for --split-method mmseqs"
+    )
     _add_ingest_options(p)
     _add_force(p)
 
@@ -192,7 +195,7 @@ def _run_ingest(args: argparse.Namespace) -> None:
     from protprof.ingest import SHARD, ingest
 
     with _claim(args, *((path, SHARD) for path in args.out)):
-        counts = ingest(args.queries, args.out, _ingest_params(args))
+        counts = ingest(args.queries, args.out, _ingest_params(args), args.threads)
     log.info("wrote %d shards with %s sequences", len(counts), counts)
 
 
@@ -677,7 +680,8 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def _run_build(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
-    from protprof.ingest import select_records, split_of
+    from protprof.clusters import mmseqs_program
+    from protprof.ingest import assign_splits, ingest_attrs, select_records
     from protprof.pipeline import build
     from protprof.sources import SearchSource, build_cached, check_filters
     from protprof.store import STORE
@@ -685,6 +689,8 @@ def _run_build(args: argparse.Namespace) -> None:
     search, profile = _search_settings(args)
     reuse = _reuse_params(args)
     params = _ingest_params(args)
+    if params.split_method == "mmseqs":
+        mmseqs_program()  # refused before the slow database load
     filters = _filter_params(args)
     check_filters(filters, reuse)
     if args.cache and args.msa_dir:
@@ -700,8 +706,8 @@ def _run_build(args: argparse.Namespace) -> None:
                 source = SearchSource(
                     database.fingerprint, search, profile, args.threads, reuse, filters, database
                 )
-                splits = [split_of(r.sequence, params) for r in records]
-                extra = {"ingest": asdict(params)}
+                splits = assign_splits([r.sequence for r in records], params, args.threads)
+                extra = {"ingest": ingest_attrs(params)}
                 build_cached(
                     records, splits, source, args.out, args.cache, lambda _: bar.update(), extra
                 )

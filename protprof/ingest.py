@@ -1,21 +1,37 @@
 """Ingest: validate query FASTA files, drop duplicates, apply length limits, and assign each
-unique sequence to a shard and a split by a stable hash of its sequence.
+unique sequence to a shard (a stable hash of its sequence) and a split (by homology cluster,
+or by the sequence hash).
 
 Ingest owns the shard file format: plain FASTA whose headers carry the split
 (`>id split=train`), written by `ingest` and read back by `read_shard`.
 
 Hashing the *sequence* (not the ID or file position) means adding queries later moves no old
-query to another shard or split, and identical sequences always meet in the same shard.
+query to another shard, and identical sequences always meet in the same shard.
+
+Splits (`split_method`):
+- `mmseqs` (default): every sequence of a homology cluster (`clusters.homology_clusters`,
+  single linkage at >= `split_identity` identity over >= `split_coverage` of both sequences)
+  gets the split its *anchor* hashes to: the member with the smallest sequence hash. So no
+  cluster spans two splits, and a query that has no homolog gets the split the `hash` method
+  would give it. Adding queries moves an old query only when its cluster merges with another
+  (a new query homologous to both, or to its cluster across the thresholds) and the merged
+  cluster's anchor hashes to another split, or when a new query joins its cluster with a
+  smaller hash than the anchor's and hashes to another split. Removing queries can split a
+  cluster, and its parts then follow their own anchors.
+- `hash`: each sequence by its own hash; stable under any addition, but close homologs of a
+  test sequence sit in training.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from protprof._atomic import Kind, atomic_output
+from protprof.clusters import COVERAGE_MODE, EVALUE, SENSITIVITY, homology_clusters
 from protprof.errors import ConfigError, InputFormatError
 from protprof.fasta import Record, read_fasta, write_fasta
 
@@ -26,6 +42,7 @@ _BUCKETS = 10_000
 
 
 TOO_LONG = ("crop", "skip")
+SPLIT_METHODS = ("mmseqs", "hash")
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,21 @@ class IngestParams:
         metadata={"help": "share of sequences in the valid split (stable sequence hash)"},
     )
     test_fraction: float = field(default=0.05, metadata={"help": "share in the test split"})
+    split_method: str = field(
+        default="mmseqs",
+        metadata={
+            "help": "mmseqs: whole homology clusters (MMseqs2) per split; hash: each sequence by "
+            "its hash (homologs may share splits)",
+            "choices": SPLIT_METHODS,
+        },
+    )
+    split_identity: float = field(
+        default=0.3, metadata={"help": "mmseqs: cluster sequences at this identity or more"}
+    )
+    split_coverage: float = field(
+        default=0.8,
+        metadata={"help": "mmseqs: ... whose alignment covers this share of both sequences"},
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_length <= self.max_length:
@@ -61,6 +93,15 @@ class IngestParams:
             self.valid_fraction + self.test_fraction >= 1
         ):
             raise ConfigError("ingest: valid_fraction + test_fraction must lie in [0, 1)")
+        if self.split_method not in SPLIT_METHODS:
+            raise ConfigError(
+                f"ingest.split_method must be 'mmseqs' or 'hash', got {self.split_method!r}"
+            )
+        if not (0 < self.split_identity <= 1 and 0 < self.split_coverage <= 1):
+            raise ConfigError(
+                "ingest: split_identity and split_coverage must lie in (0, 1], got "
+                f"{self.split_identity}, {self.split_coverage}"
+            )
 
 
 def _digest(sequence: str) -> int:
@@ -72,14 +113,65 @@ def shard_of(sequence: str, n_shards: int) -> int:
     return _digest(sequence) % n_shards
 
 
-def split_of(sequence: str, params: IngestParams) -> int:
-    """Return the split code (0 train, 1 valid, 2 test): independent of the shard count."""
+def _hash_split(sequence: str, params: IngestParams) -> int:
     bucket = (_digest(sequence) >> 64) % _BUCKETS
     if bucket < params.test_fraction * _BUCKETS:
         return 2
     if bucket < (params.test_fraction + params.valid_fraction) * _BUCKETS:
         return 1
     return 0
+
+
+def split_of(sequence: str, params: IngestParams) -> int:
+    """The split code (0 train, 1 valid, 2 test) of one sequence by the `hash` method:
+    independent of the shard count and of the other sequences.
+
+    Raises:
+        ConfigError: `params` asks for cluster splits, which depend on every sequence: those
+            come from `assign_splits` (a per-sequence hash there would put homologs of test
+            sequences in training while the store's provenance says they are not).
+    """
+    if params.split_method != "hash":
+        raise ConfigError(
+            f"split_of gives the hash method's split; split_method {params.split_method!r} "
+            "needs every sequence at once: use ingest.assign_splits"
+        )
+    return _hash_split(sequence, params)
+
+
+def assign_splits(sequences: list[str], params: IngestParams, threads: int = 1) -> list[int]:
+    """The split code of each sequence by `params.split_method` (module docstring).
+
+    Raises:
+        ConfigError: `mmseqs` without MMseqs2 on PATH.
+    """
+    if params.split_method == "hash":
+        return [_hash_split(s, params) for s in sequences]
+    if params.valid_fraction == params.test_fraction == 0:
+        return [0] * len(sequences)  # one split: no clustering needed
+    labels = homology_clusters(sequences, params.split_identity, params.split_coverage, threads)
+    anchors: dict[int, str] = {}
+    for label, sequence in zip(labels, sequences, strict=True):
+        if label not in anchors or _digest(sequence) < _digest(anchors[label]):
+            anchors[label] = sequence
+    split = {label: _hash_split(anchor, params) for label, anchor in anchors.items()}
+    return [split[label] for label in labels]
+
+
+def ingest_attrs(params: IngestParams) -> dict[str, Any]:
+    """The store's `ingest` attribute: the parameters, and the split's fixed MMseqs2 settings."""
+    record: dict[str, Any] = asdict(params)
+    if params.split_method == "mmseqs":
+        record["split"] = {
+            "clusters": "connected components of mmseqs easy-search, all against all",
+            "min_seq_id": params.split_identity,
+            "coverage": params.split_coverage,
+            "cov_mode": COVERAGE_MODE,
+            "evalue": EVALUE,
+            "sensitivity": SENSITIVITY,
+            "anchor": "the member with the smallest sequence hash",
+        }
+    return record
 
 
 def select_records(paths: list[Path], params: IngestParams) -> list[Record]:
@@ -157,12 +249,21 @@ def write_shards(records: list[Record], out_paths: list[Path]) -> list[int]:
     return [len(s) for s in shards]
 
 
-def ingest(paths: list[Path], shard_paths: list[Path], params: IngestParams) -> list[int]:
+def ingest(
+    paths: list[Path], shard_paths: list[Path], params: IngestParams, threads: int = 1
+) -> list[int]:
     """Validate queries and write one FASTA per shard; the header carries the split."""
     records = select_records(paths, params)
+    splits = assign_splits([r.sequence for r in records], params, threads)
     labelled = [
-        Record(r.id, r.sequence, f"split={SPLITS[split_of(r.sequence, params)]}") for r in records
+        Record(r.id, r.sequence, f"split={SPLITS[k]}")
+        for r, k in zip(records, splits, strict=True)
     ]
+    log.info(
+        "ingest: split by %s: %s",
+        params.split_method,
+        {name: splits.count(k) for k, name in enumerate(SPLITS)},
+    )
     return write_shards(labelled, shard_paths)
 
 

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import asdict, fields
 from typing import Any
 
+from protprof.clusters import mmseqs_program
 from protprof.errors import ConfigError
 from protprof.ingest import IngestParams
 from protprof.profiles import ProfileParams
@@ -41,8 +42,12 @@ REFERENCE_RESIDUES = 1234
 
 
 def ingest(config: dict[str, Any]) -> IngestParams:
-    """The config's ingest parameters (the dataclass validates them)."""
-    return IngestParams(**config["ingest"])
+    """The config's ingest parameters (the dataclass validates them); `split_method: mmseqs`
+    without MMseqs2 is refused here, so `--dry-run` says so before any job runs."""
+    params = IngestParams(**config["ingest"])
+    if params.split_method == "mmseqs":
+        mmseqs_program()
+    return params
 
 
 def search(config: dict[str, Any]) -> SearchParams:

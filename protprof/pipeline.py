@@ -22,7 +22,7 @@ from protprof._atomic import require_space
 from protprof.alignments import write_alignments
 from protprof.fasta import Record
 from protprof.importer import SOURCES_FILE, read_alignments, sources_file, write_imported
-from protprof.ingest import IngestParams, assign_splits, ingest_attrs, read_shard, split_of
+from protprof.ingest import IngestParams, assign_splits, ingest_attrs, read_shard
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import Profiled, ProfileParams, profile_result
 from protprof.reuse import ReuseParams, per_query_summary, search_with_reuse
@@ -177,7 +177,7 @@ def import_alignments(
     gets the number of distinct sequences read, before any profile is built."""
     read = read_alignments(inputs, source.params, ingest_params, source.threads)
     items = read.items
-    splits = [split_of(item.sequence, ingest_params) for item in items]
+    splits = assign_splits([item.sequence for item in items], ingest_params, source.threads)
     if on_read is not None:
         on_read(len(items))
     extra = {

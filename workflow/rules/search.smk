@@ -35,13 +35,15 @@ if CACHE:
             f"{RESULTS}/benchmarks/ingest_queries/all.tsv"
         conda:
             ENV
+        threads: 2  # MMseqs2's all-against-all search for the splits
         resources:
             mem_mb=2048,
             runtime=30,
         params:
             options=INGEST_OPTIONS,
         shell:
-            "protprof ingest {input:q} --out {output:q} {params.options} 2> {log:q}"
+            "protprof ingest {input:q} --out {output:q} {params.options} "
+            "--threads {threads} 2> {log:q}"
 
     # Which queries the profile cache lacks: only they are sharded and searched. A checkpoint,
     # because the number of search jobs depends on the cache's contents.
@@ -85,13 +87,15 @@ else:
             f"{RESULTS}/benchmarks/ingest_queries/all.tsv"
         conda:
             ENV
+        threads: 2  # MMseqs2's all-against-all search for the splits
         resources:
             mem_mb=2048,
             runtime=30,
         params:
             options=INGEST_OPTIONS,
         shell:
-            "protprof ingest {input:q} --out {output:q} {params.options} 2> {log:q}"
+            "protprof ingest {input:q} --out {output:q} {params.options} "
+            "--threads {threads} 2> {log:q}"
 
 
 rule prepare_database:
