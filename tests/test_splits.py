@@ -30,7 +30,9 @@ from protprof.ingest import (
 )
 from protprof.store import open_store, verify
 
-pytestmark = pytest.mark.skipif(shutil.which("mmseqs") is None, reason="needs MMseqs2 (mmseqs2)")
+needs_mmseqs = pytest.mark.skipif(
+    shutil.which("mmseqs") is None, reason="MMseqs2 is not installed (apt-get install mmseqs2)"
+)
 
 PFAM = SHARED_DATA / "pfam_seeds_hmmer"
 # Larger valid and test shares than the default, so that each split holds several families.
@@ -97,6 +99,7 @@ def _anchors(sequences: list[str], labels: list[int]) -> list[str]:
     return [best[label] for label in labels]
 
 
+@needs_mmseqs
 @pytest.mark.slow
 def test_no_test_sequence_has_a_training_homolog(clustered, tmp_path):
     sequences, labels, splits = clustered
@@ -114,6 +117,7 @@ def test_no_test_sequence_has_a_training_homolog(clustered, tmp_path):
     assert sum(hashed[q] != hashed[t] for q, t, _ in pairs) > 100
 
 
+@needs_mmseqs
 @pytest.mark.slow
 def test_a_cluster_takes_the_split_its_smallest_hash_member_hashes_to(clustered):
     sequences, labels, splits = clustered
@@ -126,6 +130,7 @@ def test_a_cluster_takes_the_split_its_smallest_hash_member_hashes_to(clustered)
     assert all(splits[i] == split_of(sequences[i], HASH) for i in singletons)
 
 
+@needs_mmseqs
 @pytest.mark.slow
 def test_adding_queries_keeps_old_splits_but_where_a_cluster_gains_a_new_anchor(
     family_rich, clustered
@@ -152,6 +157,7 @@ def test_adding_queries_keeps_old_splits_but_where_a_cluster_gains_a_new_anchor(
     assert 0 < len(moved) < len(old) - len(kept_anchor)
 
 
+@needs_mmseqs
 def test_ingest_writes_cluster_splits_and_the_store_records_the_method(small_store, tmp_path):
     store = open_store(small_store)
     ingest = store.attrs["ingest"]
