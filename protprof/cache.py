@@ -50,10 +50,20 @@ from typing import Any
 import numpy as np
 
 from protprof._atomic import Kind, atomic_output, require_space
-from protprof.alphabet import N_STANDARD, decode
+from protprof.alphabet import N_STANDARD
 from protprof.errors import OutputError, ProtprofError, StoreError
 from protprof.reuse import MEMBER
-from protprof.store import CHUNK_ROWS, ProfileStore, StoreData, open_store, verify, write_stores
+from protprof.store import (
+    CHUNK_ROWS,
+    ProfileStore,
+    StoreData,
+    open_store,
+    spans,
+    store_sequences,
+    subset,
+    verify,
+    write_stores,
+)
 
 log = logging.getLogger(__name__)
 FORMAT = "protprof.cache"
@@ -170,38 +180,16 @@ def context_of_store(store: ProfileStore) -> dict[str, Any]:
     return ctx
 
 
-def _sequences(data: StoreData) -> list[str]:
-    return [
-        decode(data.tokens[data.offsets[i] : data.offsets[i + 1]]) for i in range(len(data.ids))
-    ]
-
-
 def _key_texts(store: ProfileStore, data: StoreData) -> list[str]:
     """What each row of a shard store is keyed by in its context: its sequence, and for an
     imported row also the SHA-256 of its file(s), from the store's `sources.tsv`."""
-    sequences = _sequences(data)
+    sequences = store_sequences(data)
     if "import" not in store.attrs:
         return sequences
     from protprof.importer import read_sources
 
     sources = read_sources(store)
     return [import_key(seq, sources[i].sha256) for i, seq in zip(data.ids, sequences, strict=True)]
-
-
-def _subset(data: StoreData, rows: np.ndarray) -> StoreData:
-    """The rows `rows` (sorted) of a store's data."""
-    starts, stops = data.offsets[rows], data.offsets[rows + 1]
-    lengths = stops - starts
-    spans = _spans(starts, lengths)
-    return StoreData(
-        [data.ids[i] for i in rows],
-        data.tokens[spans],
-        data.profiles[spans],
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        data.n_hits[rows],
-        data.neff[rows],
-        data.split[rows],
-    )
 
 
 def context_key(ctx: dict[str, Any]) -> str:
@@ -428,7 +416,7 @@ class ProfileCache:
         publish = store.identity[:16]
         for rows, part_ctx, tag in parts:
             if len(rows):
-                segment, n = self._publish(store, _subset(data, rows), part_ctx, tag, publish)
+                segment, n = self._publish(store, subset(data, rows), part_ctx, tag, publish)
                 published += n if tag != "f" else 0  # the same rows again
         commit = self._commit_path(publish)
         if not commit.exists():
@@ -657,11 +645,6 @@ def _remove(segment: Path) -> None:
 CACHE = Kind("a protprof cache", _is_cache)
 
 
-def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Every index of the ranges [start, start + length), concatenated."""
-    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-
-
 def assemble(
     cache: ProfileCache,
     ids: Sequence[str],
@@ -726,8 +709,8 @@ def assemble(
             for s in np.unique(segment[span]).tolist():
                 mine = np.flatnonzero(segment[span] == s)
                 size = lengths[span][mine]
-                source = _spans(stores[s].offsets[row[span][mine]], size)
-                target = _spans(offsets[mine], size)
+                source = spans(stores[s].offsets[row[span][mine]], size)
+                target = spans(offsets[mine], size)
                 tokens[target] = stores[s].gather("tokens", source)
                 profiles[target] = stores[s].gather("profiles", source)
             yield StoreData(

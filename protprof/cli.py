@@ -152,6 +152,34 @@ def _ingest_params(args: argparse.Namespace) -> Any:
     return IngestParams(**{k: v for k, v in given.items() if v is not None})
 
 
+def _add_exclude(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--exclude-stores",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="leave out the queries whose sequence is in these stores (imported alignments "
+        "the workflow prefers to a search)",
+    )
+
+
+def _excluded(args: argparse.Namespace, records: list[Any], splits: list[int]) -> Any:
+    """The records (and their splits) whose sequence is in none of `--exclude-stores`."""
+    from protprof.store import open_store, store_sequences
+
+    if not args.exclude_stores:
+        return records, splits
+    known: set[str] = set()
+    for path in args.exclude_stores:
+        known.update(store_sequences(open_store(path).read_all()))
+    kept = [i for i, r in enumerate(records) if r.sequence not in known]
+    log.info(
+        "%d queries left out: their sequences were imported from alignments",
+        len(records) - len(kept),
+    )
+    return [records[i] for i in kept], [splits[i] for i in kept]
+
+
 def _add_force(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force",
@@ -399,6 +427,7 @@ def _assemble_args(p: argparse.ArgumentParser) -> None:
     _add_ingest_options(
         p, "ingest settings the shards were made with (recorded as provenance)", defaults=False
     )
+    _add_exclude(p)
     _add_force(p)
 
 
@@ -433,7 +462,7 @@ def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None
     # Assembly reads the cache only: the database enters by its fingerprint.
     fingerprint = read_fingerprint(args.fingerprint)
     source = SearchSource(fingerprint, search, profile, 1, reuse, _filter_params(args))
-    records, splits = read_shard(args.queries)
+    records, splits = _excluded(args, *read_shard(args.queries))
     profiles = cache.ProfileCache(args.cache)
     searched = sum(profiles.publish(shard)[1] for shard in args.shards)
     shards = [dict(open_store(shard).attrs) for shard in args.shards]
@@ -468,6 +497,7 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     )
     _add_search_options(p)
     _add_reuse_options(p)
+    _add_exclude(p)
     _add_force(p)
 
 
@@ -485,7 +515,7 @@ def _run_plan(args: argparse.Namespace) -> None:
     kind = Kind("a protprof search plan", lambda p: (p / "plan.json").is_file())
     with _claim(args, (args.out_dir, kind)):
         search, profile = _search_settings(args)
-        records, splits = read_shard(args.queries)
+        records, splits = _excluded(args, *read_shard(args.queries))
         profiles = cache.ProfileCache(args.cache)
         reuse = _reuse_params(args)
         filters = _filter_params(args)
@@ -731,7 +761,7 @@ def _run_build(args: argparse.Namespace) -> None:
 
 @command("import", "profiles from existing alignments (a3m, Stockholm, a2m): no search")
 def _import_args(p: argparse.ArgumentParser) -> None:
-    from protprof.importer import COMBINE, LAYOUTS, OPENFOLD_PICK
+    from protprof.alignment_files import COMBINE, LAYOUTS, OPENFOLD_PICK
     from protprof.profiles import METHODS, ProfileParams
 
     p.add_argument(
@@ -776,6 +806,21 @@ def _import_args(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="profile cache folder: build only alignments it has no entry for",
     )
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        help="K/N: import job K (0-based) of N: the alignments whose ID hashes to K",
+    )
+    g = p.add_argument_group("leakage guard (as `protprof guard` on queries)")
+    g.add_argument(
+        "--guard-data",
+        type=Path,
+        help="the benchmark data folder: drop alignments whose query is homologous to a "
+        "downstream test sequence",
+    )
+    g.add_argument(
+        "--guard-evalue", type=float, default=1e-3, help="phmmer E-value (default 1e-3)"
+    )
     g = p.add_argument_group("profiles")
     g.add_argument("--profile-method", default=ProfileParams.method, choices=METHODS)
     g.add_argument(
@@ -787,7 +832,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> None:
-    from protprof.importer import ImportParams
+    from protprof.alignment_files import ImportParams
     from protprof.pipeline import import_alignments
     from protprof.profiles import ProfileParams
     from protprof.sources import FileSource
@@ -816,8 +861,48 @@ def _run_import(args: argparse.Namespace) -> None:
             args.cache,
             progress=lambda _: bars[0].update(),
             on_read=on_read,
+            shard=args.shard,
+            guard_data=args.guard_data,
+            guard_evalue=args.guard_evalue,
         )
     log.info("wrote %s", args.out)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, slash, n = text.partition("/")
+    if not (slash and k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"--shard must be K/N with 0 <= K < N, got {text!r}")
+    return int(k), int(n)
+
+
+@command(
+    "combine",
+    "one store of import jobs' stores and a searched store (the workflow's last store step "
+    "when alignments are configured)",
+)
+def _combine_args(p: argparse.ArgumentParser) -> None:
+    from protprof.pipeline import PREFER
+
+    p.add_argument("imported", nargs="+", type=Path, help="stores written by `import`")
+    p.add_argument("--searched", type=Path, help="the store of the searched queries")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--prefer",
+        choices=PREFER,
+        default="alignment",
+        help="a sequence given both as a query and as an alignment keeps this profile "
+        "(default: alignment)",
+    )
+    _add_ingest_options(p)
+    _add_force(p)
+
+
+def _run_combine(args: argparse.Namespace) -> None:
+    from protprof.pipeline import combine_sources
+    from protprof.store import STORE
+
+    with _claim(args, (args.out, STORE)):
+        combine_sources(args.imported, args.searched, args.out, _ingest_params(args), args.prefer)
 
 
 @command("inspect", "summarise a profile store")

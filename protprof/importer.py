@@ -1,42 +1,30 @@
 """Profiles from alignments that already exist: the alignment-file source.
 
 A jackhmmer search against UniRef90 costs core-hours per query; building HMMER's model of a
-finished alignment costs milliseconds. `import_alignments` reads alignment files (a3m,
-Stockholm, aligned FASTA/a2m; `msa_formats`), applies the ingest rules and the alignment filters
-exactly as a search's alignment gets them, builds each profile as `profiles.profile_from_msa`
-builds a searched one, and writes a store like `protprof build` does.
-
-What is found where (`discover`):
-- a file: one alignment; its ID is the file name without its extension;
-- a folder that protprof wrote (`--msa-dir`, with `index.tsv`): the files its index lists, under
-  the IDs it lists;
-- any other folder: the alignment files directly inside it, in name order;
-- `layout="openfold"`: each sub-folder is a chain (its name is the ID) holding files named as
-  AlphaFold's pipeline names them; `pick` says which, in order of preference, and `combine`
-  whether the first one found is used or all found are merged (query once, repeated rows
-  dropped).
-A glob is expanded first. The query of a file is its first record unless `query_id` is given.
+finished alignment costs milliseconds. `read_alignments` reads the files `alignment_files`
+finds (a3m, Stockholm, aligned FASTA/a2m; `msa_formats`) and applies the ingest rules;
+`write_imported` applies the alignment filters exactly as a search's alignment gets them,
+builds each profile as `profiles.profile_from_msa` builds a searched one, and writes a store
+with `sources.tsv` (each sequence's files and their SHA-256).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import numpy as np
 import pyhmmer
 
 from protprof import msa_formats
-from protprof.alignments import MSA_INDEX, _is_msa_dir
-from protprof.errors import ConfigError, InputFormatError, StoreError
+from protprof.alignment_files import Found, ImportParams, discover, in_shard
+from protprof.errors import InputFormatError, StoreError
 from protprof.ingest import SPLITS, IngestParams
 from protprof.msa_filter import FilterParams, filter_msa
 from protprof.profiles import Profiled, ProfileParams, build_hmm, profile_from_msa
@@ -44,138 +32,7 @@ from protprof.search import alignment_depth
 from protprof.store import ProfileStore, columns, quantise, write_stores
 
 log = logging.getLogger(__name__)
-
-LAYOUTS = ("files", "openfold")
-COMBINE = ("first", "merge")
-# AlphaFold/OpenFold's per-chain file names, the UniRef90 search first (a jackhmmer alignment,
-# the kind protprof's own searches make).
-OPENFOLD_PICK = ("uniref90_hits.sto", "bfd_uniclust_hits.a3m", "mgnify_hits.sto")
 SOURCES_FILE = "sources.tsv"  # per sequence: its ID, split, and the files its alignment came from
-
-
-@dataclass(frozen=True)
-class ImportParams:
-    """How alignment files are found and read."""
-
-    layout: str = "files"
-    pick: tuple[str, ...] = OPENFOLD_PICK
-    combine: str = "first"
-    query_id: str | None = None
-    skip_missing: bool = False
-
-    def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"import: layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.combine not in COMBINE:
-            raise ConfigError(f"import: combine must be one of {COMBINE}, got {self.combine!r}")
-        if not self.pick:
-            raise ConfigError("import: pick names no file")
-
-
-@dataclass(frozen=True)
-class Found:
-    """One query's alignment files (several only with `combine="merge"`), and its ID."""
-
-    id: str
-    paths: tuple[Path, ...]
-
-
-@dataclass
-class Discovery:
-    """The alignments found, and the openfold chains skipped for lack of a picked file."""
-
-    found: list[Found]
-    missing: list[str] = field(default_factory=list)  # chains without a picked file
-
-
-_SUFFIXES = {suffix for suffixes in msa_formats.FORMATS.values() for suffix in suffixes}
-
-
-def _alignment_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES)
-
-
-def _expand(inputs: Sequence[str | Path]) -> list[Path]:
-    paths: list[Path] = []
-    for item in inputs:
-        text = str(item)
-        if glob.has_magic(text) and not Path(text).exists():
-            matches = sorted(glob.glob(text))
-            if not matches:
-                raise InputFormatError(f"{text}: the pattern matches no file")
-            paths += [Path(m) for m in matches]
-        else:
-            paths.append(Path(text))
-    return paths
-
-
-def discover(inputs: Sequence[str | Path], params: ImportParams) -> Discovery:
-    """The alignments that `inputs` (files, folders, globs) hold, in argument order."""
-    found: list[Found] = []
-    missing: list[str] = []
-    for path in _expand(inputs):
-        if not path.exists():
-            raise InputFormatError(f"{path}: no such file or folder")
-        if params.layout == "openfold":
-            if not path.is_dir():
-                raise InputFormatError(f"{path}: --layout openfold takes folders of chains")
-            chains = [path] if _has_picked(path, params.pick) else _chain_folders(path)
-            for chain in chains:
-                picked = [chain / name for name in params.pick if (chain / name).is_file()]
-                if not picked:
-                    if not params.skip_missing:
-                        raise InputFormatError(
-                            f"{chain}: none of {', '.join(params.pick)} is there (pass "
-                            "--skip-missing to skip such chains)"
-                        )
-                    missing.append(str(chain))
-                    continue
-                chosen = picked if params.combine == "merge" else picked[:1]
-                found.append(Found(chain.name, tuple(chosen)))
-        elif path.is_dir() and _is_msa_dir(path):
-            found += _from_index(path)
-        elif path.is_dir():
-            files = _alignment_files(path)
-            if not files:
-                raise InputFormatError(
-                    f"{path}: no alignment file in it (.a3m, .sto, .a2m, .afa, .fasta); for "
-                    "AlphaFold/OpenFold per-chain folders pass --layout openfold"
-                )
-            found += [Found(_id_of(f), (f,)) for f in files]
-        else:
-            found.append(Found(_id_of(path), (path,)))
-    if missing:
-        log.warning("import: skipped %d chains without a picked file", len(missing))
-    return Discovery(found, missing)
-
-
-def _has_picked(folder: Path, pick: Sequence[str]) -> bool:
-    return any((folder / name).is_file() for name in pick)
-
-
-def _chain_folders(folder: Path) -> list[Path]:
-    chains = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not chains:
-        raise InputFormatError(f"{folder}: no chain folder in it (--layout openfold)")
-    return chains
-
-
-def _id_of(path: Path) -> str:
-    return path.name.rsplit(".", 1)[0] if "." in path.name else path.name
-
-
-def _from_index(folder: Path) -> list[Found]:
-    """The alignments of a protprof alignment folder, under the IDs its index gives."""
-    found = []
-    lines = (folder / MSA_INDEX).read_text().splitlines()[1:]
-    for number, line in enumerate(lines, start=2):
-        query_id, tab, name = line.partition("\t")
-        if not tab or not name:
-            raise InputFormatError(f"{folder / MSA_INDEX}: line {number}: not 'id<TAB>file'")
-        if unquote(name).startswith(".") or "/" in name:
-            raise InputFormatError(f"{folder / MSA_INDEX}: line {number}: bad file name {name!r}")
-        found.append(Found(query_id, (folder / name,)))
-    return found
 
 
 def merge(alignments: Sequence[msa_formats.Alignment]) -> msa_formats.Alignment:
@@ -268,10 +125,15 @@ class Read:
 
 
 def read_alignments(
-    inputs: Sequence[str | Path], params: ImportParams, ingest: IngestParams, threads: int = 1
+    inputs: Sequence[str | Path],
+    params: ImportParams,
+    ingest: IngestParams,
+    threads: int = 1,
+    shard: tuple[int, int] | None = None,
 ) -> Read:
-    """Find and read every alignment `inputs` hold. A sequence found in several files is
-    imported once, from the first in argument order; the others are listed in `repeated`.
+    """Find and read every alignment `inputs` hold (those of import job `shard` = (k, n) only,
+    if given). A sequence found in several files is imported once, from the first in argument
+    order; the others are listed in `repeated`.
 
     Raises:
         InputFormatError: a missing or malformed file, a folder without alignments, an ID
@@ -287,11 +149,12 @@ def read_alignments(
                 f"{found.paths[0]}: ID {found.id!r} already came from {ids[found.id].paths[0]}"
             )
         ids[found.id] = found
+    mine = [found for found in discovery.found if in_shard(found, shard)]
     chosen: dict[str, Item] = {}
     repeated: list[dict[str, Any]] = []
     skipped = 0
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        for item in pool.map(lambda f: read_found(f, params, ingest), discovery.found):
+        for item in pool.map(lambda f: read_found(f, params, ingest), mine):
             if item is None:
                 skipped += 1
                 continue
@@ -313,7 +176,9 @@ def read_alignments(
             "used (the store's attrs import.repeated lists the others)",
             len(repeated),
         )
-    if not chosen:
+    if not chosen and shard is not None:
+        log.warning("import job %d of %d: no alignment falls to it", shard[0], shard[1])
+    elif not chosen:
         raise InputFormatError(
             f"{', '.join(map(str, inputs))}: no alignment passed the length limits "
             f"(min_length {ingest.min_length}, max_length {ingest.max_length}, too_long "
@@ -349,18 +214,23 @@ def import_provenance(
 
 def sources_file(items: Sequence[Item], splits: Sequence[int]) -> bytes:
     """`sources.tsv`: per sequence, its ID, split, file(s) and their SHA-256."""
+    rows = [Source(item.id, tuple(map(os.fspath, item.paths)), item.sha256) for item in items]
+    return format_sources(rows, splits)
+
+
+def format_sources(rows: Sequence[Source], splits: Sequence[int]) -> bytes:
+    """`sources.tsv` of these rows (`read_sources` reads it)."""
     lines = ["# id\tsplit\tfiles\tsha256\n"]
-    for item, split in zip(items, splits, strict=True):
-        files = ",".join(os.fspath(p) for p in item.paths)
-        lines.append(f"{item.id}\t{SPLITS[split]}\t{files}\t{','.join(item.sha256)}\n")
+    for row, split in zip(rows, splits, strict=True):
+        lines.append(f"{row.id}\t{SPLITS[split]}\t{','.join(row.files)}\t{','.join(row.sha256)}\n")
     return "".join(lines).encode()
 
 
 @dataclass(frozen=True)
 class Source:
-    """One row of a store's `sources.tsv`."""
+    """One row of a store's `sources.tsv`: a sequence's ID and the file(s) it came from."""
 
-    split: str
+    id: str
     files: tuple[str, ...]
     sha256: tuple[str, ...]
 
@@ -375,7 +245,7 @@ def read_sources(store: ProfileStore) -> dict[str, Source]:
         if len(fields) != 4:
             raise StoreError(f"{store.path / SOURCES_FILE}: line {number}: not 4 fields")
         out[fields[0]] = Source(
-            fields[1], tuple(fields[2].split(",")), tuple(fields[3].split(","))
+            fields[0], tuple(fields[2].split(",")), tuple(fields[3].split(","))
         )
     return out
 

@@ -27,8 +27,9 @@ from typing import Any, Protocol
 
 from protprof import cache
 from protprof._atomic import require_space
+from protprof.alignment_files import ImportParams
 from protprof.errors import ConfigError
-from protprof.importer import ImportParams, Item, import_provenance, write_imported
+from protprof.importer import Item, import_provenance, write_imported
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import ProfileParams
 from protprof.reuse import ReuseParams, run_summary

@@ -98,6 +98,34 @@ def columns(
     )
 
 
+def spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Every index of the ranges [start, start + length), concatenated."""
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+
+
+def subset(data: StoreData, rows: np.ndarray) -> StoreData:
+    """The rows `rows` (sorted) of a store's data."""
+    starts, stops = data.offsets[rows], data.offsets[rows + 1]
+    lengths = stops - starts
+    residues = spans(starts, lengths)
+    return StoreData(
+        [data.ids[i] for i in rows],
+        data.tokens[residues],
+        data.profiles[residues],
+        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        data.n_hits[rows],
+        data.neff[rows],
+        data.split[rows],
+    )
+
+
+def store_sequences(data: StoreData) -> list[str]:
+    """The sequences of a store's data, in row order."""
+    return [
+        decode(data.tokens[data.offsets[i] : data.offsets[i + 1]]) for i in range(len(data.ids))
+    ]
+
+
 def provenance(
     database: dict[str, Any],
     search: dict[str, Any],

@@ -216,3 +216,49 @@ def test_filters_with_reuse_are_refused(tmp_path, capsys):
     queries = write_queries(tmp_path / "q.fasta", 4)
     argv = ["build", str(queries), "--database", str(DEMO_DB), "--reuse", "pool"]
     _fails([*argv, "--max-seqs", "3", "--out", str(tmp_path / "o.zarr")], capsys, "reuse")
+
+
+def test_import_jobs_and_a_search_combine_into_one_store(searched, tmp_path, capsys):
+    """Alignments imported in two jobs plus a searched store: each sequence once, the imported
+    profile preferred for a sequence given both ways (or the searched one), one split rule."""
+    store, msas = searched["a3m"]
+    files = sorted(msas.glob("*.a3m"))
+    jobs = []
+    for k in range(2):
+        out = tmp_path / f"import{k}.zarr"
+        assert (
+            main(["-q", "import", *map(str, files[:5]), "--shard", f"{k}/2", "--out", str(out)])
+            == 0
+        )
+        jobs.append(out)
+    assert sum(len(open_store(j)) for j in jobs) == 5
+    combined = tmp_path / "combined.zarr"
+    argv = ["-q", "combine", *map(str, jobs), "--searched", str(store), "--out", str(combined)]
+    assert main(argv) == 0
+    info = _inspect(combined, capsys)
+    assert info["sources"] == {"imported": 5, "searched": 3}
+    assert open_store(combined).attrs["combined"]["given_both_ways"] == 5
+    assert sorted(open_store(combined).ids) == sorted(open_store(store).ids)
+    # The profiles are the searched ones either way here (the files are this search's own).
+    want = _arrays(store)
+    got = open_store(combined).read_all()
+    order = [list(got.ids).index(i) for i in want["ids"]]
+    assert np.array_equal(np.asarray(got.split)[order], want["split"])
+    rows = (open_store(combined).path / "sources.tsv").read_text().splitlines()[1:]
+    assert sorted(r.split("\t")[0] for r in rows) == sorted(f.stem for f in files[:5])
+    prefer = tmp_path / "prefer-search.zarr"
+    assert main([*argv[:-1], str(prefer), "--prefer", "search"]) == 0
+    assert _inspect(prefer, capsys)["sources"] == {"imported": 0, "searched": 8}
+
+
+def test_combine_refuses_import_jobs_made_with_other_settings(searched, tmp_path, capsys):
+    _, msas = searched["a3m"]
+    a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    assert main(["-q", "import", str(msas), "--shard", "0/2", "--out", str(a)]) == 0
+    assert (
+        main(["-q", "import", str(msas), "--shard", "1/2", "--out", str(b), "--max-seqs", "2"])
+        == 0
+    )
+    _fails(
+        ["combine", str(a), str(b), "--out", str(tmp_path / "c.zarr")], capsys, str(b), "settings"
+    )
