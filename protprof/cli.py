@@ -691,6 +691,8 @@ def _run_fetch(args: argparse.Namespace) -> None:
     done, present = fetch.fetch_all(
         sources, derived, args.out, args.base_url, args.force, args.progress_seconds
     )
+    if args.what == "evaluation" and not args.only:
+        fetch.write_provenance(args.out)
     log.info("%d files fetched or made, %d already present and verified", done, present)
 
 

@@ -484,6 +484,29 @@ def fetch_all(
     return done, present
 
 
+def write_provenance(out: Path) -> Path:
+    """After a complete evaluation fetch: the manifest as `PROVENANCE.tsv`, the staged data
+    folder's own record (written last, so its presence means every file is there)."""
+    from protprof._atomic import atomic_output
+
+    text = resources.files("protprof.evaluation").joinpath("sources.tsv").read_text()
+    path = out / "PROVENANCE.tsv"
+    with atomic_output(path, FILE, force=True) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def uniref_name(database: str) -> str | None:
+    """`uniref90` or `uniref50` when a workflow's database path names UniProt's file, so the
+    workflow can fetch it (None for any other database)."""
+    name = Path(database).name
+    return (
+        name.removesuffix(".fasta.gz")
+        if name in ("uniref90.fasta.gz", "uniref50.fasta.gz")
+        else None
+    )
+
+
 def describe(sources: list[Source], derived: list[Entry]) -> str:
     """The dry run's listing: URL, size and destination of each file."""
     lines = []

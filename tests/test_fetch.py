@@ -290,6 +290,7 @@ def test_evaluation_contacts_fetched_and_manifest_derived(server, tmp_path):
     assert (out / "contacts_xtal" / "manifest.tsv").read_bytes() == (
         DATA / "contacts_xtal" / "manifest.tsv"
     ).read_bytes()
+    assert not (out / "PROVENANCE.tsv").exists()  # written only when every file is there
     n = len(server.behaviour.requests)
     assert main(args) == 0  # everything present and verified: no request
     assert len(server.behaviour.requests) == n
@@ -315,3 +316,50 @@ def test_progress_lines_in_a_log_file(caplog, tmp_path):
     ]
     assert Progress(1, "byte", "x", interval=1).interval == 10  # clamped to [10, 60] s
     assert Progress(1, "byte", "x", interval=600).interval == 60
+
+
+@pytest.mark.slow  # starts Snakemake (a dry run)
+def test_workflow_fetches_a_missing_uniref_database(tmp_path):
+    from test_workflow import snakemake, write_config
+    from test_workflow_paths import commands
+
+    workdir, folder = tmp_path / "work", tmp_path / "db dir"
+    workdir.mkdir()
+    write_config(workdir, database=str(folder / "uniref90.fasta.gz"))
+    run = snakemake(workdir, "-n", "-p", "--config", "database_residues=1000000")
+    assert run.returncode == 0, run.stderr
+    found = commands(run.stdout)
+    assert found["fetch_database"] == [
+        [
+            "protprof",
+            "fetch",
+            "uniref90",
+            "--out",
+            str(folder),
+            "2>",
+            "results/logs/fetch_database/uniref90.log",
+        ],
+    ]
+    assert "prepare_database" in found  # its input is the fetched file
+    # The evaluation data on request, into evaluation.data, PROVENANCE.tsv written last.
+    data = tmp_path / "eval data"
+    run = snakemake(
+        workdir,
+        "-n",
+        "-p",
+        "fetch_evaluation_data",
+        "--config",
+        f"evaluation={{'data': '{data}'}}",
+    )
+    assert run.returncode == 0, run.stderr
+    assert commands(run.stdout)["fetch_evaluation_data"] == [
+        [
+            "protprof",
+            "fetch",
+            "evaluation",
+            "--out",
+            str(data),
+            "2>",
+            "results/logs/fetch_evaluation_data/all.log",
+        ],
+    ]

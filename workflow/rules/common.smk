@@ -5,6 +5,7 @@ import os
 import shlex
 
 from protprof import jobs
+from protprof.fetch import uniref_name
 
 RESULTS = config.get("results", "results")
 # The profile cache (may be shared by several workflows, a lab-wide folder); false: none.
@@ -41,6 +42,8 @@ TRAIN_SLURM_EXTRA = jobs.train_slurm_extra(config)
 INIT_FROM_OPTION = jobs.init_from_option(config)
 INIT_FROM_INPUTS = jobs.init_from_inputs(config)
 jobs.check_training(config, store=f"{RESULTS}/store/profiles.zarr")
+# uniref90 / uniref50 when `database` names UniProt's file: the workflow can fetch it.
+UNIREF = uniref_name(config["database"])
 
 # Evaluation needs the benchmark data; without it the workflow stops at training, and says so
 # once, when the run starts (not in every job's log).
