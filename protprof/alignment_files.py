@@ -47,6 +47,7 @@ class ImportParams:
     combine: str = "first"
     query_id: str | None = None
     skip_missing: bool = False
+    fmt: str | None = None  # the files' format; None: from each file's extension
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -55,6 +56,10 @@ class ImportParams:
             raise ConfigError(f"import: combine must be one of {COMBINE}, got {self.combine!r}")
         if not self.pick:
             raise ConfigError("import: pick names no file")
+        if self.fmt is not None and self.fmt not in msa_formats.FORMATS:
+            raise ConfigError(
+                f"import: format must be one of {tuple(msa_formats.FORMATS)}, got {self.fmt!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -764,6 +764,7 @@ def _run_build(args: argparse.Namespace) -> None:
 @command("import", "profiles from existing alignments (a3m, Stockholm, a2m): no search")
 def _import_args(p: argparse.ArgumentParser) -> None:
     from protprof.alignment_files import COMBINE, LAYOUTS, OPENFOLD_PICK
+    from protprof.msa_formats import FORMATS
     from protprof.profiles import METHODS, ProfileParams
 
     p.add_argument(
@@ -794,6 +795,12 @@ def _import_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--query-id", help="the query's record name in each file (default: the first record)"
+    )
+    p.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        help="the files' format (default: from each file's extension: .a3m, .a2m, .sto, "
+        ".stockholm, .afa, .fasta, .fa, .aln)",
     )
     p.add_argument(
         "--skip-missing",
@@ -846,6 +853,7 @@ def _run_import(args: argparse.Namespace) -> None:
         combine=args.combine,
         query_id=args.query_id,
         skip_missing=args.skip_missing,
+        fmt=args.format,
     )
     profile = ProfileParams(method=args.profile_method, pseudocount=args.pseudocount)
     source = FileSource(params, profile, _filter_params(args), args.threads)

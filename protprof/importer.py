@@ -92,7 +92,7 @@ class Item:
 
 def read_found(item: Found, params: ImportParams, ingest: IngestParams) -> Item | None:
     """The (merged, cropped) alignment of one query, or None when ingest skips it."""
-    alignments = [msa_formats.read_alignment(p, query_id=params.query_id) for p in item.paths]
+    alignments = [msa_formats.read_alignment(p, params.fmt, params.query_id) for p in item.paths]
     alignment = alignments[0]
     for other in alignments[1:]:
         if other.query != alignment.query:

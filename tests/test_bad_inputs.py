@@ -54,6 +54,12 @@ TEMPLATES = {
     "plan fingerprint": "plan {SHARD} --fingerprint {BAD} --cache {OUT}/cache "
     "--out-dir {OUT}/plan -N 1",
     "cache": "cache stats {BAD}",
+    "import": "import {BAD} --out {OUT}/i.zarr",
+    "import a3m": "import {BAD} --format a3m --out {OUT}/i.zarr",
+    "import stockholm": "import {BAD} --format stockholm --out {OUT}/i.zarr",
+    "import openfold": "import {BAD} --layout openfold --out {OUT}/i.zarr",
+    "combine": "combine {BAD} --out {OUT}/c.zarr",
+    "combine searched": "combine {IMPORTED} --searched {BAD} --out {OUT}/c.zarr",
 }
 
 
@@ -66,10 +72,15 @@ def valid(tmp_path_factory, small_store) -> dict[str, str]:
     assert main(["-q", "ingest", str(queries), "--out", str(shard)]) == 0
     assert main(["-q", "prepare-db", str(DEMO_DB), "--out", str(fingerprint)]) == 0
     assert main(["-q", "init-state", str(shard), "--out", str(state), "-N", "1"]) == 0
+    imported = tmp / "imported.zarr"  # one real HHblits a3m of ESM's examples
+    esm = sorted((SHARED_DATA / "msa_examples_esm").glob("*.a3m"))[:1]
+    if esm:
+        assert main(["-q", "import", str(esm[0]), "--out", str(imported)]) == 0
     checkpoint = tmp / "untrained.pt"  # a real model at its initialisation: loads in ~0.1 s
     save_checkpoint(checkpoint, model_state(ProteinEncoder(PRESETS["tiny"]), {}, 0))
     return {
         "CHECKPOINT": str(checkpoint),
+        "IMPORTED": str(imported),
         "DB": str(DEMO_DB),
         "SHARD": str(shard),
         "FP": str(fingerprint),
@@ -107,7 +118,9 @@ VALID_EMPTY = {"search shard", "init-state", "train config", "plan queries"}
 @pytest.mark.parametrize("kind", BAD_KINDS)
 @pytest.mark.parametrize("name", list(TEMPLATES))
 def test_bad_input_is_one_line_not_a_traceback(tmp_path, capsys, valid, name, kind):
-    if "{SHARED}" in TEMPLATES[name] and not SHARED_DATA.is_dir():
+    if ("{SHARED}" in TEMPLATES[name] or "{IMPORTED}" in TEMPLATES[name]) and not (
+        SHARED_DATA.is_dir()
+    ):
         pytest.skip(f"needs the shared benchmark data at {SHARED_DATA}")
     if kind == "empty" and name in VALID_EMPTY:
         pytest.skip("an empty file is valid input here")

@@ -179,4 +179,6 @@ def test_help_lists_every_subcommand(capsys):
         "compare",
         "plan",
         "cache",
+        "import",
+        "combine",
     }
