@@ -24,11 +24,17 @@ log = logging.getLogger("protprof")
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
-def command(name: str, help: str) -> Callable:
+# Internal steps the workflow runs, hidden from the top-level help (each keeps its --help).
+HIDDEN: set[str] = set()
+
+
+def command(name: str, help: str, hidden: bool = False) -> Callable:
     """Register `add_arguments` for a subcommand; its `run` is found as `_run_<name>`."""
 
     def register(add_arguments: Callable[[argparse.ArgumentParser], None]) -> Callable:
         COMMANDS[name] = (help, add_arguments)
+        if hidden:
+            HIDDEN.add(name)
         return add_arguments
 
     return register
@@ -44,14 +50,21 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
         "--preset",
         default="hmmer",
         choices=list(PRESETS),
-        help="hmmer: HMMER jackhmmer defaults; alphafold: AlphaFold's UniRef90 recipe",
+        help="hmmer: HMMER's jackhmmer thresholds with -N 3; alphafold: AlphaFold's UniRef90 "
+        "recipe",
     )
     types = {f.name: f.type for f in fields(SearchParams)}
     for name, (flag, help) in FLAGS.items():
         kind = int if "int" in str(types[name]) else float
         names = [flag, f"--{name}"] if name == "iterations" else [flag]
         g.add_argument(*names, dest=name, type=kind, help=help)
-    g.add_argument("--threads", type=int, default=1, help="cores to use (default 1)")
+    g.add_argument(
+        "--threads",
+        "--cpu",
+        type=int,
+        default=1,
+        help="cores to use (default 1; --cpu: HMMER's name)",
+    )
     g = p.add_argument_group("profiles")
     g.add_argument("--profile-method", default=ProfileParams.method, choices=METHODS)
     g.add_argument(
@@ -322,7 +335,7 @@ def _chunked_options(p: argparse.ArgumentParser, state: str) -> None:
     _add_force(p)
 
 
-@command("init-state", "chunked database: the query models iteration 1 searches with")
+@command("init-state", "chunked database: the query models iteration 1 searches with", hidden=True)
 def _init_state_args(p: argparse.ArgumentParser) -> None:
     _chunked_options(p, argparse.SUPPRESS)
 
@@ -339,7 +352,9 @@ def _run_init_state(args: argparse.Namespace) -> None:
         chunked.save(args.out, chunked.initial_states(records, search))
 
 
-@command("search-chunk", "chunked database: one iteration of a shard against one chunk")
+@command(
+    "search-chunk", "chunked database: one iteration of a shard against one chunk", hidden=True
+)
 def _search_chunk_args(p: argparse.ArgumentParser) -> None:
     _chunked_options(p, "state after the previous iteration (from init-state for iteration 1)")
     p.add_argument("--chunk", type=Path, required=True, help="a chunk from split-db")
@@ -359,7 +374,7 @@ def _run_search_chunk(args: argparse.Namespace) -> None:
         chunked.save(args.out, chunked.search_chunk(states, chunk, search, z, args.threads))
 
 
-@command("merge-iteration", "chunked database: merge one iteration's chunk hits")
+@command("merge-iteration", "chunked database: merge one iteration's chunk hits", hidden=True)
 def _merge_iteration_args(p: argparse.ArgumentParser) -> None:
     _chunked_options(p, "state after the previous iteration (from init-state for iteration 1)")
     p.add_argument("--hits", nargs="+", type=Path, required=True, help="from search-chunk")
@@ -378,7 +393,11 @@ def _run_merge_iteration(args: argparse.Namespace) -> None:
         chunked.save(args.out, chunked.merge_iteration(records, states, hits, search))
 
 
-@command("finish-shard", "chunked database: profiles and the shard store from the last state")
+@command(
+    "finish-shard",
+    "chunked database: profiles and the shard store from the last state",
+    hidden=True,
+)
 def _finish_shard_args(p: argparse.ArgumentParser) -> None:
     _chunked_options(p, "state after the last iteration")
     p.add_argument("--fingerprint", type=Path, required=True, help="of the whole database")
@@ -1006,6 +1025,10 @@ def _run_verify(args: argparse.Namespace) -> None:
 
 @command("train", "pretrain a model on a profile store (MLM, profile or multitask)")
 def _train_args(p: argparse.ArgumentParser) -> None:
+    from protprof.train_config import describe_keys
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "training keys (the YAML's keys; --set KEY=VALUE):\n" + describe_keys()
     p.add_argument("--config", type=Path, help="training YAML (keys of TrainConfig)")
     p.add_argument("--store", help="profile store (overrides the config's)")
     p.add_argument(
@@ -1303,12 +1326,19 @@ def parser() -> argparse.ArgumentParser:
         prog="protprof",
         description="Build per-residue MSA profiles with jackhmmer, store them in Zarr, and "
         "pretrain protein models on them.",
+        epilog="The chunked database search's internal steps, which the workflow runs "
+        "(init-state, search-chunk, merge-iteration, finish-shard), are not listed; each has "
+        "its own --help.",
     )
     p.add_argument("--version", action="version", version=f"protprof {__version__}")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help, add_arguments) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help, description=help))
+        # A subparser added without `help` is callable but not listed in the help.
+        if name in HIDDEN:
+            add_arguments(sub.add_parser(name, description=help))
+        else:
+            add_arguments(sub.add_parser(name, help=help, description=help))
     return p
 
 

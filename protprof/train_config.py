@@ -172,6 +172,20 @@ def _bounds(key: str) -> str:
 _FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
 
+def describe_keys() -> str:
+    """One line per training key: name, type, default and what is allowed (`train --help`)."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        factory: Any = f.default_factory  # a callable when the field has no plain default
+        default = factory() if f.default is dataclasses.MISSING else f.default
+        allowed = _bounds(f.name).strip() if f.name in _BOUNDS else ""
+        if f.name in _CHOICES:
+            allowed = "one of " + ", ".join(_CHOICES[f.name])
+        shown = repr(default) if isinstance(default, str) else str(default)
+        lines.append(f"  {f.name:<17} {str(f.type):<5} default {shown:<20} {allowed}".rstrip())
+    return "\n".join(lines)
+
+
 def _coerce(key: str, value: Any, text: str | None = None) -> Any:
     """A setting's value as read from YAML (or from `--set` `text`), before checking.
 

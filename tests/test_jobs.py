@@ -69,7 +69,7 @@ def test_option_strings_parse_back_to_the_same_parameters(search):
 
 def test_iterations_come_from_the_preset():
     assert jobs.iterations(config(search={"preset": "alphafold"})) == 1
-    assert jobs.iterations(config(search={"preset": "hmmer"})) == 5
+    assert jobs.iterations(config(search={"preset": "hmmer"})) == 3
     assert jobs.iterations(config(search={"preset": "alphafold", "iterations": 2})) == 2
 
 
