@@ -215,10 +215,11 @@ def _claim(args: argparse.Namespace, *outputs: tuple[Path | None, Any]) -> Itera
 
 
 def _progress(total: int, unit: str) -> Any:
-    from tqdm import tqdm
+    from protprof.progress import Progress
 
-    # disable=None: a bar on a terminal, nothing in a Snakemake or SLURM log file.
-    return tqdm(total=total, unit=unit, disable=None, file=sys.stderr)
+    # A bar on a terminal; in a Snakemake or SLURM log file a line after the first unit, then
+    # every 30 s (done/total, rate, ETA), so a multi-hour job shows where it is.
+    return Progress(total, unit, {"query": "searched", "alignment": "imported"}.get(unit, unit))
 
 
 @command("ingest", "validate query FASTA files and split them into shards")
