@@ -30,6 +30,8 @@ WORKING_SET_MB = 1024
 # cores. Runtimes get a further 1.5x margin.
 SEARCH_SECONDS_PER_CELL = 3e-10
 RUNTIME_MARGIN = 1.5
+# A job's runtime limit: queues commonly allow 24 hours (config `max_job_hours`).
+MAX_JOB_HOURS = 24
 # The store holds 21 bytes per residue (tokens + profiles); assemble holds one shard at a time
 # and writes it, so 2x. Measured: 6 shards of 5.9 M residues, peak RSS 275 MB.
 STORE_BYTES_PER_RESIDUE = 21
@@ -141,10 +143,13 @@ def database_residues(config: dict[str, Any]) -> float:
     return config.get("database_residues") or file_residues(config["database"])
 
 
+def _query_residues(config: dict[str, Any]) -> float:
+    return config.get("query_residues") or sum(file_residues(q) for q in config["queries"])
+
+
 def query_residues_per_shard(config: dict[str, Any]) -> float:
     """Query residues per search job: `query_residues` or the files' estimate, per shard."""
-    total = config.get("query_residues") or sum(file_residues(q) for q in config["queries"])
-    return total / config["shards"]
+    return _query_residues(config) / search_shards(config)
 
 
 def search_mem_mb(config: dict[str, Any]) -> int:
@@ -153,15 +158,65 @@ def search_mem_mb(config: dict[str, Any]) -> int:
     return int(WORKING_SET_MB + DB_BYTES_PER_RESIDUE * chunk / 1e6)
 
 
-def search_runtime_min(config: dict[str, Any]) -> int:
+def _search_minutes(config: dict[str, Any], query_residues: float) -> int:
     """A whole search job runs every iteration; a chunk job one iteration on 1/K of the
     database. With reuse the estimate stays one whole-database search per query (the safe
     side: how many families the queries hold is known only after searching)."""
     k = config["database_chunks"]
-    cells = query_residues_per_shard(config) * database_residues(config) / max(1, k)
+    cells = query_residues * database_residues(config) / max(1, k)
     cells *= 1 if k else iterations(config)
     seconds = cells * SEARCH_SECONDS_PER_CELL / config["search"]["threads"]
     return max(10, math.ceil(RUNTIME_MARGIN * seconds / 60))
+
+
+def max_job_minutes(config: dict[str, Any]) -> int:
+    """`max_job_hours` (a queue's time limit) in minutes."""
+    return math.floor(60 * config.get("max_job_hours", MAX_JOB_HOURS))
+
+
+def search_shards(config: dict[str, Any]) -> int:
+    """`shards`, raised until the estimated runtime of every search job fits `max_job_hours`.
+
+    Raises:
+        ConfigError: one query of `ingest.max_length` residues alone would exceed it: only
+            more database chunks or threads per job can shorten that.
+    """
+    if not config.get("queries"):  # alignments only: no search jobs
+        return config["shards"]
+    limit, total = max_job_minutes(config), _query_residues(config)
+    one_query = _search_minutes(config, config["ingest"].get("max_length", 1000))
+    if one_query > limit:
+        raise ConfigError(
+            f"max_job_hours: {limit / 60:g} h is shorter than the estimated search of one "
+            f"query of ingest.max_length residues ({one_query / 60:.1f} h); raise "
+            "database_chunks or search.threads, or max_job_hours"
+        )
+    shards = config["shards"]
+    minutes = _search_minutes(config, total / shards)
+    if minutes > limit:
+        shards = max(shards, math.ceil(shards * minutes / limit))
+        while _search_minutes(config, total / shards) > limit:  # the estimate rounds up
+            shards += 1
+    return shards
+
+
+def search_runtime_min(config: dict[str, Any]) -> int:
+    """The estimated runtime of a search job (whole shard, or one chunk and iteration)."""
+    return _search_minutes(config, query_residues_per_shard(config))
+
+
+def plan_summary(config: dict[str, Any]) -> str:
+    """One line for the dry run: the search jobs' size against `max_job_hours`."""
+    shards, limit = search_shards(config), max_job_minutes(config)
+    raised = (
+        f" (raised from shards: {config['shards']} so that none exceeds it)"
+        if shards != config["shards"]
+        else ""
+    )
+    return (
+        f"protprof plan: {shards} search shards{raised}; the longest search job is estimated "
+        f"at {search_runtime_min(config) / 60:.1f} h of max_job_hours {limit / 60:g}"
+    )
 
 
 def reference_mem_mb(config: dict[str, Any]) -> int:

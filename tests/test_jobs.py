@@ -83,6 +83,8 @@ def test_cross_field_rules_fail_naming_the_keys():
 def test_resource_model_for_the_uniref90_plan():
     plan = yaml.safe_load((ROOT / "workflow/plans/uniref90.yaml").read_text())
     chunked = config(**plan)
+    # No queue limit here (test_job_sizes.py tests max_job_hours): the model alone.
+    chunked["max_job_hours"] = 1000
     cfg = {**chunked, "database_chunks": 0}
     assert jobs.search_mem_mb(cfg) == 1024 + 3 * 55_000  # 3 B per residue of 5.5e10
     assert jobs.search_mem_mb(chunked) == 1024 + int(3 * 5.5e10 / 16 / 1e6)

@@ -10,7 +10,13 @@ from protprof.fetch import uniref_name
 RESULTS = config.get("results", "results")
 # The profile cache (may be shared by several workflows, a lab-wide folder); false: none.
 CACHE = f"{RESULTS}/cache" if config["cache"] is None else config["cache"]
-SHARDS = [f"{k:04d}" for k in range(config["shards"])]
+# `shards`, raised where needed so that no search job's estimated runtime exceeds
+# max_job_hours (jobs.search_shards); the dry run says so.
+N_SHARDS = jobs.search_shards(config)
+SHARDS = [f"{k:04d}" for k in range(N_SHARDS)]
+MAX_JOB_MIN = jobs.max_job_minutes(config)
+if workflow.is_main_process:
+    logger.info(jobs.plan_summary(config))
 PROFILE = config["profile"]
 ENV = "../../envs/protprof.yaml"
 # database_chunks K > 0: search each iteration as K jobs against database chunks (memory / K).

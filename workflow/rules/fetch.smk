@@ -16,7 +16,7 @@ if UNIREF:
             ENV
         resources:
             mem_mb=1024,
-            runtime=24 * 60,
+            runtime=MAX_JOB_MIN,  # resumable: a rerun continues the download
         params:
             folder=lambda wildcards, output: os.path.dirname(output[0]) or ".",
         shell:

@@ -64,7 +64,7 @@ if CACHE:
             runtime=30,
         params:
             cache=CACHE,
-            shards=config["shards"],
+            shards=N_SHARDS,
             options=SEARCH_OPTIONS,
             reuse=REUSE_OPTIONS,
         shell:

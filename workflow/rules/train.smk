@@ -21,7 +21,7 @@ rule train_model:
     threads: config["train"]["threads"]
     resources:
         mem_mb=8192,
-        runtime=24 * 60,
+        runtime=MAX_JOB_MIN,  # a longer training saves on SLURM's signal and resumes
         gpu=config["train"]["devices"],
         slurm_extra=TRAIN_SLURM_EXTRA,
     params:
