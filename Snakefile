@@ -17,12 +17,21 @@ wildcard_constraints:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/fetch.smk"
-include: "workflow/rules/search.smk"
 
 
-if N_CHUNKS:
+if QUERIES:
+
+    include: "workflow/rules/search.smk"
+
+
+if QUERIES and N_CHUNKS:
 
     include: "workflow/rules/chunked.smk"
+
+
+if ALIGNMENTS:
+
+    include: "workflow/rules/import.smk"
 
 
 include: "workflow/rules/store.smk"

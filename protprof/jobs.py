@@ -15,9 +15,11 @@ import shutil
 from dataclasses import asdict, fields
 from typing import Any
 
+from protprof.alignment_files import OPENFOLD_PICK, ImportParams, discover, in_shard
 from protprof.clusters import mmseqs_program
 from protprof.errors import ConfigError
 from protprof.ingest import IngestParams
+from protprof.msa_filter import FilterParams
 from protprof.profiles import ProfileParams
 from protprof.reuse import MODES, ReuseParams
 from protprof.search import FLAGS, SearchParams, search_params
@@ -124,7 +126,7 @@ def search_options(config: dict[str, Any]) -> str:
         if getattr(params, name) is not None
     ]
     parts += [f"--profile-method {method.method}", f"--pseudocount {method.pseudocount}"]
-    return " ".join(parts)
+    return " ".join([*parts, filter_options(config)]).strip()
 
 
 def iterations(config: dict[str, Any]) -> int:
@@ -140,6 +142,8 @@ def file_residues(path: str) -> float:
 
 def database_residues(config: dict[str, Any]) -> float:
     """`database_residues` when given (to plan a run before the file exists), else estimated."""
+    if not config.get("database"):  # alignments only: nothing is searched
+        return 0.0
     return config.get("database_residues") or file_residues(config["database"])
 
 
@@ -389,3 +393,118 @@ def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:
         if props["search"]["properties"][name]["default"] != getattr(ReuseParams, name):
             problems.append(f"search.{name}")
     return problems
+
+
+def filters(config: dict[str, Any]) -> FilterParams:
+    """The config's alignment filters (`filters:`; all off by default), refused with search
+    reuse (members' profiles come from their family's alignment, which filters never see)."""
+    params = FilterParams(**(config.get("filters") or {}))
+    if params.active and config["search"].get("reuse", "none") != "none":
+        raise ConfigError(
+            "filters: alignment filters do not combine with search.reuse; use one or the other"
+        )
+    return params
+
+
+def filter_options(config: dict[str, Any]) -> str:
+    """The `--max-seqs ...` options of the filters that are on (none: an empty string, so the
+    command lines of a config without filters stay as they were)."""
+    return " ".join(
+        f"--{name.replace('_', '-')} {value}"
+        for name, value in asdict(filters(config)).items()
+        if value is not None
+    )
+
+
+def alignment_section(config: dict[str, Any]) -> dict[str, Any]:
+    """The `alignments:` section with its defaults (paths empty: no import)."""
+    section = {
+        "paths": [],
+        "layout": "files",
+        "pick": list(OPENFOLD_PICK),
+        "combine": "first",
+        "query_id": None,
+        "format": None,
+        "skip_missing": False,
+        "prefer": "alignment",
+        "jobs": 1,
+        "threads": 1,
+    }
+    return {**section, **(config.get("alignments") or {})}
+
+
+def import_params(config: dict[str, Any]) -> ImportParams:
+    """How the config's alignment files are found and read (validated)."""
+    section = alignment_section(config)
+    return ImportParams(
+        layout=section["layout"],
+        pick=tuple(section["pick"]),
+        combine=section["combine"],
+        query_id=section["query_id"],
+        skip_missing=section["skip_missing"],
+        fmt=section["format"],
+    )
+
+
+def check_sources(config: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether the config has queries to search and alignments to import; refuses a config
+    with neither, queries without a database, and alignments only with an evaluation task
+    that needs the alignment reference (it searches the database the store's queries were
+    searched against)."""
+    queries = bool(config.get("queries"))
+    alignments = bool(alignment_section(config)["paths"])
+    if not (queries or alignments):
+        raise ConfigError("config: give queries, alignments.paths, or both")
+    if queries and not config.get("database"):
+        raise ConfigError("config: queries are searched against a database: set database")
+    if not queries and reference_needed(config):
+        raise ConfigError(
+            "config: evaluation tasks with a zero-shot alignment reference search the database "
+            "the store's queries were searched against; a store of imported alignments has "
+            "none: drop those tasks (e.g. variants) or give queries and a database"
+        )
+    return queries, alignments
+
+
+def import_options(config: dict[str, Any]) -> str:
+    """Every `protprof import` option of the config but the paths, shard and cache."""
+    params, section, method = import_params(config), alignment_section(config), profile(config)
+    parts = [
+        f"--layout {params.layout}",
+        f"--pick {shlex.quote(','.join(params.pick))}",
+        f"--combine {params.combine}",
+        f"--profile-method {method.method}",
+        f"--pseudocount {method.pseudocount}",
+    ]
+    if params.query_id is not None:
+        parts.append(f"--query-id {shlex.quote(params.query_id)}")
+    if params.fmt is not None:
+        parts.append(f"--format {params.fmt}")
+    if section["skip_missing"]:
+        parts.append("--skip-missing")
+    return " ".join([*parts, filter_options(config)]).strip()
+
+
+def import_inputs(config: dict[str, Any]) -> list[list[str]]:
+    """Each import job's alignment files (its Snakemake input: a new or changed file reruns
+    only its job). Found when Snakemake parses the workflow: a missing path or an OpenFold
+    chain without a picked file fails the dry run, naming it."""
+    section = alignment_section(config)
+    n_jobs = section["jobs"]
+    if not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ConfigError(f"alignments.jobs must be an integer >= 1, got {n_jobs!r}")
+    found = discover(section["paths"], import_params(config)).found
+    return [
+        [str(p) for f in found if in_shard(f, (k, n_jobs)) for p in f.paths] for k in range(n_jobs)
+    ]
+
+
+# Import cost: bench_import measured ~5-16 alignments/s/core on OpenFold's and ESM's real files
+# (bench/RESULTS.md); 2/s/core leaves room for UniRef90-deep Stockholm files and slow disks.
+IMPORT_ALIGNMENTS_PER_CORE_SECOND = 2.0
+
+
+def import_runtime_min(n_files: int, threads: int) -> int:
+    """Minutes for an import job of `n_files` alignment files on `threads` cores."""
+    seconds = n_files / (IMPORT_ALIGNMENTS_PER_CORE_SECOND * max(1, threads))
+    return max(30, math.ceil(seconds / 60 * RUNTIME_MARGIN))

@@ -28,15 +28,18 @@ OBJECTIVES = config["train"]["objectives"]
 SEEDS = config["train"]["seeds"]
 SEARCH_THREADS = config["search"]["threads"]
 
+# What the store is made of: queries searched against the database, alignment files imported,
+# or both (then combined; a sequence given both ways keeps `alignments.prefer`'s profile).
+QUERIES, ALIGNMENTS = jobs.check_sources(config)
 INGEST_OPTIONS = jobs.ingest_options(config)
 SEARCH_OPTIONS = jobs.search_options(config)
 REUSE_OPTIONS = jobs.reuse_options(config)
 ITERATIONS = jobs.iterations(config)
-SEARCH_MEM_MB = jobs.search_mem_mb(config)
-SEARCH_RUNTIME_MIN = jobs.search_runtime_min(config)
-REFERENCE_MEM_MB = jobs.reference_mem_mb(config)
-REFERENCE_RUNTIME_MIN = jobs.reference_runtime_min(config)
-ASSEMBLE_MEM_MB = jobs.assemble_mem_mb(config)
+SEARCH_MEM_MB = jobs.search_mem_mb(config) if QUERIES else 0
+SEARCH_RUNTIME_MIN = jobs.search_runtime_min(config) if QUERIES else 0
+REFERENCE_MEM_MB = jobs.reference_mem_mb(config) if QUERIES else 0
+REFERENCE_RUNTIME_MIN = jobs.reference_runtime_min(config) if QUERIES else 0
+ASSEMBLE_MEM_MB = jobs.assemble_mem_mb(config) if QUERIES else 4096
 EVALUATION_OPTIONS = jobs.evaluation_options(config)
 # The alignment reference of the zero-shot task: searched once per store.
 REFERENCE = f"{RESULTS}/evaluation/alignment_reference.npz"
@@ -49,7 +52,19 @@ INIT_FROM_OPTION = jobs.init_from_option(config)
 INIT_FROM_INPUTS = jobs.init_from_inputs(config)
 jobs.check_training(config, store=f"{RESULTS}/store/profiles.zarr")
 # uniref90 / uniref50 when `database` names UniProt's file: the workflow can fetch it.
-UNIREF = uniref_name(config["database"])
+UNIREF = uniref_name(config["database"]) if QUERIES else None
+
+# Import jobs: each one's alignment files (found now, so a missing path fails the dry run);
+# the store of the searched queries is combined with the imported ones when both are given.
+IMPORT = jobs.alignment_section(config)
+IMPORT_INPUTS = jobs.import_inputs(config) if ALIGNMENTS else []
+IMPORT_OPTIONS = jobs.import_options(config) if ALIGNMENTS else ""
+IMPORTED = [f"{RESULTS}/import/{k:04d}.zarr" for k in range(len(IMPORT_INPUTS))]
+SEARCHED_STORE = f"{RESULTS}/store/" + (
+    "searched.zarr" if ALIGNMENTS else "profiles.zarr"
+)
+# The plan leaves imported sequences out of the search when the alignment is preferred.
+EXCLUDE_IMPORTED = IMPORTED if CACHE and IMPORT["prefer"] == "alignment" else []
 
 # Evaluation needs the benchmark data; without it the workflow stops at training, and says so
 # once, when the run starts (not in every job's log).
@@ -88,3 +103,14 @@ def ingest_inputs():
     if GUARD["enabled"]:
         return [f"{RESULTS}/queries/guarded.fasta"]
     return config["queries"]
+
+
+def exclude_option(wildcards, input):
+    """`--exclude-stores` of the imported stores, when the plan leaves their sequences out."""
+    stores = input.get("imported", [])
+    return ("--exclude-stores " + " ".join(map(shlex.quote, stores))) if stores else ""
+
+
+def alignment_paths():
+    """The configured alignment paths, quoted for the shell."""
+    return " ".join(shlex.quote(str(p)) for p in IMPORT["paths"])

@@ -51,6 +51,7 @@ if CACHE:
         input:
             queries=f"{RESULTS}/queries/ingested.fasta",
             fingerprint=f"{RESULTS}/database/fingerprint.json",
+            imported=EXCLUDE_IMPORTED,
         output:
             directory(f"{RESULTS}/plan"),
         log:
@@ -67,10 +68,11 @@ if CACHE:
             shards=N_SHARDS,
             options=SEARCH_OPTIONS,
             reuse=REUSE_OPTIONS,
+            exclude=exclude_option,
         shell:
             "protprof plan {input.queries:q} --fingerprint {input.fingerprint:q} "
             "--cache {params.cache:q} --shards {params.shards} --out-dir {output:q} "
-            "{params.options} {params.reuse} 2> {log:q}"
+            "{params.options} {params.reuse} {params.exclude} 2> {log:q}"
 
 else:
     # No cache: every query is searched, in config `shards` shards (the DAG is known at

@@ -1,4 +1,4 @@
-if CACHE:
+if QUERIES and CACHE:
 
     # Publishes this run's shard stores to the profile cache, then builds the store of every query
     # from the cache (searched now or before).
@@ -7,8 +7,9 @@ if CACHE:
             shards=searched_shards,
             queries=f"{RESULTS}/queries/ingested.fasta",
             fingerprint=f"{RESULTS}/database/fingerprint.json",
+            imported=EXCLUDE_IMPORTED,
         output:
-            directory(f"{RESULTS}/store/profiles.zarr"),
+            directory(SEARCHED_STORE),
         log:
             f"{RESULTS}/logs/assemble_store/all.log",
         benchmark:
@@ -23,18 +24,19 @@ if CACHE:
             options=SEARCH_OPTIONS,
             reuse=REUSE_OPTIONS,
             ingest=INGEST_OPTIONS,
+            exclude=exclude_option,
         shell:
             "protprof assemble {input.shards:q} --cache {params.cache:q} "
             "--queries {input.queries:q} --fingerprint {input.fingerprint:q} --out {output:q} "
-            "{params.options} {params.reuse} {params.ingest} 2> {log:q}"
+            "{params.options} {params.reuse} {params.ingest} {params.exclude} 2> {log:q}"
 
-else:
+elif QUERIES:
 
     rule assemble_store:
         input:
             expand(f"{RESULTS}/search/{{shard}}.zarr", shard=SHARDS),
         output:
-            directory(f"{RESULTS}/store/profiles.zarr"),
+            directory(SEARCHED_STORE),
         log:
             f"{RESULTS}/logs/assemble_store/all.log",
         benchmark:
