@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from protprof._atomic import FILE, claim_output, output_error
+from protprof._atomic import FILE, claim_output, output_error, require_space
 from protprof.errors import ProtprofError
 from protprof.progress import Progress
 
@@ -154,11 +154,21 @@ def _download(source: Source, timeout: float, interval: float) -> None:
     if response is None:
         return
     with response:
-        if offset and response.status != 206:  # the server ignored Range or the file changed
+        resumed = response.status == 206 and response.headers.get("Content-Range", "").startswith(
+            f"bytes {offset}-"
+        )
+        if offset and not resumed:  # the server ignored Range, or the file changed
+            if response.status == 206:
+                raise FetchError(
+                    f"{source.url}: asked for bytes from {offset:,}, the server sent "
+                    f"{response.headers.get('Content-Range')!r}"
+                )
             log.info("%s: the server sends the whole file; starting over", source.url)
             offset = 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else source.size
+        if total is not None:
+            require_space([(dest, total - offset)], "nothing was downloaded")
         validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
         _meta(dest).write_text(json.dumps({"url": source.url, "validator": validator}))
         if offset:
@@ -205,7 +215,9 @@ def fetch(
         if dest.exists() and not force:
             problem = verify_file(source)
             if problem is None:
-                log.info("%s: present and verified; not downloaded again", dest)
+                checked = source.size is not None or source.sha256 or source.md5
+                how = "present and verified" if checked else "present (nothing to check it by)"
+                log.info("%s: %s; not downloaded again", dest, how)
                 return False
             raise FetchError(
                 f"{dest}: exists but does not match its source ({problem}); "
