@@ -8,7 +8,7 @@ so it works under fork, spawn and forkserver.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +103,12 @@ class ProfileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Item `i` cropped for the current epoch, or an `(epoch, i)` pair for that epoch's."""
+        epoch, i = item if isinstance(item, tuple) else (self.epoch, item)
         start, length = self._starts[i], self._lengths[i]
         if length > self.max_len:
-            start += _crop_start(self.seed, self.epoch, i, length - self.max_len)
+            start += _crop_start(self.seed, epoch, i, length - self.max_len)
             length = self.max_len
         store = self.store
         return store.rows("tokens", start, start + length), store.rows(
@@ -120,9 +122,17 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     Items are shuffled, sorted by length inside pools of `pool` batches' worth (so batches hold
     similar lengths), batched greedily with at most `max_padding` of a batch's tokens being
     padding, and the batch order shuffled.
-    Deterministic for (seed, epoch). With `num_replicas` > 1 each rank takes every
-    num_replicas-th batch of a list truncated to a multiple of num_replicas: disjoint data and
-    equal batch counts. `start_batch` (see `state_dict`) resumes mid-epoch.
+    Deterministic for (seed, epoch), and independent of the number of ranks: every rank cuts
+    the same batches. Two ways to read them:
+
+    - one epoch (`__iter__`, `batches`): each rank takes every num_replicas-th batch of a list
+      truncated to a multiple of num_replicas (disjoint data, equal batch counts);
+    - training's endless `stream`: epoch after epoch, nothing truncated, rank r taking global
+      batches p + r, p + r + W, ... from the position p, each item tagged with its epoch.
+
+    The position (`epoch`, `offset`: the next unread batch of the epoch, counted over all
+    ranks) is what `state_dict` saves. It does not depend on the world size, so a run saved by
+    W processes resumes on any other number and still reads every batch of each epoch once.
     """
 
     def __init__(
@@ -145,14 +155,29 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.max_tokens, self.seed, self.shuffle = max_tokens, seed, shuffle
         self.num_replicas, self.rank, self.pool = num_replicas, rank, pool
         self.max_padding = max_padding
-        self.epoch, self.start_batch = 0, 0
+        self.epoch, self.offset = 0, 0
+        self.consumed = 0  # global batches read since the start of training (all epochs)
+        self._cache: dict[int, list[np.ndarray]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for `epoch` (every process must call it with the same epoch)."""
-        self.epoch, self.start_batch = epoch, 0
+        self.epoch, self.offset = epoch, 0
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """Every batch of `epoch`, over all ranks, none dropped."""
+        if epoch not in self._cache:
+            if len(self._cache) > 2:  # the stream reads at most two epochs at once
+                self._cache.pop(min(self._cache))
+            self._cache[epoch] = self._cut(epoch)
+        return self._cache[epoch]
 
     def _all_batches(self) -> list[np.ndarray]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+        batches = self.epoch_batches(self.epoch)
+        usable = len(batches) - len(batches) % self.num_replicas
+        return batches[:usable]
+
+    def _cut(self, epoch: int) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, epoch])
         order = (
             rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
         )
@@ -164,8 +189,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             batches.extend(self._greedy(chunk))
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
-        usable = len(batches) - len(batches) % self.num_replicas
-        return batches[:usable]
+        return batches
 
     def _greedy(self, sorted_items: np.ndarray) -> list[np.ndarray]:
         """Cut length-sorted items into batches within the token budget, also closing a batch
@@ -183,25 +207,56 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return batches
 
     def batches(self) -> list[np.ndarray]:
-        """This rank's batches for the current epoch (all of them, ignoring start_batch)."""
+        """This rank's batches for the current epoch (all of them, ignoring the position)."""
         return self._all_batches()[self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches()[self.start_batch :]:
+        """This rank's batches of the current epoch from the position on."""
+        for batch in self._all_batches()[self.offset + self.rank :: self.num_replicas]:
             yield batch.tolist()
 
     def __len__(self) -> int:
         return len(self.batches())
 
+    def stream(self) -> Iterator[list[tuple[int, int]]]:
+        """This rank's batches from the position on, across epochs, as (epoch, item) pairs
+        (`ProfileDataset` crops each item for its epoch). The position is read now: `advance`
+        moves it for the checkpoint without disturbing a stream under way."""
+        return self._stream(self.epoch, self.offset + self.rank)
+
+    def _stream(self, epoch: int, offset: int) -> Iterator[list[tuple[int, int]]]:
+        while True:
+            batches = self.epoch_batches(epoch)
+            while offset < len(batches):
+                yield [(epoch, int(i)) for i in batches[offset]]
+                offset += self.num_replicas
+            epoch, offset = epoch + 1, offset - len(batches)
+
+    def advance(self, batches: int) -> None:
+        """Move the position past `batches` global batches (every rank's, across epochs)."""
+        self.consumed += batches
+        self.offset += batches
+        while self.offset >= len(self.epoch_batches(self.epoch)):
+            self.offset -= len(self.epoch_batches(self.epoch))
+            self.epoch += 1
+
     def state_dict(self) -> dict[str, int]:
-        """Where the sampler stands (epoch, next batch): all a resumed run needs."""
-        return {"epoch": self.epoch, "start_batch": self.start_batch, "seed": self.seed}
+        """Where the sampler stands: all a resumed run needs, on any number of ranks."""
+        return {
+            "epoch": self.epoch,
+            "offset": self.offset,
+            "consumed": self.consumed,
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from a position `state_dict` returned."""
-        self.epoch, self.start_batch, self.seed = (
+        if "offset" not in state:  # written before the position was counted over all ranks
+            state = {**state, "offset": state["start_batch"], "consumed": state["start_batch"]}
+        self.epoch, self.offset, self.consumed, self.seed = (
             state["epoch"],
-            state["start_batch"],
+            state["offset"],
+            state["consumed"],
             state["seed"],
         )
 
@@ -273,9 +328,12 @@ def mask_tokens(
 
 
 def loader(
-    dataset: ProfileDataset, sampler: TokenBudgetBatchSampler, num_workers: int = 0, **kwargs: Any
+    dataset: ProfileDataset,
+    sampler: TokenBudgetBatchSampler | Iterable[list[Any]],
+    num_workers: int = 0,
+    **kwargs: Any,
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over `dataset` with `sampler`'s batches and `collate`.
+    """A DataLoader over `dataset` with `sampler`'s batches (or a `stream`'s) and `collate`.
 
     It gets its own generator: creating a DataLoader iterator otherwise draws from the global
     torch RNG, which would make a resumed run's dropout differ from an uninterrupted one.

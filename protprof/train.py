@@ -98,11 +98,6 @@ class Trainer:
         self.sampler = TokenBudgetBatchSampler(
             self.train_data.lengths, config.max_tokens, config.seed, True, self.world, self.rank
         )
-        if len(self.sampler) == 0:
-            raise ConfigError(
-                f"{config.store}: the train split ({len(self.train_data)} sequences) makes fewer "
-                f"batches than processes ({self.world}) at max_tokens={config.max_tokens}"
-            )
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
@@ -117,8 +112,8 @@ class Trainer:
             self.optimizer,
             lambda s: lr_factor(s, config.warmup_steps, config.max_steps, config.min_lr_ratio),
         )
-        self.mask_generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
+        self.seen = {"samples": 0, "tokens": 0}  # over all ranks; tokens are residues
         self.saved_step: int | None = None  # step of the last rolling checkpoint
         self.resumed: tuple[Path, int] | None = None  # the checkpoint resumed from, its step
         self.network = self._wrap(self.model)
@@ -138,7 +133,9 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "mask": self.mask_generator.get_state()},
+            "rng": {"torch": torch.get_rng_state()},
+            "seen": dict(self.seen),
+            "world": self.world,
         }
 
     def load(self, path: Path) -> None:
@@ -171,10 +168,27 @@ class Trainer:
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])  # a run moved to fp16 starts afresh
         self.step = self.saved_step = state["step"]
+        self.seen = dict(state.get("seen", self.seen))
         self.resumed = (Path(path), self.step)
         torch.set_rng_state(state["rng"]["torch"])
-        self.mask_generator.set_state(state["rng"]["mask"])
         log.info("resumed from %s at step %d", path, self.step)
+        self._note_world_change(state)
+
+    def _note_world_change(self, state: dict[str, Any]) -> None:
+        """Say when a resumed run reads another global batch than the saved one (another world
+        size or accum_steps): the data continues exactly, the optimisation does not."""
+        world, accum = state.get("world", 1), state["config"].get("accum_steps", 1)
+        before = self.config.max_tokens * accum * world
+        now = self.config.max_tokens * self.config.accum_steps * self.world
+        if world != self.world:
+            log.info("resumed on %d processes (saved on %d)", self.world, world)
+        if before != now:
+            log.warning(
+                "the global batch changed from %d to %d tokens per step (max_tokens x "
+                "accum_steps x processes); set global_tokens to keep it",
+                before,
+                now,
+            )
 
     def start_from(self, directory: str | Path) -> None:
         """Take the weights of a Hugging Face ESM directory (its shape was checked with the
@@ -202,14 +216,9 @@ class Trainer:
         )
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            self.train_data.set_epoch(self.sampler.epoch)
-            for batch in loader(self.train_data, self.sampler, self.config.num_workers):
-                # start_batch counts the batches consumed, so the sampler's state_dict is the
-                # resume position. Safe to change: its iterator read it when it began.
-                self.sampler.start_batch += 1
-                yield batch
-            self.sampler.set_epoch(self.sampler.epoch + 1)
+        """This rank's batches from the sampler's position on (which `train_step` advances
+        past the batches every rank read)."""
+        return iter(loader(self.train_data, self.sampler.stream(), self.config.num_workers))
 
     def _inputs(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None
@@ -252,11 +261,15 @@ class Trainer:
         c = self.config
         self.network.train()
         mlm_w, profile_w = objective_weights(c.objective, c.mlm_weight, c.profile_weight)
-        masking = None if c.objective == "profile" else self.mask_generator
-        micro = [self._inputs(next(batches), masking) for _ in range(c.accum_steps)]
+        micro = []
+        for i in range(c.accum_steps):
+            # This rank's i-th micro-batch is global batch `consumed + i * world + rank`.
+            position = self.sampler.consumed + i * self.world + self.rank
+            masking = None if c.objective == "profile" else _mask_generator(c.seed, position)
+            micro.append(self._inputs(next(batches), masking))
         facts = [_micro_batch_facts(inputs) for inputs in micro]
-        n_masked, n_residues = self._sum_over_ranks(
-            [sum(f["masked positions"] for f in facts), sum(f["residues"] for f in facts)]
+        n_masked, n_residues, n_sequences = self._sum_over_ranks(
+            [sum(f[k] for f in facts) for k in ("masked positions", "residues", "sequences")]
         )
         # DDP averages gradients over ranks: scale by the world size to get the global sum.
         scale = {
@@ -294,6 +307,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
+        self.sampler.advance(self.world * c.accum_steps)
+        self.seen["samples"] += int(n_sequences)
+        self.seen["tokens"] += int(n_residues)
         mlm_sum, profile_sum = self._sum_over_ranks([sums["mlm_loss"], sums["profile_loss"]])
         means = {
             "mlm_loss": mlm_sum / max(n_masked, 1),
@@ -303,7 +319,7 @@ class Trainer:
             "loss": mlm_w * means["mlm_loss"] + profile_w * means["profile_loss"],
             **means,
             "masked_positions": n_masked,
-            "tokens": sum(f["residues"] for f in facts),
+            "tokens": n_residues,  # over every rank
         }
 
     def _sum_over_ranks(self, values: list[float]) -> list[float]:
@@ -440,7 +456,7 @@ class Trainer:
         with _stop_signals() as received:
             while self.step < stop:
                 stats = self.train_step(batches)
-                tokens += stats["tokens"] * self.world
+                tokens += stats["tokens"]
                 rate = tokens / (time.perf_counter() - start)
                 bar.update()
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", tok_s=f"{rate:.0f}")
@@ -450,6 +466,8 @@ class Trainer:
                         "epoch": self.sampler.epoch,
                         "lr": self.scheduler.get_last_lr()[0],
                         "tokens_per_s": rate,
+                        "samples_seen": self.seen["samples"],
+                        "tokens_seen": self.seen["tokens"],
                         **{f"train_{k}": v for k, v in stats.items() if k != "tokens"},
                         **self.evaluate(),
                     }
@@ -503,6 +521,12 @@ def _signal_names(received: list[int]) -> str:
     return signal.Signals(received[0]).name if received else "a signal on another rank"
 
 
+def _mask_generator(seed: int, position: int) -> torch.Generator:
+    """The MLM masks of global batch `position`: keyed by the batch, not by the rank that
+    reads it, so a run on any number of processes masks each batch alike."""
+    return torch.Generator().manual_seed(seed * 2**32 + position)
+
+
 def _micro_batch_facts(inputs: dict[str, Any]) -> dict[str, int]:
     labels = inputs["mlm_labels"]
     return {
@@ -536,6 +560,9 @@ _RESUMABLE = {
     "compile",
     "precision",  # weights and optimizer state stay fp32 whatever the autocast dtype
     "devices",
+    # The data position is counted over all ranks: a run may resume on another number of
+    # processes, or accumulate differently (the global batch change is logged).
+    "accum_steps",
     "init_from",  # read only when a run starts: a resumed run may drop it or lose the folder
 }
 

@@ -3,10 +3,19 @@ sample accounting, several nodes through torchrun's c10d rendezvous, the global 
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
+from protprof.data import ProfileDataset, TokenBudgetBatchSampler
 from protprof.errors import ConfigError
 from protprof.train import Trainer, load_config, resolve_precision
 
@@ -69,3 +78,150 @@ def test_auto_precision_on_cpu_is_the_fp32_run_bit_for_bit(small_store, tmp_path
         auto.model.state_dict().items(), fp32.model.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+# --- resuming on another world size -------------------------------------------------------
+
+# `protprof train` with every batch a rank reads appended to TRACE.<rank> (one JSON line of
+# (epoch, item) pairs per batch): the data each process saw, in order.
+TRACING = """
+import json, os, sys
+import protprof.data as data
+
+original = data.TokenBudgetBatchSampler.stream
+
+def stream(self):
+    with open(f"{os.environ['TRACE']}.{os.environ.get('RANK', '0')}", "a") as trace:
+        for batch in original(self):
+            trace.write(json.dumps(batch) + "\\n")
+            trace.flush()
+            yield batch
+
+data.TokenBudgetBatchSampler.stream = stream
+from protprof.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+# 12 steps of 2 x 512 tokens over a ~17-sequence train split: about 5 epochs.
+RESUME = ["max_steps=12", "max_tokens=512", "max_len=128", "eval_every=1", "warmup_steps=2"]
+TORCHRUN = Path(sys.executable).parent / "torchrun"
+
+
+def _run(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    # Own process group: on a timeout the workers die with their launcher.
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def _traced_train(tmp: Path, name: str, processes: int, out: Path, *settings: str):
+    script = tmp / "traced.py"
+    script.write_text(TRACING)
+    launch = [sys.executable, str(script)]
+    if processes > 1:
+        launch = [str(TORCHRUN), "--standalone", "--nproc-per-node", str(processes), str(script)]
+    args = ["train", "--resume", "--out-dir", str(out), "--set", *RESUME, *settings]
+    return _run([*launch, *args], {"TRACE": str(tmp / name)})
+
+
+def _read_trace(tmp: Path, name: str, processes: int) -> list[list[tuple[int, int]]]:
+    """The global batch order: rank 0's k-th batch, rank 1's k-th, ... (how the stream
+    deals them out)."""
+    per_rank = [
+        [
+            [tuple(p) for p in json.loads(line)]
+            for line in (tmp / f"{name}.{r}").read_text().splitlines()
+        ]
+        for r in range(processes)
+    ]
+    return [batch for group in zip(*per_rank, strict=True) for batch in group]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("first", "second"), [(2, 1), (1, 2)])
+def test_resume_on_another_world_size_reads_every_sample_once(
+    small_store, tmp_path, first, second
+):
+    """Saved with `first` processes after 5 steps, finished with `second`, the global batch
+    kept at 2 x 512 tokens (accum_steps = 2 / processes): together they read exactly the
+    batches an uninterrupted single process reads, each epoch's samples once, and
+    metrics.jsonl counts samples and tokens on across the resume. The losses agree with the
+    single process's within float tolerance only: DDP's all-reduce sums the ranks' gradients
+    in another order than one process accumulating them."""
+    store = f"store={small_store}"
+    reference = tmp_path / "reference"
+    assert (
+        main(
+            [
+                "train",
+                "--store",
+                str(small_store),
+                "--out-dir",
+                str(reference),
+                "--set",
+                *RESUME,
+                "accum_steps=2",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "moved"
+    cut = _traced_train(
+        tmp_path, "a", first, out, store, f"accum_steps={2 // first}", "stop_after=5"
+    )
+    assert cut.returncode == 1 and "stopped at step 5 (stop_after)" in cut.stderr, cut.stderr[
+        -2000:
+    ]
+    assert not (out / "metrics.jsonl").exists()
+    rest = _traced_train(tmp_path, "b", second, out, store, f"accum_steps={2 // second}")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert f"resumed on {second} processes (saved on {first})" in rest.stderr
+    read = _read_trace(tmp_path, "a", first) + _read_trace(tmp_path, "b", second)
+
+    # Exactly the uninterrupted order of batches: 2 per step, 12 steps.
+    sampler = TokenBudgetBatchSampler(
+        ProfileDataset(small_store, "train", 128).lengths, 512, seed=0
+    )
+    train_size = len(ProfileDataset(small_store, "train", 128))
+    expected = []
+    for epoch in range(10):
+        expected += [[(epoch, int(i)) for i in b] for b in sampler.epoch_batches(epoch)]
+    assert read == expected[:24]
+    epochs = {}
+    for batch in read:
+        for epoch, item in batch:
+            epochs.setdefault(epoch, []).append(item)
+    finished = [e for e in epochs if e < read[-1][0][0]]
+    assert len(finished) >= 2
+    for epoch in finished:  # every sample of a finished epoch, once
+        assert sorted(epochs[epoch]) == list(range(train_size)), epoch
+
+    # metrics.jsonl: one line per step, samples and tokens seen counted on over the resume.
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    ref = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    lengths = ProfileDataset(small_store, "train", 128).lengths
+    for row, step in zip(rows, range(1, 13), strict=True):
+        batches = read[: 2 * step]
+        assert row["samples_seen"] == sum(len(b) for b in batches)
+        assert row["tokens_seen"] == sum(int(lengths[i]) for b in batches for _, i in b)
+    for mine, theirs in zip(rows, ref, strict=True):
+        assert (mine["samples_seen"], mine["tokens_seen"]) == (
+            theirs["samples_seen"],
+            theirs["tokens_seen"],
+        )
+        assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-4)
+    weights = load_checkpoint(out / "checkpoint.pt")["model"]
+    for name, value in load_checkpoint(reference / "checkpoint.pt")["model"].items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-5, msg=name)

@@ -84,8 +84,38 @@ def test_sampler_budget_determinism_ddp_and_resume():
     assert len(ranks[0]) == len(ranks[1])
     assert not {i for b in ranks[0] for i in b} & {i for b in ranks[1] for i in b}
     resumed = TokenBudgetBatchSampler(lengths, 4096, seed=5)
-    resumed.load_state_dict({"epoch": 0, "start_batch": 7, "seed": 5})
+    resumed.load_state_dict({"epoch": 0, "start_batch": 7, "seed": 5})  # an older checkpoint
     assert list(resumed) == batches[7:]
+
+
+def test_stream_reads_every_batch_once_per_epoch_on_any_world_size():
+    """Training's stream: 2 ranks, then (resumed mid-epoch) 3, then 1, read together every
+    batch of each epoch exactly once, in order, none dropped at an epoch's end."""
+    lengths = np.random.default_rng(1).integers(20, 500, size=105)
+    single = TokenBudgetBatchSampler(lengths, 2048, seed=2)
+    epochs = [single.epoch_batches(e) for e in range(3)]
+    assert len(epochs[0]) % 2 == 1  # an odd epoch: a per-epoch split would drop a batch
+    read: list[list[tuple[int, int]]] = []
+    position = None
+    for world, steps in ((2, 7), (3, 5), (1, 9)):
+        ranks = [
+            TokenBudgetBatchSampler(lengths, 2048, 2, num_replicas=world, rank=r)
+            for r in range(world)
+        ]
+        for s in ranks:
+            if position is not None:
+                s.load_state_dict(position)
+        streams = [s.stream() for s in ranks]
+        for _ in range(steps):  # a step: one batch per rank, in rank order
+            read += [next(stream) for stream in streams]
+            for s in ranks:
+                s.advance(world)
+        position = ranks[0].state_dict()
+        assert all(s.state_dict() == position for s in ranks)
+    assert position["consumed"] == len(read) == 2 * 7 + 3 * 5 + 9
+    expected = [[(e, int(i)) for i in b] for e, batches in enumerate(epochs) for b in batches]
+    assert read == expected[: len(read)]
+    assert position["epoch"] == 1 and position["offset"] == len(read) - len(epochs[0])
 
 
 def test_collate_lines_up_profiles_with_tokens():

@@ -225,7 +225,7 @@ def test_gradient_accumulation_weighs_micro_batches_by_their_residues(small_stor
     expected = (sums[0].item() + sums[1].item()) / sum(residues)
     assert stats["loss"] == pytest.approx(expected, rel=1e-6)
     assert stats["tokens"] == sum(residues)
-    assert accumulated.step == 1 and accumulated.sampler.state_dict()["start_batch"] == 2
+    assert accumulated.step == 1 and accumulated.sampler.state_dict()["consumed"] == 2
     for (name, a), (_, b) in zip(
         accumulated.model.state_dict().items(), by_hand.model.state_dict().items(), strict=True
     ):
