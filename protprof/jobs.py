@@ -311,6 +311,7 @@ def check_training(config: dict[str, Any], store: str) -> None:
                     f"objective={objective}",
                     f"seed={seed}",
                     f"devices={train['devices']}",
+                    f"nodes={train.get('nodes', 1)}",
                     *init_from_override(config),
                 ],
             )
@@ -342,12 +343,48 @@ def init_from_inputs(config: dict[str, Any]) -> list[str]:
     )
 
 
+# The c10d rendezvous port on the first node of a multi-node training job (torchrun's default
+# master port).
+RDZV_PORT = 29500
+# The first node of the SLURM allocation, evaluated by the job's shell (sed, not head: head's
+# early exit can fail the pipe under `set -o pipefail`).
+FIRST_NODE = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)'
+
+
+def torchrun_command(nodes: int, per_node: int, endpoint: str, rdzv_id: str) -> str:
+    """torchrun for `nodes` nodes of `per_node` processes meeting at `endpoint` (host:port)
+    through c10d: run once on each node, by srun or by hand, with the same arguments."""
+    return (
+        f"torchrun --nnodes {nodes} --nproc-per-node {per_node} --rdzv-backend c10d "
+        f"--rdzv-id {rdzv_id} --rdzv-endpoint {endpoint} -m protprof.cli"
+    )
+
+
 def train_launcher(config: dict[str, Any]) -> str:
-    """One process on CPU or one GPU; torchrun with one process per GPU beyond that."""
-    devices = config["train"]["devices"]
+    """One process on CPU or one GPU; torchrun with one process per GPU beyond that; on
+    several nodes, srun starts one torchrun per node (one per GPU, or one on CPU nodes), all
+    meeting on the allocation's first node."""
+    devices, nodes = config["train"]["devices"], config["train"].get("nodes", 1)
+    if nodes > 1:
+        torchrun = torchrun_command(
+            nodes, max(devices, 1), f"{FIRST_NODE}:{RDZV_PORT}", "$SLURM_JOB_ID"
+        )
+        return f"srun --nodes {nodes} --ntasks-per-node 1 {torchrun}"
     if devices > 1:
         return f"torchrun --standalone --nproc-per-node {devices} -m protprof.cli"
     return "protprof"
+
+
+def train_resources(config: dict[str, Any]) -> dict[str, Any]:
+    """The training job's node count and tasks. A multi-node job is an `mpi` job to the
+    SLURM executor: it asks for one task per node and runs the rule's own srun instead of
+    wrapping the command in `srun -n1` (which would start one torchrun on one node)."""
+    devices, nodes = config["train"]["devices"], config["train"].get("nodes", 1)
+    if nodes > 1:
+        # GPUs per node go in slurm_extra: with the `gpu` resource the executor would turn
+        # `tasks` into --ntasks-per-gpu.
+        return {"nodes": nodes, "tasks": nodes, "mpi": "srun", "gpu": 0}
+    return {"nodes": 1, "gpu": devices}
 
 
 # Seconds before its time limit that SLURM signals a training job (SIGUSR1): time to finish the
@@ -356,10 +393,15 @@ TRAIN_STOP_WARNING_S = 600
 
 
 def train_slurm_extra(config: dict[str, Any]) -> str:
-    """The training job's SLURM options: the early stop signal, and the GPUs (none on CPU)."""
-    devices = config["train"]["devices"]
+    """The training job's SLURM options: the early stop signal, and the GPUs (none on CPU;
+    per node on several nodes, one task per node)."""
+    devices, nodes = config["train"]["devices"], config["train"].get("nodes", 1)
     options = [f"--signal=USR1@{TRAIN_STOP_WARNING_S}"]
-    if devices:
+    if nodes > 1:
+        options.append("--ntasks-per-node=1")
+        if devices:
+            options.append(f"--gpus-per-node={devices}")
+    elif devices:
         options.append(f"--gpus={devices}")
     return "'" + " ".join(options) + "'"
 

@@ -560,6 +560,7 @@ _RESUMABLE = {
     "compile",
     "precision",  # weights and optimizer state stay fp32 whatever the autocast dtype
     "devices",
+    "nodes",
     # The data position is counted over all ranks: a run may resume on another number of
     # processes, or accumulate differently (the global batch change is logged).
     "accum_steps",

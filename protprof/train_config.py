@@ -54,7 +54,8 @@ class TrainConfig:
     # trains with a gradient scaler; fp32 disables autocast (debugging).
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     compile: bool = False
-    devices: int = 1  # processes torchrun starts (set by the workflow; informational)
+    devices: int = 1  # processes torchrun starts per node (set by the workflow; informational)
+    nodes: int = 1  # nodes of the job (set by the workflow; informational)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -112,6 +113,7 @@ _BOUNDS = {
     "seed": "[0, inf)",
     "num_workers": "[0, inf)",
     "devices": "[0, inf)",
+    "nodes": "[1, inf)",
     "model_overrides.n_layers": "[1, inf)",
     "model_overrides.d_model": "[1, inf)",
     "model_overrides.n_heads": "[1, inf)",

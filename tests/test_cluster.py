@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
+from protprof import jobs
 from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
 from protprof.data import ProfileDataset, TokenBudgetBatchSampler
@@ -225,3 +229,100 @@ def test_resume_on_another_world_size_reads_every_sample_once(
     weights = load_checkpoint(out / "checkpoint.pt")["model"]
     for name, value in load_checkpoint(reference / "checkpoint.pt")["model"].items():
         torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+# --- several nodes ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _metrics(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows]
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_end_bit_identical_to_one_node_of_two(small_store, tmp_path):
+    """The workflow's multi-node torchrun line, run twice on this machine as two 'nodes' that
+    meet through c10d at 127.0.0.1, trains exactly what `--standalone` with two processes
+    trains: the same weights, optimizer state and metrics, bit for bit. One thread per
+    process in both: torchrun sets OMP_NUM_THREADS=1 only when it starts several processes per
+    node, and CPU kernels sum in another order on another thread count."""
+    threads = {"OMP_NUM_THREADS": "1"}
+    settings = ["--set", "max_steps=6", "eval_every=3", "max_tokens=512", "max_len=128"]
+    train = ["train", "--store", str(small_store), *settings, "--out-dir"]
+    one = tmp_path / "one-node"
+    single = _run(
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "protprof.cli"]
+        + [*train, str(one)],
+        threads,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    two = tmp_path / "two-nodes"
+    command = jobs.torchrun_command(2, 1, f"127.0.0.1:{_free_port()}", "pytest").split()
+    assert command[0] == "torchrun"
+    command[0] = str(TORCHRUN)
+    with ThreadPoolExecutor(2) as pool:
+        nodes = list(pool.map(lambda _: _run([*command, *train, str(two)], threads), range(2)))
+    for node in nodes:
+        assert node.returncode == 0, node.stderr[-3000:]
+    mine, theirs = load_checkpoint(two / "checkpoint.pt"), load_checkpoint(one / "checkpoint.pt")
+    assert mine["world"] == theirs["world"] == 2 and mine["step"] == 6
+    for name, value in theirs["model"].items():
+        assert torch.equal(mine["model"][name], value), name
+    for index, state in theirs["optimizer"]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(mine["optimizer"]["state"][index][key], value), (index, key)
+    assert _metrics(two) == _metrics(one) and len(_metrics(one)) == 2
+
+
+@pytest.mark.slow
+def test_dry_run_of_a_multi_node_job_shows_nodes_and_the_srun_torchrun_line(tmp_path):
+    overlay = tmp_path / "nodes.yaml"
+    overlay.write_text(
+        f"results: {tmp_path / 'plan'}\n"
+        "train:\n  config: workflow/train-demo.yaml\n  devices: 4\n  nodes: 2\n"
+    )
+    run = _run(
+        [str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "Snakefile")]
+        + ["--directory", str(ROOT), "-n", "-p", "--profile", str(ROOT / "profiles/slurm")]
+        + ["--configfile", str(ROOT / "config.yaml"), str(overlay)]
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    job = run.stdout[run.stdout.index("rule train_model:") :]
+    job = job[: job.index("\n\n")]
+    assert "nodes=2, tasks=2, mpi=srun" in job
+    assert "slurm_extra='--signal=USR1@600 --ntasks-per-node=1 --gpus-per-node=4'" in job
+    assert (
+        "Shell command: srun --nodes 2 --ntasks-per-node 1 torchrun --nnodes 2 "
+        "--nproc-per-node 4 --rdzv-backend c10d --rdzv-id $SLURM_JOB_ID --rdzv-endpoint "
+        '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p):29500 -m protprof.cli '
+        "train --resume"
+    ) in job
+    assert "--set devices=4 nodes=2 " in job
+
+
+def test_launcher_resources_and_slurm_options_by_node_and_gpu_count():
+    def train(devices: int, nodes: int) -> dict:
+        return {"train": {"devices": devices, "nodes": nodes}}
+
+    assert jobs.train_launcher(train(0, 1)) == jobs.train_launcher(train(1, 1)) == "protprof"
+    assert jobs.train_launcher(train(4, 1)) == (
+        "torchrun --standalone --nproc-per-node 4 -m protprof.cli"
+    )
+    assert jobs.train_resources(train(4, 1)) == {"nodes": 1, "gpu": 4}
+    assert jobs.train_slurm_extra(train(4, 1)) == "'--signal=USR1@600 --gpus=4'"
+    # CPU nodes: one process each
+    assert jobs.train_launcher(train(0, 3)).startswith(
+        "srun --nodes 3 --ntasks-per-node 1 torchrun --nnodes 3 --nproc-per-node 1 "
+    )
+    assert jobs.train_resources(train(0, 3)) == {"nodes": 3, "tasks": 3, "mpi": "srun", "gpu": 0}
+    assert jobs.train_slurm_extra(train(0, 3)) == "'--signal=USR1@600 --ntasks-per-node=1'"
+    assert jobs.train_slurm_extra(train(8, 2)) == (
+        "'--signal=USR1@600 --ntasks-per-node=1 --gpus-per-node=8'"
+    )

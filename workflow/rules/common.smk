@@ -48,6 +48,7 @@ REFERENCE_INPUTS = [REFERENCE] if jobs.reference_needed(config) else []
 LABELS = jobs.evaluation_labels(config)
 TRAIN_LAUNCHER = jobs.train_launcher(config)
 TRAIN_SLURM_EXTRA = jobs.train_slurm_extra(config)
+TRAIN_RESOURCES = jobs.train_resources(config)
 INIT_FROM_OPTION = jobs.init_from_option(config)
 INIT_FROM_INPUTS = jobs.init_from_inputs(config)
 jobs.check_training(config, store=f"{RESULTS}/store/profiles.zarr")

@@ -20,18 +20,19 @@ rule train_model:
         ENV
     threads: config["train"]["threads"]
     resources:
+        **TRAIN_RESOURCES,
         mem_mb=8192,
         runtime=MAX_JOB_MIN,  # a longer training saves on SLURM's signal and resumes
-        gpu=config["train"]["devices"],
         slurm_extra=TRAIN_SLURM_EXTRA,
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
         launcher=TRAIN_LAUNCHER,
         devices=config["train"]["devices"],
+        nodes=config["train"]["nodes"],
         init_from=INIT_FROM_OPTION,
     # --resume: continue from out_dir/last.pt, the rolling checkpoint a killed run leaves (not
     # an output, so Snakemake keeps it); the outputs appear only when training ends.
     shell:
         "{params.launcher} train --resume --config {input.config:q} --store {input.store:q} "
-        "--out-dir {params.out_dir:q} --set devices={params.devices} "
+        "--out-dir {params.out_dir:q} --set devices={params.devices} nodes={params.nodes} "
         "objective={wildcards.objective} seed={wildcards.seed} {params.init_from} 2> {log:q}"
