@@ -523,65 +523,30 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 def _run_plan(args: argparse.Namespace) -> None:
     from protprof import cache
-    from protprof._atomic import Kind, atomic_output
-    from protprof.fasta import Record, write_fasta
-    from protprof.ingest import read_shard, shard_of
-    from protprof.reuse import family_shards
+    from protprof.ingest import read_shard
+    from protprof.planning import PLAN, plan_searches, write_plan
     from protprof.search import read_fingerprint
-    from protprof.sources import check_filters
+    from protprof.sources import SearchSource
 
     if args.shards < 1:
         raise ProtprofError(f"plan: --shards must be at least 1, got {args.shards}")
-    kind = Kind("a protprof search plan", lambda p: (p / "plan.json").is_file())
-    with _claim(args, (args.out_dir, kind)):
+    with _claim(args, (args.out_dir, PLAN)):
         search, profile = _search_settings(args)
-        records, splits = _excluded(args, *read_shard(args.queries))
-        profiles = cache.ProfileCache(args.cache)
-        reuse = _reuse_params(args)
-        filters = _filter_params(args)
-        check_filters(filters, reuse)
-        contexts = cache.contexts(
-            read_fingerprint(args.fingerprint), search, profile, reuse, filters
-        )
-        ctx = contexts[0]
-        missing = profiles.missing(contexts, [r.sequence for r in records])
-        # `--shards` sizes the jobs of a full build; an update of m queries gets the same job
-        # size, so fewer jobs (each loads the database once): ceil(shards * m / n). With
-        # reuse, the jobs are cut between families (MMseqs2 clusters), not by a hash.
-        n_jobs = min(args.shards, -(-args.shards * len(missing) // max(1, len(records))))
-        if reuse.mode == "none":
-            chosen = [shard_of(records[i].sequence, n_jobs) for i in missing]
-        else:  # families must not be split over jobs: clustered first
-            chosen = family_shards([records[i].sequence for i in missing], n_jobs, args.threads)
-        shards: dict[int, list[int]] = {}
-        for i, k in zip(missing, chosen, strict=True):
-            shards.setdefault(k, []).append(i)
-        reason = profiles.why_missing(ctx) if len(missing) == len(records) else ""
-        plan = {
-            "queries": len(records),
-            "missing": len(missing),
-            "shards": sorted(shards),
-            "context_key": cache.context_key(ctx),
-            "reuse": reuse.mode,
-            "reason": reason,
-        }
-        with atomic_output(args.out_dir, kind) as tmp:
-            (tmp / "shards").mkdir(parents=True)
-            for k, rows in shards.items():
-                labelled = [
-                    Record(records[i].id, records[i].sequence, records[i].description)
-                    for i in rows
-                ]
-                write_fasta(tmp / "shards" / f"{k:04d}.fasta", labelled)
-            (tmp / "plan.json").write_text(json.dumps(plan, indent=1) + "\n")
+        records, _ = _excluded(args, *read_shard(args.queries))
+        fingerprint = read_fingerprint(args.fingerprint)
+        reuse, filters = _reuse_params(args), _filter_params(args)
+        source = SearchSource(fingerprint, search, profile, args.threads, reuse, filters)
+        plan = plan_searches(cache.ProfileCache(args.cache), records, source, args.shards)
+        write_plan(plan, records, args.out_dir)
+    figures = plan.summary
     log.info(
         "plan: %d of %d queries to search in %d shards, %d reused from %s%s",
-        len(missing),
-        len(records),
-        len(shards),
-        len(records) - len(missing),
+        figures["missing"],
+        figures["queries"],
+        len(figures["shards"]),
+        figures["queries"] - figures["missing"],
         args.cache,
-        f" ({reason})" if reason else "",
+        f" ({figures['reason']})" if figures["reason"] else "",
     )
 
 
