@@ -98,6 +98,10 @@ class Trainer:
         self.sampler = TokenBudgetBatchSampler(
             self.train_data.lengths, config.max_tokens, config.seed, True, self.world, self.rank
         )
+        # fsdp checkpoints hold whole tensors keyed by name on any world size (one rank too)
+        self.fsdp = config.strategy == "fsdp"
+        self.sharded = self.fsdp and self.world > 1
+        self.network = self._wrap(self.model)  # before the optimizer: sharding replaces params
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         other = [p for p in self.model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
@@ -116,20 +120,43 @@ class Trainer:
         self.seen = {"samples": 0, "tokens": 0}  # over all ranks; tokens are residues
         self.saved_step: int | None = None  # step of the last rolling checkpoint
         self.resumed: tuple[Path, int] | None = None  # the checkpoint resumed from, its step
-        self.network = self._wrap(self.model)
 
-    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.world > 1:
+    def _wrap(self, model: ProteinEncoder) -> torch.nn.Module:
+        model.activation_checkpointing = self.config.activation_checkpointing
+        if self.sharded:
+            from protprof.sharding import shard
+
+            shard(model)  # in place: the model is its own sharded network
+        network: torch.nn.Module = model
+        if self.world > 1 and not self.sharded:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        return cast(torch.nn.Module, torch.compile(model)) if self.config.compile else model
+            network = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return cast(torch.nn.Module, torch.compile(network)) if self.config.compile else network
+
+    def layout(self) -> str:
+        """How the model is spread over the processes, and the global batch, for the log."""
+        c = self.config
+        how = "sharded (fsdp)" if self.sharded else "replicated (ddp)" if self.world > 1 else ""
+        per_rank = c.max_tokens * c.accum_steps
+        return (
+            f"{self.world} process{'es' if self.world > 1 else ''}{' ' + how if how else ''}; "
+            f"up to {per_rank * self.world} tokens per step ({c.max_tokens} x {c.accum_steps} "
+            f"micro-batches per rank)"
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed run needs to continue bit-identically."""
+        """Everything a resumed run needs to continue bit-identically (collective under
+        fsdp: every rank gathers)."""
+        state = model_state(self.model, dataclasses.asdict(self.config), self.step)
+        optimizer = self.optimizer.state_dict()
+        if self.fsdp:
+            from protprof.sharding import full_state
+
+            state["model"], optimizer = full_state(self.model, self.optimizer)
         return {
-            **model_state(self.model, dataclasses.asdict(self.config), self.step),
+            **state,
             "store_id": self.store_id,  # a rebuilt store must not be resumed on
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -161,8 +188,13 @@ class Trainer:
                 f"{state['store_id']}; {self.config.store} is now {self.store_id}); remove it "
                 "to start over"
             )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp:
+            from protprof.sharding import load_full_state
+
+            load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         if self.scaler.is_enabled() and state.get("scaler"):
@@ -208,7 +240,12 @@ class Trainer:
         weights = loaded.model.state_dict()
         if not loaded.has_profile_head:
             weights = {k: v for k, v in weights.items() if not k.startswith("profile_head.")}
-        self.model.load_state_dict(weights, strict=loaded.has_profile_head)
+        if self.fsdp:
+            from protprof.sharding import load_full_state
+
+            load_full_state(self.model, None, weights, strict=loaded.has_profile_head)
+        else:
+            self.model.load_state_dict(weights, strict=loaded.has_profile_head)
         log.info(
             "starting from %s (%s profile head)",
             directory,
@@ -374,9 +411,10 @@ class Trainer:
         """MLM perplexity, profile KL and argmax agreement on the valid split (fixed masks).
 
         Rank 0 evaluates the whole split with the unwrapped model (no collectives), so a valid
-        split smaller than the world size still gets measured.
+        split smaller than the world size still gets measured. A sharded model needs every rank
+        for its forward passes: all evaluate the same batches, rank 0 reports.
         """
-        if not len(self.valid_data) or self.rank != 0:
+        if not len(self.valid_data) or (self.rank != 0 and not self.sharded):
             return {}
         self.network.eval()
         generator = torch.Generator().manual_seed(12345)
@@ -399,6 +437,8 @@ class Trainer:
                 dtype=torch.float64,
             )
         ce, masked, kl, residues, agree = totals.tolist()
+        if self.rank != 0:
+            return {}
         return {
             "valid_mlm_perplexity": math.exp(ce / max(masked, 1)),
             "valid_profile_kl": kl / max(residues, 1),
@@ -407,14 +447,17 @@ class Trainer:
 
     def save(self) -> None:
         """Write the rolling checkpoint (rank 0), refusing non-finite weights."""
+        if self.rank != 0 and not self.sharded:
+            return
+        state = self.state_dict()  # every rank gathers a sharded model's tensors
         if self.rank != 0:
             return
-        bad = non_finite(self.model.state_dict())
+        bad = non_finite(state["model"])
         if bad:
             raise self._diverged(
                 f"the weights hold NaN or inf at step {self.step} ({bad[0]})", True
             )
-        save_checkpoint(self.out / LAST, self.state_dict())
+        save_checkpoint(self.out / LAST, state)
         self.saved_step = self.step
 
     def _stop_requested(self, received: list[int]) -> bool:
@@ -559,6 +602,7 @@ _RESUMABLE = {
     "device",
     "compile",
     "precision",  # weights and optimizer state stay fp32 whatever the autocast dtype
+    "activation_checkpointing",  # recomputes the same activations
     "devices",
     "nodes",
     # The data position is counted over all ranks: a run may resume on another number of
@@ -751,12 +795,13 @@ def train(config: TrainConfig, resume: bool = False) -> Trainer:
         if trainer.rank == 0:
             _start_rolling(out, source, trainer.step)
             log.info(
-                "model %s: %d parameters; objective %s; precision %s; %d train / %d valid "
+                "model %s: %d parameters; objective %s; precision %s; %s; %d train / %d valid "
                 "sequences",
                 config.model,
                 trainer.model.n_parameters(),
                 config.objective,
                 trainer.precision,
+                trainer.layout(),
                 len(trainer.train_data),
                 len(trainer.valid_data),
             )

@@ -54,6 +54,10 @@ class TrainConfig:
     # trains with a gradient scaler; fp32 disables autocast (debugging).
     precision: str = "auto"  # auto | bf16 | fp16 | fp32
     compile: bool = False
+    # ddp: every rank holds the whole model. fsdp: parameters, gradients and optimizer state
+    # sharded over the ranks (FSDP2's fully_shard per encoder block), for esm2-3b and larger.
+    strategy: str = "ddp"  # ddp | fsdp
+    activation_checkpointing: bool = False  # recompute block activations in backward
     devices: int = 1  # processes torchrun starts per node (set by the workflow; informational)
     nodes: int = 1  # nodes of the job (set by the workflow; informational)
 
@@ -62,6 +66,12 @@ class TrainConfig:
             value = _checked(f.name, str(f.type), getattr(self, f.name))
             object.__setattr__(self, f.name, value)  # ints given for floats become floats
         self.model_config()  # validates the overrides
+        if self.strategy == "fsdp" and self.precision == "fp16":
+            # GradScaler's overflow check sees one rank's shard of the gradients only.
+            raise ConfigError(
+                "train.precision fp16 does not work with train.strategy fsdp (the gradient "
+                "scaler sees one shard); use bf16, or strategy ddp"
+            )
 
     def check_init_from(self) -> None:
         """`init_from`, when set, must be an ESM directory of the model's shape. Checked when
@@ -128,6 +138,7 @@ _CHOICES = {
     "model": tuple(PRESETS),
     "device": ("auto", "cpu", "cuda"),
     "precision": PRECISIONS,
+    "strategy": ("ddp", "fsdp"),
 }
 
 

@@ -17,10 +17,11 @@ import torch
 from conftest import ROOT
 
 from protprof import jobs
-from protprof.checkpoint import load_checkpoint
+from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
 from protprof.data import ProfileDataset, TokenBudgetBatchSampler
 from protprof.errors import ConfigError
+from protprof.model import PRESETS, ProteinEncoder
 from protprof.train import Trainer, load_config, resolve_precision
 
 # The tiny model on the small store, one micro-batch per step.
@@ -326,3 +327,60 @@ def test_launcher_resources_and_slurm_options_by_node_and_gpu_count():
     assert jobs.train_slurm_extra(train(8, 2)) == (
         "'--signal=USR1@600 --ntasks-per-node=1 --gpus-per-node=8'"
     )
+
+
+# --- sharded training ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_fsdp_matches_ddp_and_its_checkpoint_loads_on_any_world_size(
+    small_store, tmp_path, capsys
+):
+    """Two gloo processes: FSDP2 (with activation checkpointing) and DDP train the same losses
+    within float tolerance (the sharded gradients are reduce-scattered, DDP's all-reduced: other
+    summation orders). The FSDP run, saved on 2 processes at step 3, resumes on 1 (its
+    checkpoint holds whole tensors) and ends where DDP ends; embed and export read it."""
+    settings = ["max_steps=6", "eval_every=1", "max_tokens=512", "max_len=128"]
+    train = ["-m", "protprof.cli", "train", "--store", str(small_store), "--set", *settings]
+    two = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", *train]
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    run = _run([*two, "strategy=ddp", "--out-dir", str(ddp)])
+    assert run.returncode == 0, run.stderr[-3000:]
+    sharded = ["strategy=fsdp", "activation_checkpointing=true"]
+    run = _run([*two, *sharded, "stop_after=3", "--out-dir", str(fsdp)])
+    assert run.returncode == 1 and "stopped at step 3" in run.stderr, run.stderr[-3000:]
+    assert "; 2 processes sharded (fsdp); up to 1024 tokens per step" in run.stderr
+    saved = load_checkpoint(fsdp / "last.pt")
+    reference = ProteinEncoder(PRESETS["tiny"]).state_dict()
+    assert {k: v.shape for k, v in saved["model"].items()} == {
+        k: v.shape for k, v in reference.items()
+    }  # whole tensors under the unsharded names
+    one = [sys.executable, *train, *sharded, "accum_steps=2", "--out-dir", str(fsdp), "--resume"]
+    run = _run(one)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "resumed on 1 processes (saved on 2)" in run.stderr
+
+    mine, theirs = _metrics(fsdp), _metrics(ddp)
+    assert [r["step"] for r in mine] == [r["step"] for r in theirs] == list(range(1, 7))
+    for a, b in zip(mine, theirs, strict=True):
+        assert (a["samples_seen"], a["tokens_seen"]) == (b["samples_seen"], b["tokens_seen"])
+        for key in ("train_loss", "train_mlm_loss", "train_profile_loss", "valid_profile_kl"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
+    weights = load_model(fsdp / "checkpoint.pt").state_dict()
+    for name, value in load_model(ddp / "checkpoint.pt").state_dict().items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+    fasta = tmp_path / "two.fasta"
+    fasta.write_text(">a\nMKTAYIAKQRQISFVKSHFSRQ\n>b\nMSTNPKPQRKTKRNTNRRPQDVKFPGG\n")
+    embedded = tmp_path / "e.npz"
+    assert main(["embed", str(fsdp / "checkpoint.pt"), str(fasta), "--out", str(embedded)]) == 0
+    assert main(["export", str(fsdp / "checkpoint.pt"), "--out", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "model.safetensors").stat().st_size > 1000
+    capsys.readouterr()
+
+
+def test_fp16_with_fsdp_is_refused_in_one_line(small_store):
+    with pytest.raises(ConfigError, match="precision fp16 does not work with train.strategy"):
+        load_config(None, [f"store={small_store}", "strategy=fsdp", "precision=fp16"])
+    with pytest.raises(ConfigError, match=r"train.strategy must be one of \('ddp', 'fsdp'\)"):
+        load_config(None, [f"store={small_store}", "strategy=zero3"])
