@@ -4,6 +4,7 @@ file, named from its ID, and an `index.tsv` that lists them and marks the folder
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote
@@ -37,17 +38,33 @@ def _is_msa_dir(path: Path) -> bool:
 MSA_DIR = Kind("a protprof alignment folder (with index.tsv)", _is_msa_dir)
 
 
+def alignment_bytes(result: QueryResult, msa_format: str) -> bytes:
+    """A result's final alignment as the bytes of its file in an alignment folder."""
+    handle = io.BytesIO()
+    if msa_format == "a3m":  # HMMER writes no a3m
+        write_a3m(result.msa, handle)
+    else:
+        result.msa.write(handle, msa_format)  # type: ignore[arg-type]  # stockholm, a2m
+    return handle.getvalue()
+
+
 def write_alignments(results: Iterable[QueryResult], msa_dir: Path, msa_format: str) -> None:
     """Write each result's final alignment as a file of `msa_dir`, plus the index (atomic)."""
+    write_alignment_files(
+        ((r.id, alignment_bytes(r, msa_format)) for r in results), msa_dir, msa_format
+    )
+
+
+def write_alignment_files(
+    files: Iterable[tuple[str, bytes]], msa_dir: Path, msa_format: str
+) -> None:
+    """Write (query ID, alignment bytes) pairs as the files of `msa_dir`, plus the index
+    (atomic)."""
     with atomic_output(msa_dir, MSA_DIR) as tmp:
         tmp.mkdir(parents=True)
         index = [_MSA_INDEX_HEADER]
-        for r in results:
-            name = msa_filename(r.id, msa_format)
-            with open(tmp / name, "wb") as handle:
-                if msa_format == "a3m":  # HMMER writes no a3m
-                    write_a3m(r.msa, handle)
-                else:
-                    r.msa.write(handle, msa_format)  # type: ignore[arg-type]  # stockholm, a2m
-            index.append(f"{r.id}\t{name}\n")
+        for query_id, content in files:
+            name = msa_filename(query_id, msa_format)
+            (tmp / name).write_bytes(content)
+            index.append(f"{query_id}\t{name}\n")
         (tmp / MSA_INDEX).write_text("".join(index))

@@ -287,6 +287,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 def _run_search(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
     from protprof.ingest import read_shard
+    from protprof.journal import journal_path
     from protprof.pipeline import search_shard
     from protprof.store import STORE
 
@@ -308,6 +309,8 @@ def _run_search(args: argparse.Namespace) -> None:
                 filters=_filter_params(args),
                 progress=lambda _: bar.update(),
                 reuse=reuse,
+                journal=journal_path(args.out),
+                resumed=bar.set_start,
             )
     log.info("wrote %s (%d queries)", args.out, n)
 
@@ -699,6 +702,7 @@ def _run_build(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
     from protprof.clusters import mmseqs_program
     from protprof.ingest import assign_splits, ingest_attrs, select_records
+    from protprof.journal import journal_path
     from protprof.pipeline import build
     from protprof.sources import SearchSource, build_cached, check_filters
     from protprof.store import STORE
@@ -742,6 +746,8 @@ def _run_build(args: argparse.Namespace) -> None:
                     progress=lambda _: bar.update(),
                     reuse=reuse,
                     filters=filters,
+                    journal=journal_path(args.out),
+                    resumed=bar.set_start,
                 )
     log.info("wrote %s", args.out)
 

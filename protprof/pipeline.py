@@ -19,7 +19,7 @@ import numpy as np
 
 from protprof import cache
 from protprof._atomic import require_space
-from protprof.alignments import write_alignments
+from protprof.alignments import alignment_bytes, write_alignment_files
 from protprof.errors import ConfigError, StoreError
 from protprof.fasta import Record
 from protprof.importer import (
@@ -33,6 +33,7 @@ from protprof.importer import (
     write_imported,
 )
 from protprof.ingest import IngestParams, assign_splits, ingest_attrs, read_shard
+from protprof.journal import Entry, Journal, open_journal, settings
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import Profiled, ProfileParams, profile_result
 from protprof.reuse import ReuseParams, per_query_summary, search_with_reuse
@@ -71,19 +72,35 @@ def search_records(
     extra_attrs: dict[str, Any] | None = None,
     reuse: ReuseParams | None = None,
     filters: FilterParams = NO_FILTERS,
+    journal: Path | None = None,
+    keep_journal: bool = False,
+    resumed: Callable[[int], None] | None = None,
 ) -> Path:
     """Search records, build their profiles and write one store at `out` (atomically).
     With `reuse` (pool or family), families share whole-database searches (`reuse.py`) and
     the store records each row's role (`cache.ROLES`); either way `attrs["reuse"]` says how
     many whole-database searches ran. `filters` (off by default) choose the rows of each final
-    alignment that build its profile; they do not combine with reuse."""
+    alignment that build its profile; they do not combine with reuse.
+
+    With `journal` (a folder, `journal.journal_path(out)` for a job's output), each finished
+    query is made durable there as the search runs, queries an earlier killed run journaled
+    are not searched again (`resumed` gets their count), and the journal is removed once `out`
+    is written (unless `keep_journal`: the caller removes it once `out` is used up). Reuse
+    runs without one: its searches serve whole families."""
     check_filters(filters, reuse)
     require_space([(out, store_bytes(records))], "nothing was searched")
     attrs = {
         **search_provenance(database.fingerprint, search, profile, filters),
         **(extra_attrs or {}),
     }
+    keep = msa_format if msa_dir is not None else None
     if reuse is not None and reuse.mode != "none":
+        if journal is not None:
+            log.info(
+                "reuse %s: no journal is kept (a family's searches serve all its members); a "
+                "killed job searches its queries again",
+                reuse.mode,
+            )
         if reuse.mode == "family" and msa_dir is not None:
             log.warning(
                 "reuse family: members are aligned to no search of their own; %s gets the "
@@ -92,17 +109,75 @@ def search_records(
             )
         outcome = search_with_reuse(records, database, search, profile, reuse, threads, progress)
         attrs["reuse"] = outcome.summary
-        return _write(outcome.profiled, splits, out, attrs, msa_dir, msa_format, outcome.roles)
+        entries = [_entry(p, keep) for p in outcome.profiled]
+        return _write(entries, splits, out, attrs, msa_dir, msa_format, outcome.roles)
     attrs["reuse"] = per_query_summary(len(records))
+    wanted = settings(database.fingerprint, search, profile, filters, keep)
+    with open_journal(journal, wanted) as held:
+        entries = _search_journaled(
+            records,
+            database,
+            search,
+            threads,
+            held,
+            resumed,
+            progress,
+            lambda r: _entry(profile_result(r, profile, filters), keep),
+        )
+        written = _write(entries, splits, out, attrs, msa_dir, msa_format)
+        if held is not None and not keep_journal:
+            held.remove()
+    return written
+
+
+def _search_journaled(
+    records: list[Record],
+    database: Database,
+    search: SearchParams,
+    threads: int,
+    journal: Journal | None,
+    resumed: Callable[[int], None] | None,
+    progress: Callable[[object], None] | None,
+    make: Callable[[QueryResult], Entry],
+) -> list[Entry]:
+    """Every record's entry, in order: from the journal, or searched (and journaled)."""
+    done = journal.finished(records) if journal is not None else {}
+    todo = [r for i, r in enumerate(records) if i not in done]
+    if journal is not None:
+        log.info(
+            "journal %s: %d of %d queries finished by an earlier run; searching %d",
+            journal.path,
+            len(done),
+            len(records),
+            len(todo),
+        )
+    if resumed is not None and done:
+        resumed(len(done))
+
+    def finish(result: QueryResult) -> Entry:
+        entry = make(result)
+        if journal is not None:
+            journal.append(entry)
+        return entry
+
     z = int(database.fingerprint["n_sequences"])
-    profiled = JackhmmerSearch(database.block, search, threads, z).run(
-        records, progress, lambda r: profile_result(r, profile, filters)
+    searched = iter(
+        JackhmmerSearch(database.block, search, threads, z).run(todo, progress, finish)
     )
-    return _write(profiled, splits, out, attrs, msa_dir, msa_format)
+    return [done[i] if i in done else next(searched) for i in range(len(records))]
+
+
+def _entry(p: Profiled, keep: str | None) -> Entry:
+    """A profile as the store and the alignment folder take it (quantised; alignment bytes
+    when `keep` names a format and the profile came from a search of its own)."""
+    alignment = None
+    if keep is not None and p.result is not None:
+        alignment = alignment_bytes(p.result, keep)
+    return Entry(p.id, p.sequence, quantise(p.values), p.n_hits, p.neff, alignment)
 
 
 def _write(
-    profiled: list[Profiled],
+    entries: list[Entry],
     splits: list[int],
     out: Path,
     attrs: dict[str, Any],
@@ -112,14 +187,14 @@ def _write(
 ) -> Path:
     if msa_dir is not None:
         # Family targets come from no alignment of the member's own: none is kept for them.
-        results = [p.result for p in profiled if p.result is not None]
-        write_alignments(results, msa_dir, msa_format)
+        files = [(e.id, e.alignment) for e in entries if e.alignment is not None]
+        write_alignment_files(files, msa_dir, msa_format)
     part = columns(
-        [p.id for p in profiled],
-        [p.sequence for p in profiled],
-        [quantise(p.values) for p in profiled],
-        [p.n_hits for p in profiled],
-        [p.neff for p in profiled],
+        [e.id for e in entries],
+        [e.sequence for e in entries],
+        [e.profile for e in entries],
+        [e.n_hits for e in entries],
+        [e.neff for e in entries],
         splits,
     )
     extra = None
@@ -143,9 +218,10 @@ def finish_chunked_shard(
 ) -> Path:
     """Profiles and the shard store from a chunked search's final alignments."""
     _, splits = read_shard(shard)
-    profiled = [profile_result(r, profile, filters) for r in results]
+    keep = msa_format if msa_dir is not None else None
+    entries = [_entry(profile_result(r, profile, filters), keep) for r in results]
     attrs = {**search_provenance(fingerprint, search, profile, filters), "database_chunks": True}
-    return _write(profiled, splits, out, attrs, msa_dir, msa_format)
+    return _write(entries, splits, out, attrs, msa_dir, msa_format)
 
 
 def search_shard(

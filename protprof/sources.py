@@ -30,6 +30,7 @@ from protprof._atomic import require_space
 from protprof.alignment_files import ImportParams
 from protprof.errors import ConfigError
 from protprof.importer import Item, import_provenance, write_imported
+from protprof.journal import journal_path, remove_journal
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import ProfileParams
 from protprof.reuse import ReuseParams, run_summary
@@ -90,8 +91,11 @@ class AlignmentSource(Protocol):
         splits: Sequence[int],
         out: Path,
         progress: Callable[[object], None] | None = None,
+        journal: Path | None = None,
     ) -> Path:
-        """Profile the items and write them as one shard store at `out`."""
+        """Profile the items and write them as one shard store at `out`; with `journal`, make
+        each finished item durable there and skip those an earlier run finished (the caller
+        removes it once `out` is used up)."""
         ...
 
     def store_attrs(self, built: int, shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -136,8 +140,9 @@ class SearchSource:
         splits: Sequence[int],
         out: Path,
         progress: Callable[[object], None] | None = None,
+        journal: Path | None = None,
     ) -> Path:
-        """Search, profile and write the items (`pipeline.search_records`)."""
+        """Search, profile and write the items (`pipeline.search_records`), journaled."""
         from protprof.pipeline import search_records
 
         if self.database is None:
@@ -153,6 +158,8 @@ class SearchSource:
             progress=progress,
             reuse=self.reuse,
             filters=self.filters,
+            journal=journal,
+            keep_journal=True,
         )
 
     def store_attrs(self, built: int, shards: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -216,8 +223,10 @@ class FileSource:
         splits: Sequence[int],
         out: Path,
         progress: Callable[[object], None] | None = None,
+        journal: Path | None = None,
     ) -> Path:
-        """Profile the alignments and write them with `sources.tsv`."""
+        """Profile the alignments and write them with `sources.tsv` (no journal: reading and
+        profiling an alignment again is cheap)."""
         attrs = {"import": self.provenance}
         return write_imported(
             items, splits, out, attrs, self.filters, self.profile, self.threads, progress
@@ -236,12 +245,14 @@ def fill_missing(
     work: Path,
     progress: Callable[[object], None] | None = None,
     also: Sequence[tuple[Path, int]] = (),
+    journal: Path | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Profile the items without a cache entry and publish them; returns how many were built
     and the attrs of the shard store that was published (none when nothing was missing).
     `work` is a temporary shard store, removed once published. Before any work, the cache is
     claimed (writable, lockable, room for the new entries) and there must be room for `also`
-    ((path, bytes): the caller's outputs)."""
+    ((path, bytes): the caller's outputs). With `journal`, a search makes each finished item
+    durable there; the journal is removed once the items are published."""
     contexts = source.contexts()
     missing = profiles.missing(contexts, [source.key(item) for item in items])
     why = f" ({profiles.why_missing(contexts[0])})" if items and len(missing) == len(items) else ""
@@ -259,11 +270,14 @@ def fill_missing(
     size = store_bytes([items[i] for i in missing])
     profiles.claim([(work, size), (profiles.path / "segments", source.copies * size), *also])
     try:
-        source.write([items[i] for i in missing], [splits[i] for i in missing], work, progress)
+        todo = [items[i] for i in missing]
+        source.write(todo, [splits[i] for i in missing], work, progress, journal)
         attrs = dict(open_store(work).attrs)
         profiles.publish(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if journal is not None:
+        remove_journal(journal)
     return len(missing), [attrs]
 
 
@@ -313,8 +327,11 @@ def build_cached(
     # The temporary shard store is named like the output's temporaries, so a killed build's
     # leftover is cleared when the output is next written (`_atomic._recover`).
     work = out.with_name(f".{out.name}.tmp-{source.name}")
+    # The journal is named after the output, not the temporary shard store: it must outlive
+    # a killed build, whose temporaries the next write clears.
+    journal = journal_path(out) if source.name == "search" else None
     built, shards = fill_missing(
-        profiles, items, splits, source, work, progress, also=[(out, store_bytes(items))]
+        profiles, items, splits, source, work, progress, [(out, store_bytes(items))], journal
     )
     return assemble_cached(
         profiles, items, splits, source, out, built, shards, extra_attrs, extra_files
