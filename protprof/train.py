@@ -98,6 +98,7 @@ class Trainer:
         self.sampler = TokenBudgetBatchSampler(
             self.train_data.lengths, config.max_tokens, config.seed, True, self.world, self.rank
         )
+        self.accum = config.accumulation(self.world)  # micro-batches per rank and step
         # fsdp checkpoints hold whole tensors keyed by name on any world size (one rank too)
         self.fsdp = config.strategy == "fsdp"
         self.sharded = self.fsdp and self.world > 1
@@ -137,10 +138,10 @@ class Trainer:
         """How the model is spread over the processes, and the global batch, for the log."""
         c = self.config
         how = "sharded (fsdp)" if self.sharded else "replicated (ddp)" if self.world > 1 else ""
-        per_rank = c.max_tokens * c.accum_steps
+        per_rank = c.max_tokens * self.accum
         return (
             f"{self.world} process{'es' if self.world > 1 else ''}{' ' + how if how else ''}; "
-            f"up to {per_rank * self.world} tokens per step ({c.max_tokens} x {c.accum_steps} "
+            f"up to {per_rank * self.world} tokens per step ({c.max_tokens} x {self.accum} "
             f"micro-batches per rank)"
         )
 
@@ -163,6 +164,7 @@ class Trainer:
             "rng": {"torch": torch.get_rng_state()},
             "seen": dict(self.seen),
             "world": self.world,
+            "accum": self.accum,
         }
 
     def load(self, path: Path) -> None:
@@ -209,9 +211,10 @@ class Trainer:
     def _note_world_change(self, state: dict[str, Any]) -> None:
         """Say when a resumed run reads another global batch than the saved one (another world
         size or accum_steps): the data continues exactly, the optimisation does not."""
-        world, accum = state.get("world", 1), state["config"].get("accum_steps", 1)
+        world = state.get("world", 1)
+        accum = state.get("accum", state["config"].get("accum_steps", 1))
         before = self.config.max_tokens * accum * world
-        now = self.config.max_tokens * self.config.accum_steps * self.world
+        now = self.config.max_tokens * self.accum * self.world
         if world != self.world:
             log.info("resumed on %d processes (saved on %d)", self.world, world)
         if before != now:
@@ -283,7 +286,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype, enabled=self.precision != "fp32")
 
     def train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """One optimizer step over `accum_steps` micro-batches, token-weighted.
+        """One optimizer step over `accum` micro-batches per rank, token-weighted.
 
         Each loss term is its sum over the step's positions (masked positions for MLM, real
         residues for the profile) divided by their count over every micro-batch and rank, so a
@@ -299,7 +302,7 @@ class Trainer:
         self.network.train()
         mlm_w, profile_w = objective_weights(c.objective, c.mlm_weight, c.profile_weight)
         micro = []
-        for i in range(c.accum_steps):
+        for i in range(self.accum):
             # This rank's i-th micro-batch is global batch `consumed + i * world + rank`.
             position = self.sampler.consumed + i * self.world + self.rank
             masking = None if c.objective == "profile" else _mask_generator(c.seed, position)
@@ -344,7 +347,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.step += 1
-        self.sampler.advance(self.world * c.accum_steps)
+        self.sampler.advance(self.world * self.accum)
         self.seen["samples"] += int(n_sequences)
         self.seen["tokens"] += int(n_residues)
         mlm_sum, profile_sum = self._sum_over_ranks([sums["mlm_loss"], sums["profile_loss"]])

@@ -35,6 +35,10 @@ class TrainConfig:
     max_len: int = 512  # residues per sequence (random crop beyond)
     max_tokens: int = 8192  # padded tokens per micro-batch
     accum_steps: int = 1
+    # Tokens per optimizer step over all ranks (max_tokens x accumulation x processes); when
+    # set, the accumulation is derived from it, so a run moved to another GPU count keeps its
+    # optimisation. 0: accum_steps micro-batches per rank.
+    global_tokens: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
@@ -66,12 +70,36 @@ class TrainConfig:
             value = _checked(f.name, str(f.type), getattr(self, f.name))
             object.__setattr__(self, f.name, value)  # ints given for floats become floats
         self.model_config()  # validates the overrides
+        if self.global_tokens and self.accum_steps != 1:
+            raise ConfigError(
+                f"train.global_tokens {self.global_tokens} and train.accum_steps "
+                f"{self.accum_steps} both set: set one (global_tokens derives the accumulation)"
+            )
+        self.accumulation(self.nodes * max(self.devices, 1))  # the workflow's world size
         if self.strategy == "fsdp" and self.precision == "fp16":
             # GradScaler's overflow check sees one rank's shard of the gradients only.
             raise ConfigError(
                 "train.precision fp16 does not work with train.strategy fsdp (the gradient "
                 "scaler sees one shard); use bf16, or strategy ddp"
             )
+
+    def accumulation(self, world: int) -> int:
+        """Micro-batches per rank and step on `world` processes: `accum_steps`, or derived
+        from `global_tokens`.
+
+        Raises:
+            ConfigError: global_tokens is not a multiple of max_tokens x world.
+        """
+        if not self.global_tokens:
+            return self.accum_steps
+        per_pass = self.max_tokens * world
+        if self.global_tokens % per_pass:
+            raise ConfigError(
+                f"train.global_tokens {self.global_tokens} is not a multiple of max_tokens "
+                f"{self.max_tokens} x {world} processes ({per_pass}): choose a multiple, or "
+                "another max_tokens"
+            )
+        return self.global_tokens // per_pass
 
     def check_init_from(self) -> None:
         """`init_from`, when set, must be an ESM directory of the model's shape. Checked when
@@ -110,6 +138,7 @@ _BOUNDS = {
     "max_len": "[1, inf)",
     "max_tokens": "[1, inf)",
     "accum_steps": "[1, inf)",
+    "global_tokens": "[0, inf)",
     "lr": "(0, 1]",
     "weight_decay": "[0, inf)",
     "warmup_steps": "[0, inf)",

@@ -158,12 +158,12 @@ def _read_trace(tmp: Path, name: str, processes: int) -> list[list[tuple[int, in
 def test_resume_on_another_world_size_reads_every_sample_once(
     small_store, tmp_path, first, second
 ):
-    """Saved with `first` processes after 5 steps, finished with `second`, the global batch
-    kept at 2 x 512 tokens (accum_steps = 2 / processes): together they read exactly the
-    batches an uninterrupted single process reads, each epoch's samples once, and
-    metrics.jsonl counts samples and tokens on across the resume. The losses agree with the
-    single process's within float tolerance only: DDP's all-reduce sums the ranks' gradients
-    in another order than one process accumulating them."""
+    """Saved with `first` processes after 5 steps, finished with `second`, global_tokens
+    keeping 2 x 512 tokens per step (2 / processes micro-batches per rank): together they
+    read exactly the batches an uninterrupted single process reads, each epoch's samples
+    once, and metrics.jsonl counts samples and tokens on across the resume. The losses agree
+    with the single process's within float tolerance only: DDP's all-reduce sums the ranks'
+    gradients in another order than one process accumulating them."""
     store = f"store={small_store}"
     reference = tmp_path / "reference"
     assert (
@@ -182,16 +182,16 @@ def test_resume_on_another_world_size_reads_every_sample_once(
         == 0
     )
     out = tmp_path / "moved"
-    cut = _traced_train(
-        tmp_path, "a", first, out, store, f"accum_steps={2 // first}", "stop_after=5"
-    )
+    cut = _traced_train(tmp_path, "a", first, out, store, "global_tokens=1024", "stop_after=5")
     assert cut.returncode == 1 and "stopped at step 5 (stop_after)" in cut.stderr, cut.stderr[
         -2000:
     ]
     assert not (out / "metrics.jsonl").exists()
-    rest = _traced_train(tmp_path, "b", second, out, store, f"accum_steps={2 // second}")
+    rest = _traced_train(tmp_path, "b", second, out, store, "global_tokens=1024")
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert f"resumed on {second} processes (saved on {first})" in rest.stderr
+    assert f"up to 1024 tokens per step (512 x {2 // second} micro-batches" in rest.stderr
+    assert "global batch changed" not in rest.stderr
     read = _read_trace(tmp_path, "a", first) + _read_trace(tmp_path, "b", second)
 
     # Exactly the uninterrupted order of batches: 2 per step, 12 steps.
@@ -384,3 +384,35 @@ def test_fp16_with_fsdp_is_refused_in_one_line(small_store):
         load_config(None, [f"store={small_store}", "strategy=fsdp", "precision=fp16"])
     with pytest.raises(ConfigError, match=r"train.strategy must be one of \('ddp', 'fsdp'\)"):
         load_config(None, [f"store={small_store}", "strategy=zero3"])
+
+
+def test_global_tokens_derive_the_accumulation_from_the_world_size(small_store, tmp_path):
+    config = load_config(None, [f"store={small_store}", "max_tokens=1024", "global_tokens=4096"])
+    assert [config.accumulation(w) for w in (1, 2, 4)] == [4, 2, 1]
+    with pytest.raises(ConfigError) as refused:
+        config.accumulation(3)
+    assert str(refused.value) == (
+        "train.global_tokens 4096 is not a multiple of max_tokens 1024 x 3 processes (3072): "
+        "choose a multiple, or another max_tokens"
+    )
+    # The workflow's nodes x devices are checked with the settings (its dry run):
+    with pytest.raises(ConfigError, match=r"x 8 processes \(8192\)"):
+        load_config(
+            None,
+            [
+                f"store={small_store}",
+                "max_tokens=1024",
+                "global_tokens=4096",
+                "devices=4",
+                "nodes=2",
+            ],
+        )
+    with pytest.raises(ConfigError, match="global_tokens 4096 and train.accum_steps 2 both set"):
+        load_config(None, [f"store={small_store}", "global_tokens=4096", "accum_steps=2"])
+    trainer = _trainer(small_store, tmp_path, "global_tokens=4096")
+    assert trainer.accum == 4
+    trainer.train_step(trainer._batches())
+    assert trainer.sampler.state_dict()["consumed"] == 4
+    assert trainer.layout() == (
+        "1 process; up to 4096 tokens per step (1024 x 4 micro-batches per rank)"
+    )
