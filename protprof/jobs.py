@@ -16,9 +16,11 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from protprof.alignment_files import OPENFOLD_PICK, ImportParams, discover, in_shard
+from protprof.alphabet import N_STANDARD, VOCAB_SIZE
 from protprof.clusters import mmseqs_program
 from protprof.errors import ConfigError
 from protprof.ingest import IngestParams
+from protprof.model_config import PRESETS, ModelConfig
 from protprof.msa_filter import FilterParams
 from protprof.profiles import ProfileParams
 from protprof.reuse import MODES, ReuseParams
@@ -404,6 +406,37 @@ def train_slurm_extra(config: dict[str, Any]) -> str:
     elif devices:
         options.append(f"--gpus={devices}")
     return "'" + " ".join(options) + "'"
+
+
+# The throughput anchor of the GPU plans: NVIDIA BioNeMo's ESM-2 650M trains at ~42,700
+# tokens/s per A100 (bf16, ~59 % MFU). Other shapes are scaled by their training FLOPs per
+# token, i.e. at the same MFU: smaller models reach less, so for them the estimate is a lower
+# bound on GPU-hours.
+ANCHOR_MODEL = "esm2-650m"
+ANCHOR_TOKENS_PER_S = 42_700
+PLAN_SEQUENCE_TOKENS = 1024  # ESM-2's crop (max_len 1022 + 2 special tokens)
+
+
+def model_parameters(model: ModelConfig, vocabulary: int = VOCAB_SIZE) -> int:
+    """The encoder's parameters counted from its shape (the tied MLM decoder once), as
+    `ProteinEncoder.n_parameters` counts them, without building it."""
+    d, f = model.d_model, model.d_ff
+    block = 4 * d * d + 2 * d * f + 9 * d + f  # attention, feed-forward, biases, 2 LayerNorms
+    heads = vocabulary + d * d + 3 * d + N_STANDARD * d + N_STANDARD  # MLM transform, profile
+    return vocabulary * d + model.n_layers * block + 2 * d + heads
+
+
+def train_flops_per_token(model: ModelConfig, tokens: int = PLAN_SEQUENCE_TOKENS) -> float:
+    """Training FLOPs per token: 6 per parameter (forward and backward) plus attention's
+    scores and weighted sums over a `tokens`-long sequence (12 x layers x tokens x width)."""
+    return 6 * model_parameters(model) + 12 * model.n_layers * tokens * model.d_model
+
+
+def train_gpu_hours(model: ModelConfig, tokens: float) -> float:
+    """GPU-hours to train `model` on `tokens` at the anchor's MFU (A100-class)."""
+    anchor = train_flops_per_token(PRESETS[ANCHOR_MODEL])
+    rate = ANCHOR_TOKENS_PER_S * anchor / train_flops_per_token(model)
+    return tokens / rate / 3600
 
 
 def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import ROOT
 
 from protprof import jobs
@@ -416,3 +417,30 @@ def test_global_tokens_derive_the_accumulation_from_the_world_size(small_store, 
     assert trainer.layout() == (
         "1 process; up to 4096 tokens per step (1024 x 4 micro-batches per rank)"
     )
+
+
+def test_gpu_plans_load_and_state_their_estimates(small_store):
+    """The GPU plans' trainer YAMLs load for 4 and 8 GPUs with one global batch, and the
+    GPU-hours their comments state are what protprof.jobs computes from the anchor."""
+    for preset in ("tiny", "esm2-8m", "esm2-35m"):  # the count the estimate rests on
+        assert jobs.model_parameters(PRESETS[preset]) == (
+            ProteinEncoder(PRESETS[preset]).n_parameters()
+        )
+    # The anchor itself runs at the anchor's rate.
+    anchor = PRESETS[jobs.ANCHOR_MODEL]
+    assert jobs.train_gpu_hours(anchor, 42_700 * 3600) == pytest.approx(1.0)
+    for name, hours, gpus in (("esm2-35m", "0.27 GPU-hours", 4), ("esm2-150m", "4.9 GPU", 4)):
+        path = ROOT / "workflow" / "plans" / f"train-{name}.yaml"
+        config = load_config(path, [f"store={small_store}", f"devices={gpus}"])
+        assert config.model == name
+        accumulations = [config.accumulation(g) for g in (gpus, 2 * gpus)]
+        assert accumulations[0] == 2 * accumulations[1] >= 2
+        tokens = config.max_steps * config.global_tokens
+        estimate = jobs.train_gpu_hours(config.model_config(), tokens)
+        assert f"{estimate:.2g}".rstrip("0") in hours and hours in path.read_text()
+    plan = yaml.safe_load((ROOT / "workflow" / "plans" / "uniref90.yaml").read_text())
+    assert plan["train"] == {
+        "config": "workflow/plans/train-esm2-35m.yaml",
+        "devices": 4,
+        "nodes": 1,
+    }
