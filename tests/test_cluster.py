@@ -444,3 +444,31 @@ def test_gpu_plans_load_and_state_their_estimates(small_store):
         "devices": 4,
         "nodes": 1,
     }
+
+
+# --- the GPU check --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_smoke_runs_every_check_and_writes_its_table(small_store, tmp_path):
+    """bench/gpu_check.sh --cpu-smoke: the correctness checks pass on CPU and the report has
+    a row per smoke preset, so the script still works the day a GPU is lent."""
+    report = tmp_path / "smoke.md"
+    script = ROOT / "bench" / "gpu_check.sh"
+    run = _run(
+        ["bash", str(script), "--cpu-smoke", "--store", str(small_store), "--out", str(report)],
+        {"PROTPROF_PYTHON": sys.executable},
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    text = report.read_text()
+    assert text.startswith("# protprof GPU check: cpu-smoke\n")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    checks = {row.split(" | ")[0][2:]: row.split(" | ")[1] for row in rows[1:4]}
+    assert checks == {
+        "CPU vs device forward (esm2-8m, fp32)": "PASS",
+        "finite bfloat16 training loss": "PASS",
+        "20-step DDP run on 2 cpu processes": "PASS",
+    }
+    presets = [row.split(" | ")[0][2:] for row in rows[5:]]
+    assert presets == ["tiny", "esm2-8m"]
+    assert "esm2-150m at >= 45% MFU" in text
