@@ -32,6 +32,7 @@ import mmap
 import os
 import shutil
 import struct
+import threading
 import uuid
 import zlib
 from collections.abc import Iterator, Sequence
@@ -204,6 +205,9 @@ class Journal:
         self.path = path
         self.entries = entries
         self._fd: int | None = None
+        # Worker threads append: one record at a time, so a partial write (or O_APPEND on
+        # NFS, which is not atomic) never interleaves two records.
+        self._lock = threading.Lock()
 
     def finished(self, records: Sequence[Record]) -> dict[int, Entry]:
         """The records (by index) a journaled entry of the same ID and sequence covers."""
@@ -215,9 +219,13 @@ class Journal:
         return found
 
     def append(self, entry: Entry) -> None:
-        """Make one finished query durable (written and fsync'd before returning). Called
-        from the search's worker threads: one write call per record keeps records whole."""
+        """Make one finished query durable (written and fsync'd before returning); called
+        from the search's worker threads."""
         frame = encode(entry)
+        with self._lock:
+            self._write(frame)
+
+    def _write(self, frame: bytes) -> None:
         try:
             if self._fd is None:
                 self._fd = os.open(

@@ -88,7 +88,8 @@ def search_records(
     is written (unless `keep_journal`: the caller removes it once `out` is used up). Reuse
     runs without one: its searches serve whole families."""
     check_filters(filters, reuse)
-    require_space([(out, store_bytes(records))], "nothing was searched")
+    size = store_bytes(records)  # the journal holds about as much as the store
+    require_space([(out, size), *([(journal, size)] if journal else [])], "nothing was searched")
     attrs = {
         **search_provenance(database.fingerprint, search, profile, filters),
         **(extra_attrs or {}),
