@@ -17,6 +17,7 @@ Nothing here touches the network: `transformers` reads local directories only.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -194,6 +195,8 @@ def export(loaded: LoadedModel, out: str | Path, force: bool = False) -> None:
                     "columns": STANDARD,
                 },
             )
+        # safetensors carries no checksum: a flipped bit in a weight would load silently.
+        provenance["sha256"] = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=1, default=str) + "\n")
 
 
@@ -261,6 +264,7 @@ def load_directory(directory: str | Path) -> LoadedModel:
         CheckpointError: one line: see `read_config`; weights missing or of another shape.
     """
     directory = Path(directory)
+    check_files(directory)
     config = read_config(directory)
     esm = _read_weights(directory)
     model = ProteinEncoder(config)
@@ -287,6 +291,35 @@ def _quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_files(directory: Path) -> None:
+    """Check the files `protprof export` recorded in protprof.json against their SHA-256
+    (a directory from elsewhere, or from an older protprof, records none and is not checked).
+
+    Raises:
+        CheckpointError: a recorded file is missing or its bytes changed.
+    """
+    recorded = _provenance(directory).get("sha256")
+    if not isinstance(recorded, dict):
+        return
+    for name, want in recorded.items():
+        path = directory / str(name)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (protprof export wrote it; see {PROVENANCE})")
+        if _sha256(path) != want:
+            raise CheckpointError(
+                f"{path}: its SHA-256 differs from the one protprof export recorded in "
+                f"{PROVENANCE}: the file is damaged or was changed; export the model again"
+            )
 
 
 def _provenance(directory: Path) -> dict[str, Any]:

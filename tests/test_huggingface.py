@@ -4,6 +4,7 @@ and `save_pretrained`) embedded, evaluated and trained from; refusals in one lin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -19,7 +20,7 @@ from protprof.cli import main
 from protprof.data import ProfileDataset, TokenBudgetBatchSampler, loader, pad_tokens
 from protprof.esm_config import ESM_TOKENS
 from protprof.fasta import read_fasta
-from protprof.huggingface import PROFILE_HEAD, TO_ESM, load_profile_head
+from protprof.huggingface import PROFILE_HEAD, PROVENANCE, TO_ESM, load_profile_head
 from protprof.model import PRESETS, ProteinEncoder
 from protprof.train import Trainer, load_config
 from tests.conftest import DEMO_QUERIES, SHARED_DATA, esm_directory
@@ -357,6 +358,12 @@ def test_a_profile_head_of_another_width_is_refused(checkpoint, tmp_path, capsys
     from safetensors.torch import save_file
 
     save_file({"weight": torch.zeros(20, 32), "bias": torch.zeros(20)}, str(out / PROFILE_HEAD))
+    # a head whose recorded checksum matches: the width check, not the checksum, must refuse it
+    provenance = json.loads((out / PROVENANCE).read_text())
+    provenance["sha256"][PROFILE_HEAD] = hashlib.sha256(
+        (out / PROFILE_HEAD).read_bytes()
+    ).hexdigest()
+    (out / PROVENANCE).write_text(json.dumps(provenance))
     fasta = write_fasta(tmp_path / "s.fasta", real_sequences()[:1])
     capsys.readouterr()
     assert main(["embed", str(out), str(fasta), "--out", str(tmp_path / "e.npz")]) == 1
@@ -382,3 +389,24 @@ def test_a_config_without_optional_keys_reads_as_transformers_defaults(tmp_path)
     del config["emb_layer_norm_before"]
     (directory / "config.json").write_text(json.dumps(config))
     assert load_any(directory).model.config.n_layers == 2
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", PROFILE_HEAD, "config.json"])
+def test_a_damaged_exported_file_is_refused_naming_it(checkpoint, tmp_path, capsys, name):
+    """safetensors has no checksum: one flipped bit in a weight, a finite wrong value, used to
+    load. The SHA-256 export records in protprof.json catches it, and a removed file."""
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 0
+    load_any(out)  # intact: loads
+    path = out / name
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # the last bytes of a safetensors file are tensor data
+    path.write_bytes(bytes(data))
+    fasta = write_fasta(tmp_path / "seqs.fasta", real_sequences()[:2])
+    capsys.readouterr()
+    assert main(["embed", str(out), str(fasta), "--out", str(tmp_path / "e.npz")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "SHA-256" in err[0], err
+    path.unlink()
+    assert main(["embed", str(out), str(fasta), "--out", str(tmp_path / "e.npz")]) == 1
+    assert "missing" in capsys.readouterr().err
