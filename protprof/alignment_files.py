@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 LAYOUTS = ("files", "openfold")
 COMBINE = ("first", "merge")
+# Which profile a sequence keeps when it is both a searched query and an imported alignment.
+PREFER = ("alignment", "search")
 # AlphaFold/OpenFold's per-chain file names, the UniRef90 search first (a jackhmmer alignment,
 # the kind protprof's own searches make).
 OPENFOLD_PICK = ("uniref90_hits.sto", "bfd_uniclust_hits.a3m", "mgnify_hits.sto")

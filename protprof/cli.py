@@ -882,7 +882,7 @@ def _shard(text: str) -> tuple[int, int]:
     "when alignments are configured)",
 )
 def _combine_args(p: argparse.ArgumentParser) -> None:
-    from protprof.pipeline import PREFER
+    from protprof.alignment_files import PREFER
 
     p.add_argument("imported", nargs="+", type=Path, help="stores written by `import`")
     p.add_argument("--searched", type=Path, help="the store of the searched queries")

@@ -19,6 +19,7 @@ import numpy as np
 
 from protprof import cache
 from protprof._atomic import require_space
+from protprof.alignment_files import PREFER
 from protprof.alignments import alignment_bytes, write_alignment_files
 from protprof.errors import ConfigError, StoreError
 from protprof.fasta import Record
@@ -330,9 +331,6 @@ def guard_items(
         result.n_test_sequences,
     )
     return [item for item in items if item.id in kept], report
-
-
-PREFER = ("alignment", "search")
 
 
 def combine_sources(

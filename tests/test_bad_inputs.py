@@ -58,6 +58,8 @@ TEMPLATES = {
     "import a3m": "import {BAD} --format a3m --out {OUT}/i.zarr",
     "import stockholm": "import {BAD} --format stockholm --out {OUT}/i.zarr",
     "import openfold": "import {BAD} --layout openfold --out {OUT}/i.zarr",
+    # fetch takes a URL or a dataset name: a local path is refused in one line, whatever it holds
+    "fetch": "fetch {BAD} --out {OUT}/f",
     "combine": "combine {BAD} --out {OUT}/c.zarr",
     "combine searched": "combine {IMPORTED} --searched {BAD} --out {OUT}/c.zarr",
 }
