@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_DB, SHARED_DATA, write_queries
+from helpers import DEMO_DB, SHARED_DATA, write_queries
 
 from protprof.checkpoint import model_state, save_checkpoint
 from protprof.cli import COMMANDS, main

@@ -12,49 +12,31 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
-from conftest import DEMO_DB, ROOT, require_mounts, write_queries
-from test_outputs import one_error_line
-from test_workflow import BIN, SNAKEMAKE, snakemake, write_config
+from helpers import (
+    BIN,
+    CLI,
+    DEMO_DB,
+    ROOT,
+    SNAKEMAKE,
+    assert_same_arrays,
+    build,
+    one_error_line,
+    require_mounts,
+    run_until_store,
+    set_queries,
+    write_config,
+    write_queries,
+)
 
 from protprof.cache import ProfileCache
 from protprof.cli import main
 from protprof.store import open_store
-
-CLI = [sys.executable, "-m", "protprof.cli"]
-
-
-def assert_same_arrays(a: Path, b: Path) -> None:
-    x, y = open_store(a).read_all(), open_store(b).read_all()
-    assert x.ids == y.ids
-    for name in ("tokens", "profiles", "offsets", "n_hits", "neff", "split"):
-        np.testing.assert_array_equal(getattr(x, name), getattr(y, name), name)
-
-
-def build(queries: Path, out: Path, *options: str) -> None:
-    argv = [
-        "-q",
-        "build",
-        str(queries),
-        "--database",
-        str(DEMO_DB),
-        "--out",
-        str(out),
-        "--threads",
-        "2",
-        "-N",
-        "2",
-        *options,
-    ]
-    assert main(argv) == 0
 
 
 def test_build_searches_only_what_the_cache_lacks(tmp_path, caplog):
@@ -137,19 +119,6 @@ def test_gc_keeps_what_a_store_uses(tmp_path, capsys):
 
 
 needs_snakemake = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
-
-
-def set_queries(workdir: Path, queries: Path, **search) -> None:
-    config = yaml.safe_load((workdir / "config.yaml").read_text())
-    config["queries"] = [str(queries)]
-    config["search"] = {**config["search"], **search}
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-def run_until_store(workdir: Path) -> dict:
-    run = snakemake(workdir, "results/store/profiles.zarr")
-    assert run.returncode == 0, run.stderr[-4000:]
-    return json.loads((workdir / "results/plan/plan.json").read_text())
 
 
 @pytest.mark.slow

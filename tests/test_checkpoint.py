@@ -6,82 +6,26 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, write_queries
+from helpers import BAD, ROOT, checkpoint_state, write_bad, write_queries
 
 from protprof.checkpoint import (
     load_checkpoint,
     load_model,
     model_from_state,
-    model_state,
     save_checkpoint,
 )
 from protprof.cli import main
 from protprof.errors import CheckpointError, OutputError
-from protprof.model import PRESETS, ProteinEncoder
-
-
-def _state(seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    return model_state(ProteinEncoder(PRESETS["tiny"]), {"objective": "mlm"}, step=7)
-
-
-def write_bad(kind: str, path: Path) -> Path:
-    """A file that is not a usable protprof checkpoint, of the given kind."""
-    good = _state()
-    if kind == "text":
-        path.write_text("model_config: tiny\n")
-    elif kind == "tensor":
-        torch.save(torch.randn(3, 4), path)
-    elif kind == "foreign dict":
-        torch.save({"state_dict": good["model"], "epoch": 3}, path)  # e.g. another trainer's
-    elif kind == "truncated":
-        save_checkpoint(path, good)
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    elif kind == "nan weights":
-        good["model"]["blocks.0.ff.0.weight"][3, 5] = float("nan")
-        save_checkpoint(path, good)
-    elif kind == "inf weights":
-        good["model"]["embed.weight"][0, 0] = float("inf")
-        save_checkpoint(path, good)
-    elif kind == "flipped bit":  # a finite, wrong weight: only the archive's CRC tells
-        save_checkpoint(path, good)
-        with zipfile.ZipFile(path) as archive:
-            member = max(archive.infolist(), key=lambda m: m.file_size)
-        data = bytearray(path.read_bytes())
-        head = member.header_offset  # local header: 30 bytes, then the name and the extra
-        name, extra = (int.from_bytes(data[head + k : head + k + 2], "little") for k in (26, 28))
-        start = head + 30 + name + extra
-        data[start + 4 * (member.file_size // 8)] ^= 1  # a float32's lowest mantissa bit
-        path.write_bytes(bytes(data))
-    elif kind == "other shape":
-        good["model_config"]["d_model"] = 128
-        save_checkpoint(path, good)
-    return path
-
-
-BAD = {  # kind: what the one line must say
-    "text": "not a protprof checkpoint (not a PyTorch archive)",
-    "tensor": "not a protprof checkpoint (no model_config, model, config, step; found Tensor)",
-    "foreign dict": "not a protprof checkpoint (no model_config, model, config, step; found a "
-    "dict without them)",
-    "truncated": "the checkpoint is truncated or corrupt",
-    "nan weights": "the weights hold NaN or inf (1 of 35 tensors, first blocks.0.ff.0.weight); "
-    "refusing a corrupt model",
-    "inf weights": "the weights hold NaN or inf (1 of 35 tensors, first embed.weight); refusing "
-    "a corrupt model",
-    "other shape": "the weights do not fit the checkpoint's model_config",
-    "flipped bit": "the checkpoint is corrupt (",
-}
+from protprof.model import ProteinEncoder
 
 
 def test_state_keys_are_as_documented():
     """The layout readers rely on (the trainer adds optimizer, scheduler, sampler, rng)."""
-    assert set(_state()) == {"config", "model_config", "model", "step"}
+    assert set(checkpoint_state()) == {"config", "model_config", "model", "step"}
 
 
 @pytest.mark.parametrize("kind", list(BAD))
@@ -99,7 +43,7 @@ def test_bad_checkpoint_is_one_line_naming_the_file(tmp_path, capsys, kind):
 
 
 def test_a_good_checkpoint_round_trips(tmp_path):
-    state = _state()
+    state = checkpoint_state()
     save_checkpoint(tmp_path / "c.pt", state)
     loaded = load_checkpoint(tmp_path / "c.pt")
     assert loaded["step"] == 7 and loaded["config"] == {"objective": "mlm"}
@@ -111,9 +55,9 @@ def test_a_good_checkpoint_round_trips(tmp_path):
 
 def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(small_disk):
     path = small_disk / "checkpoint.pt"
-    save_checkpoint(path, _state(0))  # 0.4 MB
+    save_checkpoint(path, checkpoint_state(0))  # 0.4 MB
     before = path.read_bytes()
-    big = {**_state(1), "extra": torch.zeros(600_000)}  # 2.4 MB: more than the disk
+    big = {**checkpoint_state(1), "extra": torch.zeros(600_000)}  # 2.4 MB: more than the disk
     with pytest.raises(OutputError) as error:
         save_checkpoint(path, big)
     assert str(error.value) == (

@@ -7,7 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import DEMO_DB, DEMO_QUERIES
+from helpers import DEMO_DB, DEMO_QUERIES
 
 from protprof import chunked
 from protprof.fasta import read_fasta

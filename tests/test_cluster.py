@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from helpers import ROOT
 
 from protprof import jobs
 from protprof.checkpoint import load_checkpoint, load_model

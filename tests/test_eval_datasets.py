@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 
 from protprof.cli import main
 from protprof.evaluation import datasets as ds
-from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"

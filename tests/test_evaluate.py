@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import DEMO_QUERIES, SHARED_DATA
 from pyhmmer.easel import Alphabet
 from pyhmmer.plan7 import Background
 
@@ -21,7 +22,6 @@ from protprof.evaluation.leakage import evaluation_test_sequences, guard
 from protprof.evaluation.tasks import RUNNERS, Limits, variant_scores
 from protprof.fasta import Record, read_fasta
 from protprof.store import open_store
-from tests.conftest import DEMO_QUERIES, SHARED_DATA
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"

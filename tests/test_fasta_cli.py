@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEMO_DB, write_queries
+from helpers import DEMO_DB, write_queries
 
 from protprof.cli import main
 from protprof.ingest import IngestParams, select_records

@@ -320,8 +320,7 @@ def test_progress_lines_in_a_log_file(caplog, tmp_path):
 
 @pytest.mark.slow  # starts Snakemake (a dry run)
 def test_workflow_fetches_a_missing_uniref_database(tmp_path):
-    from test_workflow import snakemake, write_config
-    from test_workflow_paths import commands
+    from helpers import commands, snakemake, write_config
 
     workdir, folder = tmp_path / "work", tmp_path / "db dir"
     workdir.mkdir()

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from helpers import DEMO_QUERIES, SHARED_DATA, esm_directory
 from transformers import EsmForMaskedLM, EsmModel, EsmTokenizer
 
 from protprof.alphabet import MASK, PAD, VOCAB, encode
@@ -23,7 +24,6 @@ from protprof.fasta import read_fasta
 from protprof.huggingface import PROFILE_HEAD, PROVENANCE, TO_ESM, load_profile_head
 from protprof.model import PRESETS, ProteinEncoder
 from protprof.train import Trainer, load_config
-from tests.conftest import DEMO_QUERIES, SHARED_DATA, esm_directory
 
 TOLERANCE = 1e-4  # the issue's: hidden states and logits within 1e-4
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEMO_DB, SHARED_DATA, write_queries
+from helpers import DEMO_DB, SHARED_DATA, write_queries
 
 from protprof.cli import main
 from protprof.store import open_store

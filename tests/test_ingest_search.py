@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_DB, write_queries
+from helpers import DEMO_DB, write_queries
 from pyhmmer.easel import MSAFile
 
 from protprof.alignments import msa_filename

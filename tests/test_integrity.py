@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import DEMO_DB, DEMO_QUERIES, write_queries
+from helpers import DEMO_DB, DEMO_QUERIES, write_queries
 
 from protprof import chunked
 from protprof.alphabet import FIRST_RESIDUE, N_STANDARD

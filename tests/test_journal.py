@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_DB, write_queries
+from helpers import DEMO_DB, write_queries
 
 from protprof.cli import main
 from protprof.fasta import read_fasta

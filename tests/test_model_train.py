@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DEMO_DB
+from helpers import DEMO_DB
 
 import protprof.train
 from protprof.alphabet import IGNORE

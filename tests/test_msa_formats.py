@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEMO_QUERIES, SHARED_DATA
+from helpers import DEMO_QUERIES, SHARED_DATA
 
 from protprof.errors import ConfigError, InputFormatError
 from protprof.fasta import Record

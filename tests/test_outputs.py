@@ -7,29 +7,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_DB, DEMO_QUERIES, require_mounts, write_queries
+from helpers import CLI, DEMO_DB, DEMO_QUERIES, one_error_line, require_mounts, write_queries
 
 from protprof._atomic import atomic_output, claim_output
 from protprof.cli import main
 from protprof.store import STORE, open_store
-
-CLI = [sys.executable, "-m", "protprof.cli"]
-
-
-def one_error_line(capsys, *expected: str) -> str:
-    """The single stderr line of a refused command, checked to contain every `expected`."""
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert "Traceback" not in lines[0]
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def user_folder(path: Path) -> Path:

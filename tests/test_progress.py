@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 
-from conftest import DEMO_DB, DEMO_QUERIES
+from helpers import DEMO_DB, DEMO_QUERIES
 
 from protprof.cli import main
 from protprof.fasta import read_fasta

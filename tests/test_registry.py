@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import DEMO_QUERIES, SHARED_DATA
 
 from protprof import jobs
 from protprof.cli import main
@@ -15,7 +16,6 @@ from protprof.errors import ConfigError
 from protprof.evaluation import registry
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
 from protprof.fasta import Record, read_fasta
-from tests.conftest import DEMO_QUERIES, SHARED_DATA
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"
@@ -190,7 +190,7 @@ def test_without_the_entry_the_same_rows_fall_back_to_name_conventions():
 
 
 def test_workflow_checks_task_names_and_plans_the_reference_from_the_registry(tmp_path):
-    from tests.test_workflow import SNAKEMAKE, job_counts, snakemake, write_config
+    from helpers import SNAKEMAKE, job_counts, snakemake, write_config
 
     if SNAKEMAKE is None:
         pytest.skip("snakemake is not installed")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import DEMO_DB, DEMO_QUERIES, SHARED_DATA
+from helpers import DEMO_DB, DEMO_QUERIES, SHARED_DATA
 from pyhmmer.easel import Alphabet, DigitalSequenceBlock, MSAFile
 from pyhmmer.plan7 import HMM, Background, Builder
 
@@ -466,8 +466,7 @@ def test_family_shards_keep_families_together(family_records):
 
 
 def _workflow(tmp_path: Path, records: list[Record], **search) -> Path:
-    from test_cache import set_queries
-    from test_workflow import write_config
+    from helpers import set_queries, write_config
 
     write_config(tmp_path)
     set_queries(tmp_path, _fasta(tmp_path, records), **search)
@@ -477,7 +476,7 @@ def _workflow(tmp_path: Path, records: list[Record], **search) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["pool", "family"])
 def test_workflow_runs_each_reuse_mode_and_equals_build(tmp_path, family_records, mode):
-    from test_cache import assert_same_arrays, build, run_until_store
+    from helpers import assert_same_arrays, build, run_until_store
 
     shards = 2 if MMSEQS else 1
     workdir = _workflow(tmp_path, family_records, reuse=mode, audit=0.5)
@@ -504,7 +503,7 @@ def test_workflow_runs_each_reuse_mode_and_equals_build(tmp_path, family_records
     ],
 )
 def test_workflow_refuses_reuse_it_cannot_run(tmp_path, family_records, extra, message):
-    from test_workflow import snakemake
+    from helpers import snakemake
 
     workdir = _workflow(tmp_path, family_records[:2], reuse="pool")
     config = yaml.safe_load((workdir / "config.yaml").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DEMO_DB, DEMO_QUERIES
+from helpers import DEMO_DB, DEMO_QUERIES
 from pyhmmer.easel import MSAFile
 from pyhmmer.plan7 import HMM, Background, Builder
 

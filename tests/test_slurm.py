@@ -13,15 +13,11 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from test_workflow import job_counts, write_config
+from helpers import BIN, ROOT, job_counts, kill_pids, slurm_job_pids, write_config
 
 from protprof.checkpoint import load_model
 from protprof.model import PRESETS
@@ -29,36 +25,8 @@ from protprof.store import open_store
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
-BIN = Path(sys.executable).parent
 CLUSTER_NAME = "protprof"  # ClusterName in the slurm.conf that ci/slurm-local.sh writes
 OPT_IN = os.environ.get("CI") == "true" or os.environ.get("PROTPROF_SLURM_LOCAL") == "1"
-
-
-def slurm_job_pids(cluster: str, *words: str) -> list[int]:
-    """PIDs of the processes running inside a job of SLURM cluster `cluster` (their
-    environment says so) whose command line contains every one of `words`."""
-    marker = f"SLURM_CLUSTER_NAME={cluster}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # ended meanwhile, or not ours to read
-            continue
-        in_job = marker in environ and any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
-        if in_job and all(word in argv for word in words):
-            pids.append(int(entry.name))
-    return pids
-
-
-def kill_pids(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _unavailable(reason: str) -> None:

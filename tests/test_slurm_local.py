@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from test_slurm import kill_pids, slurm_job_pids
+from helpers import ROOT, kill_pids, slurm_job_pids
 
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs Linux (/proc, bash)")

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from conftest import DEMO_QUERIES, SHARED_DATA
+from helpers import DEMO_QUERIES, SHARED_DATA
 
 from protprof import jobs
 from protprof.cli import main

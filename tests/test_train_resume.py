@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_checkpoint import BAD, write_bad
+from helpers import BAD, write_bad
 
 import protprof.train
 from protprof.checkpoint import load_checkpoint

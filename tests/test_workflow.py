@@ -3,64 +3,32 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT, SHARED_DATA, esm_directory
+from helpers import (
+    ROOT,
+    SHARED_DATA,
+    SNAKEMAKE,
+    esm_directory,
+    job_counts,
+    snakemake,
+    write_config,
+)
 
 from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
 from protprof.model import PRESETS, ProteinEncoder
 from protprof.store import open_store
 
-BIN = Path(sys.executable).parent
-SNAKEMAKE = shutil.which("snakemake", path=str(BIN)) or shutil.which("snakemake")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed"),
 ]
-
-
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    return subprocess.run(
-        [
-            SNAKEMAKE,
-            "-s",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--cores",
-            "2",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-
-
-def write_config(workdir: Path, objectives=("multitask",), test="basic", **extra) -> None:
-    """One of the runnable `.test/` configurations, its paths made absolute and results kept
-    in `workdir/results`, with `extra` top-level keys."""
-    config = yaml.safe_load((ROOT / f".test/config-{test}.yaml").read_text())
-    config["queries"] = [str(ROOT / q) for q in config["queries"]]
-    config["database"] = str(ROOT / config["database"])
-    config["train"] = {
-        **config["train"],
-        "config": str(ROOT / config["train"]["config"]),
-        "objectives": list(objectives),
-    }
-    config["results"] = "results"
-    shutil.copy(ROOT / config["queries"][0], workdir / "queries.fasta")
-    (workdir / "config.yaml").write_text(yaml.safe_dump({**config, **extra}))
 
 
 # With the benchmark data beside the project: the leakage guard filters the queries, and two
@@ -169,16 +137,6 @@ def test_chunked_database_workflow_gives_the_same_store(workflow_run, tmp_path):
     for name in ("tokens", "profiles", "offsets", "n_hits", "neff", "split"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
     assert (whole.n_hits > 0).sum() >= 5
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    """The 'job  count' table of a Snakemake dry run."""
-    counts = {}
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("total", "job"):
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def test_bad_config_key_fails_at_dry_run(tmp_path):

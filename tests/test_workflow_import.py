@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED_DATA
-from test_workflow import snakemake, write_config
+from helpers import SHARED_DATA, snakemake, write_config
 
 from protprof.cli import main
 from protprof.store import open_store

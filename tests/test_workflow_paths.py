@@ -4,30 +4,17 @@ the cheap first jobs (ingest, prepare the database, plan against the cache) run 
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import SNAKEMAKE, snakemake, write_config
+from helpers import SNAKEMAKE, commands, snakemake, write_config
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed"),
 ]
 RESULTS = "results dir"
-
-
-def commands(stdout: str) -> dict[str, list[list[str]]]:
-    """Each rule's shell commands in a dry run's output (`-p`), split as the shell would."""
-    found: dict[str, list[list[str]]] = {}
-    rule = ""
-    for line in stdout.splitlines():
-        if line.startswith(("rule ", "checkpoint ")) and line.endswith(":"):
-            rule = line.split()[1][:-1]
-        elif line.startswith("Shell command: ") and not line.endswith("None"):
-            found.setdefault(rule, []).append(shlex.split(line.removeprefix("Shell command: ")))
-    return found
 
 
 def option(words: list[str], name: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_workflow import BIN, ROOT, SNAKEMAKE, job_counts, snakemake, write_config
+from helpers import BIN, ROOT, SNAKEMAKE, job_counts, snakemake, write_config
 
 from protprof.checkpoint import load_checkpoint
 from protprof.cli import main

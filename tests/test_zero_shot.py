@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 
 from protprof.cli import main
 from protprof.evaluation import datasets as ds
@@ -21,7 +22,6 @@ from protprof.pipeline import build
 from protprof.profiles import ProfileParams
 from protprof.search import SearchParams
 from protprof.store import open_store
-from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"
