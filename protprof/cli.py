@@ -250,12 +250,13 @@ def _prepare_db_args(p: argparse.ArgumentParser) -> None:
 
 def _run_prepare_db(args: argparse.Namespace) -> None:
     from protprof._atomic import atomic_output
+    from protprof.formats import stamp
     from protprof.search import FINGERPRINT, fingerprint_database
 
     with _claim(args, (args.out, FINGERPRINT)):
         fingerprint = fingerprint_database(args.database)
         with atomic_output(args.out, FINGERPRINT) as tmp:
-            tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+            tmp.write_text(json.dumps({**stamp("fingerprint"), **fingerprint}, indent=2) + "\n")
     log.info(
         "database %s: %d sequences, %d residues",
         args.database,
@@ -1149,6 +1150,7 @@ def _guard(args: argparse.Namespace) -> None:
     from protprof._atomic import atomic_output
     from protprof.evaluation.leakage import guard_files
     from protprof.fasta import write_fasta
+    from protprof.formats import stamp
 
     result = guard_files(args.queries, args.data, args.evalue, args.threads)
     if not result.kept:
@@ -1159,7 +1161,7 @@ def _guard(args: argparse.Namespace) -> None:
     report = result.report()
     if args.report:
         with atomic_output(args.report) as tmp:
-            tmp.write_text(json.dumps(report, indent=1) + "\n")
+            tmp.write_text(json.dumps({**stamp("guard"), **report}, indent=1) + "\n")
     with atomic_output(args.out) as tmp:
         write_fasta(tmp, result.kept)
     log.info(

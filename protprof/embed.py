@@ -13,6 +13,7 @@ import torch
 from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import encode
 from protprof.data import pad_tokens
+from protprof.formats import stamp
 from protprof.model import ProteinEncoder
 
 
@@ -67,10 +68,11 @@ def write_embeddings(
     hidden: list[np.ndarray],
     profiles: list[np.ndarray] | None,
 ) -> None:
-    """An .npz with ids, offsets, per_residue (R, d), mean (N, d) and, unless `profiles` is
-    None (a model without a profile head), profiles (R, 20)."""
+    """An .npz with ids, offsets, per_residue (R, d), mean (N, d), format and format_version
+    and, unless `profiles` is None (a model without a profile head), profiles (R, 20)."""
     lengths = [len(h) for h in hidden]
     arrays: dict[str, Any] = {
+        **{key: np.array(value) for key, value in stamp("embeddings").items()},
         "ids": np.array(ids),
         "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
         "per_residue": np.concatenate(hidden).astype(np.float32),

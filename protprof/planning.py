@@ -14,6 +14,7 @@ from typing import Any
 from protprof import cache
 from protprof._atomic import Kind, atomic_output
 from protprof.fasta import Record, write_fasta
+from protprof.formats import stamp
 from protprof.ingest import shard_of
 from protprof.reuse import family_shards
 from protprof.sources import SearchSource
@@ -74,4 +75,6 @@ def write_plan(plan: Plan, records: list[Record], out_dir: Path) -> None:
                 Record(records[i].id, records[i].sequence, records[i].description) for i in rows
             ]
             write_fasta(tmp / "shards" / f"{k:04d}.fasta", labelled)
-        (tmp / "plan.json").write_text(json.dumps(plan.summary, indent=1) + "\n")
+        (tmp / "plan.json").write_text(
+            json.dumps({**stamp("plan"), **plan.summary}, indent=1) + "\n"
+        )

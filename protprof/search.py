@@ -34,6 +34,7 @@ from pyhmmer.plan7 import HMM, Builder, IterativeSearch, Pipeline, TopHits
 from protprof._atomic import Kind
 from protprof.errors import ConfigError, InputFormatError, SearchError
 from protprof.fasta import Record, refuse_if_corrupt_gzip
+from protprof.formats import check
 
 log = logging.getLogger(__name__)
 AMINO = Alphabet.amino()
@@ -211,9 +212,12 @@ def load_database(path: str | Path, fingerprint: dict[str, Any] | None = None) -
 def read_fingerprint(path: str | Path) -> dict[str, Any]:
     """Read a fingerprint JSON written by `protprof prepare-db`."""
     try:
-        return dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError) as e:
+        data = dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as e:
         raise InputFormatError(f"{path}: not a database fingerprint JSON ({e})") from e
+    check(data, "fingerprint", path)
+    # the version describes the file, not the database: stores record what build computes
+    return {k: v for k, v in data.items() if k not in ("format", "format_version")}
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from protprof._atomic import Kind, atomic_output
+from protprof.errors import InputFormatError
 from protprof.evaluation.datasets import DatasetError
 from protprof.fasta import Record
+from protprof.formats import check, stamp
 
 log = logging.getLogger("protprof")
 
@@ -90,6 +92,7 @@ def write(
     """An .npz: one (L, 20) array per assay and `meta` (store_id, wild types, settings)."""
     fingerprint, search, profile, store_id = store_settings(store)
     meta = {
+        **stamp("reference"),
         "store": str(store),
         "store_id": store_id,
         "database_sha256": fingerprint["sha256"],
@@ -117,8 +120,11 @@ def read(path: Path, wild_types: dict[str, str], store: Path | None) -> dict[str
         with np.load(path) as archive:
             meta = json.loads(str(archive["meta"]))
             profiles = {k: archive[k] for k in archive.files if k != "meta"}
+        check(meta, "reference", path)
         wild_types_made = meta["wild_types"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except InputFormatError as e:
+        raise DatasetError(str(e)) from e
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise DatasetError(f"{path}: a damaged alignment reference ({e})") from e
     if wild_types_made != wild_types:
         raise DatasetError(f"{path}: made for other wild types than these assays'")

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from protprof._atomic import atomic_output
-from protprof.errors import ConfigError
+from protprof.errors import ConfigError, InputFormatError
 from protprof.evaluation import registry
 from protprof.evaluation.tasks import Limits, Result
+from protprof.formats import check, stamp
 
 log = logging.getLogger("protprof")
 
@@ -163,7 +164,7 @@ def write_report(report: dict, out_dir: Path) -> None:
     """Write report.json, report.png and report.md (last: its presence marks a complete report)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(out_dir / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        tmp.write_text(json.dumps({**stamp("report"), **report}, indent=1) + "\n")
     plot(report, out_dir / "report.png")
     # The markdown last: its presence marks a complete report.
     with atomic_output(out_dir / "report.md") as tmp:
@@ -181,10 +182,13 @@ def read_reports(paths: list[Path]) -> dict[str, list[dict]]:
     for path in paths:
         try:
             report = json.loads(Path(path).read_text())
+            check(report, "report", path)
             label = str(report["label"])
             for r in report["results"]:
                 float(r["value"]), float(r["low"]), float(r["high"]), r["task"] + r["metric"]
-        except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: JSON, encoding
+        except InputFormatError as e:
+            raise ConfigError(str(e)) from e
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # JSON, encoding
             raise ConfigError(f"{path}: not a protprof evaluation report ({e!r})") from e
         seed = report.get("seed")
         if seed is not None and (label, seed) in seen:
