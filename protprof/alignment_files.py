@@ -28,6 +28,7 @@ from urllib.parse import unquote
 from protprof import msa_formats
 from protprof.alignments import MSA_INDEX, _is_msa_dir
 from protprof.errors import ConfigError, InputFormatError
+from protprof.params import check_params, param
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +43,66 @@ OPENFOLD_PICK = ("uniref90_hits.sto", "bfd_uniclust_hits.a3m", "mgnify_hits.sto"
 
 @dataclass(frozen=True)
 class ImportParams:
-    """How alignment files are found and read."""
+    """How alignment files are found and read (the `protprof import` options and the
+    workflow's `alignments:` keys come from these fields)."""
 
-    layout: str = "files"
-    pick: tuple[str, ...] = OPENFOLD_PICK
-    combine: str = "first"
-    query_id: str | None = None
-    skip_missing: bool = False
-    fmt: str | None = None  # the files' format; None: from each file's extension
+    layout: str = param(
+        "files",
+        help="files: each file one query, its ID the file name without extension; openfold: "
+        "folders of per-chain folders (<chain>/uniref90_hits.sto, ...), the chain's name as "
+        "its ID",
+        choices=LAYOUTS,
+    )
+    pick: tuple[str, ...] = param(
+        OPENFOLD_PICK,
+        help="--layout openfold: the files to use per chain, in order of preference "
+        "(comma-separated)",
+    )
+    combine: str = param(
+        "first",
+        help="first: the first picked file found; merge: all of them, query once, repeated "
+        "rows dropped",
+        choices=COMBINE,
+    )
+    query_id: str | None = param(
+        None, help="the query's record name in each file (default: the first record)"
+    )
+    skip_missing: bool = param(
+        False,
+        help="--layout openfold: skip chains without a picked file (counted) instead of failing",
+    )
+    fmt: str | None = param(
+        None,
+        help="the files' format (default: from each file's extension: .a3m, .a2m, .sto, "
+        ".stockholm, .afa, .fasta, .fa, .aln)",
+        flag="--format",
+        key="format",
+        choices=tuple(msa_formats.FORMATS),
+    )
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"import: layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.combine not in COMBINE:
-            raise ConfigError(f"import: combine must be one of {COMBINE}, got {self.combine!r}")
+        check_params(self, "alignments")
         if not self.pick:
-            raise ConfigError("import: pick names no file")
-        if self.fmt is not None and self.fmt not in msa_formats.FORMATS:
-            raise ConfigError(
-                f"import: format must be one of {tuple(msa_formats.FORMATS)}, got {self.fmt!r}"
-            )
+            raise ConfigError("alignments.pick names no file")
+
+
+@dataclass(frozen=True)
+class ImportJobs:
+    """How the workflow runs the imports, and which profile a sequence given both ways keeps
+    (`protprof combine --prefer`)."""
+
+    prefer: str = param(
+        "alignment",
+        help="a sequence given both as a query and as an alignment keeps this profile",
+        choices=PREFER,
+    )
+    jobs: int = param(
+        1, help="import jobs (the alignments split by ID)", bounds="[1, inf)", cli=False
+    )
+    threads: int = param(1, help="cores per import job", bounds="[1, inf)", cli=False)
+
+    def __post_init__(self) -> None:
+        check_params(self, "alignments")
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,30 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from protprof._atomic import Kind, atomic_output
 from protprof.msa_formats import write_a3m
+from protprof.params import check_params, param
 from protprof.search import QueryResult
 
 MSA_FORMATS = {"stockholm": ".sto", "a2m": ".a2m", "a3m": ".a3m"}
 MSA_INDEX = "index.tsv"
 _MSA_INDEX_HEADER = "# protprof alignments: query_id<TAB>file\n"
+
+
+@dataclass(frozen=True)
+class MsaOutput:
+    """The format of the kept alignments (`--msa-dir`; the workflow's `profile.keep_msa`)."""
+
+    msa_format: str = param(
+        "stockholm", help="the kept alignments' format", choices=tuple(MSA_FORMATS)
+    )
+
+    def __post_init__(self) -> None:
+        check_params(self, "profile")
 
 
 def msa_filename(query_id: str, msa_format: str) -> str:

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +41,14 @@ def command(name: str, help: str, hidden: bool = False) -> Callable:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    from protprof.alignments import MSA_FORMATS
-    from protprof.profiles import METHODS, ProfileParams
-    from protprof.search import FLAGS, PRESETS, SearchParams
+    from protprof.alignments import MsaOutput
+    from protprof.params import add_options
+    from protprof.profiles import ProfileParams
+    from protprof.search import Preset, SearchParams
 
     g = p.add_argument_group("search (jackhmmer's option names; defaults from --preset)")
-    g.add_argument(
-        "--preset",
-        default="hmmer",
-        choices=list(PRESETS),
-        help="hmmer: HMMER's jackhmmer thresholds with -N 3; alphafold: AlphaFold's UniRef90 "
-        "recipe",
-    )
-    types = {f.name: f.type for f in fields(SearchParams)}
-    for name, (flag, help) in FLAGS.items():
-        kind = int if "int" in str(types[name]) else float
-        names = [flag, f"--{name}"] if name == "iterations" else [flag]
-        g.add_argument(*names, dest=name, type=kind, help=help)
+    add_options(g, Preset)
+    add_options(g, SearchParams, defaults=False)
     g.add_argument(
         "--threads",
         "--cpu",
@@ -66,103 +57,67 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
         help="cores to use (default 1; --cpu: HMMER's name)",
     )
     g = p.add_argument_group("profiles")
-    g.add_argument("--profile-method", default=ProfileParams.method, choices=METHODS)
-    g.add_argument(
-        "--pseudocount",
-        type=float,
-        default=ProfileParams.pseudocount,
-        help="frequency method only",
-    )
+    add_options(g, ProfileParams)
     g.add_argument("--msa-dir", type=Path, help="also keep each query's final alignment here")
-    g.add_argument("--msa-format", default="stockholm", choices=list(MSA_FORMATS))
+    add_options(g, MsaOutput)
     _add_filter_options(p)
 
 
 def _add_filter_options(p: argparse.ArgumentParser) -> None:
     from protprof.msa_filter import FilterParams
+    from protprof.params import add_options
 
     g = p.add_argument_group(
         "alignment filters (hhfilter's meaning; off by default; part of the cache context)"
     )
-    for f in fields(FilterParams):
-        flag = f"--{f.name.replace('_', '-')}"
-        g.add_argument(flag, type=f.metadata["type"], default=None, help=f.metadata["help"])
+    add_options(g, FilterParams)
 
 
 def _filter_params(args: argparse.Namespace) -> Any:
     from protprof.msa_filter import FilterParams
+    from protprof.params import from_args
 
-    return FilterParams(**{f.name: getattr(args, f.name) for f in fields(FilterParams)})
+    return from_args(FilterParams, args)
 
 
 def _add_reuse_options(p: argparse.ArgumentParser) -> None:
-    from protprof.reuse import MODES, ReuseParams
+    from protprof.params import add_options
+    from protprof.reuse import ReuseParams
 
     g = p.add_argument_group("family-scale search (one whole-database search per family)")
-    g.add_argument(
-        "--reuse",
-        default="none",
-        choices=MODES,
-        help="none: search every query (default); pool: search family members against "
-        "their representative's homolog pool; family: label members with the family HMM",
-    )
-    g.add_argument(
-        "--coverage",
-        type=float,
-        default=ReuseParams.coverage,
-        help="a representative's final model must cover this fraction of a member "
-        f"(default {ReuseParams.coverage})",
-    )
-    g.add_argument(
-        "--audit",
-        type=float,
-        default=ReuseParams.audit,
-        help="fraction of members also searched against the whole database, to measure "
-        f"what reuse costs (default {ReuseParams.audit})",
-    )
-    g.add_argument(
-        "--audit-min",
-        type=int,
-        default=ReuseParams.audit_min,
-        help=f"audit at least this many members (default {ReuseParams.audit_min})",
-    )
+    add_options(g, ReuseParams)
 
 
 def _reuse_params(args: argparse.Namespace) -> Any:
+    from protprof.params import from_args
     from protprof.reuse import ReuseParams
 
-    return ReuseParams(args.reuse, args.coverage, args.audit, args.audit_min)
+    return from_args(ReuseParams, args)
 
 
 def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    from protprof.params import from_args, given
     from protprof.profiles import ProfileParams
-    from protprof.search import FLAGS, search_params
+    from protprof.search import SearchParams, search_params
 
-    search = search_params(args.preset, **{name: getattr(args, name) for name in FLAGS})
-    return search, ProfileParams(method=args.profile_method, pseudocount=args.pseudocount)
+    search = search_params(args.preset, **given(SearchParams, args))
+    return search, from_args(ProfileParams, args)
 
 
 def _add_ingest_options(
     p: argparse.ArgumentParser, title: str = "ingest", defaults: bool = True
 ) -> None:
     from protprof.ingest import IngestParams
+    from protprof.params import add_options
 
-    g = p.add_argument_group(title)
-    for f in fields(IngestParams):
-        g.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=type(f.default),
-            default=f.default if defaults else None,
-            choices=f.metadata.get("choices"),
-            help=f"{f.metadata['help']} (default {f.default})",
-        )
+    add_options(p.add_argument_group(title), IngestParams, defaults)
 
 
 def _ingest_params(args: argparse.Namespace) -> Any:
     from protprof.ingest import IngestParams
+    from protprof.params import from_args
 
-    given = {f.name: getattr(args, f.name) for f in fields(IngestParams)}
-    return IngestParams(**{k: v for k, v in given.items() if v is not None})
+    return from_args(IngestParams, args)
 
 
 def _add_exclude(p: argparse.ArgumentParser) -> None:
@@ -457,10 +412,10 @@ def _assemble_args(p: argparse.ArgumentParser) -> None:
 
 def _run_assemble(args: argparse.Namespace) -> None:
     from protprof.ingest import IngestParams, ingest_attrs
+    from protprof.params import given
     from protprof.store import STORE, assemble
 
-    given = any(getattr(args, f.name) is not None for f in fields(IngestParams))
-    ingest = ingest_attrs(_ingest_params(args)) if given else None
+    ingest = ingest_attrs(_ingest_params(args)) if given(IngestParams, args) else None
     with _claim(args, (args.out, STORE)):
         if args.cache:
             _assemble_from_cache(args, ingest)
@@ -755,9 +710,9 @@ def _run_build(args: argparse.Namespace) -> None:
 
 @command("import", "profiles from existing alignments (a3m, Stockholm, a2m): no search")
 def _import_args(p: argparse.ArgumentParser) -> None:
-    from protprof.alignment_files import COMBINE, LAYOUTS, OPENFOLD_PICK
-    from protprof.msa_formats import FORMATS
-    from protprof.profiles import METHODS, ProfileParams
+    from protprof.alignment_files import ImportParams
+    from protprof.params import add_options
+    from protprof.profiles import ProfileParams
 
     p.add_argument(
         "alignments",
@@ -765,40 +720,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
         help="alignment files, folders of them (a protprof --msa-dir as it is) or globs",
     )
     p.add_argument("--out", type=Path, required=True, help="the store to write (.zarr)")
-    p.add_argument(
-        "--layout",
-        choices=LAYOUTS,
-        default="files",
-        help="openfold: folders of per-chain folders (<chain>/uniref90_hits.sto, ...), the "
-        "chain's name as its ID (default: files; a file's ID is its name without extension)",
-    )
-    p.add_argument(
-        "--pick",
-        default=",".join(OPENFOLD_PICK),
-        help="--layout openfold: the files to use per chain, in order of preference "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--combine",
-        choices=COMBINE,
-        default="first",
-        help="first: the first picked file found; merge: all of them, query once, repeated "
-        "rows dropped (default: first)",
-    )
-    p.add_argument(
-        "--query-id", help="the query's record name in each file (default: the first record)"
-    )
-    p.add_argument(
-        "--format",
-        choices=list(FORMATS),
-        help="the files' format (default: from each file's extension: .a3m, .a2m, .sto, "
-        ".stockholm, .afa, .fasta, .fa, .aln)",
-    )
-    p.add_argument(
-        "--skip-missing",
-        action="store_true",
-        help="--layout openfold: skip chains without a picked file (counted) instead of failing",
-    )
+    add_options(p, ImportParams)
     p.add_argument(
         "--threads", "--cpu", type=int, default=1, help="parallel readers and model builds"
     )
@@ -822,11 +744,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--guard-evalue", type=float, default=1e-3, help="phmmer E-value (default 1e-3)"
     )
-    g = p.add_argument_group("profiles")
-    g.add_argument("--profile-method", default=ProfileParams.method, choices=METHODS)
-    g.add_argument(
-        "--pseudocount", type=float, default=ProfileParams.pseudocount, help="frequency only"
-    )
+    add_options(p.add_argument_group("profiles"), ProfileParams)
     _add_filter_options(p)
     _add_ingest_options(p)
     _add_force(p)
@@ -834,20 +752,13 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 
 def _run_import(args: argparse.Namespace) -> None:
     from protprof.alignment_files import ImportParams
+    from protprof.params import from_args
     from protprof.pipeline import import_alignments
     from protprof.profiles import ProfileParams
     from protprof.sources import FileSource
     from protprof.store import STORE
 
-    params = ImportParams(
-        layout=args.layout,
-        pick=tuple(n for n in args.pick.split(",") if n),
-        combine=args.combine,
-        query_id=args.query_id,
-        skip_missing=args.skip_missing,
-        fmt=args.format,
-    )
-    profile = ProfileParams(method=args.profile_method, pseudocount=args.pseudocount)
+    params, profile = from_args(ImportParams, args), from_args(ProfileParams, args)
     source = FileSource(params, profile, _filter_params(args), args.threads)
     with _claim(args, (args.out, STORE)), ExitStack() as stack:
         bars: list[Any] = []
@@ -883,18 +794,13 @@ def _shard(text: str) -> tuple[int, int]:
     "when alignments are configured)",
 )
 def _combine_args(p: argparse.ArgumentParser) -> None:
-    from protprof.alignment_files import PREFER
+    from protprof.alignment_files import ImportJobs
+    from protprof.params import add_options
 
     p.add_argument("imported", nargs="+", type=Path, help="stores written by `import`")
     p.add_argument("--searched", type=Path, help="the store of the searched queries")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument(
-        "--prefer",
-        choices=PREFER,
-        default="alignment",
-        help="a sequence given both as a query and as an alignment keeps this profile "
-        "(default: alignment)",
-    )
+    add_options(p, ImportJobs)
     _add_ingest_options(p)
     _add_force(p)
 
@@ -1034,7 +940,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from protprof.train import load_config, train
+    from protprof.train import train
+    from protprof.train_config import load_config
 
     overrides = list(args.set)
     overrides += [f"store={args.store}"] if args.store else []
@@ -1068,9 +975,9 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> None:
-    from protprof.checkpoint import load_any
     from protprof.embed import EMBEDDINGS, embed_sequences, write_embeddings
     from protprof.fasta import read_fasta
+    from protprof.loading import load_any
 
     with _claim(args, (args.out, EMBEDDINGS)):
         records = read_fasta(args.fasta)
@@ -1100,8 +1007,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
-    from protprof.checkpoint import load_any
     from protprof.huggingface import HF_EXPORT, export
+    from protprof.loading import load_any
 
     with _claim(args, (args.out, HF_EXPORT)):
         loaded = load_any(args.checkpoint)

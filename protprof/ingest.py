@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from protprof._atomic import Kind, atomic_output
 from protprof.clusters import COVERAGE_MODE, EVALUE, SENSITIVITY, homology_clusters
 from protprof.errors import ConfigError, InputFormatError
 from protprof.fasta import Record, read_fasta, write_fasta
+from protprof.params import check_params, param
 
 log = logging.getLogger(__name__)
 
@@ -47,61 +48,46 @@ SPLIT_METHODS = ("mmseqs", "hash")
 
 @dataclass(frozen=True)
 class IngestParams:
-    """Length limits and split fractions for ingest. The single source of every default and
-    bound: the CLI options and the workflow's option strings are generated from these fields
-    (`help` metadata), and a test checks the workflow schema against them."""
+    """Length limits and split fractions for ingest: every default, bound and help text of
+    ingest's options, the workflow's `ingest:` keys and their schema (`protprof.params`)."""
 
-    min_length: int = field(default=20, metadata={"help": "skip queries shorter than this"})
-    max_length: int = field(default=1000, metadata={"help": "crop or skip longer queries"})
-    too_long: str = field(
-        default="crop",
-        metadata={
-            "help": "crop: keep the first max_length residues; skip: drop the record",
-            "choices": TOO_LONG,
-        },
+    min_length: int = param(20, help="skip queries shorter than this", bounds="[1, inf)")
+    max_length: int = param(1000, help="crop or skip longer queries", bounds="[1, inf)")
+    too_long: str = param(
+        "crop",
+        help="crop: keep the first max_length residues; skip: drop the record",
+        choices=TOO_LONG,
     )
-    valid_fraction: float = field(
-        default=0.1,
-        metadata={"help": "share of sequences in the valid split (stable sequence hash)"},
+    valid_fraction: float = param(
+        0.1,
+        help="share of sequences in the valid split (stable sequence hash)",
+        bounds="[0, 1)",
     )
-    test_fraction: float = field(default=0.05, metadata={"help": "share in the test split"})
-    split_method: str = field(
-        default="mmseqs",
-        metadata={
-            "help": "mmseqs: whole homology clusters (MMseqs2) per split; hash: each sequence by "
-            "its hash (homologs may share splits)",
-            "choices": SPLIT_METHODS,
-        },
+    test_fraction: float = param(0.05, help="share in the test split", bounds="[0, 1)")
+    split_method: str = param(
+        "mmseqs",
+        help="mmseqs: whole homology clusters (MMseqs2) per split; hash: each sequence by "
+        "its hash (homologs may share splits)",
+        choices=SPLIT_METHODS,
     )
-    split_identity: float = field(
-        default=0.3, metadata={"help": "mmseqs: cluster sequences at this identity or more"}
+    split_identity: float = param(
+        0.3, help="mmseqs: cluster sequences at this identity or more", bounds="(0, 1]"
     )
-    split_coverage: float = field(
-        default=0.8,
-        metadata={"help": "mmseqs: ... whose alignment covers this share of both sequences"},
+    split_coverage: float = param(
+        0.8,
+        help="mmseqs: ... whose alignment covers this share of both sequences",
+        bounds="(0, 1]",
     )
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min_length <= self.max_length:
+        check_params(self, "ingest")
+        if self.min_length > self.max_length:
             raise ConfigError(
                 f"ingest: need 1 <= min_length <= max_length, got {self.min_length}, "
                 f"{self.max_length}"
             )
-        if self.too_long not in TOO_LONG:
-            raise ConfigError(f"ingest.too_long must be 'crop' or 'skip', got {self.too_long!r}")
-        if not (0 <= self.valid_fraction and 0 <= self.test_fraction) or (
-            self.valid_fraction + self.test_fraction >= 1
-        ):
+        if self.valid_fraction + self.test_fraction >= 1:
             raise ConfigError("ingest: valid_fraction + test_fraction must lie in [0, 1)")
-        if self.split_method not in SPLIT_METHODS:
-            raise ConfigError(
-                f"ingest.split_method must be 'mmseqs' or 'hash', got {self.split_method!r}"
-            )
-        if not (0 < self.split_identity <= 1 and 0 < self.split_coverage <= 1):
-            raise ConfigError(
-                "ingest: split_identity and split_coverage must lie in (0, 1], got "
-                f"{self.split_identity}, {self.split_coverage}"
-            )
 
 
 def _digest(sequence: str) -> int:

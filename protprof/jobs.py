@@ -12,19 +12,20 @@ import math
 import os
 import shlex
 import shutil
-from dataclasses import asdict, fields
 from typing import Any
 
-from protprof.alignment_files import OPENFOLD_PICK, ImportParams, discover, in_shard
+from protprof.alignment_files import ImportJobs, ImportParams, discover, in_shard
+from protprof.alignments import MsaOutput
 from protprof.alphabet import N_STANDARD, VOCAB_SIZE
 from protprof.clusters import mmseqs_program
 from protprof.errors import ConfigError
 from protprof.ingest import IngestParams
 from protprof.model_config import PRESETS, ModelConfig
 from protprof.msa_filter import FilterParams
+from protprof.params import from_config, option_string, schema_mismatch, schema_of
 from protprof.profiles import ProfileParams
-from protprof.reuse import MODES, ReuseParams
-from protprof.search import FLAGS, SearchParams, search_params
+from protprof.reuse import ReuseParams
+from protprof.search import Preset, SearchParams, search_params
 
 # Measured on the demo data (bench/RESULTS.md): pyhmmer holds ~3 bytes per database residue.
 DB_BYTES_PER_RESIDUE = 3
@@ -50,7 +51,7 @@ REFERENCE_RESIDUES = 1234
 def ingest(config: dict[str, Any]) -> IngestParams:
     """The config's ingest parameters (the dataclass validates them); `split_method: mmseqs`
     without MMseqs2 is refused here, so `--dry-run` says so before any job runs."""
-    params = IngestParams(**config["ingest"])
+    params: IngestParams = from_config(IngestParams, config["ingest"])
     if params.split_method == "mmseqs":
         mmseqs_program()
     return params
@@ -59,13 +60,13 @@ def ingest(config: dict[str, Any]) -> IngestParams:
 def search(config: dict[str, Any]) -> SearchParams:
     """The config's search parameters: its preset with the non-null overrides."""
     section = config["search"]
-    return search_params(section["preset"], **{k: section.get(k) for k in FLAGS})
+    overrides = {k: v for k, v in section.items() if k in SearchParams.__dataclass_fields__}
+    return search_params(section.get("preset", Preset.preset), **overrides)
 
 
 def profile(config: dict[str, Any]) -> ProfileParams:
     """The config's profile parameters."""
-    section = config["profile"]
-    return ProfileParams(method=section["method"], pseudocount=section["pseudocount"])
+    return from_config(ProfileParams, config["profile"])
 
 
 def reuse(config: dict[str, Any]) -> ReuseParams:
@@ -73,13 +74,7 @@ def reuse(config: dict[str, Any]) -> ReuseParams:
     reuse needs the profile cache (the plan cuts the jobs between families, and assembly
     finds representatives' and members' profiles there), MMseqs2 for more than one job, and a
     whole database per job (a family's searches run one after another in one process)."""
-    section = config["search"]
-    params = ReuseParams(
-        section.get("reuse", "none"),
-        section.get("coverage", ReuseParams.coverage),
-        section.get("audit", ReuseParams.audit),
-        section.get("audit_min", ReuseParams.audit_min),
-    )
+    params: ReuseParams = from_config(ReuseParams, config["search"])
     if params.mode != "none":
         if config.get("cache") is False:
             raise ConfigError(
@@ -100,35 +95,24 @@ def reuse(config: dict[str, Any]) -> ReuseParams:
 
 def reuse_options(config: dict[str, Any]) -> str:
     """The `--reuse ...` options of `protprof plan`, `search` and `assemble`."""
-    params = reuse(config)
-    return (
-        f"--reuse {params.mode} --coverage {params.coverage} --audit {params.audit} "
-        f"--audit-min {params.audit_min}"
-    )
-
-
-def options(params: object) -> str:
-    """`--name value` for every field of a params dataclass (names with dashes)."""
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in asdict(params).items())  # type: ignore[call-overload]
+    return option_string(reuse(config))
 
 
 def ingest_options(config: dict[str, Any]) -> str:
     """The `protprof ingest` / `assemble` options of the config."""
-    return options(ingest(config))
+    return option_string(ingest(config))
 
 
 def search_options(config: dict[str, Any]) -> str:
     """Every search and profile option, fully resolved (the preset's values written out, so a
     job's command line says exactly what it ran)."""
-    params, method = search(config), profile(config)
-    parts = [f"--preset {config['search']['preset']}"]
-    parts += [
-        f"{flag} {getattr(params, name)}"
-        for name, (flag, _) in FLAGS.items()
-        if getattr(params, name) is not None
+    parts = [
+        option_string(from_config(Preset, config["search"])),
+        option_string(search(config)),
+        option_string(profile(config)),
+        filter_options(config),
     ]
-    parts += [f"--profile-method {method.method}", f"--pseudocount {method.pseudocount}"]
-    return " ".join([*parts, filter_options(config)]).strip()
+    return " ".join(p for p in parts if p)
 
 
 def iterations(config: dict[str, Any]) -> int:
@@ -190,7 +174,8 @@ def search_shards(config: dict[str, Any]) -> int:
     if not config.get("queries"):  # alignments only: no search jobs
         return config["shards"]
     limit, total = max_job_minutes(config), _query_residues(config)
-    one_query = _search_minutes(config, config["ingest"].get("max_length", 1000))
+    max_length = config["ingest"].get("max_length", IngestParams.max_length)
+    one_query = _search_minutes(config, max_length)
     if one_query > limit:
         raise ConfigError(
             f"max_job_hours: {limit / 60:g} h is shorter than the estimated search of one "
@@ -439,41 +424,34 @@ def train_gpu_hours(model: ModelConfig, tokens: float) -> float:
     return tokens / rate / 3600
 
 
-def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:
-    """Where the workflow's JSON schema disagrees with the dataclasses (defaults, choices)."""
-    from protprof.ingest import TOO_LONG
-    from protprof.profiles import METHODS
-    from protprof.search import PRESETS
+# The workflow config's sections made of params dataclasses: (section, dataclass, overrides).
+# `search:`'s SearchParams keys are null by default: the preset's value.
+SCHEMA_SECTIONS: tuple[tuple[str, Any, bool], ...] = (
+    ("ingest", IngestParams, False),
+    ("search", Preset, False),
+    ("search", SearchParams, True),
+    ("search", ReuseParams, False),
+    ("profile", ProfileParams, False),
+    ("profile", MsaOutput, False),
+    ("filters", FilterParams, False),
+    ("alignments", ImportParams, False),
+    ("alignments", ImportJobs, False),
+)
 
-    props = schema["properties"]
+
+def schema_defaults_mismatch(schema: dict[str, Any]) -> list[str]:
+    """Where the workflow's JSON schema disagrees with the params dataclasses: each key's
+    type or choices, bounds and default."""
     problems = []
-    for f in fields(IngestParams):
-        if props["ingest"]["properties"][f.name].get("default") != f.default:
-            problems.append(f"ingest.{f.name}")
-    expected_enums = {
-        ("ingest", "too_long"): list(TOO_LONG),
-        ("search", "preset"): list(PRESETS),
-        ("profile", "method"): list(METHODS),
-        ("search", "reuse"): list(MODES),
-    }
-    for (section, key), values in expected_enums.items():
-        if props[section]["properties"][key]["enum"] != values:
-            problems.append(f"{section}.{key} choices")
-    for name in FLAGS:  # null = the preset's value
-        if props["search"]["properties"][name].get("default", "missing") is not None:
-            problems.append(f"search.{name}")
-    if props["profile"]["properties"]["pseudocount"]["default"] != ProfileParams.pseudocount:
-        problems.append("profile.pseudocount")
-    for name in ("coverage", "audit", "audit_min"):
-        if props["search"]["properties"][name]["default"] != getattr(ReuseParams, name):
-            problems.append(f"search.{name}")
+    for section, cls, overrides in SCHEMA_SECTIONS:
+        problems += schema_mismatch(schema, section, cls, overrides)
     return problems
 
 
 def filters(config: dict[str, Any]) -> FilterParams:
     """The config's alignment filters (`filters:`; all off by default), refused with search
     reuse (members' profiles come from their family's alignment, which filters never see)."""
-    params = FilterParams(**(config.get("filters") or {}))
+    params: FilterParams = from_config(FilterParams, config.get("filters") or {})
     if params.active and config["search"].get("reuse", "none") != "none":
         raise ConfigError(
             "filters: alignment filters do not combine with search.reuse; use one or the other"
@@ -484,41 +462,20 @@ def filters(config: dict[str, Any]) -> FilterParams:
 def filter_options(config: dict[str, Any]) -> str:
     """The `--max-seqs ...` options of the filters that are on (none: an empty string, so the
     command lines of a config without filters stay as they were)."""
-    return " ".join(
-        f"--{name.replace('_', '-')} {value}"
-        for name, value in asdict(filters(config)).items()
-        if value is not None
-    )
+    return option_string(filters(config))
 
 
 def alignment_section(config: dict[str, Any]) -> dict[str, Any]:
     """The `alignments:` section with its defaults (paths empty: no import)."""
-    section = {
-        "paths": [],
-        "layout": "files",
-        "pick": list(OPENFOLD_PICK),
-        "combine": "first",
-        "query_id": None,
-        "format": None,
-        "skip_missing": False,
-        "prefer": "alignment",
-        "jobs": 1,
-        "threads": 1,
-    }
-    return {**section, **(config.get("alignments") or {})}
+    defaults: dict[str, Any] = {"paths": []}
+    for cls in (ImportParams, ImportJobs):
+        defaults |= {k: v["default"] for k, v in schema_of(cls).items()}
+    return {**defaults, **(config.get("alignments") or {})}
 
 
 def import_params(config: dict[str, Any]) -> ImportParams:
     """How the config's alignment files are found and read (validated)."""
-    section = alignment_section(config)
-    return ImportParams(
-        layout=section["layout"],
-        pick=tuple(section["pick"]),
-        combine=section["combine"],
-        query_id=section["query_id"],
-        skip_missing=section["skip_missing"],
-        fmt=section["format"],
-    )
+    return from_config(ImportParams, alignment_section(config))
 
 
 def check_sources(config: dict[str, Any]) -> tuple[bool, bool]:
@@ -543,21 +500,12 @@ def check_sources(config: dict[str, Any]) -> tuple[bool, bool]:
 
 def import_options(config: dict[str, Any]) -> str:
     """Every `protprof import` option of the config but the paths, shard and cache."""
-    params, section, method = import_params(config), alignment_section(config), profile(config)
     parts = [
-        f"--layout {params.layout}",
-        f"--pick {shlex.quote(','.join(params.pick))}",
-        f"--combine {params.combine}",
-        f"--profile-method {method.method}",
-        f"--pseudocount {method.pseudocount}",
+        option_string(import_params(config)),
+        option_string(profile(config)),
+        filter_options(config),
     ]
-    if params.query_id is not None:
-        parts.append(f"--query-id {shlex.quote(params.query_id)}")
-    if params.fmt is not None:
-        parts.append(f"--format {params.fmt}")
-    if section["skip_missing"]:
-        parts.append("--skip-missing")
-    return " ".join([*parts, filter_options(config)]).strip()
+    return " ".join(p for p in parts if p)
 
 
 def import_inputs(config: dict[str, Any]) -> list[list[str]]:

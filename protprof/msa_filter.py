@@ -20,64 +20,42 @@ Reference: HH-suite 3 `hhfilter` (-cov, -qid, -id, -maxseq; Steinegger et al. 20
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from pyhmmer.easel import DigitalMSA
 
-from protprof.errors import ConfigError
 from protprof.msa_formats import GAP, Alignment, msa_matrix, select_rows
+from protprof.params import check_params, param
+
+_FRACTION = "[0, 1]"
 
 
 @dataclass(frozen=True)
 class FilterParams:
     """Which rows of an alignment build the profile; every filter is off by default. The CLI
-    options and the workflow's `filters:` keys are made from these fields (`metadata`)."""
+    options, the workflow's `filters:` keys and their schema come from these fields."""
 
-    max_seqs: int | None = field(
-        default=None,
-        metadata={"type": int, "help": "keep at most this many rows besides the query (-maxseq)"},
+    max_seqs: int | None = param(
+        None,
+        help="keep at most this many rows besides the query (-maxseq)",
+        bounds="[0, inf)",
     )
-    min_coverage: float | None = field(
-        default=None,
-        metadata={"type": float, "help": "drop rows covering less of the query (-cov, 0-1)"},
+    min_coverage: float | None = param(
+        None, help="drop rows covering less of the query (-cov, 0-1)", bounds=_FRACTION
     )
-    min_identity: float | None = field(
-        default=None,
-        metadata={"type": float, "help": "drop rows less identical to the query (-qid, 0-1)"},
+    min_identity: float | None = param(
+        None, help="drop rows less identical to the query (-qid, 0-1)", bounds=_FRACTION
     )
-    max_identity: float | None = field(
-        default=None,
-        metadata={
-            "type": float,
-            "help": "drop rows more identical than this to the query or a kept row (-id, 0-1)",
-        },
+    max_identity: float | None = param(
+        None,
+        help="drop rows more identical than this to the query or a kept row (-id, 0-1)",
+        bounds=_FRACTION,
     )
 
     def __post_init__(self) -> None:
-        if self.max_seqs is not None and (
-            isinstance(self.max_seqs, bool)
-            or not isinstance(self.max_seqs, int)
-            or self.max_seqs < 0
-        ):
-            raise ConfigError(
-                f"filter.max_seqs must be an integer >= 0 or null, got {self.max_seqs!r}"
-            )
-        for name in ("min_coverage", "min_identity", "max_identity"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or not 0 <= value <= 1
-            ):
-                raise ConfigError(
-                    f"filter.{name} must be a fraction in [0, 1] or null, got {value!r}"
-                )
+        check_params(self, "filters")
 
     @property
     def active(self) -> bool:

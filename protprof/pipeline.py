@@ -20,7 +20,7 @@ import numpy as np
 from protprof import cache
 from protprof._atomic import require_space
 from protprof.alignment_files import PREFER
-from protprof.alignments import alignment_bytes, write_alignment_files
+from protprof.alignments import MsaOutput, alignment_bytes, write_alignment_files
 from protprof.errors import ConfigError, StoreError
 from protprof.fasta import Record
 from protprof.importer import (
@@ -68,7 +68,7 @@ def search_records(
     threads: int,
     out: Path,
     msa_dir: Path | None = None,
-    msa_format: str = "stockholm",
+    msa_format: str = MsaOutput.msa_format,
     progress: Callable[[object], None] | None = None,
     extra_attrs: dict[str, Any] | None = None,
     reuse: ReuseParams | None = None,
@@ -215,7 +215,7 @@ def finish_chunked_shard(
     profile: ProfileParams,
     out: Path,
     msa_dir: Path | None = None,
-    msa_format: str = "stockholm",
+    msa_format: str = MsaOutput.msa_format,
     filters: FilterParams = NO_FILTERS,
 ) -> Path:
     """Profiles and the shard store from a chunked search's final alignments."""

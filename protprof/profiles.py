@@ -25,8 +25,10 @@ import numpy as np
 from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequenceBlock, TextSequence
 from pyhmmer.plan7 import HMM, Background, Builder, TraceAligner
 
-from protprof.errors import ConfigError, SearchError
+from protprof.errors import SearchError
 from protprof.msa_filter import FilterParams, filter_msa
+from protprof.params import check_params, param
+from protprof.search import HMMER_SEED
 
 if TYPE_CHECKING:
     from protprof.search import QueryResult
@@ -38,17 +40,25 @@ _GAP = 20  # HMMER amino digital codes: 0-19 ACDEFGHIKLMNPQRSTVWY, 20 gap, 21+ d
 
 @dataclass(frozen=True)
 class ProfileParams:
-    """How profiles are computed from the final alignment."""
+    """How profiles are computed from the final alignment (the CLI options, the workflow's
+    `profile:` keys and their schema come from these fields)."""
 
-    method: str = "hmm"
-    pseudocount: float = 1.0  # `frequency` only: weight of the background, in sequences
-    seed: int = 42  # HMMER's builder seed
+    method: str = param(
+        "hmm",
+        help="hmm: the emissions of HMMER's model of the alignment; frequency: its weighted "
+        "column frequencies plus a pseudocount",
+        flag="--profile-method",
+        choices=METHODS,
+    )
+    pseudocount: float = param(
+        1.0,
+        help="frequency method only: weight of the background, in sequences",
+        bounds="(0, inf)",
+    )
+    seed: int = param(HMMER_SEED, help="HMMER's builder seed", cli=False, config=False)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"profile.method must be one of {METHODS}, got {self.method!r}")
-        if not self.pseudocount > 0:
-            raise ConfigError(f"profile.pseudocount must be > 0, got {self.pseudocount}")
+        check_params(self, "profile")
 
 
 # A profile needs the model's emissions and effective sequence number only. HMMER's builder
@@ -62,7 +72,7 @@ def build_hmm(
     msa: DigitalMSA[Any],
     query_id: str,
     query_length: int,
-    seed: int = 42,
+    seed: int = HMMER_SEED,
     calibration: Mapping[str, int] = _MINIMAL_CALIBRATION,
 ) -> HMM:
     """Build HMMER's model of an alignment whose consensus columns are the query's residues.

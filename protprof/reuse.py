@@ -56,6 +56,7 @@ from pyhmmer.plan7 import HMM, Pipeline, TopHits
 
 from protprof.errors import ConfigError, SearchError
 from protprof.fasta import Record
+from protprof.params import check_params, param
 from protprof.profiles import Profiled, ProfileParams, family_profile, profile_result
 from protprof.search import AMINO, Database, JackhmmerSearch, SearchParams
 
@@ -75,22 +76,36 @@ WARN_WITHIN = 0.9  # warn when fewer audited members than this agree
 
 @dataclass(frozen=True)
 class ReuseParams:
-    """How queries share whole-database searches (`none`: each query searches alone)."""
+    """How queries share whole-database searches (`none`: each query searches alone). The
+    CLI options and the workflow's `search:` reuse keys come from these fields."""
 
-    mode: str = "none"
-    coverage: float = 0.8  # fraction of a member's residues its representative must cover
-    audit: float = 0.02  # fraction of members also searched against the whole database
-    audit_min: int = 3  # ... but at least this many (or every member, if fewer)
+    mode: str = param(
+        "none",
+        help="none: search every query; pool: search family members against their "
+        "representative's homolog pool; family: label members with the family HMM",
+        flag="--reuse",
+        key="reuse",
+        choices=MODES,
+    )
+    coverage: float = param(
+        0.8,
+        help="a representative's final model must cover this fraction of a member",
+        bounds="(0, 1]",
+    )
+    audit: float = param(
+        0.02,
+        help="fraction of members also searched against the whole database, to measure "
+        "what reuse costs",
+        bounds="[0, 1]",
+    )
+    audit_min: int = param(
+        3,
+        help="audit at least this many members (or every member, if fewer)",
+        bounds="[0, inf)",
+    )
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"search.reuse must be one of {MODES}, got {self.mode!r}")
-        if not 0 < self.coverage <= 1:
-            raise ConfigError(f"reuse coverage must be in (0, 1], got {self.coverage}")
-        if not 0 <= self.audit <= 1:
-            raise ConfigError(f"reuse audit fraction must be in [0, 1], got {self.audit}")
-        if self.audit_min < 0:
-            raise ConfigError(f"reuse audit_min must be >= 0, got {self.audit_min}")
+        check_params(self, "search")
 
 
 def js_bits(p: np.ndarray, q: np.ndarray) -> float:

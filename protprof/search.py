@@ -32,59 +32,58 @@ from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequence, DigitalSequence
 from pyhmmer.plan7 import HMM, Builder, IterativeSearch, Pipeline, TopHits
 
 from protprof._atomic import Kind
-from protprof.errors import ConfigError, InputFormatError, SearchError
+from protprof.errors import InputFormatError, SearchError
 from protprof.fasta import Record, refuse_if_corrupt_gzip
 from protprof.formats import check
+from protprof.params import check_params, param
 
 log = logging.getLogger(__name__)
 AMINO = Alphabet.amino()
 
 
+# HMMER's default random seed (domain definition; the profile builder's too).
+HMMER_SEED = 42
+_E_VALUE = "(0, inf)"
+_P_VALUE = "(0, 1]"
+
+
 @dataclass(frozen=True)
 class SearchParams:
-    """jackhmmer parameters, named as the jackhmmer program names them. Defaults = HMMER's,
-    except -N: 3 here (the program's is 5), the one default of `build` and the workflow."""
+    """jackhmmer parameters, named and flagged as the jackhmmer program names them (the CLI
+    options, the workflow's `search:` keys and their schema come from these fields). Defaults
+    = HMMER's, except -N: 3 here (the program's is 5), the one default of `build` and the
+    workflow. On the command line and in the workflow, unset values are the preset's."""
 
     # -N: maximum number of iterations. 3, not HMMER's 5: each iteration is another scan of the
     # database (at UniRef90, hours per query), and profiles change little after the third.
-    iterations: int = 3
-    E: float = 10.0  # reporting threshold, per sequence
-    domE: float = 10.0  # reporting threshold, per domain
-    incE: float = 1e-3  # inclusion threshold, per sequence
-    incdomE: float = 1e-3  # inclusion threshold, per domain
-    F1: float = 0.02  # MSV filter P-value threshold
-    F2: float = 1e-3  # Viterbi filter
-    F3: float = 1e-5  # Forward filter
-    max_hits: int | None = None  # maximum MSA depth: keep the best max_hits included targets
-    seed: int = 42  # HMMER's default RNG seed (domain definition, builder)
+    iterations: int = param(
+        3, help="maximum iterations", flag="-N", aliases=("--iterations",), bounds="[1, inf)"
+    )
+    E: float = param(
+        10.0, help="report sequences with E-value <= this", flag="-E", bounds=_E_VALUE
+    )
+    domE: float = param(10.0, help="report domains with E-value <= this", bounds=_E_VALUE)
+    incE: float = param(1e-3, help="include sequences with E-value <= this", bounds=_E_VALUE)
+    incdomE: float = param(1e-3, help="include domains with E-value <= this", bounds=_E_VALUE)
+    F1: float = param(0.02, help="MSV filter P-value threshold", bounds=_P_VALUE)
+    F2: float = param(1e-3, help="Viterbi filter P-value threshold", bounds=_P_VALUE)
+    F3: float = param(1e-5, help="Forward filter P-value threshold", bounds=_P_VALUE)
+    max_hits: int | None = param(
+        None,
+        help="maximum MSA depth (keep the best this many included targets)",
+        bounds="[1, inf)",
+    )
+    seed: int = param(
+        HMMER_SEED, help="RNG seed (domain definition, builder)", cli=False, config=False
+    )
 
     def __post_init__(self) -> None:
-        if self.iterations < 1:
-            raise ConfigError(f"search.iterations must be >= 1, got {self.iterations}")
-        for name in ("E", "domE", "incE", "incdomE", "F1", "F2", "F3"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"search.{name} must be > 0, got {getattr(self, name)}")
-        if self.max_hits is not None and self.max_hits < 1:
-            raise ConfigError(f"search.max_hits must be >= 1 or null, got {self.max_hits}")
+        check_params(self, "search")
 
     def thresholds(self) -> dict[str, Any]:
         """The keyword arguments every `Pipeline` gets (never pyhmmer's silent defaults)."""
         return {k: getattr(self, k) for k in ("E", "domE", "incE", "incdomE", "F1", "F2", "F3")}
 
-
-# The command-line flag of every SearchParams field a user sets: jackhmmer's own names. The CLI
-# and the workflow's option strings are both generated from this table.
-FLAGS = {
-    "iterations": ("-N", "maximum iterations"),
-    "E": ("-E", "report sequences with E-value <= this"),
-    "domE": ("--domE", "report domains with E-value <= this"),
-    "incE": ("--incE", "include sequences with E-value <= this"),
-    "incdomE": ("--incdomE", "include domains with E-value <= this"),
-    "F1": ("--F1", "MSV filter P-value threshold"),
-    "F2": ("--F2", "Viterbi filter P-value threshold"),
-    "F3": ("--F3", "Forward filter P-value threshold"),
-    "max_hits": ("--max-hits", "maximum MSA depth (included targets)"),
-}
 
 PRESETS: dict[str, SearchParams] = {
     # HMMER 3.4 jackhmmer's thresholds, with protprof's -N 3.
@@ -97,10 +96,24 @@ PRESETS: dict[str, SearchParams] = {
 }
 
 
-def search_params(preset: str = "hmmer", **overrides: object) -> SearchParams:
+@dataclass(frozen=True)
+class Preset:
+    """The preset a search's parameters start from; `SearchParams` options override it."""
+
+    preset: str = param(
+        "hmmer",
+        help="hmmer: HMMER's jackhmmer thresholds with -N 3; alphafold: AlphaFold's UniRef90 "
+        "recipe",
+        choices=tuple(PRESETS),
+    )
+
+    def __post_init__(self) -> None:
+        check_params(self, "search")
+
+
+def search_params(preset: str = Preset.preset, **overrides: object) -> SearchParams:
     """Return a preset with overrides (None values are ignored)."""
-    if preset not in PRESETS:
-        raise ConfigError(f"search.preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    Preset(preset)  # refused naming search.preset and the choices
     changes: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     return replace(PRESETS[preset], **changes)
 

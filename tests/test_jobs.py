@@ -32,12 +32,18 @@ def config(**sections) -> dict:
     return base
 
 
-def test_schema_defaults_and_choices_equal_the_dataclasses():
+def test_schema_equals_the_dataclasses():
+    """Every params-backed key of the schema: type or choices, bounds and default."""
     assert jobs.schema_defaults_mismatch(SCHEMA) == []
     changed = copy.deepcopy(SCHEMA)
     changed["properties"]["ingest"]["properties"]["min_length"]["default"] = 1
     changed["properties"]["search"]["properties"]["preset"]["enum"] = ["hmmer"]
-    assert jobs.schema_defaults_mismatch(changed) == ["ingest.min_length", "search.preset choices"]
+    changed["properties"]["filters"]["properties"]["min_coverage"]["maximum"] = 0.5
+    assert jobs.schema_defaults_mismatch(changed) == [
+        "ingest.min_length: default schema 1, dataclass 20",
+        "search.preset: enum schema ['hmmer'], dataclass ['hmmer', 'alphafold']",
+        "filters.min_coverage: maximum schema 0.5, dataclass 1.0",
+    ]
 
 
 @pytest.mark.parametrize(

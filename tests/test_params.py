@@ -1,0 +1,123 @@
+"""The one parameter mechanism (protprof.params): a field's `param()` declaration gives its
+option, help, check, option string and schema property; the CLI parses a params dataclass's
+option string back to the same instance."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import dataclass, fields
+
+import pytest
+
+from protprof.alignment_files import ImportParams
+from protprof.errors import ConfigError
+from protprof.ingest import IngestParams
+from protprof.msa_filter import FilterParams
+from protprof.params import (
+    add_options,
+    check_params,
+    declared,
+    from_args,
+    option_string,
+    param,
+    schema_of,
+)
+from protprof.profiles import ProfileParams
+from protprof.reuse import ReuseParams
+from protprof.search import SearchParams
+
+
+@dataclass(frozen=True)
+class Example:
+    count: int = param(3, help="how many", bounds="[1, inf)")
+    share: float | None = param(None, help="a fraction", bounds="(0, 1]")
+    mode: str = param("a", help="which", flag="--kind", key="kind", choices=("a", "b"))
+    names: tuple[str, ...] = param(("x", "y"), help="some names")
+    loud: bool = param(False, help="say more")
+    hidden: int = param(7, help="set in code", cli=False, config=False)
+
+    def __post_init__(self) -> None:
+        check_params(self, "example")
+
+
+def _parse(cls: type, argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_options(parser, cls)
+    return parser.parse_args(argv)
+
+
+def test_options_defaults_and_help():
+    parser = argparse.ArgumentParser()
+    add_options(parser, Example)
+    text = parser.format_help()
+    assert "--count COUNT  how many (default 3)" in text
+    assert "--kind {a,b}" in text and "--hidden" not in text
+    assert from_args(Example, parser.parse_args([])) == Example()
+    args = parser.parse_args(["--count", "5", "--kind", "b", "--names", "p,q", "--loud"])
+    assert from_args(Example, args) == Example(5, None, "b", ("p", "q"), True)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"count": 0}, "example.count must be >= 1, got 0"),
+        ({"count": 2.5}, "example.count must be an integer >= 1, got 2.5"),
+        ({"count": True}, "example.count must be an integer >= 1, got True"),
+        ({"share": 0}, r"example.share must be in \(0, 1\], got 0.0"),
+        ({"share": float("nan")}, r"example.share must be a finite number in \(0, 1\], got nan"),
+        ({"mode": "c"}, r"example.kind must be one of \('a', 'b'\), got 'c'"),
+        ({"loud": 1}, "example.loud must be a bool, got 1"),
+    ],
+)
+def test_check_names_the_key_and_value(changes, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        Example(**changes)
+
+
+def test_int_for_float_becomes_float_and_list_a_tuple():
+    example = Example(share=1, names=["z"])  # type: ignore[arg-type]
+    assert example.share == 1.0 and isinstance(example.share, float)
+    assert example.names == ("z",)
+
+
+def test_schema_property_from_the_declaration():
+    props = schema_of(Example)
+    assert props["count"] == {"type": "integer", "minimum": 1, "default": 3}
+    assert props["share"] == {
+        "type": ["number", "null"],
+        "exclusiveMinimum": 0.0,
+        "maximum": 1.0,
+        "default": None,
+    }
+    assert props["kind"] == {"enum": ["a", "b"], "default": "a"}
+    assert props["names"]["default"] == ["x", "y"] and "hidden" not in props
+
+
+@pytest.mark.parametrize(
+    "instance",
+    [
+        IngestParams(min_length=5, too_long="skip", split_method="hash"),
+        SearchParams(iterations=2, incE=1e-5, max_hits=50),
+        ProfileParams("frequency", 0.5),
+        ReuseParams("pool", 0.7, 0.1, 5),
+        FilterParams(max_seqs=10, min_coverage=0.5),
+        ImportParams("openfold", ("a b.sto", "c.a3m"), "merge", "q 1", True, "a3m"),
+    ],
+)
+def test_option_string_parses_back_to_the_instance(instance):
+    args = _parse(type(instance), shlex.split(option_string(instance)))
+    assert from_args(type(instance), args) == instance
+
+
+def test_every_field_of_a_params_dataclass_is_declared_with_help():
+    for cls in (
+        IngestParams,
+        SearchParams,
+        ProfileParams,
+        ReuseParams,
+        FilterParams,
+        ImportParams,
+    ):
+        assert [f.name for f, _ in declared(cls)] == [f.name for f in fields(cls)]
+        assert all(m.help for _, m in declared(cls)), cls
