@@ -37,7 +37,8 @@ from protprof.data import (
     mask_tokens,
     profile_targets,
 )
-from protprof.model import PRESETS, ProteinEncoder, total_loss  # noqa: E402
+from protprof.model import ProteinEncoder, total_loss  # noqa: E402
+from protprof.model_config import PRESETS  # noqa: E402
 from protprof.store import ProfileStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,7 +37,8 @@ from protprof.data import (  # noqa: E402
     profile_targets,
 )
 from protprof.huggingface import TO_ESM  # noqa: E402
-from protprof.model import PRESETS, ModelConfig, ProteinEncoder, profile_kl, total_loss  # noqa: E402
+from protprof.model import ProteinEncoder, profile_kl, total_loss  # noqa: E402
+from protprof.model_config import PRESETS, ModelConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work" / "model"

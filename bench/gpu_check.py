@@ -98,7 +98,8 @@ def rate(model, batches, steps, device, dtype, warmup=2) -> float:
 def check_forward(batch, device, dtype) -> list[tuple[str, bool, str]]:
     """CPU fp32 vs the device in fp32 (TF32 off), and a finite loss under low precision."""
     from protprof.data import profile_targets
-    from protprof.model import PRESETS, ProteinEncoder
+    from protprof.model import ProteinEncoder
+    from protprof.model_config import PRESETS
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -141,7 +142,8 @@ def speed(store, plan, device, dtype, peak) -> list[str]:
     from bench_model import EsmWithProfileHead
 
     from protprof.jobs import train_flops_per_token
-    from protprof.model import PRESETS, ProteinEncoder
+    from protprof.model import ProteinEncoder
+    from protprof.model_config import PRESETS
 
     smoke = device.type == "cpu"
     batches = _batches(store, 1024, 128, 4) if smoke else _batches(store, 16384, 512, 16)

@@ -4,7 +4,8 @@ A checkpoint is a `torch.save`d dict of plain types and tensors (it loads with
 `weights_only=True`). Every checkpoint holds `model_config`, `model` (the encoder's state dict),
 `config` (the training settings) and `step`; the trainer's also hold what resuming needs
 (`optimizer`, `scheduler`, `sampler`, `rng`). Inference (embed, evaluation, benchmarks) imports
-this module, never the trainer: no torch.distributed, YAML or data loader.
+this module, never the trainer: no torch.distributed, YAML or data loader. Hugging Face
+directories are `protprof.huggingface`'s; `protprof.loading` chooses between the two.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import errno
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,8 @@ import torch
 
 from protprof._atomic import atomic_output
 from protprof.errors import CheckpointError
-from protprof.model import ModelConfig, ProteinEncoder
+from protprof.model import ProteinEncoder, non_finite
+from protprof.model_config import ModelConfig
 
 REQUIRED = ("model_config", "model", "config", "step")  # what every protprof checkpoint holds
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format (since PyTorch 1.6)
@@ -134,17 +135,6 @@ def _check_archive(path: Path) -> None:
         )
 
 
-def non_finite(weights: dict[str, Any]) -> list[str]:
-    """Names of the floating-point tensors in `weights` that hold NaN or inf."""
-    return [
-        name
-        for name, w in weights.items()
-        if isinstance(w, torch.Tensor)
-        and w.is_floating_point()
-        and not bool(torch.isfinite(w).all())
-    ]
-
-
 def model_from_state(state: dict[str, Any], path: str | Path = "checkpoint") -> ProteinEncoder:
     """The encoder of a loaded checkpoint, in eval mode on CPU (`path` names it in errors)."""
     try:
@@ -161,28 +151,3 @@ def model_from_state(state: dict[str, Any], path: str | Path = "checkpoint") -> 
 def load_model(path: str | Path) -> ProteinEncoder:
     """The trained encoder of a checkpoint file, in eval mode on CPU."""
     return model_from_state(load_checkpoint(path), path)
-
-
-@dataclass
-class LoadedModel:
-    """An encoder ready for inference, and what is known about where it came from."""
-
-    model: ProteinEncoder
-    source: str  # the checkpoint file or Hugging Face directory
-    step: int | None  # training steps (None: unknown, e.g. a downloaded ESM-2)
-    training: dict[str, Any] = field(default_factory=dict)  # protprof's training settings
-    has_profile_head: bool = True  # False: an ESM directory without protprof's profile head
-
-
-def load_any(path: str | Path) -> LoadedModel:
-    """A protprof checkpoint file, or a local Hugging Face ESM directory, for inference.
-
-    Raises:
-        CheckpointError: one line naming the file or directory and what is wrong.
-    """
-    if Path(path).is_dir():
-        from protprof.huggingface import load_directory
-
-        return load_directory(path)
-    state = load_checkpoint(path)
-    return LoadedModel(model_from_state(state, path), str(path), state["step"], state["config"])

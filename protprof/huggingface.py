@@ -27,10 +27,10 @@ import torch
 
 from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import STANDARD, VOCAB
-from protprof.checkpoint import LoadedModel, non_finite
 from protprof.errors import CheckpointError
 from protprof.esm_config import ESM_TOKENS, REQUIRED, read_config
-from protprof.model import ModelConfig, ProteinEncoder
+from protprof.model import LoadedModel, ProteinEncoder, non_finite
+from protprof.model_config import ModelConfig
 
 log = logging.getLogger("protprof")
 

@@ -12,9 +12,13 @@ The vocabulary stays protprof's (`protprof.alphabet`); it maps onto ESM's at the
 Losses: MLM = cross-entropy on masked positions; profile = KL(target || softmax(prediction))
 over real residues (Sturmfels et al. 2020, arXiv 2012.00195). Each is a mean, or a sum that the
 trainer divides by the step's count of masked positions or residues (token weighting).
+`LoadedModel` is an encoder as the readers (`checkpoint`, `huggingface`, `loading`) return it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from protprof.alphabet import IGNORE, MASK, N_STANDARD, PAD, VOCAB_SIZE
-from protprof.model_config import OBJECTIVES, PRESETS, ModelConfig  # noqa: F401 (re-exported)
+from protprof.model_config import ModelConfig
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -223,3 +227,25 @@ def total_loss(
     if objective == "profile":
         return out["profile_loss"]
     return mlm_weight * out["mlm_loss"] + profile_weight * out["profile_loss"]
+
+
+def non_finite(weights: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in `weights` that hold NaN or inf."""
+    return [
+        name
+        for name, w in weights.items()
+        if isinstance(w, torch.Tensor)
+        and w.is_floating_point()
+        and not bool(torch.isfinite(w).all())
+    ]
+
+
+@dataclass
+class LoadedModel:
+    """An encoder ready for inference, and what is known about where it came from."""
+
+    model: ProteinEncoder
+    source: str  # the checkpoint file or Hugging Face directory
+    step: int | None  # training steps (None: unknown, e.g. a downloaded ESM-2)
+    training: dict[str, Any] = field(default_factory=dict)  # protprof's training settings
+    has_profile_head: bool = True  # False: an ESM directory without protprof's profile head

@@ -33,14 +33,7 @@ import torch.distributed as dist
 
 from protprof._atomic import atomic_output, claim_output
 from protprof.alphabet import IGNORE
-from protprof.checkpoint import (  # noqa: F401 (load_model, model_from_state: re-exported)
-    load_checkpoint,
-    load_model,
-    model_from_state,
-    model_state,
-    non_finite,
-    save_checkpoint,
-)
+from protprof.checkpoint import load_checkpoint, model_state, save_checkpoint
 from protprof.data import (
     ProfileDataset,
     TokenBudgetBatchSampler,
@@ -49,8 +42,9 @@ from protprof.data import (
     profile_targets,
 )
 from protprof.errors import CheckpointError, ConfigError, Preempted, TrainingError
-from protprof.model import ModelConfig, ProteinEncoder, objective_weights
-from protprof.train_config import TrainConfig, load_config  # noqa: F401 (re-exported)
+from protprof.model import ProteinEncoder, non_finite, objective_weights
+from protprof.model_config import ModelConfig
+from protprof.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"  # published when training ends

@@ -27,7 +27,7 @@ class TrainConfig:
     mlm_weight: float = 1.0
     profile_weight: float = 1.0
     mask_prob: float = 0.15
-    model: str = "tiny"  # a preset of protprof.model.PRESETS
+    model: str = "tiny"  # a preset of protprof.model_config.PRESETS
     model_overrides: dict = field(default_factory=dict)  # e.g. {n_layers: 4}
     # A local Hugging Face ESM directory to start from (e.g. esm2_t6_8M_UR50D with model
     # esm2-8m): its weights, and its profile head if protprof exported it (else a fresh one).

@@ -42,7 +42,8 @@ def small_store(tmp_path_factory, demo_database) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(small_store, tmp_path_factory) -> Path:
     """The tiny multitask model trained 30 steps on `small_store` (a real checkpoint)."""
-    from protprof.train import load_config, train
+    from protprof.train import train
+    from protprof.train_config import load_config
 
     out = tmp_path_factory.mktemp("tiny")
     values = {

@@ -10,7 +10,8 @@ from helpers import DEMO_DB, SHARED_DATA, write_queries
 
 from protprof.checkpoint import model_state, save_checkpoint
 from protprof.cli import COMMANDS, main
-from protprof.model import PRESETS, ProteinEncoder
+from protprof.model import ProteinEncoder
+from protprof.model_config import PRESETS
 
 BAD_KINDS = ["missing", "folder", "empty", "binary", "text"]
 

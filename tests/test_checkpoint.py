@@ -70,7 +70,8 @@ def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(small_disk):
 def test_untrained_baseline_checkpoint_is_the_trainers_step_zero(small_store, tmp_path):
     """experiments/comparison/untrained_baseline.py builds the model without a Trainer: the
     weights must be the initialisation every trained arm starts from."""
-    from protprof.train import Trainer, load_config
+    from protprof.train import Trainer
+    from protprof.train_config import load_config
 
     config = load_config(
         ROOT / "experiments/comparison/train.yaml",

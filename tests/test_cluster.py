@@ -22,8 +22,10 @@ from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
 from protprof.data import ProfileDataset, TokenBudgetBatchSampler
 from protprof.errors import ConfigError
-from protprof.model import PRESETS, ProteinEncoder
-from protprof.train import Trainer, load_config, resolve_precision
+from protprof.model import ProteinEncoder
+from protprof.model_config import PRESETS
+from protprof.train import Trainer, resolve_precision
+from protprof.train_config import load_config
 
 # The tiny model on the small store, one micro-batch per step.
 BASE = ["max_tokens=1024", "max_len=128", "warmup_steps=0", "eval_every=1000"]

@@ -16,14 +16,17 @@ from helpers import DEMO_QUERIES, SHARED_DATA, esm_directory
 from transformers import EsmForMaskedLM, EsmModel, EsmTokenizer
 
 from protprof.alphabet import MASK, PAD, VOCAB, encode
-from protprof.checkpoint import load_any, load_checkpoint
+from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
 from protprof.data import ProfileDataset, TokenBudgetBatchSampler, loader, pad_tokens
 from protprof.esm_config import ESM_TOKENS
 from protprof.fasta import read_fasta
 from protprof.huggingface import PROFILE_HEAD, PROVENANCE, TO_ESM, load_profile_head
-from protprof.model import PRESETS, ProteinEncoder
-from protprof.train import Trainer, load_config
+from protprof.loading import load_any
+from protprof.model import ProteinEncoder
+from protprof.model_config import PRESETS
+from protprof.train import Trainer
+from protprof.train_config import load_config
 
 TOLERANCE = 1e-4  # the issue's: hidden states and logits within 1e-4
 

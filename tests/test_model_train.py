@@ -15,6 +15,7 @@ from helpers import DEMO_DB
 
 import protprof.train
 from protprof.alphabet import IGNORE
+from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
 from protprof.data import (
     ProfileDataset,
@@ -26,11 +27,13 @@ from protprof.data import (
 from protprof.errors import ConfigError, TrainingError
 from protprof.fasta import read_fasta
 from protprof.ingest import IngestParams, select_records
-from protprof.model import PRESETS, ProteinEncoder, mlm_loss, profile_kl, total_loss
+from protprof.model import ProteinEncoder, mlm_loss, profile_kl, total_loss
+from protprof.model_config import PRESETS
 from protprof.pipeline import build
 from protprof.profiles import ProfileParams
 from protprof.search import SearchParams
-from protprof.train import Trainer, load_checkpoint, load_config, load_model, lr_factor, train
+from protprof.train import Trainer, lr_factor, train
+from protprof.train_config import load_config
 
 
 def test_profile_kl_is_zero_at_target_and_positive_elsewhere():
@@ -150,7 +153,8 @@ def test_two_process_gloo_ddp_sees_disjoint_data(small_store, tmp_path):
     script = tmp_path / "ddp_check.py"
     script.write_text(
         "import torch.distributed as dist, sys\n"
-        "from protprof.train import load_config, Trainer\n"
+        "from protprof.train import Trainer\n"
+        "from protprof.train_config import load_config\n"
         f"c = load_config(None, ['store={small_store}', 'out_dir={tmp_path / 'o'}', "
         "'max_steps=3', 'eval_every=3', 'max_tokens=512', 'max_len=128'])\n"
         "t = Trainer(c)\n"

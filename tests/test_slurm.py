@@ -20,7 +20,7 @@ import pytest
 from helpers import BIN, ROOT, job_counts, kill_pids, slurm_job_pids, write_config
 
 from protprof.checkpoint import load_model
-from protprof.model import PRESETS
+from protprof.model_config import PRESETS
 from protprof.store import open_store
 
 pytestmark = pytest.mark.slow

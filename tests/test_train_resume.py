@@ -22,7 +22,7 @@ from helpers import BAD, write_bad
 import protprof.train
 from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
-from protprof.train import load_config
+from protprof.train_config import load_config
 
 PROTPROF = Path(sys.executable).parent / "protprof"
 PUBLISHED = ["checkpoint.pt", "curves.png", "metrics.jsonl"]  # all a finished out-dir holds

@@ -22,7 +22,8 @@ from helpers import (
 
 from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
-from protprof.model import PRESETS, ProteinEncoder
+from protprof.model import ProteinEncoder
+from protprof.model_config import PRESETS
 from protprof.store import open_store
 
 pytestmark = [

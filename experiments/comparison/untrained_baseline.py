@@ -21,7 +21,8 @@ import yaml
 from protprof.checkpoint import model_state, save_checkpoint
 from protprof.cli import main as protprof
 from protprof.model import ProteinEncoder
-from protprof.train import CHECKPOINT, load_config
+from protprof.train import CHECKPOINT
+from protprof.train_config import load_config
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

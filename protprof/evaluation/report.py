@@ -31,8 +31,8 @@ def evaluate(
 ) -> dict:
     """Every number of every task, with timings, as a JSON-ready dict. `label` names the
     model in reports and comparisons (default: its training objective)."""
-    from protprof.checkpoint import load_any
     from protprof.evaluation import reference as ref
+    from protprof.loading import load_any
 
     known = registry.names()
     unknown = sorted(set(tasks) - set(known))
