@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protprof.errors import ConfigError
+from protprof.params import declared, describe, param, within
 
 OBJECTIVES = ("mlm", "profile", "multitask")
 
@@ -22,27 +23,27 @@ class ModelConfig:
     have it on, as ESM-2 was trained.
     """
 
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    d_ff: int = 256
-    dropout: float = 0.0
-    rope_base: float = 10_000.0
-    token_dropout: bool = False
-    layer_norm_eps: float = 1e-5
+    n_layers: int = param(2, help="encoder blocks", bounds="[1, inf)")
+    d_model: int = param(64, help="width", bounds="[1, inf)")
+    n_heads: int = param(4, help="attention heads", bounds="[1, inf)")
+    d_ff: int = param(256, help="feed-forward width", bounds="[1, inf)")
+    dropout: float = param(0.0, help="dropout probability", bounds="[0, 1)")
+    rope_base: float = param(10_000.0, help="rotary embedding base", bounds="(0, inf)")
+    token_dropout: bool = param(False, help="ESM-2's treatment of <mask>")
+    layer_norm_eps: float = param(1e-5, help="LayerNorm epsilon", bounds="(0, inf)")
 
     def __post_init__(self) -> None:
-        if min(self.n_layers, self.d_model, self.n_heads, self.d_ff) < 1:
-            raise ConfigError(f"model sizes must be >= 1, got {self}")
+        # Bounds only: the shape also comes from checkpoints and ESM configs, whose numbers
+        # need not be Python's own types.
+        for f, m in declared(self):
+            value = getattr(self, f.name)
+            if m.bounds is not None and not within(value, m.bounds):
+                raise ConfigError(f"model.{f.name} must be{describe(m.bounds)}, got {value}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ConfigError(
                 f"model.d_model ({self.d_model}) must split into n_heads ({self.n_heads}) "
                 "heads of even size"
             )
-        if not self.layer_norm_eps > 0:
-            raise ConfigError(f"model.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
 
 
 PRESETS = {

@@ -5,9 +5,8 @@ the workflow validates the training YAML at `snakemake --dry-run`, before any se
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,60 +14,78 @@ import yaml
 
 from protprof.errors import CheckpointError, ConfigError
 from protprof.model_config import OBJECTIVES, PRESETS, ModelConfig
+from protprof.params import check_params, check_value, declared, describe, meta, param
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_ONE_UP = "[1, inf)"
+_ZERO_UP = "[0, inf)"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every trainer setting. A YAML file gives some; `--set key=value` overrides any."""
+    """Every trainer setting. A YAML file gives some; `--set key=value` overrides any. Each
+    field declares its type, default, bounds and choices (`protprof.params`): the checks,
+    their messages and `protprof train --help` come from them."""
 
-    store: str = ""
-    out_dir: str = "results/train"
-    objective: str = "multitask"  # mlm | profile | multitask (the paper's three arms)
-    mlm_weight: float = 1.0
-    profile_weight: float = 1.0
-    mask_prob: float = 0.15
-    model: str = "tiny"  # a preset of protprof.model_config.PRESETS
-    model_overrides: dict = field(default_factory=dict)  # e.g. {n_layers: 4}
+    store: str = param("", help="the profile store to train on (required)")
+    out_dir: str = param("results/train", help="checkpoints, metrics and curves")
+    objective: str = param(
+        "multitask", help="mlm | profile | multitask (the paper's three arms)", choices=OBJECTIVES
+    )
+    mlm_weight: float = param(1.0, help="weight of the MLM loss", bounds=_ZERO_UP)
+    profile_weight: float = param(1.0, help="weight of the profile loss", bounds=_ZERO_UP)
+    mask_prob: float = param(0.15, help="share of residues masked", bounds="(0, 1)")
+    model: str = param(
+        "tiny", help="a preset of protprof.model_config.PRESETS", choices=tuple(PRESETS)
+    )
+    model_overrides: dict = param(
+        help="encoder shape changes, e.g. {n_layers: 4}", default_factory=dict
+    )
     # A local Hugging Face ESM directory to start from (e.g. esm2_t6_8M_UR50D with model
     # esm2-8m): its weights, and its profile head if protprof exported it (else a fresh one).
-    init_from: str = ""
-    max_len: int = 512  # residues per sequence (random crop beyond)
-    max_tokens: int = 8192  # padded tokens per micro-batch
-    accum_steps: int = 1
+    init_from: str = param("", help="a local Hugging Face ESM directory to start from")
+    max_len: int = param(512, help="residues per sequence (random crop beyond)", bounds=_ONE_UP)
+    max_tokens: int = param(8192, help="padded tokens per micro-batch", bounds=_ONE_UP)
+    accum_steps: int = param(1, help="micro-batches per rank and step", bounds=_ONE_UP)
     # Tokens per optimizer step over all ranks (max_tokens x accumulation x processes); when
     # set, the accumulation is derived from it, so a run moved to another GPU count keeps its
     # optimisation. 0: accum_steps micro-batches per rank.
-    global_tokens: int = 0
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    max_steps: int = 500
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    grad_clip: float = 1.0
-    eval_every: int = 50
-    eval_batches: int = 20  # validation batches per evaluation (0 = the whole split)
-    checkpoint_every: int = 100
+    global_tokens: int = param(0, help="tokens per optimizer step over all ranks", bounds=_ZERO_UP)
+    # lr <= 1: beyond, AdamW's step size overflows float32.
+    lr: float = param(1e-3, help="peak learning rate", bounds="(0, 1]")
+    weight_decay: float = param(0.01, help="AdamW weight decay", bounds=_ZERO_UP)
+    warmup_steps: int = param(50, help="linear warm-up steps", bounds=_ZERO_UP)
+    max_steps: int = param(500, help="optimizer steps", bounds=_ONE_UP)
+    min_lr_ratio: float = param(0.1, help="cosine decays to lr * min_lr_ratio", bounds="[0, 1]")
+    grad_clip: float = param(1.0, help="gradient norm clip", bounds="(0, inf)")
+    eval_every: int = param(50, help="steps between validations", bounds=_ONE_UP)
+    eval_batches: int = param(
+        20, help="validation batches per evaluation (0 = the whole split)", bounds=_ZERO_UP
+    )
+    checkpoint_every: int = param(100, help="steps between checkpoints", bounds=_ONE_UP)
     # Run at most this many steps in one invocation, then checkpoint and fail with "stopped at
     # step N (stop_after)"; a rerun with --resume continues (e.g. under a SLURM time limit).
-    stop_after: int = 0
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    stop_after: int = param(0, help="steps per invocation (0 = no limit)", bounds=_ZERO_UP)
+    seed: int = param(0, help="random seed", bounds=_ZERO_UP)
+    num_workers: int = param(0, help="data loader processes", bounds=_ZERO_UP)
+    device: str = param("auto", help="auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     # Autocast dtype: auto = bf16 on CUDA, fp32 on CPU. fp16 (GPUs without bf16, e.g. V100)
     # trains with a gradient scaler; fp32 disables autocast (debugging).
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32
-    compile: bool = False
+    precision: str = param("auto", help="autocast dtype", choices=PRECISIONS)
+    compile: bool = param(False, help="torch.compile the model")
     # ddp: every rank holds the whole model. fsdp: parameters, gradients and optimizer state
     # sharded over the ranks (FSDP2's fully_shard per encoder block), for esm2-3b and larger.
-    strategy: str = "ddp"  # ddp | fsdp
-    activation_checkpointing: bool = False  # recompute block activations in backward
-    devices: int = 1  # processes torchrun starts per node (set by the workflow; informational)
-    nodes: int = 1  # nodes of the job (set by the workflow; informational)
+    strategy: str = param("ddp", help="ddp | fsdp", choices=("ddp", "fsdp"))
+    activation_checkpointing: bool = param(False, help="recompute block activations in backward")
+    devices: int = param(
+        1, help="processes torchrun starts per node (set by the workflow)", bounds=_ZERO_UP
+    )
+    nodes: int = param(1, help="nodes of the job (set by the workflow)", bounds=_ONE_UP)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = _checked(f.name, str(f.type), getattr(self, f.name))
-            object.__setattr__(self, f.name, value)  # ints given for floats become floats
+        check_params(self, "train")  # ints given for floats become floats
+        if not self.store:
+            raise ConfigError("train: 'store' is required (the profile store to train on)")
         self.model_config()  # validates the overrides
         if self.global_tokens and self.accum_steps != 1:
             raise ConfigError(
@@ -123,92 +140,12 @@ class TrainConfig:
         unknown = set(self.model_overrides) - set(base)
         if unknown:
             raise ConfigError(f"train.model_overrides: unknown keys {sorted(unknown)}")
+        bounds = {f.name: m.bounds for f, m in declared(ModelConfig)}
         overrides = {
-            k: _checked(f"model_overrides.{k}", type(base[k]).__name__, v)
+            k: check_value(f"train.model_overrides.{k}", type(base[k]).__name__, v, bounds[k])
             for k, v in self.model_overrides.items()
         }
         return ModelConfig(**{**base, **overrides})
-
-
-# Intervals of the numeric settings. lr <= 1: beyond, AdamW's step size overflows float32.
-_BOUNDS = {
-    "mlm_weight": "[0, inf)",
-    "profile_weight": "[0, inf)",
-    "mask_prob": "(0, 1)",
-    "max_len": "[1, inf)",
-    "max_tokens": "[1, inf)",
-    "accum_steps": "[1, inf)",
-    "global_tokens": "[0, inf)",
-    "lr": "(0, 1]",
-    "weight_decay": "[0, inf)",
-    "warmup_steps": "[0, inf)",
-    "max_steps": "[1, inf)",
-    "min_lr_ratio": "[0, 1]",
-    "grad_clip": "(0, inf)",
-    "eval_every": "[1, inf)",
-    "eval_batches": "[0, inf)",
-    "checkpoint_every": "[1, inf)",
-    "stop_after": "[0, inf)",
-    "seed": "[0, inf)",
-    "num_workers": "[0, inf)",
-    "devices": "[0, inf)",
-    "nodes": "[1, inf)",
-    "model_overrides.n_layers": "[1, inf)",
-    "model_overrides.d_model": "[1, inf)",
-    "model_overrides.n_heads": "[1, inf)",
-    "model_overrides.d_ff": "[1, inf)",
-    "model_overrides.dropout": "[0, 1)",
-    "model_overrides.rope_base": "(0, inf)",
-    "model_overrides.layer_norm_eps": "(0, inf)",
-}
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-_CHOICES = {
-    "objective": OBJECTIVES,
-    "model": tuple(PRESETS),
-    "device": ("auto", "cpu", "cuda"),
-    "precision": PRECISIONS,
-    "strategy": ("ddp", "fsdp"),
-}
-
-
-def _checked(key: str, kind: str, value: Any) -> Any:
-    """`value` if it has the setting's type and lies in its interval (an int is accepted for a
-    float and returned as one); otherwise a ConfigError naming the key and the value."""
-    if kind in ("int", "float"):
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if kind == "int" and not (number and isinstance(value, int)):
-            raise ConfigError(f"train.{key} must be an integer{_bounds(key)}, got {value!r}")
-        if not number or not math.isfinite(value):
-            raise ConfigError(f"train.{key} must be a finite number{_bounds(key)}, got {value!r}")
-        value = int(value) if kind == "int" else float(value)
-        if key in _BOUNDS and not _within(value, _BOUNDS[key]):
-            raise ConfigError(f"train.{key} must be{_bounds(key)}, got {value!r}")
-        return value
-    expected = {"str": str, "bool": bool, "dict": dict}[kind]
-    if not isinstance(value, expected):
-        raise ConfigError(f"train.{key} must be a {kind}, got {value!r}")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise ConfigError(f"train.{key} must be one of {_CHOICES[key]}, got {value!r}")
-    if key == "store" and not value:
-        raise ConfigError("train: 'store' is required (the profile store to train on)")
-    return value
-
-
-def _within(value: float, interval: str) -> bool:
-    low, high = (float(x) for x in interval[1:-1].split(","))
-    above = value >= low if interval[0] == "[" else value > low
-    below = value <= high if interval[-1] == "]" else value < high
-    return above and below
-
-
-def _bounds(key: str) -> str:
-    """' >= 1' or ' in (0, 1]': the interval as the error message states it."""
-    interval = _BOUNDS.get(key)
-    if interval is None:
-        return ""
-    if interval.endswith("inf)"):
-        return f" {'>=' if interval[0] == '[' else '>'} {interval[1:].split(',')[0]}"
-    return f" in {interval}"
 
 
 _FIELDS = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
@@ -220,9 +157,10 @@ def describe_keys() -> str:
     for f in dataclasses.fields(TrainConfig):
         factory: Any = f.default_factory  # a callable when the field has no plain default
         default = factory() if f.default is dataclasses.MISSING else f.default
-        allowed = _bounds(f.name).strip() if f.name in _BOUNDS else ""
-        if f.name in _CHOICES:
-            allowed = "one of " + ", ".join(_CHOICES[f.name])
+        declaration = meta(f)
+        allowed = describe(declaration.bounds).strip() if declaration else ""
+        if declaration and declaration.choices:
+            allowed = "one of " + ", ".join(declaration.choices)
         shown = repr(default) if isinstance(default, str) else str(default)
         lines.append(f"  {f.name:<17} {str(f.type):<5} default {shown:<20} {allowed}".rstrip())
     return "\n".join(lines)
