@@ -3,10 +3,13 @@
 Residue tokens come first in the store (`tokens` holds only residues); special tokens are
 added by the loader. The first 20 residue tokens are the profile columns, in the order
 `ACDEFGHIKLMNPQRSTVWY` used by HMMER's amino alphabet, so `token_id - FIRST_RESIDUE` is the
-profile column of a standard residue.
+profile column of a standard residue. `pad_tokens` frames residues as model input, for
+training and inference alike.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,3 +50,13 @@ def encode(sequence: str) -> np.ndarray:
 def decode(tokens: np.ndarray) -> str:
     """Return the sequence string of residue token ids (the inverse of `encode`)."""
     return _DECODE[np.asarray(tokens, dtype=np.uint8)].tobytes().decode("ascii")
+
+
+def pad_tokens(residues: Sequence[np.ndarray]) -> np.ndarray:
+    """(B, T) int64 model input: `<cls> residues <eos> <pad>...` per sequence, so residue j of
+    sequence b sits at column j + 1."""
+    width = max(len(t) for t in residues) + 2
+    tokens = np.full((len(residues), width), PAD, dtype=np.int64)
+    for b, tok in enumerate(residues):
+        tokens[b, 0], tokens[b, 1 : len(tok) + 1], tokens[b, len(tok) + 1] = CLS, tok, EOS
+    return tokens

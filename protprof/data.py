@@ -8,7 +8,7 @@ so it works under fork, spawn and forkserver.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, IGNORE, MASK, N_STANDARD, PAD
+from protprof.alphabet import FIRST_RESIDUE, IGNORE, MASK, N_STANDARD, pad_tokens
 from protprof.errors import ConfigError, StoreError
 from protprof.store import QUANT, SPLIT_NAMES, ProfileStore, open_store
 
@@ -259,16 +259,6 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             state["consumed"],
             state["seed"],
         )
-
-
-def pad_tokens(residues: Sequence[np.ndarray]) -> np.ndarray:
-    """(B, T) int64 model input: `<cls> residues <eos> <pad>...` per sequence, so residue j of
-    sequence b sits at column j + 1."""
-    width = max(len(t) for t in residues) + 2
-    tokens = np.full((len(residues), width), PAD, dtype=np.int64)
-    for b, tok in enumerate(residues):
-        tokens[b, 0], tokens[b, 1 : len(tok) + 1], tokens[b, len(tok) + 1] = CLS, tok, EOS
-    return tokens
 
 
 def collate(items: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, torch.Tensor]:

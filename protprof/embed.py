@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from protprof._atomic import Kind, atomic_output
-from protprof.alphabet import encode
-from protprof.data import pad_tokens
+from protprof.alphabet import encode, pad_tokens
 from protprof.formats import stamp
 from protprof.model import ProteinEncoder
 

@@ -15,10 +15,10 @@ import torch
 from helpers import DEMO_QUERIES, SHARED_DATA, esm_directory
 from transformers import EsmForMaskedLM, EsmModel, EsmTokenizer
 
-from protprof.alphabet import MASK, PAD, VOCAB, encode
+from protprof.alphabet import MASK, PAD, VOCAB, encode, pad_tokens
 from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
-from protprof.data import ProfileDataset, TokenBudgetBatchSampler, loader, pad_tokens
+from protprof.data import ProfileDataset, TokenBudgetBatchSampler, loader
 from protprof.esm_config import ESM_TOKENS
 from protprof.fasta import read_fasta
 from protprof.huggingface import PROFILE_HEAD, PROVENANCE, TO_ESM, load_profile_head

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from protprof.alphabet import FIRST_RESIDUE, MASK, N_STANDARD, STANDARD, encode
-from protprof.data import pad_tokens
+from protprof.alphabet import FIRST_RESIDUE, MASK, N_STANDARD, STANDARD, encode, pad_tokens
 from protprof.embed import embed_sequences
 from protprof.evaluation import datasets as ds
 from protprof.evaluation import metrics, probes, registry
