@@ -459,15 +459,13 @@ def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None
 
 @command("plan", "list the queries the profile cache lacks and shard them for searching")
 def _plan_args(p: argparse.ArgumentParser) -> None:
+    from protprof.ingest import ShardParams
+    from protprof.params import add_options
+
     p.add_argument("queries", type=Path, help="every query (one FASTA written by `ingest`)")
     p.add_argument("--fingerprint", type=Path, required=True, help="the database fingerprint")
     p.add_argument("--cache", type=Path, required=True, help="profile cache folder")
-    p.add_argument(
-        "--shards",
-        type=int,
-        default=4,
-        help="search jobs for a full build (an update gets proportionally fewer)",
-    )
+    add_options(p, ShardParams)
     p.add_argument(
         "--out-dir",
         type=Path,
@@ -711,6 +709,7 @@ def _run_build(args: argparse.Namespace) -> None:
 @command("import", "profiles from existing alignments (a3m, Stockholm, a2m): no search")
 def _import_args(p: argparse.ArgumentParser) -> None:
     from protprof.alignment_files import ImportParams
+    from protprof.evaluation.settings import GuardParams
     from protprof.params import add_options
     from protprof.profiles import ProfileParams
 
@@ -741,9 +740,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
         help="the benchmark data folder: drop alignments whose query is homologous to a "
         "downstream test sequence",
     )
-    g.add_argument(
-        "--guard-evalue", type=float, default=1e-3, help="phmmer E-value (default 1e-3)"
-    )
+    add_options(g, GuardParams, prefix="guard")
     add_options(p.add_argument_group("profiles"), ProfileParams)
     _add_filter_options(p)
     _add_ingest_options(p)
@@ -957,20 +954,21 @@ _MODEL_HELP = (
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=Path("../shared/data"),
-        help="benchmark data folder (default ../shared/data)",
-    )
+    from protprof.evaluation.settings import BenchmarkData
+    from protprof.params import add_options
+
+    add_options(p, BenchmarkData)
 
 
 @command("embed", "write per-residue and mean embeddings and predicted profiles (.npz)")
 def _embed_args(p: argparse.ArgumentParser) -> None:
+    from protprof.evaluation.settings import EmbedParams
+    from protprof.params import add_options
+
     p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
     p.add_argument("fasta", type=Path, help="sequences to embed (FASTA or FASTA.gz)")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
-    p.add_argument("--max-tokens", type=int, default=32768, help="padded tokens per batch")
+    add_options(p, EmbedParams)
     _add_force(p)
 
 
@@ -1031,17 +1029,14 @@ def _run_export(args: argparse.Namespace) -> None:
 
 @command("guard", "drop queries homologous to any downstream test sequence (leakage guard)")
 def _guard_args(p: argparse.ArgumentParser) -> None:
+    from protprof.evaluation.settings import BenchmarkData, GuardParams
+    from protprof.params import add_options
+
     p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
-    p.add_argument("--data", type=Path, required=True, help="the benchmark data folder")
+    add_options(p, BenchmarkData, required=("data",))
     p.add_argument("--out", type=Path, required=True, help="the kept queries (FASTA)")
     p.add_argument("--report", type=Path, help="JSON: counts and every dropped query")
-    p.add_argument(
-        "-E",
-        "--evalue",
-        type=float,
-        default=1e-3,
-        help="drop a query with a phmmer hit at E <= this (default 1e-3)",
-    )
+    add_options(p, GuardParams)
     p.add_argument("--threads", type=int, default=1)
     _add_force(p)
 
@@ -1083,6 +1078,8 @@ def _guard(args: argparse.Namespace) -> None:
 @command("evaluate", "score a checkpoint on downstream tasks with probes on frozen embeddings")
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     from protprof.evaluation import registry
+    from protprof.evaluation.settings import Limits
+    from protprof.params import add_options
 
     p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
     p.add_argument(
@@ -1108,14 +1105,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         "many evaluations)",
     )
     p.add_argument("--threads", type=int, default=2, help="for the alignment reference search")
-    p.add_argument(
-        "--max-train",
-        type=int,
-        default=0,
-        help="cap on probe training examples per task, a fixed-seed sample (0 = all)",
-    )
-    p.add_argument("--max-test", type=int, default=0, help="cap on test examples (0 = all)")
-    p.add_argument("--seed", type=int, default=0)
+    add_options(p, Limits)
     p.add_argument("--label", help="name in reports and comparisons (default: the objective)")
     p.add_argument(
         "--out", type=Path, required=True, help="folder for report.md, report.json and report.png"
@@ -1126,7 +1116,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def _run_evaluate(args: argparse.Namespace) -> None:
     from protprof._atomic import Kind
     from protprof.evaluation.report import evaluate, markdown, write_report
-    from protprof.evaluation.tasks import Limits
+    from protprof.evaluation.settings import Limits
+    from protprof.params import from_args
 
     # The report files go into this folder: an existing one must be empty or a report's.
     folder = Kind(
@@ -1134,7 +1125,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         lambda p: p.is_dir() and (not any(p.iterdir()) or (p / "report.json").is_file()),
     )
     with _claim(args, (args.out, folder)):
-        limits = Limits(args.max_train, args.max_test, args.seed)
+        limits = from_args(Limits, args)
         report = evaluate(
             args.checkpoint,
             args.tasks,
@@ -1176,14 +1167,12 @@ def _run_reference(args: argparse.Namespace) -> None:
 
 @command("compare", "one markdown table of several evaluation reports (e.g. the three arms)")
 def _compare_args(p: argparse.ArgumentParser) -> None:
+    from protprof.evaluation.settings import CompareParams
+    from protprof.params import add_options
+
     p.add_argument("reports", nargs="+", type=Path, help="report.json files")
     p.add_argument("--out", type=Path, required=True, help="markdown table")
-    p.add_argument(
-        "--baseline",
-        default="mlm",
-        help="the arm (report label) the paired differences are taken from, and whose MLM "
-        "head the other arms' profile heads are set against on zero-shot rows (default mlm)",
-    )
+    add_options(p, CompareParams)
     p.add_argument(
         "--figure", type=Path, help="also draw every arm on every task with its interval (PNG)"
     )

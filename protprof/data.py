@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from protprof.alphabet import FIRST_RESIDUE, IGNORE, MASK, N_STANDARD, pad_tokens
 from protprof.errors import ConfigError, StoreError
 from protprof.store import QUANT, SPLIT_NAMES, ProfileStore, open_store
+from protprof.train_config import TrainConfig
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -45,7 +46,11 @@ class ProfileDataset(Dataset):
     """
 
     def __init__(
-        self, path: str | Path, split: str = "train", max_len: int = 1022, seed: int = 0
+        self,
+        path: str | Path,
+        split: str = "train",
+        max_len: int = TrainConfig.max_len,
+        seed: int = 0,
     ) -> None:
         self.path, self.split = Path(path), split
         self.max_len, self.seed, self.epoch = max_len, seed, 0

@@ -12,6 +12,7 @@ import torch
 
 from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import encode, pad_tokens
+from protprof.evaluation.settings import EmbedParams
 from protprof.formats import stamp
 from protprof.model import ProteinEncoder
 
@@ -20,7 +21,7 @@ from protprof.model import ProteinEncoder
 def embed_sequences(
     model: ProteinEncoder,
     sequences: list[str],
-    max_tokens: int = 32768,
+    max_tokens: int = EmbedParams.max_tokens,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per-residue hidden states (L, d) and predicted profiles (L, 20) for each sequence.
 

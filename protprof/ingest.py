@@ -90,6 +90,18 @@ class IngestParams:
             raise ConfigError("ingest: valid_fraction + test_fraction must lie in [0, 1)")
 
 
+@dataclass(frozen=True)
+class ShardParams:
+    """How many search jobs a full build's queries are cut into (`protprof plan --shards`,
+    the workflow's `shards`; a shard's queries are those `shard_of` assigns it)."""
+
+    shards: int = param(
+        4,
+        help="search jobs for a full build (an update gets proportionally fewer)",
+        bounds="[1, inf)",
+    )
+
+
 def _digest(sequence: str) -> int:
     return int.from_bytes(hashlib.sha256(sequence.encode("ascii")).digest()[:16], "big")
 

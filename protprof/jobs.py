@@ -19,7 +19,8 @@ from protprof.alignments import MsaOutput
 from protprof.alphabet import N_STANDARD, VOCAB_SIZE
 from protprof.clusters import mmseqs_program
 from protprof.errors import ConfigError
-from protprof.ingest import IngestParams
+from protprof.evaluation.settings import BenchmarkData, GuardParams, Limits
+from protprof.ingest import IngestParams, ShardParams
 from protprof.model_config import PRESETS, ModelConfig
 from protprof.msa_filter import FilterParams
 from protprof.params import from_config, option_string, schema_mismatch, schema_of
@@ -246,8 +247,8 @@ def evaluation_options(config: dict[str, Any]) -> str:
             f"{', '.join(registry.names())})"
         )
     return (
-        f"--data {shlex.quote(str(e['data']))} --tasks {' '.join(e['tasks'])} "
-        f"--max-train {e['max_train']} --max-test {e['max_test']}"
+        f"{option_string(from_config(BenchmarkData, e))} --tasks {' '.join(e['tasks'])} "
+        f"{option_string(from_config(Limits, e))}"
     )
 
 
@@ -426,7 +427,7 @@ def train_gpu_hours(model: ModelConfig, tokens: float) -> float:
 
 # The workflow config's sections made of params dataclasses: (section, dataclass, overrides).
 # `search:`'s SearchParams keys are null by default: the preset's value.
-SCHEMA_SECTIONS: tuple[tuple[str, Any, bool], ...] = (
+SCHEMA_SECTIONS: tuple[tuple[str | None, Any, bool], ...] = (
     ("ingest", IngestParams, False),
     ("search", Preset, False),
     ("search", SearchParams, True),
@@ -436,6 +437,11 @@ SCHEMA_SECTIONS: tuple[tuple[str, Any, bool], ...] = (
     ("filters", FilterParams, False),
     ("alignments", ImportParams, False),
     ("alignments", ImportJobs, False),
+    (None, ShardParams, False),
+    ("leakage_guard", BenchmarkData, False),
+    ("leakage_guard", GuardParams, False),
+    ("evaluation", BenchmarkData, False),
+    ("evaluation", Limits, False),
 )
 
 
@@ -531,3 +537,93 @@ def import_runtime_min(n_files: int, threads: int) -> int:
     """Minutes for an import job of `n_files` alignment files on `threads` cores."""
     seconds = n_files / (IMPORT_ALIGNMENTS_PER_CORE_SECOND * max(1, threads))
     return max(30, math.ceil(seconds / 60 * RUNTIME_MARGIN))
+
+
+# Training jobs' host memory: a base for the data loader, the store's arrays and torch, plus
+# 16 bytes per parameter in each process on a node (fp32 weights, gradients and AdamW's two
+# moments; on GPUs the CPU copy a checkpoint is gathered into). Runtime: the GPU-hours model
+# above (a lower bound for models smaller than the anchor) with a 3x margin; on CPU nodes there
+# is no measured rate, so a training job asks for the queue's limit (it saves on SLURM's early
+# signal and a rerun resumes).
+TRAIN_BASE_MB = 8192
+TRAIN_BYTES_PER_PARAMETER = 16
+TRAIN_RUNTIME_MARGIN = 3.0
+
+
+def _training_settings(config: dict[str, Any]) -> Any:
+    """The training YAML as the workflow runs it (objective and seed do not change a job's
+    size)."""
+    from protprof.train_config import load_config
+
+    train = config["train"]
+    overrides = [
+        "store=-",
+        f"devices={train['devices']}",
+        f"nodes={train.get('nodes', 1)}",
+        *init_from_override(config),
+    ]
+    return load_config(train["config"], overrides)
+
+
+def train_job(config: dict[str, Any]) -> dict[str, int]:
+    """A training job's `mem_mb` (by the model's parameters and the processes per node) and
+    `runtime` (by its model, steps and tokens per step on its GPUs; the queue's limit on CPU),
+    at most `max_job_hours`."""
+    settings = _training_settings(config)
+    devices, nodes = config["train"]["devices"], config["train"].get("nodes", 1)
+    model = settings.model_config()
+    per_process = TRAIN_BYTES_PER_PARAMETER * model_parameters(model) / 1e6
+    mem_mb = math.ceil(TRAIN_BASE_MB + max(devices, 1) * per_process)
+    limit = max_job_minutes(config)
+    if not devices:
+        return {"mem_mb": mem_mb, "runtime": limit}
+    world = devices * nodes
+    step_tokens = settings.global_tokens or settings.max_tokens * settings.accum_steps * world
+    hours = train_gpu_hours(model, settings.max_steps * step_tokens) / world
+    minutes = math.ceil(60 * hours * TRAIN_RUNTIME_MARGIN)
+    return {"mem_mb": mem_mb, "runtime": min(limit, max(60, minutes))}
+
+
+# Jobs whose size does not grow with the data: (mem_mb, runtime in minutes).
+FIXED_JOBS = {
+    "fetch_evaluation_data": (1024, 120),
+    "guard_queries": (2048, 60),
+    "ingest_queries": (2048, 30),
+    "prepare_database": (2048, 120),
+    "split_database": (4096, 120),
+    "init_state": (2048, 30),
+    "summarise_store": (1024, 10),
+    "evaluate_model": (8192, 120),
+    "compare_models": (1024, 10),
+}
+# Floor of the jobs that hold one shard's alignments or store.
+SHARD_JOB_MIN_MB = 4096
+
+
+def resources(config: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Every rule's `mem_mb` and `runtime` (minutes), keyed by rule name; the rules read
+    theirs from this table. `import_alignments` has memory only (its runtime is per job,
+    `import_runtime_min`)."""
+    table = {rule: {"mem_mb": m, "runtime": t} for rule, (m, t) in FIXED_JOBS.items()}
+    limit = max_job_minutes(config)
+    table["fetch_database"] = {"mem_mb": 1024, "runtime": limit}  # resumable: a rerun continues
+    if config.get("queries"):
+        search = {"mem_mb": search_mem_mb(config), "runtime": search_runtime_min(config)}
+        reference = {"mem_mb": reference_mem_mb(config), "runtime": reference_runtime_min(config)}
+        store = assemble_mem_mb(config)
+    else:  # alignments only: no search, no reference
+        search, reference, store = {"mem_mb": 0, "runtime": 0}, {"mem_mb": 0, "runtime": 0}, 4096
+    shard = {"mem_mb": max(SHARD_JOB_MIN_MB, store), "runtime": 60}
+    table |= {
+        "search_shard": search,
+        "search_chunk": search,
+        "alignment_reference": reference,
+        "plan_searches": {"mem_mb": store, "runtime": 30},
+        "assemble_store": {"mem_mb": store, "runtime": 60},
+        "combine_store": {"mem_mb": store, "runtime": 60},
+        "merge_iteration": shard,
+        "finish_shard": dict(shard),
+        "import_alignments": {"mem_mb": 4096},
+        "train_model": train_job(config),
+    }
+    return table

@@ -18,6 +18,7 @@ import dataclasses
 import math
 import shlex
 from dataclasses import MISSING, Field, dataclass
+from pathlib import Path
 from typing import Any
 
 from protprof.errors import ConfigError
@@ -84,8 +85,8 @@ def default_of(f: Field[Any]) -> Any:
 
 
 def kind_of(f: Field[Any]) -> tuple[str, bool]:
-    """(`int`, `float`, `str`, `bool`, `dict` or `tuple`; whether None is allowed), from the
-    annotation as written (`int | None`, `tuple[str, ...]`)."""
+    """(`int`, `float`, `str`, `Path`, `bool`, `dict` or `tuple`; whether None is allowed),
+    from the annotation as written (`int | None`, `tuple[str, ...]`)."""
     text = str(f.type).replace(" ", "")
     parts = [p for p in text.split("|") if p != "None"]
     base = parts[0].split("[")[0] if parts else "str"
@@ -153,9 +154,11 @@ def check_value(
         if bounds is not None and not within(value, bounds):
             raise ConfigError(f"{name} must be{describe(bounds)}, got {value!r}")
     else:
-        expected = {"str": str, "bool": bool, "dict": dict, "tuple": tuple}[kind]
+        expected = {"str": str, "Path": Path, "bool": bool, "dict": dict, "tuple": tuple}[kind]
         if kind == "tuple" and isinstance(value, list):
             value = tuple(value)
+        if kind == "Path" and isinstance(value, str):
+            value = Path(value)
         if not isinstance(value, expected):
             raise ConfigError(f"{name} must be a {kind}, got {value!r}")
     if choices is not None and value not in choices:
@@ -180,7 +183,13 @@ def _comma_list(text: str) -> tuple[str, ...]:
     return tuple(name for name in text.split(",") if name)
 
 
-_ARG_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "tuple": _comma_list}
+_ARG_TYPES: dict[str, Any] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "Path": Path,
+    "tuple": _comma_list,
+}
 
 
 def _shown(value: Any) -> str:
@@ -191,24 +200,34 @@ def add_options(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: Any,
     defaults: bool = True,
-    only: tuple[str, ...] | None = None,
+    prefix: str = "",
+    required: tuple[str, ...] = (),
 ) -> None:
     """Add an option per declared field of `cls` (dest: the field name). `defaults=False`
-    leaves every option at None (unset: the caller's preset or the config decides); `only`
-    limits the options to these fields."""
+    leaves every option at None (unset: the caller's preset or the config decides). With a
+    `prefix`, options are `--prefix-name` (dest `prefix_name`), for a second use of one
+    dataclass in a command; `required` names fields that must be given."""
     for f, m in declared(cls):
-        if not m.cli or (only is not None and f.name not in only):
+        if not m.cli:
             continue
         kind, _ = kind_of(f)
-        names = [flag_of(f, m), *m.aliases]
+        names = (
+            [f"--{prefix}-{f.name}".replace("_", "-")] if prefix else [flag_of(f, m), *m.aliases]
+        )
+        dest = _dest(f.name, prefix)
         default = default_of(f)
         if kind == "bool":
-            parser.add_argument(*names, dest=f.name, action="store_true", help=m.help)
+            parser.add_argument(*names, dest=dest, action="store_true", help=m.help)
+            continue
+        if f.name in required:
+            parser.add_argument(
+                *names, dest=dest, type=_ARG_TYPES[kind], required=True, help=m.help
+            )
             continue
         shown = f" (default {_shown(default)})" if defaults and default is not None else ""
         parser.add_argument(
             *names,
-            dest=f.name,
+            dest=dest,
             type=_ARG_TYPES[kind],
             default=default if defaults else None,
             choices=list(m.choices) if m.choices else None,
@@ -216,15 +235,21 @@ def add_options(
         )
 
 
-def given(cls: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _dest(name: str, prefix: str) -> str:
+    return f"{prefix}_{name}".replace("-", "_") if prefix else name
+
+
+def given(cls: Any, args: argparse.Namespace, prefix: str = "") -> dict[str, Any]:
     """The declared fields' values in `args` that are set (not None), by field name."""
-    values = {f.name: getattr(args, f.name, None) for f, m in declared(cls) if m.cli}
+    values = {
+        f.name: getattr(args, _dest(f.name, prefix), None) for f, m in declared(cls) if m.cli
+    }
     return {k: v for k, v in values.items() if v is not None}
 
 
-def from_args(cls: Any, args: argparse.Namespace, **extra: Any) -> Any:
+def from_args(cls: Any, args: argparse.Namespace, prefix: str = "", **extra: Any) -> Any:
     """An instance of `cls` from parsed options (unset ones at their defaults)."""
-    return cls(**{**given(cls, args), **extra})
+    return cls(**{**given(cls, args, prefix), **extra})
 
 
 def from_config(cls: Any, section: dict[str, Any], **extra: Any) -> Any:
@@ -237,13 +262,14 @@ def from_config(cls: Any, section: dict[str, Any], **extra: Any) -> Any:
     return cls(**{**values, **extra})
 
 
-def option_string(instance: Any, only: tuple[str, ...] | None = None) -> str:
-    """`--flag value` for every declared option of an instance whose value is set (None and
-    False are left out; a tuple is comma-joined), quoted for the shell."""
+def option_string(instance: Any) -> str:
+    """`--flag value` for every option of an instance that is a workflow key and is set
+    (None and False are left out; a tuple is comma-joined), quoted for the shell: the option
+    strings the workflow's rules pass."""
     parts = []
     for f, m in declared(instance):
         value = getattr(instance, f.name)
-        if not m.cli or value is None or value is False or (only and f.name not in only):
+        if not (m.cli and m.config) or value is None or value is False:
             continue
         flag = flag_of(f, m)
         parts.append(flag if value is True else f"{flag} {shlex.quote(_shown(value))}")
@@ -256,6 +282,7 @@ _SCHEMA_TYPES = {
     "int": "integer",
     "float": "number",
     "str": "string",
+    "Path": "string",
     "bool": "boolean",
     "dict": "object",
     "tuple": "array",
@@ -265,6 +292,8 @@ _COMPARED = ("type", "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiv
 
 
 def _json(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -302,22 +331,23 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def schema_mismatch(
-    schema: dict[str, Any], section: str, cls: Any, overrides: bool = False
+    schema: dict[str, Any], section: str | None, cls: Any, overrides: bool = False
 ) -> list[str]:
-    """Where a section of the workflow's schema differs from the dataclass: each key's type or
-    enum, bounds and default (`section.key: attribute schema X, dataclass Y`)."""
-    props = schema["properties"][section]["properties"]
+    """Where a section of the workflow's schema (None: its top level) differs from the
+    dataclass: each key's type or enum, bounds and default (`section.key: attribute schema X,
+    dataclass Y`)."""
+    props = schema["properties"]
+    props = props[section]["properties"] if section else props
     problems = []
     for key, expected in schema_of(cls, overrides).items():
         actual = props.get(key)
+        name = f"{section}.{key}" if section else key
         if actual is None:
-            problems.append(f"{section}.{key}: not in the schema")
+            problems.append(f"{name}: not in the schema")
             continue
         for attribute in (*_COMPARED, "default"):
             want, have = expected.get(attribute, MISSING), actual.get(attribute, MISSING)
             if not _same(want, have):
                 shown = [None if v is MISSING else v for v in (have, want)]
-                problems.append(
-                    f"{section}.{key}: {attribute} schema {shown[0]!r}, dataclass {shown[1]!r}"
-                )
+                problems.append(f"{name}: {attribute} schema {shown[0]!r}, dataclass {shown[1]!r}")
     return problems

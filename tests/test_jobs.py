@@ -4,6 +4,7 @@ strings the CLI parses back to the same parameters, and the resource model's num
 from __future__ import annotations
 
 import copy
+import re
 import shlex
 from dataclasses import asdict
 from pathlib import Path
@@ -139,3 +140,26 @@ def test_evaluation_labels_fill_the_objective_and_stay_distinct():
     config["evaluation"]["label"] = "{seed}"
     with pytest.raises(ConfigError, match="only {objective} may be filled in"):
         jobs.evaluation_labels(config)
+
+
+def test_every_rule_reads_its_resources_from_the_table():
+    rules = ROOT / "workflow" / "rules"
+    text = "\n".join(p.read_text() for p in sorted(rules.glob("*.smk")))
+    names = set(re.findall(r"^\s*(?:rule|checkpoint) (\w+):", text, re.M))
+    assert names <= set(jobs.resources(config())), names - set(jobs.resources(config()))
+    assert not re.findall(r"(?:mem_mb|runtime)=\d", text)  # no literal left in a rule
+
+
+def test_training_resources_scale_with_the_model_and_steps():
+    plan = config(**yaml.safe_load((ROOT / "workflow/plans/uniref90.yaml").read_text()))
+    demo = jobs.resources(config())["train_model"]
+    assert demo == {"mem_mb": 8192 + 2, "runtime": 24 * 60}  # CPU: the queue's limit
+    big = copy.deepcopy(plan)
+    big["train"]["config"] = str(ROOT / "workflow/plans/train-esm2-150m.yaml")
+    four = jobs.resources(big)["train_model"]
+    big["train"]["devices"] = 8
+    eight = jobs.resources(big)["train_model"]
+    # 16 B per parameter per process: esm2-150m's ~148 M parameters on 4 and 8 GPUs
+    assert four["mem_mb"] == pytest.approx(8192 + 4 * 16 * 148.4, rel=0.01)
+    assert eight["mem_mb"] - 8192 == pytest.approx(2 * (four["mem_mb"] - 8192), abs=2)
+    assert 60 < eight["runtime"] < four["runtime"] < 24 * 60

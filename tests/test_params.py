@@ -121,3 +121,19 @@ def test_every_field_of_a_params_dataclass_is_declared_with_help():
     ):
         assert [f.name for f, _ in declared(cls)] == [f.name for f in fields(cls)]
         assert all(m.help for _, m in declared(cls)), cls
+
+
+def test_prefixed_and_required_options():
+    from pathlib import Path
+
+    from protprof.evaluation.settings import BenchmarkData, GuardParams
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, GuardParams, prefix="guard")
+    add_options(parser, BenchmarkData, required=("data",))
+    with pytest.raises(SystemExit):
+        parser.parse_args([])  # --data is required
+    args = parser.parse_args(["--data", "d", "--guard-evalue", "0.5"])
+    assert from_args(GuardParams, args, prefix="guard") == GuardParams(0.5)
+    assert from_args(BenchmarkData, args).data == Path("d")
+    assert BenchmarkData("x").data == Path("x")  # a config's string becomes a path

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from protprof.evaluation import registry
+from protprof.evaluation.settings import GuardParams
 from protprof.fasta import Record, read_fasta
 
-DEFAULT_EVALUE = 1e-3
+DEFAULT_EVALUE = GuardParams.evalue
 
 
 def evaluation_test_sequences(data: Path) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ import numpy as np
 from protprof._atomic import atomic_output
 from protprof.errors import ConfigError, InputFormatError
 from protprof.evaluation import registry
+from protprof.evaluation.settings import CompareParams
 from protprof.evaluation.tasks import Limits, Result
 from protprof.formats import check, stamp
 
@@ -353,7 +354,9 @@ def head_differences(
     return rows
 
 
-def compare(paths: list[Path], baseline: str | None = "mlm", figure: Path | None = None) -> str:
+def compare(
+    paths: list[Path], baseline: str | None = CompareParams.baseline, figure: Path | None = None
+) -> str:
     """A markdown table: one row per (task, metric), one column per label; then, when the
     arms have several seeds, each arm's paired difference from `baseline` with its interval,
     and on the zero-shot rows each arm's profile head against the baseline's MLM head.

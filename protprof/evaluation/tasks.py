@@ -18,17 +18,8 @@ from protprof.alphabet import FIRST_RESIDUE, MASK, N_STANDARD, STANDARD, encode,
 from protprof.embed import embed_sequences
 from protprof.evaluation import datasets as ds
 from protprof.evaluation import metrics, probes, registry
+from protprof.evaluation.settings import Limits
 from protprof.model import ProteinEncoder
-
-
-@dataclass
-class Limits:
-    """Caps on examples per task (0 = all); samples are drawn with a fixed seed."""
-
-    max_train: int = 0
-    max_test: int = 0
-    seed: int = 0
-    scope_identity: int = 25
 
 
 @dataclass

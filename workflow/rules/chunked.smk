@@ -16,8 +16,7 @@ rule split_database:
     resources:
         # Streams the database twice; holds only its lengths (8 B per sequence: 1.6 GB for
         # UniRef90's ~200 M sequences) and one record.
-        mem_mb=4096,
-        runtime=120,
+        **RESOURCES["split_database"],
     shell:
         "protprof split-db {input:q} --out {output:q} 2> {log:q}"
 
@@ -34,8 +33,7 @@ rule init_state:
     conda:
         ENV
     resources:
-        mem_mb=2048,
-        runtime=30,
+        **RESOURCES["init_state"],
     params:
         options=SEARCH_OPTIONS,
     shell:
@@ -60,8 +58,7 @@ rule search_chunk:
         ENV
     threads: SEARCH_THREADS
     resources:
-        mem_mb=SEARCH_MEM_MB,
-        runtime=SEARCH_RUNTIME_MIN,
+        **RESOURCES["search_chunk"],
     params:
         options=SEARCH_OPTIONS,
     shell:
@@ -89,8 +86,7 @@ rule merge_iteration:
     conda:
         ENV
     resources:
-        mem_mb=4096,
-        runtime=60,
+        **RESOURCES["merge_iteration"],
     params:
         options=SEARCH_OPTIONS,
     shell:
@@ -112,8 +108,7 @@ rule finish_shard:
     conda:
         ENV
     resources:
-        mem_mb=4096,
-        runtime=60,
+        **RESOURCES["finish_shard"],
     params:
         options=SEARCH_OPTIONS,
         msa=msa_option,

@@ -14,7 +14,6 @@ CACHE = f"{RESULTS}/cache" if config["cache"] is None else config["cache"]
 # max_job_hours (jobs.search_shards); the dry run says so.
 N_SHARDS = jobs.search_shards(config)
 SHARDS = [f"{k:04d}" for k in range(N_SHARDS)]
-MAX_JOB_MIN = jobs.max_job_minutes(config)
 if workflow.is_main_process:
     logger.info(jobs.plan_summary(config))
 PROFILE = config["profile"]
@@ -35,11 +34,8 @@ INGEST_OPTIONS = jobs.ingest_options(config)
 SEARCH_OPTIONS = jobs.search_options(config)
 REUSE_OPTIONS = jobs.reuse_options(config)
 ITERATIONS = jobs.iterations(config)
-SEARCH_MEM_MB = jobs.search_mem_mb(config) if QUERIES else 0
-SEARCH_RUNTIME_MIN = jobs.search_runtime_min(config) if QUERIES else 0
-REFERENCE_MEM_MB = jobs.reference_mem_mb(config) if QUERIES else 0
-REFERENCE_RUNTIME_MIN = jobs.reference_runtime_min(config) if QUERIES else 0
-ASSEMBLE_MEM_MB = jobs.assemble_mem_mb(config) if QUERIES else 4096
+# Every rule's mem_mb and runtime (one table, keyed by rule name; see jobs.resources).
+RESOURCES = jobs.resources(config)
 EVALUATION_OPTIONS = jobs.evaluation_options(config)
 # The alignment reference of the zero-shot task: searched once per store.
 REFERENCE = f"{RESULTS}/evaluation/alignment_reference.npz"

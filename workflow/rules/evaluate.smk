@@ -12,8 +12,7 @@ rule alignment_reference:
     threads: EVALUATION["threads"]
     resources:
         # The whole database, whatever database_chunks is: the reference is one process.
-        mem_mb=REFERENCE_MEM_MB,
-        runtime=REFERENCE_RUNTIME_MIN,
+        **RESOURCES["alignment_reference"],
     params:
         data=EVALUATION["data"],
     # The zero-shot assays' wild types searched once, as the store's queries were; every
@@ -45,8 +44,7 @@ rule evaluate_model:
         ENV
     threads: EVALUATION["threads"]
     resources:
-        mem_mb=8192,
-        runtime=120,
+        **RESOURCES["evaluate_model"],
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.report),
         options=EVALUATION_OPTIONS,
@@ -84,8 +82,7 @@ rule compare_models:
     conda:
         ENV
     resources:
-        mem_mb=1024,
-        runtime=10,
+        **RESOURCES["compare_models"],
     shell:
         "protprof compare {input:q} --out {output.table:q} --figure {output.figure:q} "
         "2> {log:q}"

@@ -15,8 +15,7 @@ if UNIREF:
         conda:
             ENV
         resources:
-            mem_mb=1024,
-            runtime=MAX_JOB_MIN,  # resumable: a rerun continues the download
+            **RESOURCES["fetch_database"],
         params:
             folder=lambda wildcards, output: os.path.dirname(output[0]) or ".",
         shell:
@@ -33,8 +32,7 @@ rule fetch_evaluation_data:
     conda:
         ENV
     resources:
-        mem_mb=1024,
-        runtime=120,
+        **RESOURCES["fetch_evaluation_data"],
     params:
         folder=lambda wildcards, output: os.path.dirname(output[0]),
     shell:

@@ -16,7 +16,7 @@ rule import_alignments:
         ENV
     threads: IMPORT["threads"]
     resources:
-        mem_mb=4096,
+        mem_mb=RESOURCES["import_alignments"]["mem_mb"],
         runtime=lambda wildcards, threads: jobs.import_runtime_min(
             len(IMPORT_INPUTS[int(wildcards.job)]), threads
         ),
@@ -51,8 +51,7 @@ rule combine_store:
     conda:
         ENV
     resources:
-        mem_mb=ASSEMBLE_MEM_MB,
-        runtime=60,
+        **RESOURCES["combine_store"],
     params:
         searched=lambda wildcards, input: (
             f"--searched {shlex.quote(input.searched[0])}" if input.searched else ""

@@ -12,8 +12,7 @@ rule guard_queries:
         ENV
     threads: GUARD["threads"]
     resources:
-        mem_mb=2048,
-        runtime=60,
+        **RESOURCES["guard_queries"],
     params:
         data=GUARD["data"],
         evalue=GUARD["evalue"],
@@ -37,8 +36,7 @@ if CACHE:
             ENV
         threads: 2  # MMseqs2's all-against-all search for the splits
         resources:
-            mem_mb=2048,
-            runtime=30,
+            **RESOURCES["ingest_queries"],
         params:
             options=INGEST_OPTIONS,
         shell:
@@ -61,8 +59,7 @@ if CACHE:
         conda:
             ENV
         resources:
-            mem_mb=ASSEMBLE_MEM_MB,
-            runtime=30,
+            **RESOURCES["plan_searches"],
         params:
             cache=CACHE,
             shards=N_SHARDS,
@@ -91,8 +88,7 @@ else:
             ENV
         threads: 2  # MMseqs2's all-against-all search for the splits
         resources:
-            mem_mb=2048,
-            runtime=30,
+            **RESOURCES["ingest_queries"],
         params:
             options=INGEST_OPTIONS,
         shell:
@@ -112,8 +108,7 @@ rule prepare_database:
     conda:
         ENV
     resources:
-        mem_mb=2048,
-        runtime=120,
+        **RESOURCES["prepare_database"],
     shell:
         "protprof prepare-db {input:q} --out {output:q} 2> {log:q}"
 
@@ -135,8 +130,7 @@ if not N_CHUNKS:
             ENV
         threads: SEARCH_THREADS
         resources:
-            mem_mb=SEARCH_MEM_MB,
-            runtime=SEARCH_RUNTIME_MIN,
+            **RESOURCES["search_shard"],
         params:
             options=SEARCH_OPTIONS,
             reuse=REUSE_OPTIONS,

@@ -17,8 +17,7 @@ if QUERIES and CACHE:
         conda:
             ENV
         resources:
-            mem_mb=ASSEMBLE_MEM_MB,
-            runtime=60,
+            **RESOURCES["assemble_store"],
         params:
             cache=CACHE,
             options=SEARCH_OPTIONS,
@@ -44,8 +43,7 @@ elif QUERIES:
         conda:
             ENV
         resources:
-            mem_mb=ASSEMBLE_MEM_MB,
-            runtime=60,
+            **RESOURCES["assemble_store"],
         params:
             ingest=INGEST_OPTIONS,
         shell:
@@ -64,7 +62,6 @@ rule summarise_store:
     conda:
         ENV
     resources:
-        mem_mb=1024,
-        runtime=10,
+        **RESOURCES["summarise_store"],
     shell:
         "protprof inspect {input:q} --json > {output:q} 2> {log:q}"

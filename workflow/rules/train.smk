@@ -21,8 +21,7 @@ rule train_model:
     threads: config["train"]["threads"]
     resources:
         **TRAIN_RESOURCES,
-        mem_mb=8192,
-        runtime=MAX_JOB_MIN,  # a longer training saves on SLURM's signal and resumes
+        **RESOURCES["train_model"],
         slurm_extra=TRAIN_SLURM_EXTRA,
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
