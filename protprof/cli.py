@@ -962,7 +962,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 @command("embed", "write per-residue and mean embeddings and predicted profiles (.npz)")
 def _embed_args(p: argparse.ArgumentParser) -> None:
-    from protprof.evaluation.settings import EmbedParams
+    from protprof.model_config import EmbedParams
     from protprof.params import add_options
 
     p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)

@@ -12,9 +12,9 @@ import torch
 
 from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import encode, pad_tokens
-from protprof.evaluation.settings import EmbedParams
 from protprof.formats import stamp
 from protprof.model import ProteinEncoder
+from protprof.model_config import EmbedParams
 
 
 @torch.inference_mode()

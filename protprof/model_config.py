@@ -1,6 +1,6 @@
-"""Model shapes and training objectives, without torch: the workflow checks a training
-configuration when Snakemake parses it, and every `protprof` command starts without importing
-torch (~3 s)."""
+"""Model shapes, training objectives and inference batching, without torch: the workflow
+checks a training configuration when Snakemake parses it, and every `protprof` command starts
+without importing torch (~3 s)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,10 @@ PRESETS = {
         )
     },
 }
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """How sequences are batched for a frozen model (`protprof embed`, every evaluation task)."""
+
+    max_tokens: int = param(32768, help="padded tokens per batch", bounds="[1, inf)")

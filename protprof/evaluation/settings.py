@@ -57,16 +57,6 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class EmbedParams:
-    """How sequences are batched for the frozen model (`protprof embed`, every task)."""
-
-    max_tokens: int = param(32768, help="padded tokens per batch", bounds="[1, inf)")
-
-    def __post_init__(self) -> None:
-        check_params(self, "embed")
-
-
-@dataclass(frozen=True)
 class CompareParams:
     """`protprof compare`: the arm the others are set against."""
 
