@@ -519,9 +519,7 @@ def import_inputs(config: dict[str, Any]) -> list[list[str]]:
     only its job). Found when Snakemake parses the workflow: a missing path or an OpenFold
     chain without a picked file fails the dry run, naming it."""
     section = alignment_section(config)
-    n_jobs = section["jobs"]
-    if not isinstance(n_jobs, int) or n_jobs < 1:
-        raise ConfigError(f"alignments.jobs must be an integer >= 1, got {n_jobs!r}")
+    n_jobs = from_config(ImportJobs, section).jobs  # checked: an integer >= 1
     found = discover(section["paths"], import_params(config)).found
     return [
         [str(p) for f in found if in_shard(f, (k, n_jobs)) for p in f.paths] for k in range(n_jobs)
