@@ -4,8 +4,8 @@ default, command-line flag, help, choices and bounds, declared with `param()` in
 From the fields, this module makes the argparse options (`add_options`, `from_args`), checks
 an instance (`check_params`: type, finiteness, bounds, choices; errors name `section.key` and the
 value), writes the workflow's option strings (`option_string`) and the JSON-schema properties
-the workflow's config schema must equal (`schema_of`, `schema_mismatch`). No imports beyond
-the standard library: the workflow and every command import it.
+the workflow's config schema must equal (`schema_of`, `schema_mismatch`). It imports the
+standard library and `protprof.errors` only: the workflow and every command import it.
 
 Bounds are intervals as text, `"[0, 1)"`, `"(0, inf)"`: the error message and the schema's
 `minimum`/`exclusiveMaximum` both come from them.
