@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   build the demo profile store with Snakemake and train on it (CPU, a few minutes)
-#   make test   run the test suite (make test-fast: without the end-to-end tests, ~1 minute)
+#   make test   run the test suite (make test-fast: in-process unit tests only, under a minute)
 #   make lint   the quality gates: ruff, mypy, snakefmt, snakemake --lint, mkdocs build --strict
 PYTHON ?= python3
 VENV := .venv
@@ -37,11 +37,13 @@ comparison: $(STAMP)
 		--configfile $(COMPARISON)/config.yaml $(COMPARISON)/family.yaml
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python $(COMPARISON)/untrained_baseline.py
 
+# Layers (pyproject's markers): slow = end-to-end runs, integration = child processes, real
+# searches and training runs; test-fast runs neither. The 25 slowest tests are listed at the end.
 test: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q --durations=25
 
 test-fast: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -m "not slow"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q --durations=10 -m "not slow and not integration"
 
 lint: $(STAMP)
 	$(BIN)/ruff check protprof tests bench experiments data

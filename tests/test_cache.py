@@ -38,6 +38,8 @@ from protprof.cache import ProfileCache
 from protprof.cli import main
 from protprof.store import open_store
 
+pytestmark = pytest.mark.integration
+
 
 def test_build_searches_only_what_the_cache_lacks(tmp_path, caplog):
     cache = tmp_path / "cache"

@@ -96,6 +96,7 @@ def _imports(module: Path) -> set[str]:
     return names
 
 
+@pytest.mark.integration
 def test_inference_does_not_import_the_trainer():
     """checkpoint.py and model.py: no trainer, torch.distributed, YAML or loader; embed, the
     evaluation package, the benchmark and the baseline: no trainer for models."""

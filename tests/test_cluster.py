@@ -56,6 +56,7 @@ def test_a_bad_precision_is_refused_in_one_line(small_store, tmp_path, capsys):
         load_config(bad, [f"store={small_store}"])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_autocast_precisions_train_close_to_fp32_but_not_equal(small_store, tmp_path, precision):
     """One step in each precision from the same weights and batch: the low-precision loss is
@@ -76,6 +77,7 @@ def test_autocast_precisions_train_close_to_fp32_but_not_equal(small_store, tmp_
         assert state["scaler"] == {}
 
 
+@pytest.mark.integration
 def test_auto_precision_on_cpu_is_the_fp32_run_bit_for_bit(small_store, tmp_path):
     auto = _trainer(small_store, tmp_path / "a")
     fp32 = _trainer(small_store, tmp_path / "b", "precision=fp32")

@@ -8,6 +8,7 @@ import signal
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, MASK, PAD
@@ -133,6 +134,7 @@ def test_collate_lines_up_profiles_with_tokens():
     torch.testing.assert_close(targets[0, 1:4].sum(-1), torch.full((3,), 20 * (255 // 20) / 255))
 
 
+@pytest.mark.integration
 def test_loader_with_two_spawn_workers(small_store):
     data = ProfileDataset(small_store, "all", max_len=128)
     sampler = TokenBudgetBatchSampler(data.lengths, 2048, seed=0)
@@ -158,6 +160,7 @@ def test_dataset_pickles_small_and_reopens_the_store(small_store):
             np.testing.assert_array_equal(mine, theirs)
 
 
+@pytest.mark.integration
 def test_a_loader_worker_survives_the_stop_signals(small_store):
     """SLURM signals every process of a job step; the trainer saves on SIGTERM or SIGUSR1, so
     its loader's workers must outlive them (a killed worker fails the next batch)."""

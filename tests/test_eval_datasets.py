@@ -14,6 +14,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.integration
 def test_secondary_structure_readers():
     counts = {s: len(ds.read_ss_flip(SHARED_DATA, s)) for s in ("train", "valid", "test")}
     assert counts == {"train": 9712, "valid": 1080, "test": 364}
@@ -42,6 +43,7 @@ def test_remote_homology_split_holds_out_whole_superfamilies():
         assert ds.fold_of(e.group) == folds[int(e.label)]
 
 
+@pytest.mark.integration
 def test_stability_and_fluorescence_readers():
     train, dropped = ds.read_stability(SHARED_DATA, "train")
     assert (len(train), dropped) == (56126, 57)
@@ -71,6 +73,7 @@ def test_mutation_numbers_count_from_the_wild_types_first_number():
     assert (index, wild, mutant) == (0, "G", "A") and info["wt_aa"][index] == wild
 
 
+@pytest.mark.integration
 def test_contact_and_variant_readers():
     train, test = ds.read_contacts(SHARED_DATA, "train"), ds.read_contacts(SHARED_DATA, "test")
     assert (len(train), len(test)) == (81, 84)

@@ -33,6 +33,7 @@ def checkpoint(tiny_checkpoint):
     return tiny_checkpoint
 
 
+@pytest.mark.integration
 def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_path, capsys):
     out = tmp_path / "report"
     assert (
@@ -138,6 +139,7 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
     )
 
 
+@pytest.mark.integration
 def test_zero_shot_scores_equal_a_direct_masked_forward(checkpoint):
     model = load_model(checkpoint)
     variants = ds.read_blat_ecolx(SHARED_DATA)
@@ -189,6 +191,7 @@ def test_leakage_guard_drops_a_test_homologue_and_keeps_the_rest(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["n_dropped"] == 1
 
 
+@pytest.mark.integration
 def test_cli_task_names_match_the_runners():
     # TASKS lives apart from the runners so the CLI needs no torch; the two must not drift.
     assert set(TASKS) == {*RUNNERS, "profile"}

@@ -76,6 +76,7 @@ def test_missing_file_is_refused(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_accepted_oddities_build(tmp_path):
     """CRLF, blank lines, lowercase, a terminal '*', ambiguous residues, gzip: all build."""
     text = (
@@ -96,6 +97,7 @@ def test_accepted_oddities_build(tmp_path):
         np.testing.assert_allclose(profile.sum(1), 1, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_length_limits_and_duplicates(tmp_path, capsys):
     queries = write_queries(tmp_path / "q.fasta", 3)
     text = queries.read_text()
@@ -130,6 +132,7 @@ def test_skip_too_long_and_nothing_left(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.integration
 def test_cli_start_up_does_not_import_torch():
     """Every `protprof` command builds the whole parser; torch (~3 s to import) must wait for
     the commands that use it, or each of the workflow's many search jobs pays for it."""
@@ -142,6 +145,7 @@ def test_cli_start_up_does_not_import_torch():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.integration
 def test_a_tab_ends_the_identifier(tmp_path):
     """A TAB in a header used to become part of the ID and split `index.tsv`'s rows."""
     real = write_queries(tmp_path / "real.fasta", 2).read_text().splitlines()

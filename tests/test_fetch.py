@@ -268,6 +268,7 @@ def test_evaluation_dry_run_lists_every_file(server, tmp_path, capsys):
     ).read_text()
 
 
+@pytest.mark.integration
 @needs_data
 def test_evaluation_contacts_fetched_and_manifest_derived(server, tmp_path):
     _serve_manifest(server)

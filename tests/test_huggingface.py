@@ -67,6 +67,7 @@ def test_every_protprof_token_has_its_esm_twin():
     assert set(ESM_TOKENS) - set(names) == {".", "-", "<null_1>"}
 
 
+@pytest.mark.integration
 def test_export_round_trip_equals_protprof(checkpoint, tmp_path, capsys):
     out = tmp_path / "hf"
     assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 0
@@ -189,6 +190,7 @@ def test_masked_inputs_and_token_dropout_equal_transformers(tmp_path):
     assert float((theirs - mine)[keep].abs().max()) < TOLERANCE
 
 
+@pytest.mark.integration
 def test_init_from_esm2_directory_then_training(small_store, tmp_path):
     """A random ESM-2 8M-shaped directory (esm2_t6_8M_UR50D's config): the first forward pass
     equals transformers', then the loss falls on a fixed batch; the profile head is fresh."""
@@ -224,6 +226,7 @@ def test_init_from_esm2_directory_then_training(small_store, tmp_path):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
+@pytest.mark.integration
 def test_train_init_from_on_the_command_line(small_store, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO)
     directory = esm_directory(tmp_path / "esm", token_dropout=False)
@@ -244,6 +247,7 @@ def test_train_init_from_on_the_command_line(small_store, tmp_path, capsys, capl
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} not present")
 def test_evaluate_an_esm_directory(tmp_path):
     directory = esm_directory(tmp_path / "esm2_t2_random")
@@ -355,6 +359,7 @@ def test_checkpoints_without_saved_rotary_frequencies_still_load(tmp_path):
     assert torch.equal(again.rotary.inv_freq, model.rotary.inv_freq)
 
 
+@pytest.mark.integration
 def test_a_profile_head_of_another_width_is_refused(checkpoint, tmp_path, capsys):
     out = tmp_path / "hf"
     assert main(["export", str(checkpoint), "--out", str(out)]) == 0
@@ -374,6 +379,7 @@ def test_a_profile_head_of_another_width_is_refused(checkpoint, tmp_path, capsys
     assert len(err) == 1 and "not a profile head for d_model 64 (weight (20, 32)" in err[0], err
 
 
+@pytest.mark.integration
 def test_a_run_started_from_a_directory_resumes_without_it(small_store, tmp_path):
     """A resumed run never reads init_from: the folder may go, and the setting may be dropped."""
     directory = esm_directory(tmp_path / "esm", token_dropout=False)
@@ -394,6 +400,7 @@ def test_a_config_without_optional_keys_reads_as_transformers_defaults(tmp_path)
     assert load_any(directory).model.config.n_layers == 2
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["model.safetensors", PROFILE_HEAD, "config.json"])
 def test_a_damaged_exported_file_is_refused_naming_it(checkpoint, tmp_path, capsys, name):
     """safetensors has no checksum: one flipped bit in a weight, a finite wrong value, used to

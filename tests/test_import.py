@@ -46,6 +46,7 @@ def searched(tmp_path_factory):
     return out
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["stockholm", "a2m", "a3m"])
 def test_importing_its_own_alignments_gives_the_searched_store_bit_for_bit(
     searched, tmp_path, fmt, capsys
@@ -61,6 +62,7 @@ def test_importing_its_own_alignments_gives_the_searched_store_bit_for_bit(
     assert _inspect(store, capsys)["sources"] == {"imported": 0, "searched": 8}
 
 
+@pytest.mark.integration
 @needs_shared
 def test_openfold_layout_ids_provenance_and_pick(tmp_path, capsys):
     chains = sorted(p.name for p in OPENFOLD.iterdir() if p.is_dir())
@@ -83,6 +85,7 @@ def test_openfold_layout_ids_provenance_and_pick(tmp_path, capsys):
         assert store.n_hits[i] == text.count("\n>") + text.startswith(">") - 1
 
 
+@pytest.mark.integration
 @needs_shared
 def test_merge_takes_the_query_once_and_drops_repeated_rows(tmp_path):
     chain = sorted(p for p in OPENFOLD.iterdir() if p.is_dir())[0]
@@ -99,6 +102,7 @@ def test_merge_takes_the_query_once_and_drops_repeated_rows(tmp_path):
     assert max(depths.values()) <= merged <= sum(depths.values())
 
 
+@pytest.mark.integration
 @needs_shared
 def test_esm_a3m_files_import(tmp_path):
     files = sorted(ESM.glob("*.a3m"))
@@ -134,6 +138,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".o.zarr*"))
 
 
+@pytest.mark.integration
 @needs_shared
 def test_openfold_chain_without_the_picked_file(tmp_path, capsys):
     layout = tmp_path / "chains"
@@ -152,6 +157,7 @@ def _cache_counts(path: Path) -> dict:
     return dict(open_store(path).attrs["cache"])
 
 
+@pytest.mark.integration
 def test_the_cache_builds_an_unchanged_file_never_and_a_changed_one_again(searched, tmp_path):
     _, msas = searched["a3m"]
     folder = tmp_path / "msas"
@@ -175,6 +181,7 @@ def test_the_cache_builds_an_unchanged_file_never_and_a_changed_one_again(search
     assert open_store(second).n_hits[row] == open_store(first).n_hits[row] - 1
 
 
+@pytest.mark.integration
 def test_imported_and_searched_profiles_never_mix_in_the_cache(searched, tmp_path):
     """The same eight sequences, searched then imported (and the reverse) through one cache:
     neither is served for the other, although the profiles are bit-identical."""
@@ -191,6 +198,7 @@ def test_imported_and_searched_profiles_never_mix_in_the_cache(searched, tmp_pat
     assert _cache_counts(again)["searched"] == 0
 
 
+@pytest.mark.integration
 def test_filters_apply_alike_to_searched_and_imported_alignments(searched, tmp_path, capsys):
     """A search with --max-seqs and --max-identity gives the profiles that importing its own
     unfiltered alignments with the same filters gives; without filters nothing changes."""
@@ -218,6 +226,7 @@ def test_filters_with_reuse_are_refused(tmp_path, capsys):
     _fails([*argv, "--max-seqs", "3", "--out", str(tmp_path / "o.zarr")], capsys, "reuse")
 
 
+@pytest.mark.integration
 def test_import_jobs_and_a_search_combine_into_one_store(searched, tmp_path, capsys):
     """Alignments imported in two jobs plus a searched store: each sequence once, the imported
     profile preferred for a sequence given both ways (or the searched one), one split rule."""
@@ -251,6 +260,7 @@ def test_import_jobs_and_a_search_combine_into_one_store(searched, tmp_path, cap
     assert _inspect(prefer, capsys)["sources"] == {"imported": 0, "searched": 8}
 
 
+@pytest.mark.integration
 def test_combine_refuses_import_jobs_made_with_other_settings(searched, tmp_path, capsys):
     _, msas = searched["a3m"]
     a, b = tmp_path / "a.zarr", tmp_path / "b.zarr"

@@ -18,6 +18,7 @@ from protprof.search import AMINO
 from protprof.store import open_store
 
 
+@pytest.mark.integration
 def test_adding_queries_moves_no_old_query_to_another_shard_or_split(tmp_path):
     old, new = write_queries(tmp_path / "old.fasta", 60), write_queries(tmp_path / "new.fasta", 90)
     placement = {}
@@ -57,6 +58,7 @@ def build(queries, out, *options) -> None:
     )
 
 
+@pytest.mark.integration
 def test_alphafold_preset_and_the_msa_depth_cap(tmp_path):
     queries = write_queries(tmp_path / "q.fasta", 8)
     build(queries, tmp_path / "af.zarr", "--preset", "alphafold")
@@ -99,6 +101,7 @@ def _aligned_targets(msa_dir: Path, ids) -> list[Counter]:
     return counts
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("section", ["search", "profile", "database"])
 def test_assemble_refuses_shards_made_with_different_settings(tmp_path, capsys, section):
     queries = [write_queries(tmp_path / f"q{k}.fasta", 2, start=10 * k) for k in range(2)]

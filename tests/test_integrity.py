@@ -40,6 +40,7 @@ def repeated_names_db(tmp_path_factory):
     return path
 
 
+@pytest.mark.integration
 def test_n_hits_counts_alignment_rows_when_names_repeat(repeated_names_db, tmp_path):
     query = read_fasta(DEMO_QUERIES)[0]
     params = SearchParams(iterations=2)
@@ -231,6 +232,7 @@ def _damage(segment: Path, what: str) -> None:
         _change_value(segment, what)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("what", ["n_hits", "neff", "profiles", "offsets", "keys.npy truncated"])
 def test_a_corrupt_cache_entry_is_searched_again_never_copied(cached, tmp_path, capsys, what):
     cache = tmp_path / "cache"
@@ -263,6 +265,7 @@ def test_a_corrupt_cache_entry_is_searched_again_never_copied(cached, tmp_path, 
     assert open_store(tmp_path / "again.zarr").attrs["cache"]["searched"] == 0
 
 
+@pytest.mark.integration
 def test_a_truncated_key_file_is_one_line(cached, tmp_path, capsys):
     cache = tmp_path / "cache"
     shutil.copytree(cached / "cache", cache)
@@ -276,6 +279,7 @@ def test_a_truncated_key_file_is_one_line(cached, tmp_path, capsys):
     ]
 
 
+@pytest.mark.integration
 def test_the_cache_format_version_is_checked(cached, tmp_path, capsys):
     cache = tmp_path / "cache"
     shutil.copytree(cached / "cache", cache)

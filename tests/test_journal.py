@@ -27,6 +27,8 @@ from protprof.profiles import ProfileParams
 from protprof.search import SearchParams
 from protprof.store import open_store, write_stores
 
+pytestmark = pytest.mark.integration
+
 PROTPROF = Path(sys.executable).parent / "protprof"
 OPTIONS = ["--threads", "2", "-N", "2"]
 ONE_ITERATION = SearchParams(iterations=1)

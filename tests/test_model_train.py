@@ -62,6 +62,7 @@ def test_mlm_loss_of_a_batch_without_masked_positions_is_zero_not_nan():
     torch.testing.assert_close(mlm_loss(logits, labels, "sum"), expected)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("objective", ["mlm", "profile", "multitask"])
 def test_loss_falls_on_a_fixed_batch(small_store, objective):
     torch.manual_seed(0)
@@ -99,6 +100,7 @@ def _config(store, out, **extra):
     return load_config(None, [f"{k}={v}" for k, v in values.items()])
 
 
+@pytest.mark.integration
 def test_interrupted_and_resumed_training_is_bit_identical(small_store, tmp_path):
     full = train(_config(small_store, tmp_path / "full"))
     with pytest.raises(TrainingError, match="stopped at step 6"):
@@ -119,6 +121,7 @@ def test_interrupted_and_resumed_training_is_bit_identical(small_store, tmp_path
         assert torch.equal(a, b), name
 
 
+@pytest.mark.integration
 def test_resume_with_another_model_is_refused(small_store, tmp_path):
     train(_config(small_store, tmp_path, max_steps=2))
     before = (tmp_path / "checkpoint.pt").read_bytes()
@@ -149,6 +152,7 @@ def test_bad_training_config_is_one_clear_error(small_store, tmp_path, capsys):
     assert "not a protprof store" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_two_process_gloo_ddp_sees_disjoint_data(small_store, tmp_path):
     script = tmp_path / "ddp_check.py"
     script.write_text(
@@ -200,6 +204,7 @@ def test_lr_factor_warms_up_linearly_then_decays_by_cosine():
     assert lr_factor(0, 0, 10, 0.0) == 1.0  # no warmup
 
 
+@pytest.mark.integration
 def test_gradient_accumulation_weighs_micro_batches_by_their_residues(small_store, tmp_path):
     """accum_steps=2 takes one optimizer step on the profile KL summed over both micro-batches'
     residues divided by their count: the same update as computed by hand (profile objective:
@@ -257,6 +262,7 @@ def short_store(tmp_path_factory, demo_database):
     )
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("objective", ["mlm", "multitask"])
 def test_training_through_micro_batches_without_masked_positions(
     short_store, tmp_path, monkeypatch, objective

@@ -246,6 +246,7 @@ def written(result, fmt: str, folder: Path) -> Path:
     return path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["stockholm", "a2m", "a3m"])
 def test_round_trip_bit_identical(searched, fmt, tmp_path):
     for r in searched:
@@ -262,6 +263,7 @@ def test_round_trip_bit_identical(searched, fmt, tmp_path):
         assert a.msa.reference == r.msa.reference
 
 
+@pytest.mark.integration
 def test_a3m_without_insert_columns_changes_profiles(searched, tmp_path):
     """Why a3m insertions are expanded: dropping their columns narrows the alignment, and
     HMMER's builder marks fragments by their span relative to the alignment's width."""
@@ -280,6 +282,7 @@ def test_a3m_without_insert_columns_changes_profiles(searched, tmp_path):
     assert changed >= 1
 
 
+@pytest.mark.integration
 def test_filters_same_on_searched_and_imported(searched, tmp_path):
     params = FilterParams(min_coverage=0.5, max_identity=0.8, max_seqs=20)
     for r in searched:
@@ -298,6 +301,7 @@ def test_filters_same_on_searched_and_imported(searched, tmp_path):
         )
 
 
+@pytest.mark.integration
 def test_a3m_writer_conventions(searched):
     r = max(searched, key=lambda r: len(r.msa.alignment[0]) - len(r.sequence))
     handle = io.BytesIO()

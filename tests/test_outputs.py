@@ -79,6 +79,7 @@ def test_a_users_folder_named_as_output_is_refused_and_kept(tmp_path, capsys, co
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "q.fasta"]
 
 
+@pytest.mark.integration
 def test_own_outputs_are_replaced_foreign_files_only_with_force(tmp_path, capsys):
     out = tmp_path / "db.json"
     assert main(["prepare-db", str(DEMO_DB), "--out", str(out)]) == 0
@@ -93,6 +94,7 @@ def test_own_outputs_are_replaced_foreign_files_only_with_force(tmp_path, capsys
     assert '"n_sequences": 5000' in notes.read_text()
 
 
+@pytest.mark.integration
 def test_store_is_replaced_by_a_rebuild_and_a_folder_only_with_force(tmp_path, capsys):
     queries = write_queries(tmp_path / "q.fasta", 3)
     out = tmp_path / "out.zarr"
@@ -121,6 +123,7 @@ def test_truncated_gzip_database_is_refused(tmp_path, capsys, truncated_db, comm
     assert not [p for p in tmp_path.iterdir() if p.name != "q.fasta"]
 
 
+@pytest.mark.integration
 def test_truncated_gzip_chunk_is_refused_by_search_chunk(tmp_path, capsys, truncated_db):
     queries = write_queries(tmp_path / "q.fasta", 2)
     shard = tmp_path / "shard.fasta"
@@ -153,6 +156,7 @@ def test_truncated_gzip_chunk_is_refused_by_search_chunk(tmp_path, capsys, trunc
     assert not out.exists()
 
 
+@pytest.mark.integration
 def test_second_writer_of_one_output_is_refused(tmp_path):
     out = tmp_path / "fp.json"
     with claim_output(out):  # this process holds it, as a running build would
@@ -167,6 +171,7 @@ def test_second_writer_of_one_output_is_refused(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no lock, probe or temporary left behind
 
 
+@pytest.mark.integration
 def test_killed_holder_leaves_no_stale_lock(tmp_path):
     out = tmp_path / "fp.json"
     holder = subprocess.Popen([*CLI, "-q", "prepare-db", str(DEMO_DB), "--out", str(out)])
@@ -209,6 +214,7 @@ def test_read_only_folder_fails_before_any_work(tmp_path, capsys):
         subprocess.run(["umount", str(ro)], check=True)
 
 
+@pytest.mark.integration
 def test_full_disk_is_one_line_and_keeps_the_old_store(tmp_path, capsys):
     disk = tmp_path / "disk"
     _mount(["-t", "tmpfs", "-o", "size=96k", "tmpfs"], disk)
@@ -225,6 +231,7 @@ def test_full_disk_is_one_line_and_keeps_the_old_store(tmp_path, capsys):
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.integration
 def test_interrupted_replacement_is_repaired_on_the_next_write(tmp_path, capsys):
     queries = write_queries(tmp_path / "q.fasta", 3)
     out = tmp_path / "out.zarr"
@@ -254,6 +261,7 @@ def test_interrupted_replacement_is_repaired_on_the_next_write(tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.fasta", "out.zarr", "q.fasta"]
 
 
+@pytest.mark.integration
 def test_alignment_files_are_unique_and_reversible(tmp_path):
     sequence = write_queries(tmp_path / "one.fasta", 1).read_text().splitlines()[1]
     ids = ["q/1", "q_1", "sp|P1|X_HUMAN", ".hidden", "50%"]

@@ -37,6 +37,7 @@ def msa():
         return handle.read()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(HMMBUILD is None, reason="HMMER's hmmbuild program is not installed")
 def test_hmm_profile_equals_hmmbuild_program(msa, tmp_path):
     out = tmp_path / "model.hmm"

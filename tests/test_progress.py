@@ -6,10 +6,13 @@ from __future__ import annotations
 import logging
 import re
 
+import pytest
 from helpers import DEMO_DB, DEMO_QUERIES
 
 from protprof.cli import main
 from protprof.fasta import read_fasta
+
+pytestmark = pytest.mark.integration
 
 
 def test_build_logs_progress_when_not_on_a_terminal(tmp_path, caplog):

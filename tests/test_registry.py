@@ -142,6 +142,7 @@ def test_guard_picks_up_a_registered_task(toy, unrelated, tmp_path):
     assert said["test_sequences_per_task"]["toy"] == 3
 
 
+@pytest.mark.integration
 def test_evaluate_and_compare_pick_up_a_registered_task(toy, tiny_checkpoint, tmp_path):
     out = tmp_path / "report"
     args = ["evaluate", str(tiny_checkpoint), "--data", str(SHARED_DATA), "--tasks", "toy"]
@@ -189,6 +190,7 @@ def test_without_the_entry_the_same_rows_fall_back_to_name_conventions():
     assert mean.baseline and mean.plotted and registry.is_zero_shot("zero-shot (A)")
 
 
+@pytest.mark.integration
 def test_workflow_checks_task_names_and_plans_the_reference_from_the_registry(tmp_path):
     from helpers import SNAKEMAKE, job_counts, snakemake, write_config
 

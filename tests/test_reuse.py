@@ -112,6 +112,7 @@ def test_target_index_finds_every_position_of_a_name(demo_database):
     assert index.positions(["no such target"]).tolist() == []
 
 
+@pytest.mark.integration
 def test_pool_search_with_every_homolog_in_the_pool_is_the_per_query_search(
     demo_database, family_records
 ):
@@ -241,6 +242,7 @@ def _stockholm_row(text: str) -> tuple[str, str]:
     return "".join(reference), "".join(row)
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(HMMALIGN is None, reason="HMMER's hmmalign program is not installed")
 @pytest.mark.parametrize("family", ["RRM_1", "fn3"])
 def test_family_targets_equal_a_hand_computation_with_hmmalign(tmp_path, family):
@@ -424,6 +426,7 @@ def _run(argv: list[str], capsys) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.integration
 def test_build_without_reuse_reports_one_search_per_query(tmp_path, family_records, capsys):
     queries = _fasta(tmp_path, family_records[:2])
     out = tmp_path / "s.zarr"
@@ -495,6 +498,7 @@ def test_workflow_runs_each_reuse_mode_and_equals_build(tmp_path, family_records
         assert_same_arrays(store.path, tmp_path / "b.zarr")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -531,6 +535,7 @@ def test_provenance_of_several_shards_adds_up():
     assert run_summary("family", [], 0) == {"mode": "family", "groups": 0, "full_searches": 0}
 
 
+@pytest.mark.integration
 def test_assemble_refuses_shards_searched_with_other_reuse_settings(
     tmp_path, family_records, capsys
 ):

@@ -111,6 +111,7 @@ def test_same_hits_and_profiles_as_jackhmmer_program(tmp_path, demo_database, pl
     assert n_with_hits >= 3  # the comparison is not vacuous
 
 
+@pytest.mark.integration
 def test_profile_shortcuts_are_exact(demo_database):
     """The two ways protprof avoids HMMER builder work give HMMER's model bit for bit: the
     profile builder's minimal E-value calibration, and reusing the search's last model when the
@@ -129,6 +130,7 @@ def test_profile_shortcuts_are_exact(demo_database):
             assert model.nseq_effective == full.nseq_effective
 
 
+@pytest.mark.integration
 def test_failed_minimal_calibration_falls_back_to_hmmer_builder(demo_database):
     """One simulated sequence per fit makes HMMER's calibration fail ("failed to determine msv
     mu"); the profile builder then builds again with HMMER's full calibration."""

@@ -15,7 +15,10 @@ import pytest
 from helpers import ROOT, kill_pids, slurm_job_pids
 
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs Linux (/proc, bash)")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(sys.platform != "linux", reason="needs Linux (/proc, bash)"),
+]
 
 
 def script(command: str, opt_in: bool, **paths: Path) -> subprocess.CompletedProcess:

@@ -157,6 +157,7 @@ def test_adding_queries_keeps_old_splits_but_where_a_cluster_gains_a_new_anchor(
     assert 0 < len(moved) < len(old) - len(kept_anchor)
 
 
+@pytest.mark.integration
 @needs_mmseqs
 def test_ingest_writes_cluster_splits_and_the_store_records_the_method(small_store, tmp_path):
     store = open_store(small_store)
@@ -183,6 +184,7 @@ def _ingest(tmp_path: Path, path: str, *options: str) -> subprocess.CompletedPro
     return subprocess.run([*command, *options], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.integration
 def test_without_mmseqs_ingest_refuses_in_one_line_and_hash_still_works(tmp_path):
     assert shutil.which("mmseqs", path=VENV_BIN) is None
     run = _ingest(tmp_path, VENV_BIN)

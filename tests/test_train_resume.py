@@ -126,6 +126,7 @@ def _second_run(store: Path, out: Path) -> tuple[int, list[str]]:
     return run.returncode, run.stderr.strip().splitlines()
 
 
+@pytest.mark.integration
 def test_second_run_on_one_out_dir_is_refused(killed):
     """Item 6: one line from the second run; it changed nothing of the first's files."""
     out = killed["out"]
@@ -139,6 +140,7 @@ def test_second_run_on_one_out_dir_is_refused(killed):
     ]
 
 
+@pytest.mark.integration
 def test_killed_run_leaves_its_rolling_checkpoint_and_nothing_published(killed):
     out = killed["out"]
     step = load_checkpoint(out / "last.pt")["step"]
@@ -147,6 +149,7 @@ def test_killed_run_leaves_its_rolling_checkpoint_and_nothing_published(killed):
     assert not any((out / name).exists() for name in PUBLISHED)
 
 
+@pytest.mark.integration
 def test_killed_run_resumes_bit_identical_with_each_metrics_line_once(
     killed, small_store, tmp_path, caplog
 ):
@@ -176,6 +179,7 @@ def test_killed_run_resumes_bit_identical_with_each_metrics_line_once(
     assert sorted(p.name for p in out.iterdir()) == PUBLISHED
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("stop", "workers"), [(signal.SIGTERM, 1), (signal.SIGUSR1, 0)])
 def test_signal_saves_at_the_step_boundary_and_resume_is_bit_identical(
     small_store, tmp_path, stop, workers
@@ -215,6 +219,7 @@ def test_signal_saves_at_the_step_boundary_and_resume_is_bit_identical(
         assert torch.equal(resumed[name], weight), name
 
 
+@pytest.mark.integration
 def test_stop_after_fails_clearly_keeps_the_checkpoint_and_a_rerun_continues(
     small_store, tmp_path, capsys
 ):
@@ -238,6 +243,7 @@ def test_stop_after_fails_clearly_keeps_the_checkpoint_and_a_rerun_continues(
     assert sorted(p.name for p in out.iterdir()) == PUBLISHED  # rolling files gone
 
 
+@pytest.mark.integration
 def test_existing_checkpoint_without_resume_and_other_settings_are_refused(
     small_store, tmp_path, capsys
 ):
@@ -334,6 +340,7 @@ def test_usual_float_notation_is_accepted(tmp_path):
     assert load_config(None, ["store=2024", "out_dir=0001"]).out_dir == "0001"
 
 
+@pytest.mark.integration
 def test_infinite_loss_at_the_first_step_is_one_line(small_store, tmp_path, capsys):
     """A real overflow (a loss weight of 1e39 makes the float32 loss inf): the inputs were
     sound, so the learning rate is the advice."""
@@ -349,6 +356,7 @@ def test_infinite_loss_at_the_first_step_is_one_line(small_store, tmp_path, caps
     assert not (out / "last.pt").exists() and not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.integration
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     small_store, tmp_path, capsys, monkeypatch
 ):
@@ -375,6 +383,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     assert not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.integration
 def test_nan_from_damaged_targets_names_the_term_and_not_the_learning_rate(
     small_store, tmp_path, capsys, monkeypatch
 ):
@@ -394,6 +403,7 @@ def test_nan_from_damaged_targets_names_the_term_and_not_the_learning_rate(
     assert "its profile targets hold NaN or inf" in line and "lower lr" not in line
 
 
+@pytest.mark.integration
 def test_full_disk_during_training_keeps_the_last_checkpoint(small_store, small_disk, capsys):
     """The tiny model's checkpoint with its optimizer is 1.3 MB: the first fits on the 2 MiB
     disk, the second (written beside it before the rename) does not."""
@@ -424,6 +434,7 @@ def test_full_disk_during_training_keeps_the_last_checkpoint(small_store, small_
     assert not (out / "checkpoint.pt").exists()
 
 
+@pytest.mark.integration
 def test_resume_from_a_foreign_last_checkpoint_is_one_line(small_store, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -449,6 +460,7 @@ def test_resume_from_a_foreign_last_checkpoint_is_one_line(small_store, tmp_path
     assert (out / "last.pt").exists()
 
 
+@pytest.mark.integration
 def test_a_damaged_optimizer_state_is_not_called_the_last_good_checkpoint(
     small_store, tmp_path, capsys, monkeypatch
 ):

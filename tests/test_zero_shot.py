@@ -78,6 +78,7 @@ def test_log_odds_sum_over_mutations():
     assert log_odds(table, variants) == pytest.approx([expected, 0.0])
 
 
+@pytest.mark.integration
 def test_alignment_reference_equals_the_pipelines_profile(small_store, tmp_path):
     """A wild type searched by `protprof reference` gets the profile `protprof build` stores
     for it as a query, with the store's database and settings (within quantisation)."""
