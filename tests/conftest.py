@@ -4,16 +4,14 @@ Helpers that are not fixtures live in helpers.py."""
 from __future__ import annotations
 
 import gzip
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import DEMO_DB, require_mounts, write_queries
+from helpers import DEMO_DB, TINY_STORE, require_mounts
 
-from protprof.ingest import IngestParams, select_records
-from protprof.pipeline import build
-from protprof.profiles import ProfileParams
-from protprof.search import SearchParams, load_database
+from protprof.search import load_database
 
 
 @pytest.fixture(scope="session")
@@ -22,21 +20,12 @@ def demo_database():
 
 
 @pytest.fixture(scope="session")
-def small_store(tmp_path_factory, demo_database) -> Path:
-    """A real store: 24 demo queries searched against the 5,000-sequence demo database."""
-    tmp = tmp_path_factory.mktemp("store")
-    queries = write_queries(tmp / "q.fasta", 24)
-    params = IngestParams(max_length=400, valid_fraction=0.2, test_fraction=0.1)
-    records = select_records([queries], params)
-    return build(
-        records,
-        demo_database,
-        tmp / "small.zarr",
-        2,
-        params,
-        SearchParams(iterations=2),
-        ProfileParams(),
-    )
+def small_store(tmp_path_factory) -> Path:
+    """A real store, committed (tests/data/make_tiny_store.py): 24 demo queries searched
+    against the 5,000-sequence demo database. A copy, so no test can change the committed one."""
+    copy = tmp_path_factory.mktemp("store") / "small.zarr"
+    shutil.copytree(TINY_STORE, copy)
+    return copy
 
 
 @pytest.fixture(scope="session")
