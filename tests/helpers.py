@@ -7,6 +7,7 @@ fixtures stay in conftest.py.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -22,7 +23,7 @@ import yaml
 
 from protprof.cli import main
 from protprof.fasta import read_fasta
-from protprof.store import open_store
+from protprof.store import StoreData, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DB = ROOT / "data" / "demo" / "uniprot_5k.fasta.gz"
@@ -110,6 +111,20 @@ def assert_same_arrays(a: Path, b: Path) -> None:
         np.testing.assert_array_equal(getattr(x, name), getattr(y, name), name)
 
 
+def assert_same_rows(whole: StoreData, part: StoreData, splits: bool = True) -> None:
+    """Every sequence of `part` is in `whole` with the same tokens, profile, hits and Neff (and
+    split, unless `splits` is False), whatever the order of the rows."""
+    row = {query: i for i, query in enumerate(whole.ids)}
+    assert part.ids and set(part.ids) <= set(row)
+    for j, query in enumerate(part.ids):
+        i = row[query]
+        ours, theirs = slice(*whole.offsets[i : i + 2]), slice(*part.offsets[j : j + 2])
+        np.testing.assert_array_equal(whole.tokens[ours], part.tokens[theirs], query)
+        np.testing.assert_array_equal(whole.profiles[ours], part.profiles[theirs], query)
+        assert (whole.n_hits[i], whole.neff[i]) == (part.n_hits[j], part.neff[j]), query
+        assert not splits or whole.split[i] == part.split[j], query
+
+
 def build(queries: Path, out: Path, *options: str) -> None:
     """`protprof build` (in this process) of `queries` against the demo database, -N 2."""
     argv = [
@@ -179,8 +194,6 @@ def set_queries(workdir: Path, queries: Path, **search) -> None:
 
 def run_until_store(workdir: Path) -> dict:
     """Run the workflow up to the store; its search plan (plan.json)."""
-    import json
-
     run = snakemake(workdir, "results/store/profiles.zarr")
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads((workdir / "results/plan/plan.json").read_text())

@@ -10,9 +10,7 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,7 +77,6 @@ def test_killed_writer_leaves_the_cache_usable(tmp_path):
     out = tmp_path / "out.zarr"
     argv = [
         *CLI,
-        "-q",
         "build",
         str(queries),
         "--database",
@@ -93,10 +90,19 @@ def test_killed_writer_leaves_the_cache_usable(tmp_path):
         "--cache",
         str(cache),
     ]
-    process = subprocess.Popen(argv)
-    time.sleep(4)  # searching
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    # Killed once the first query is searched (off a terminal, progress logs a line then):
+    # mid-search, 39 queries to go and nothing written to the cache yet.
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "searched: 1 of 40 " in line:
+                break
+        else:
+            pytest.fail(f"the build ended before searching (exit {process.wait()})")
+    finally:
+        process.kill()
+        process.wait()
     assert not out.exists() and not ProfileCache(cache).segments()
     # a writer killed while renaming a segment into place leaves only a hidden temporary
     (cache / "segments" / ".abc-123.zarr.tmp-0000").mkdir()

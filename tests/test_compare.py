@@ -74,7 +74,7 @@ def test_a_bad_report_is_one_line(tmp_path, capsys, bad):
     assert len(err) == 1 and str(path) in err[0]
 
 
-def test_untrained_heads_and_the_reference_are_not_differenced(tmp_path):
+def test_untrained_heads_and_the_reference_are_not_differenced(tmp_path, capsys):
     """mlm never trains the profile head: profile − mlm on that head's metric would compare a
     trained head with a random one. The alignment reference and the profile task's baselines
     hold no model at all."""
@@ -96,9 +96,14 @@ def test_untrained_heads_and_the_reference_are_not_differenced(tmp_path):
             paths.append(path)
     assert main(["compare", *map(str, paths), "--out", str(tmp_path / "c.md")]) == 0
     assert "Paired differences" not in (tmp_path / "c.md").read_text()
-    # Two reports of one arm and seed are refused, naming both files.
-    twice = [*map(str, paths), str(paths[0])]
-    assert main(["compare", *twice, "--out", str(tmp_path / "d.md")]) == 1
+    # Two reports of one arm and seed (a copy under another name) are refused, naming both.
+    copy = tmp_path / "copy.json"
+    copy.write_text(paths[0].read_text())
+    capsys.readouterr()
+    assert main(["compare", *map(str, paths), str(copy), "--out", str(tmp_path / "d.md")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(copy) in err[0] and str(paths[0]) in err[0], err
+    assert not (tmp_path / "d.md").exists()
 
 
 def test_profile_head_against_the_baselines_mlm_head(tmp_path):

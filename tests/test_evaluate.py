@@ -19,7 +19,7 @@ from protprof.embed import embed_sequences
 from protprof.evaluation import TASKS
 from protprof.evaluation import datasets as ds
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
-from protprof.evaluation.tasks import RUNNERS, Limits, variant_scores
+from protprof.evaluation.tasks import RUNNERS, Limits, sample, variant_scores
 from protprof.fasta import Record, read_fasta
 from protprof.store import open_store
 
@@ -64,8 +64,12 @@ def test_evaluate_tiny_checkpoint_on_real_samples(checkpoint, small_store, tmp_p
     results = {(r["task"].split(" (")[0], r["metric"].split(",")[0]): r for r in report["results"]}
     q3 = results[("secondary structure", "Q3")]
     assert (q3["n_train"], q3["n_test"]) == (80, 60)
-    # A probe on any informative features beats guessing uniformly among H, E, C.
-    assert 0.38 < q3["value"] < 1 and q3["low"] <= q3["value"] <= q3["high"]
+    # The probe beats the majority-class predictor on the same scored test residues (the same
+    # fixed-seed sample): the best any constant guess can do (0.425 here, coil; Q3 0.535).
+    test = sample(ds.read_cb513(SHARED_DATA), 60, 0)
+    labels = np.concatenate([e.labels[e.mask] for e in test])
+    majority = np.bincount(labels, minlength=len(ds.SS3)).max() / len(labels)
+    assert majority < q3["value"] < 1 and q3["low"] <= q3["value"] <= q3["high"]
     rho = results[("stability", "Spearman rho")]
     assert (rho["n_train"], rho["n_test"]) == (80, 60)
     # The command line and the library give the same number (fixed-seed samples and probes).

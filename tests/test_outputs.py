@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import CLI, DEMO_DB, DEMO_QUERIES, one_error_line, require_mounts, write_queries
 
+from protprof import search
 from protprof._atomic import atomic_output, claim_output
 from protprof.cli import main
 from protprof.store import STORE, open_store
@@ -171,27 +173,43 @@ def test_second_writer_of_one_output_is_refused(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no lock, probe or temporary left behind
 
 
+# Claims an output as a command does, says so, and holds it until killed.
+_HOLDER = """
+import sys, time
+from protprof._atomic import claim_output
+with claim_output(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
 @pytest.mark.integration
-def test_killed_holder_leaves_no_stale_lock(tmp_path):
+def test_killed_holder_leaves_no_stale_lock(tmp_path, capsys):
     out = tmp_path / "fp.json"
-    holder = subprocess.Popen([*CLI, "-q", "prepare-db", str(DEMO_DB), "--out", str(out)])
-    lock = tmp_path / ".fp.json.lock"
-    deadline = time.monotonic() + 30
-    while not lock.exists() and holder.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    holder.kill()
-    holder.wait()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        # It really holds the lock: a run is refused while it lives.
+        assert main(["prepare-db", str(DEMO_DB), "--out", str(out)]) == 1
+        one_error_line(capsys, "another protprof run")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / ".fp.json.lock").exists()  # killed holding it: the file stays behind
     assert main(["prepare-db", str(DEMO_DB), "--out", str(out)]) == 0
 
 
-def test_unwritable_output_fails_before_the_search(tmp_path, capsys):
+def test_unwritable_output_fails_before_the_search(tmp_path, capsys, monkeypatch):
     queries = write_queries(tmp_path / "q.fasta", 3)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    start = time.monotonic()
+    loaded = []
+    monkeypatch.setattr(search, "load_database", lambda *a, **k: loaded.append(a))
     assert main(build(queries, blocker / "out.zarr")) == 1
     one_error_line(capsys, str(blocker / "out.zarr"), "cannot write there")
-    assert time.monotonic() - start < 5  # found before loading the database and searching
+    assert not loaded  # found before loading the database (and so before searching)
 
 
 def _mount(args: list[str], where: Path) -> None:
