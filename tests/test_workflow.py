@@ -14,6 +14,7 @@ from helpers import (
     ROOT,
     SHARED_DATA,
     SNAKEMAKE,
+    assert_same_rows,
     esm_directory,
     job_counts,
     snakemake,
@@ -138,6 +139,28 @@ def test_chunked_database_workflow_gives_the_same_store(workflow_run, tmp_path):
     for name in ("tokens", "profiles", "offsets", "n_hits", "neff", "split"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
     assert (whole.n_hits > 0).sum() >= 5
+
+
+def test_workflow_without_the_cache_gives_the_same_complete_store(workflow_run, tmp_path, capsys):
+    """cache: false: no profile cache is planned, filled or read; every query is searched in
+    its shard and the store is assembled from the shard stores. It holds every query, verifies
+    and equals the cached run's store; training reads it."""
+    write_config(tmp_path, cache=False, **GUARDED)
+    plan = job_counts(snakemake(tmp_path, "--dry-run").stdout)
+    assert "plan_searches" not in plan and plan["search_shard"] == 2
+    run = snakemake(tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert not (tmp_path / "results/cache").exists()
+    path = tmp_path / "results/store/profiles.zarr"
+    store = open_store(path)
+    whole = workflow_run[1]
+    assert sorted(store.ids) == sorted(whole.ids) and len(store) == len(whole.ids)
+    assert all(store.profile(i).shape == (len(store.sequence(i)), 20) for i in range(len(store)))
+    assert_same_rows(store.read_all(), whole)
+    capsys.readouterr()
+    assert main(["verify", str(path)]) == 0
+    assert f"{path}: intact" in capsys.readouterr().out
+    assert load_model(tmp_path / "results/train/multitask/seed0/checkpoint.pt")
 
 
 def test_bad_config_key_fails_at_dry_run(tmp_path):
