@@ -207,7 +207,7 @@ def test_filter_drops_emptied_insert_columns():
      ("min_identity", -0.1), ("max_identity", float("nan")), ("max_identity", "0.9")],
 )  # fmt: skip
 def test_filter_params_validated(field, value):
-    with pytest.raises(ConfigError, match=f"filter.{field}"):
+    with pytest.raises(ConfigError, match=rf"filters\.{field} "):
         FilterParams(**{field: value})
 
 
