@@ -52,7 +52,7 @@ import numpy as np
 from protprof._atomic import Kind, atomic_output, require_space
 from protprof.alphabet import N_STANDARD
 from protprof.errors import OutputError, ProtprofError, StoreError
-from protprof.reuse import MEMBER
+from protprof.reuse_provenance import MEMBER
 from protprof.store import (
     CHUNK_ROWS,
     ProfileStore,
@@ -74,7 +74,8 @@ SUPPORTED_MAJOR = 1
 PROFILE_FORMAT = 3
 MARKER = "cache.json"
 KEYS = "keys.npy"  # in each segment: its entry keys, raw, in row order
-ROLES = "roles.npy"  # in a shard store searched with reuse: each row's role (`reuse.MEMBER`)
+# In a shard store searched with reuse: each row's role (`reuse_provenance.MEMBER`).
+ROLES = "roles.npy"
 COMMIT = ".commit"  # segments/<publish id>.commit: that publish's segments are complete
 
 
@@ -186,7 +187,7 @@ def _key_texts(store: ProfileStore, data: StoreData) -> list[str]:
     sequences = store_sequences(data)
     if "import" not in store.attrs:
         return sequences
-    from protprof.importer import read_sources
+    from protprof.sources_table import read_sources
 
     sources = read_sources(store)
     return [import_key(seq, sources[i].sha256) for i, seq in zip(data.ids, sequences, strict=True)]

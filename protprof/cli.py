@@ -429,7 +429,7 @@ def _run_assemble(args: argparse.Namespace) -> None:
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
     from protprof import cache
     from protprof.ingest import read_shard
-    from protprof.reuse import settings_of
+    from protprof.reuse_provenance import settings_of
     from protprof.search import read_fingerprint
     from protprof.sources import SearchSource, assemble_cached
     from protprof.store import open_store

@@ -24,15 +24,15 @@ import pyhmmer
 
 from protprof import msa_formats
 from protprof.alignment_files import Found, ImportParams, discover, in_shard
-from protprof.errors import InputFormatError, StoreError
-from protprof.ingest import SPLITS, IngestParams
+from protprof.errors import InputFormatError
+from protprof.ingest import IngestParams
 from protprof.msa_filter import FilterParams, filter_msa
 from protprof.profiles import Profiled, ProfileParams, build_hmm, profile_from_msa
 from protprof.search import alignment_depth
-from protprof.store import ProfileStore, columns, quantise, write_stores
+from protprof.sources_table import SOURCES_FILE, Source, format_sources
+from protprof.store import columns, quantise, write_stores
 
 log = logging.getLogger(__name__)
-SOURCES_FILE = "sources.tsv"  # per sequence: its ID, split, and the files its alignment came from
 
 
 def merge(alignments: Sequence[msa_formats.Alignment]) -> msa_formats.Alignment:
@@ -216,38 +216,6 @@ def sources_file(items: Sequence[Item], splits: Sequence[int]) -> bytes:
     """`sources.tsv`: per sequence, its ID, split, file(s) and their SHA-256."""
     rows = [Source(item.id, tuple(map(os.fspath, item.paths)), item.sha256) for item in items]
     return format_sources(rows, splits)
-
-
-def format_sources(rows: Sequence[Source], splits: Sequence[int]) -> bytes:
-    """`sources.tsv` of these rows (`read_sources` reads it)."""
-    lines = ["# id\tsplit\tfiles\tsha256\n"]
-    for row, split in zip(rows, splits, strict=True):
-        lines.append(f"{row.id}\t{SPLITS[split]}\t{','.join(row.files)}\t{','.join(row.sha256)}\n")
-    return "".join(lines).encode()
-
-
-@dataclass(frozen=True)
-class Source:
-    """One row of a store's `sources.tsv`: a sequence's ID and the file(s) it came from."""
-
-    id: str
-    files: tuple[str, ...]
-    sha256: tuple[str, ...]
-
-
-def read_sources(store: ProfileStore) -> dict[str, Source]:
-    """The `sources.tsv` of an imported store, by sequence ID (checked with the store's other
-    files when it was opened)."""
-    text = store.extra_file(SOURCES_FILE).decode()
-    out = {}
-    for number, line in enumerate(text.splitlines()[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != 4:
-            raise StoreError(f"{store.path / SOURCES_FILE}: line {number}: not 4 fields")
-        out[fields[0]] = Source(
-            fields[0], tuple(fields[2].split(",")), tuple(fields[3].split(","))
-        )
-    return out
 
 
 def write_imported(

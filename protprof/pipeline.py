@@ -23,21 +23,13 @@ from protprof.alignment_files import PREFER
 from protprof.alignments import MsaOutput, alignment_bytes, write_alignment_files
 from protprof.errors import ConfigError, StoreError
 from protprof.fasta import Record
-from protprof.importer import (
-    SOURCES_FILE,
-    Item,
-    Source,
-    format_sources,
-    read_alignments,
-    read_sources,
-    sources_file,
-    write_imported,
-)
+from protprof.importer import Item, read_alignments, sources_file, write_imported
 from protprof.ingest import IngestParams, assign_splits, ingest_attrs, read_shard
 from protprof.journal import Entry, Journal, open_journal, settings
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import Profiled, ProfileParams, profile_result
-from protprof.reuse import ReuseParams, per_query_summary, search_with_reuse
+from protprof.reuse import ReuseParams, search_with_reuse
+from protprof.reuse_provenance import per_query_summary
 from protprof.search import Database, JackhmmerSearch, QueryResult, SearchParams
 from protprof.sources import (
     FileSource,
@@ -46,6 +38,7 @@ from protprof.sources import (
     search_provenance,
     store_bytes,
 )
+from protprof.sources_table import SOURCES_FILE, Source, format_sources, read_sources
 from protprof.store import (
     StoreData,
     columns,

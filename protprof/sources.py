@@ -33,7 +33,8 @@ from protprof.importer import Item, import_provenance, write_imported
 from protprof.journal import journal_path, remove_journal
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import ProfileParams
-from protprof.reuse import ReuseParams, run_summary
+from protprof.reuse import ReuseParams
+from protprof.reuse_provenance import run_summary
 from protprof.search import Database, SearchParams
 from protprof.store import open_store, provenance
 

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, MASK, PAD
+from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, IGNORE, MASK, PAD
 from protprof.data import (
-    IGNORE,
     ProfileDataset,
     TokenBudgetBatchSampler,
     collate,

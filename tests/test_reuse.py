@@ -24,17 +24,14 @@ from protprof.errors import ConfigError
 from protprof.fasta import Record, read_fasta, write_fasta
 from protprof.profiles import ProfileParams, family_profile, profile_result
 from protprof.reuse import (
-    MEMBER,
     ReuseParams,
     TargetIndex,
     audit_rank,
-    combined_summary,
     family_shards,
     js_bits,
-    per_query_summary,
-    run_summary,
     search_with_reuse,
 )
+from protprof.reuse_provenance import MEMBER, combined_summary, per_query_summary, run_summary
 from protprof.search import JackhmmerSearch, SearchParams
 from protprof.store import open_store
 
