@@ -34,6 +34,11 @@ Audit: a fraction of members (chosen by a hash of the sequence, at least `audit_
 searched against the whole database; identical included sets and the mean Jensen-Shannon
 divergence of the profiles say what reuse cost (provenance, log, a warning below
 `WARN_WITHIN`).
+
+The parts: `greedy_groups` decides the roles (bookkeeping only, given a coverage callback:
+testable without searches or threads); `ReuseScheduler` runs the searches on one engine
+session; `audit_extra` and `audit_summary` choose and score the audit. What a store records
+(roles, summaries) is `protprof.reuse_provenance`'s.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +202,200 @@ def covered(
     return sorted(members), sorted(related)
 
 
+@dataclass
+class Group:
+    """A representative and the queries it covers, decided together."""
+
+    representative: int
+    members: list[int]  # undecided queries its final model covers
+    # member -> every representative so far whose final model includes it (any coverage)
+    relatives: dict[int, list[int]]
+
+
+# cover(representative, later, ahead) -> (covered, included): the undecided queries after
+# the representative (`later`; `ahead`: the first of them within LOOKAHEAD) that its final
+# model covers, and those it includes at any coverage.
+Cover = Callable[[int, list[int], list[int]], tuple[list[int], list[int]]]
+
+
+def greedy_groups(order: Sequence[int], cover: Cover) -> Iterator[Group]:
+    """The groups, one representative at a time, as `cover` decides them: a query of `order`
+    (longest first) no earlier representative covers becomes a representative, and the
+    undecided queries after it that it covers become its members. Pure bookkeeping: the
+    searches are `cover`'s."""
+    representative_of: dict[int, int] = {}
+    relatives: dict[int, list[int]] = {}
+    for position, i in enumerate(order):
+        if i in representative_of:
+            continue
+        later = [j for j in order[position + 1 :] if j not in representative_of]
+        window = order[position + 1 : position + 1 + LOOKAHEAD]
+        members, related = cover(i, later, [j for j in window if j not in representative_of])
+        for j in related:
+            relatives.setdefault(j, []).append(i)
+        for j in members:
+            representative_of[j] = i
+        yield Group(i, members, {j: list(relatives[j]) for j in members})
+
+
+def audit_extra(
+    members: Iterable[int], audited: Collection[int], sequences: Sequence[str], minimum: int
+) -> list[int]:
+    """The members to audit besides `audited` so that at least `minimum` are: the
+    lowest-ranked others (`audit_rank`)."""
+    others = sorted(
+        (j for j in members if j not in audited), key=lambda j: audit_rank(sequences[j])
+    )
+    return others[: max(0, minimum - len(audited))]
+
+
+class ReuseScheduler:
+    """The searches of one reuse run, on one engine session: representatives' whole-database
+    searches (and speculative ones while a representative runs), their coverage of the
+    undecided queries, members' pool searches and audit searches."""
+
+    def __init__(
+        self,
+        records: list[Record],
+        database: Database,
+        engine: JackhmmerSearch,
+        submit: Callable[..., Future],
+        search: SearchParams,
+        profile: ProfileParams,
+        reuse: ReuseParams,
+        progress: Callable[[object], None] | None = None,
+    ) -> None:
+        self.records, self.database, self.engine, self.submit = records, database, engine, submit
+        self.search, self.profile, self.reuse, self.progress = search, profile, reuse, progress
+        self.z = engine.z
+        self.pooled = reuse.mode == "pool"
+        self.speculate = self.z < SPECULATE_BELOW
+        # Queries digitised once, named by position, for the representatives' coverage.
+        self.queries = DigitalSequenceBlock(
+            AMINO,
+            [
+                TextSequence(name=str(i).encode(), sequence=r.sequence).digitize(AMINO)
+                for i, r in enumerate(records)
+            ],
+        )
+        self.kmers = [_kmers(r.sequence) for r in records]
+        self.started: dict[int, Future] = {}  # whole-database searches, by query
+        self.profiled: dict[int, Profiled] = {}
+        self.member_jobs: dict[int, Future] = {}
+        self.audit_jobs: dict[int, Future] = {}
+        self.pools: dict[int, np.ndarray] = {}  # representative -> database positions
+        self.member_pool_sizes: list[int] = []
+        self.grouping_cpu = 0.0
+        self._blocks: dict[tuple[int, ...], DigitalSequenceBlock] = {}
+        self._index: TargetIndex | None = None  # built at the first pool (10^8 names: slow)
+
+    def tick(self, item: object) -> None:
+        """Report one finished query to the progress callback."""
+        if self.progress is not None:
+            self.progress(item)
+
+    def cover(self, i: int, later: list[int], ahead: list[int]) -> tuple[list[int], list[int]]:
+        """Search representative `i` in full, then the queries of `later` its final model
+        covers and includes (a `Cover` for `greedy_groups`)."""
+        rep = self.representative(i, ahead)
+        self.tick(rep)
+        result = rep.result
+        assert result is not None and result.final_model is not None
+        start = time.thread_time()
+        found = covered(
+            result.final_model,
+            result.final_reported,
+            later,
+            self.queries,
+            self.search,
+            self.z,
+            self.reuse.coverage,
+        )
+        self.grouping_cpu += time.thread_time() - start
+        return found
+
+    def representative(self, i: int, ahead: list[int]) -> Profiled:
+        """Representative `i`'s whole-database search. While it runs, the undecided queries
+        `ahead` that look unrelated to every running search are searched speculatively (a
+        cheap 3-mer test); one an earlier representative turns out to cover is discarded, so
+        the roles never depend on timing."""
+        if i not in self.started:
+            self._start(i)
+        while self.speculate and not self.started[i].done():
+            running = [
+                j for j, f in self.started.items() if not f.done() and j not in self.profiled
+            ]
+            running = [i, *(j for j in running if j != i)]  # always waited on, below
+            for j in ahead:
+                if len(running) >= self.engine.threads:
+                    break
+                if j in self.started:
+                    continue
+                if not any(_alike(self.kmers[j], self.kmers[k]) for k in running):
+                    self._start(j)
+                    running.append(j)
+            wait([self.started[j] for j in running], return_when=FIRST_COMPLETED)
+        rep = self.started[i].result()
+        self.profiled[i] = rep
+        return rep
+
+    def search_members(self, group: Group) -> None:
+        """Start the members' pool searches (pool mode) and the audit searches of those
+        whose rank falls within the audit fraction."""
+        i = group.representative
+        if self.pooled and group.members:
+            self._pool(i)
+        for j in group.members:
+            if self.pooled:
+                # The member's pool: the targets of every representative so far whose final
+                # model includes it (a multi-domain member's other domains).
+                block = self._pool_block(group.relatives[j])
+                self.member_pool_sizes.append(len(block))
+                self.member_jobs[j] = self.submit(self.records[j], self._profile_of, targets=block)
+            if audit_rank(self.records[j].sequence) < self.reuse.audit:
+                self.audit(j)
+
+    def audit(self, j: int) -> None:
+        """Search member `j` against the whole database too."""
+        # A speculative search of this member is exactly its audit search.
+        self.audit_jobs[j] = self.started.get(j) or self.submit(self.records[j], self._profile_of)
+
+    def collect(self) -> dict[int, Profiled]:
+        """Wait for the members' pool searches (into `profiled`); the audit searches' results."""
+        for j, job in self.member_jobs.items():
+            self.profiled[j] = job.result()
+            self.tick(self.profiled[j])
+        return {j: job.result() for j, job in self.audit_jobs.items()}
+
+    def _profile_of(self, result: Any) -> Profiled:
+        return profile_result(result, self.profile)
+
+    def _start(self, i: int) -> None:
+        self.started[i] = self.submit(
+            self.records[i], self._profile_of, collect=self.pooled, lead=True
+        )
+
+    def _pool(self, r: int) -> np.ndarray:
+        """Database positions of every target representative `r`'s search reported."""
+        if r not in self.pools:
+            result = self.profiled[r].result
+            assert result is not None
+            if self._index is None:
+                self._index = TargetIndex(self.database.block)
+            self.pools[r] = self._index.positions(sorted(result.reported))
+        return self.pools[r]
+
+    def _pool_block(self, reps: list[int]) -> DigitalSequenceBlock:
+        key = tuple(reps)
+        if key not in self._blocks:
+            # An earlier relative that covered nobody gets its pool here.
+            union = np.unique(np.concatenate([self._pool(r) for r in reps]))
+            self._blocks[key] = DigitalSequenceBlock(
+                AMINO, [self.database.block[int(p)] for p in union]
+            )
+        return self._blocks[key]
+
+
 def search_with_reuse(
     records: list[Record],
     database: Database,
@@ -211,161 +410,81 @@ def search_with_reuse(
         raise ConfigError("search_with_reuse needs reuse mode pool or family")
     z = int(database.fingerprint["n_sequences"])
     engine = JackhmmerSearch(database.block, search, threads, z)
-    pooled = reuse.mode == "pool"
-    index: list[TargetIndex] = []  # built at the first pool (10^8 names take a while)
-
-    def positions(names: frozenset[str]) -> np.ndarray:
-        if not index:
-            index.append(TargetIndex(database.block))
-        return index[0].positions(sorted(names))
-
-    # Queries digitised once, named by position, for the representatives' coverage searches.
-    queries = DigitalSequenceBlock(
-        AMINO,
-        [
-            TextSequence(name=str(i).encode(), sequence=r.sequence).digitize(AMINO)
-            for i, r in enumerate(records)
-        ],
-    )
     # Longest first; ties by sequence, so roles do not depend on the input order.
     order = sorted(
         range(len(records)), key=lambda i: (-len(records[i].sequence), records[i].sequence)
     )
-    representative_of: dict[int, int] = {}
-    representatives: list[int] = []
-    profiled: dict[int, Profiled] = {}
-    member_jobs: dict[int, Future] = {}
-    audit_jobs: dict[int, Future] = {}
-    pools: dict[int, np.ndarray] = {}  # representative -> database positions of its pool
-    member_pool_sizes: list[int] = []
-
-    def profile_of(result: Any) -> Profiled:
-        return profile_result(result, profile)
-
-    def tick(item: object) -> None:
-        if progress is not None:
-            progress(item)
-
     log.info(
         "reuse %s: %d queries, grouped greedily by length (coverage >= %.0f %%)",
         reuse.mode,
         len(records),
         100 * reuse.coverage,
     )
-    kmers = [_kmers(r.sequence) for r in records]
-    relatives: dict[int, list[int]] = {}  # query -> representatives whose models include it
-    blocks: dict[tuple[int, ...], DigitalSequenceBlock] = {}
-
-    def pool_block(reps: list[int]) -> DigitalSequenceBlock:
-        key = tuple(reps)
-        for r in reps:  # an earlier relative that covered nobody has no pool yet
-            if r not in pools:
-                pools[r] = positions(profiled[r].result.reported)  # type: ignore[union-attr]
-        if key not in blocks:
-            union = np.unique(np.concatenate([pools[r] for r in reps]))
-            blocks[key] = DigitalSequenceBlock(AMINO, [database.block[int(p)] for p in union])
-        return blocks[key]
-
-    grouping_cpu = family_cpu = 0.0
-    started: dict[int, Future] = {}  # whole-database searches, by query
-    speculate = z < SPECULATE_BELOW
+    representatives: list[int] = []
+    representative_of: dict[int, int] = {}
     with engine.session() as submit:
-
-        def start(i: int) -> None:
-            started[i] = submit(records[i], profile_of, collect=pooled, lead=True)
-
-        for position, i in enumerate(order):
-            if i in representative_of:
-                continue
-            # No earlier representative covers it: a representative, searched in full. While
-            # it runs, the next undecided queries that look unrelated to every running search
-            # are searched speculatively (a cheap 3-mer test); one an earlier representative
-            # turns out to cover is discarded, so the roles never depend on timing.
-            if i not in started:
-                start(i)
-            while speculate and not started[i].done():
-                running = [j for j, f in started.items() if not f.done() and j not in profiled]
-                running = [i, *(j for j in running if j != i)]  # always waited on, below
-                for j in order[position + 1 : position + 1 + LOOKAHEAD]:
-                    if len(running) >= engine.threads:
-                        break
-                    if j in started or j in representative_of:
-                        continue
-                    if not any(_alike(kmers[j], kmers[k]) for k in running):
-                        start(j)
-                        running.append(j)
-                wait([started[j] for j in running], return_when=FIRST_COMPLETED)
-            rep = started[i].result()
-            profiled[i] = rep
-            representatives.append(i)
-            tick(rep)
-            result = rep.result
-            assert result is not None and result.final_model is not None
-            later = [j for j in order[position + 1 :] if j not in representative_of]
-            grouping_start = time.thread_time()
-            members, related = covered(
-                result.final_model,
-                result.final_reported,
-                later,
-                queries,
-                search,
-                z,
-                reuse.coverage,
-            )
-            for j in related:
-                relatives.setdefault(j, []).append(i)
-            grouping_cpu += time.thread_time() - grouping_start
-            if pooled and members:
-                pools[i] = positions(result.reported)
-            for j in members:
-                representative_of[j] = i
-                if pooled:
-                    # The member's pool: the targets of every representative so far whose
-                    # final model includes it (a multi-domain member's other domains).
-                    block = pool_block(relatives[j])
-                    member_pool_sizes.append(len(block))
-                    member_jobs[j] = submit(records[j], profile_of, targets=block)
-                if audit_rank(records[j].sequence) < reuse.audit:
-                    # A speculative search of this member is exactly its audit search.
-                    audit_jobs[j] = started.get(j) or submit(records[j], profile_of)
-        # At least audit_min audited members: the lowest-ranked others.
-        extra = sorted(
-            (j for j in representative_of if j not in audit_jobs),
-            key=lambda j: audit_rank(records[j].sequence),
+        searches = ReuseScheduler(
+            records, database, engine, submit, search, profile, reuse, progress
         )
-        for j in extra[: max(0, reuse.audit_min - len(audit_jobs))]:
-            audit_jobs[j] = started.get(j) or submit(records[j], profile_of)
-        discarded = [j for j in started if j in representative_of and j not in audit_jobs]
-        for j, job in member_jobs.items():
-            profiled[j] = job.result()
-            tick(profiled[j])
-        audited = {j: job.result() for j, job in audit_jobs.items()}
+        for group in greedy_groups(order, searches.cover):
+            representatives.append(group.representative)
+            representative_of.update(dict.fromkeys(group.members, group.representative))
+            searches.search_members(group)
+        sequences = [r.sequence for r in records]
+        for j in audit_extra(representative_of, searches.audit_jobs, sequences, reuse.audit_min):
+            searches.audit(j)
+        discarded = [
+            j for j in searches.started if j in representative_of and j not in searches.audit_jobs
+        ]
+        audited = searches.collect()
 
-    family_start = time.thread_time()
+    family_cpu = 0.0
     if reuse.mode == "family":
-        for j, i in representative_of.items():
-            family = profiled[i]
-            values = family_profile(family.hmm, records[j].id, records[j].sequence)
-            profiled[j] = Profiled(
-                records[j].id,
-                records[j].sequence,
-                values,
-                family.neff,
-                family.n_hits,
-                family.hmm,
-            )
-            tick(profiled[j])
+        family_cpu = _family_targets(records, representative_of, searches)
+    roles = np.zeros(len(records), np.uint8)
+    roles[list(representative_of)] = MEMBER
+    summary = _summary(
+        reuse, representatives, representative_of, searches, audited, discarded, family_cpu
+    )
+    _log_summary(summary)
+    return Outcome([searches.profiled[i] for i in range(len(records))], roles, summary)
 
-    family_cpu = time.thread_time() - family_start
+
+def _family_targets(
+    records: list[Record], representative_of: dict[int, int], searches: ReuseScheduler
+) -> float:
+    """Label every member with its representative's family HMM (family mode); CPU seconds."""
+    start = time.thread_time()
+    profiled = searches.profiled
+    for j, i in representative_of.items():
+        family = profiled[i]
+        values = family_profile(family.hmm, records[j].id, records[j].sequence)
+        profiled[j] = Profiled(
+            records[j].id, records[j].sequence, values, family.neff, family.n_hits, family.hmm
+        )
+        searches.tick(profiled[j])
+    return time.thread_time() - start
+
+
+def _summary(
+    reuse: ReuseParams,
+    representatives: list[int],
+    representative_of: dict[int, int],
+    searches: ReuseScheduler,
+    audited: dict[int, Profiled],
+    discarded: list[int],
+    family_cpu: float,
+) -> dict[str, Any]:
+    """The provenance figures of a reuse run (`attrs["reuse"]`)."""
+    started, profiled, pools = searches.started, searches.profiled, searches.pools
     whole = [f.result() for f in started.values()]
     audit_only = [audited[j] for j in audited if j not in started]
+    sizes = searches.member_pool_sizes
 
     def cpu(items: Sequence[Profiled]) -> float:
         return round(sum(p.result.cpu_seconds for p in items if p.result is not None), 2)
 
-    roles = np.zeros(len(records), np.uint8)
-    roles[list(representative_of)] = MEMBER
-    summary = {
+    return {
         "mode": reuse.mode,
         "coverage": reuse.coverage,
         "groups": len(representatives),
@@ -373,21 +492,19 @@ def search_with_reuse(
         "members": len(representative_of),
         "full_searches": len(started) + len(set(audited) - set(started)),
         "discarded_speculative": len(discarded),
-        "pool_searches": len(member_jobs),
+        "pool_searches": len(searches.member_jobs),
         "mean_pool_size": float(np.mean([len(p) for p in pools.values()])) if pools else None,
-        "mean_member_pool_size": float(np.mean(member_pool_sizes)) if member_pool_sizes else None,
+        "mean_member_pool_size": float(np.mean(sizes)) if sizes else None,
         "audit": audit_summary(profiled, audited, reuse),
         # Searches' CPU seconds (profiles' construction, the same in every mode, excluded).
         "cpu_seconds": {
             "whole_database": cpu(whole) + cpu(audit_only),
             "of_which_audit": cpu(list(audited.values())),
-            "pool": cpu([profiled[j] for j in member_jobs]),
-            "grouping": round(grouping_cpu, 2),
+            "pool": cpu([profiled[j] for j in searches.member_jobs]),
+            "grouping": round(searches.grouping_cpu, 2),
             "family_alignment": round(family_cpu, 2),
         },
     }
-    _log_summary(summary)
-    return Outcome([profiled[i] for i in range(len(records))], roles, summary)
 
 
 def audit_summary(
