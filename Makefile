@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   build the demo profile store with Snakemake and train on it (CPU, a few minutes)
 #   make test   run the test suite (make test-fast: in-process unit tests only, under a minute)
-#   make lint   the quality gates: ruff, mypy, snakefmt, snakemake --lint, mkdocs build --strict
+#   make lint   the quality gates: ruff, mypy, import contracts, snakefmt, snakemake --lint,
+#               mkdocs build --strict
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -49,6 +50,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check protprof tests bench experiments data
 	$(BIN)/ruff format --check protprof tests bench experiments data
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint --cores 1
 	$(BIN)/mkdocs build --strict --quiet
