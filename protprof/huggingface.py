@@ -32,7 +32,7 @@ from protprof.esm_config import ESM_TOKENS, REQUIRED, read_config
 from protprof.model import LoadedModel, ProteinEncoder, non_finite
 from protprof.model_config import ModelConfig
 
-log = logging.getLogger("protprof")
+log = logging.getLogger(__name__)
 
 _ESM_NAME = {"J": "<unk>"}  # protprof tokens ESM spells otherwise
 # ESM id of each protprof token id.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import IO, Any
 
-log = logging.getLogger("protprof")
+log = logging.getLogger(__name__)
 
 # Log lines at most every MIN_INTERVAL s (a log stays readable) and at least every
 # MAX_INTERVAL s (a stalled job is visible within a minute).

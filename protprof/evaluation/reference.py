@@ -23,7 +23,7 @@ from protprof.evaluation.datasets import DatasetError
 from protprof.fasta import Record
 from protprof.formats import check, stamp
 
-log = logging.getLogger("protprof")
+log = logging.getLogger(__name__)
 
 
 def _is_reference(path: Path) -> bool:

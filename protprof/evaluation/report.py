@@ -17,7 +17,7 @@ from protprof.evaluation.settings import CompareParams
 from protprof.evaluation.tasks import Limits, Result
 from protprof.formats import check, stamp
 
-log = logging.getLogger("protprof")
+log = logging.getLogger(__name__)
 
 
 def evaluate(
