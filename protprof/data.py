@@ -1,9 +1,10 @@
 """Memory-mapped training data: a map-style Dataset over a profile store, a token-budget
 length-bucketed batch sampler (DDP-aware, deterministic, resumable), collation and MLM masking.
 
-Per item the Dataset slices memory maps of the store's raw chunk files (~µs) — never zarr
-(~ms per protein). Files open lazily in each worker: the Dataset pickles as a path plus offsets,
-so it works under fork, spawn and forkserver.
+Per item the Dataset slices memory maps of the store's raw chunk files, never zarr (a
+thousand times slower per protein: bench/bench_loader.py). Files open lazily in each worker:
+the Dataset pickles as its settings and the store's identity, and a worker reopens the store
+and rebuilds the index, so it works under fork, spawn and forkserver.
 """
 
 from __future__ import annotations

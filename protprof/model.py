@@ -5,9 +5,8 @@ one (`protprof.huggingface`): pre-LayerNorm blocks, a final LayerNorm and none o
 embeddings; rotary position embeddings (RoFormer, Su et al. 2021) rotating the two halves of
 each head; exact (erf) GELU; an MLM head of dense -> GELU -> LayerNorm -> the tied embedding
 plus its own bias; optional ESM-2 token dropout. Attention is one fused q/k/v projection and
-`torch.nn.functional.scaled_dot_product_attention` with a key-padding mask: on CPU 1.25x the
-training speed of `transformers`' own ESM module for the tiny preset, 1.2-1.4x for larger ones
-(bench/bench_model.py).
+`torch.nn.functional.scaled_dot_product_attention` with a key-padding mask (its speed against
+`transformers`' own ESM module: bench/bench_model.py, recorded in bench/RESULTS.md).
 The vocabulary stays protprof's (`protprof.alphabet`); it maps onto ESM's at the boundary.
 Losses: MLM = cross-entropy on masked positions; profile = KL(target || softmax(prediction))
 over real residues (Sturmfels et al. 2020, arXiv 2012.00195). Each is a mean, or a sum that the

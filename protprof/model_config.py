@@ -1,6 +1,6 @@
 """Model shapes, training objectives and inference batching, without torch: the workflow
 checks a training configuration when Snakemake parses it, and every `protprof` command starts
-without importing torch (~3 s)."""
+without importing torch (seconds of start-up each search job would pay)."""
 
 from __future__ import annotations
 

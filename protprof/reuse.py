@@ -2,21 +2,22 @@
 representative's homolog pool (`pool`) or labelled with its family HMM (`family`).
 
 Grouping is greedy by length, from the representatives' own searches (the scheme the pilot in
-the README measured best): queries are taken longest first; a query no representative covers
-becomes a representative and is searched against the whole database (its profile is exactly
-the per-query one); then its final model (the model its last iteration searched with) is
-scored against the queries not yet decided, and every query it *covers* becomes its member.
+docs/family-search.md measured best): queries are taken longest first; a query no
+representative covers becomes a representative and is searched against the whole database (its
+profile is exactly the per-query one); then its final model (the model its last iteration
+searched with) is scored against the queries not yet decided, and every query it *covers*
+becomes its member.
 Covered means: sequence E-value <= incE with Z the whole database's size, and the included
 domains (domZ = the representative's own final domZ) span >= `coverage` of the member's length.
-An all-against-all phmmer of the queries first was measured too (README): it cost ~0.23 CPU-s
-per query and found fewer families (83 representatives for 200 family-rich queries against 60).
+An all-against-all phmmer of the queries first was measured too (docs/family-search.md): it
+cost more per query and found fewer families.
 
 - `pool`: the member is searched with jackhmmer against its pool, Z fixed to the whole
   database's size. A representative's pool is every target its search reported in any
   iteration; a member's is the union of the pools of its representative and of every earlier
   representative whose final model includes it at any coverage (a multi-domain member's other
-  domains: measured, 67.6 % identical included sets with the covering representative's pool
-  alone on the family-rich benchmark set).
+  domains: alone, the covering representative's pool gave fewer members their own included set
+  on the family-rich benchmark set, docs/family-search.md).
   domZ stays HMMER's default, the number of targets the search reports:
   every pool target gets its whole-database E-value, so this equals the whole-database domZ
   whenever the pool holds every target the member's own search would report, and it never
