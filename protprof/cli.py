@@ -658,7 +658,8 @@ def _run_build(args: argparse.Namespace) -> None:
     from protprof.ingest import assign_splits, ingest_attrs, select_records
     from protprof.journal import journal_path
     from protprof.pipeline import build
-    from protprof.sources import SearchSource, build_cached, check_filters
+    from protprof.search_store import check_filters
+    from protprof.sources import SearchSource, build_cached
     from protprof.store import STORE
 
     search, profile = _search_settings(args)

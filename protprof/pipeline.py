@@ -8,7 +8,6 @@ store from alignment files.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,187 +16,34 @@ from typing import Any
 
 import numpy as np
 
-from protprof import cache
 from protprof._atomic import require_space
 from protprof.alignment_files import PREFER
-from protprof.alignments import MsaOutput, alignment_bytes, write_alignment_files
+from protprof.alignments import MsaOutput
 from protprof.errors import ConfigError, StoreError
 from protprof.fasta import Record
 from protprof.importer import Item, read_alignments, sources_file, write_imported
 from protprof.ingest import IngestParams, assign_splits, ingest_attrs, read_shard
-from protprof.journal import Entry, Journal, open_journal, settings
 from protprof.msa_filter import NO_FILTERS, FilterParams
-from protprof.profiles import Profiled, ProfileParams, profile_result
-from protprof.reuse import ReuseParams, search_with_reuse
-from protprof.reuse_provenance import per_query_summary
-from protprof.search import Database, JackhmmerSearch, QueryResult, SearchParams
-from protprof.sources import (
-    FileSource,
-    build_cached,
-    check_filters,
+from protprof.profiles import ProfileParams, profile_result
+from protprof.search import Database, QueryResult, SearchParams
+from protprof.search_store import (
     search_provenance,
-    store_bytes,
+    search_records,
+    store_entry,
+    write_entries,
 )
+from protprof.sources import FileSource, build_cached
 from protprof.sources_table import SOURCES_FILE, Source, format_sources, read_sources
 from protprof.store import (
     StoreData,
-    columns,
     open_store,
-    quantise,
+    store_bytes,
     store_sequences,
     subset,
     write_stores,
 )
 
 log = logging.getLogger(__name__)
-
-
-def search_records(
-    records: list[Record],
-    splits: list[int],
-    database: Database,
-    search: SearchParams,
-    profile: ProfileParams,
-    threads: int,
-    out: Path,
-    msa_dir: Path | None = None,
-    msa_format: str = MsaOutput.msa_format,
-    progress: Callable[[object], None] | None = None,
-    extra_attrs: dict[str, Any] | None = None,
-    reuse: ReuseParams | None = None,
-    filters: FilterParams = NO_FILTERS,
-    journal: Path | None = None,
-    keep_journal: bool = False,
-    resumed: Callable[[int], None] | None = None,
-) -> Path:
-    """Search records, build their profiles and write one store at `out` (atomically).
-    With `reuse` (pool or family), families share whole-database searches (`reuse.py`) and
-    the store records each row's role (`cache.ROLES`); either way `attrs["reuse"]` says how
-    many whole-database searches ran. `filters` (off by default) choose the rows of each final
-    alignment that build its profile; they do not combine with reuse.
-
-    With `journal` (a folder, `journal.journal_path(out)` for a job's output), each finished
-    query is made durable there as the search runs, queries an earlier killed run journaled
-    are not searched again (`resumed` gets their count), and the journal is removed once `out`
-    is written (unless `keep_journal`: the caller removes it once `out` is used up). Reuse
-    runs without one: its searches serve whole families."""
-    check_filters(filters, reuse)
-    size = store_bytes(records)  # the journal holds about as much as the store
-    require_space([(out, size), *([(journal, size)] if journal else [])], "nothing was searched")
-    attrs = {
-        **search_provenance(database.fingerprint, search, profile, filters),
-        **(extra_attrs or {}),
-    }
-    keep = msa_format if msa_dir is not None else None
-    if reuse is not None and reuse.mode != "none":
-        if journal is not None:
-            log.info(
-                "reuse %s: no journal is kept (a family's searches serve all its members); a "
-                "killed job searches its queries again",
-                reuse.mode,
-            )
-        if reuse.mode == "family" and msa_dir is not None:
-            log.warning(
-                "reuse family: members are aligned to no search of their own; %s gets the "
-                "representatives' alignments only",
-                msa_dir,
-            )
-        outcome = search_with_reuse(records, database, search, profile, reuse, threads, progress)
-        attrs["reuse"] = outcome.summary
-        entries = [_entry(p, keep) for p in outcome.profiled]
-        return _write(entries, splits, out, attrs, msa_dir, msa_format, outcome.roles)
-    attrs["reuse"] = per_query_summary(len(records))
-    wanted = settings(database.fingerprint, search, profile, filters, keep)
-    with open_journal(journal, wanted) as held:
-        entries = _search_journaled(
-            records,
-            database,
-            search,
-            threads,
-            held,
-            resumed,
-            progress,
-            lambda r: _entry(profile_result(r, profile, filters), keep),
-        )
-        written = _write(entries, splits, out, attrs, msa_dir, msa_format)
-        if held is not None and not keep_journal:
-            held.remove()
-    return written
-
-
-def _search_journaled(
-    records: list[Record],
-    database: Database,
-    search: SearchParams,
-    threads: int,
-    journal: Journal | None,
-    resumed: Callable[[int], None] | None,
-    progress: Callable[[object], None] | None,
-    make: Callable[[QueryResult], Entry],
-) -> list[Entry]:
-    """Every record's entry, in order: from the journal, or searched (and journaled)."""
-    done = journal.finished(records) if journal is not None else {}
-    todo = [r for i, r in enumerate(records) if i not in done]
-    if journal is not None:
-        log.info(
-            "journal %s: %d of %d queries finished by an earlier run; searching %d",
-            journal.path,
-            len(done),
-            len(records),
-            len(todo),
-        )
-    if resumed is not None and done:
-        resumed(len(done))
-
-    def finish(result: QueryResult) -> Entry:
-        entry = make(result)
-        if journal is not None:
-            journal.append(entry)
-        return entry
-
-    z = int(database.fingerprint["n_sequences"])
-    searched = iter(
-        JackhmmerSearch(database.block, search, threads, z).run(todo, progress, finish)
-    )
-    return [done[i] if i in done else next(searched) for i in range(len(records))]
-
-
-def _entry(p: Profiled, keep: str | None) -> Entry:
-    """A profile as the store and the alignment folder take it (quantised; alignment bytes
-    when `keep` names a format and the profile came from a search of its own)."""
-    alignment = None
-    if keep is not None and p.result is not None:
-        alignment = alignment_bytes(p.result, keep)
-    return Entry(p.id, p.sequence, quantise(p.values), p.n_hits, p.neff, alignment)
-
-
-def _write(
-    entries: list[Entry],
-    splits: list[int],
-    out: Path,
-    attrs: dict[str, Any],
-    msa_dir: Path | None,
-    msa_format: str,
-    roles: np.ndarray | None = None,
-) -> Path:
-    if msa_dir is not None:
-        # Family targets come from no alignment of the member's own: none is kept for them.
-        files = [(e.id, e.alignment) for e in entries if e.alignment is not None]
-        write_alignment_files(files, msa_dir, msa_format)
-    part = columns(
-        [e.id for e in entries],
-        [e.sequence for e in entries],
-        [e.profile for e in entries],
-        [e.n_hits for e in entries],
-        [e.neff for e in entries],
-        splits,
-    )
-    extra = None
-    if roles is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, roles)
-        extra = {cache.ROLES: buffer.getvalue()}
-    return write_stores(out, [part], attrs, extra_files=extra)
 
 
 def finish_chunked_shard(
@@ -214,9 +60,9 @@ def finish_chunked_shard(
     """Profiles and the shard store from a chunked search's final alignments."""
     _, splits = read_shard(shard)
     keep = msa_format if msa_dir is not None else None
-    entries = [_entry(profile_result(r, profile, filters), keep) for r in results]
+    entries = [store_entry(profile_result(r, profile, filters), keep) for r in results]
     attrs = {**search_provenance(fingerprint, search, profile, filters), "database_chunks": True}
-    return _write(entries, splits, out, attrs, msa_dir, msa_format)
+    return write_entries(entries, splits, out, attrs, msa_dir, msa_format)
 
 
 def search_shard(

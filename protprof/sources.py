@@ -21,14 +21,13 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from protprof import cache
 from protprof._atomic import require_space
 from protprof.alignment_files import ImportParams
-from protprof.errors import ConfigError
 from protprof.importer import Item, import_provenance, write_imported
 from protprof.journal import journal_path, remove_journal
 from protprof.msa_filter import NO_FILTERS, FilterParams
@@ -36,13 +35,10 @@ from protprof.profiles import ProfileParams
 from protprof.reuse import ReuseParams
 from protprof.reuse_provenance import run_summary
 from protprof.search import Database, SearchParams
-from protprof.store import open_store, provenance
+from protprof.search_store import check_filters, search_provenance, search_records
+from protprof.store import open_store, store_bytes
 
 log = logging.getLogger(__name__)
-# A store's size, first estimate: tokens and profiles are stored uncompressed (21 bytes per
-# residue); offsets, ids and the per-sequence arrays add some per sequence.
-STORE_BYTES_PER_RESIDUE = 21
-STORE_BYTES_PER_SEQUENCE = 48
 
 
 class Query(Protocol):
@@ -57,12 +53,6 @@ class Query(Protocol):
     def sequence(self) -> str:
         """The (cropped) query sequence."""
         ...
-
-
-def store_bytes(items: Sequence[Query]) -> int:
-    """About how many bytes a store of these items takes on disk."""
-    residues = sum(len(r.sequence) for r in items)
-    return STORE_BYTES_PER_RESIDUE * residues + STORE_BYTES_PER_SEQUENCE * len(items)
 
 
 class AlignmentSource(Protocol):
@@ -106,7 +96,7 @@ class AlignmentSource(Protocol):
 
 @dataclass
 class SearchSource:
-    """jackhmmer searches against `database` (`pipeline.search_records`)."""
+    """jackhmmer searches against `database` (`search_store.search_records`)."""
 
     fingerprint: dict[str, Any]  # of the database: what the cache keys depend on
     search: SearchParams
@@ -143,9 +133,7 @@ class SearchSource:
         progress: Callable[[object], None] | None = None,
         journal: Path | None = None,
     ) -> Path:
-        """Search, profile and write the items (`pipeline.search_records`), journaled."""
-        from protprof.pipeline import search_records
-
+        """Search, profile and write the items (`search_store.search_records`), journaled."""
         if self.database is None:
             raise TypeError("SearchSource.write needs the loaded database")
         return search_records(
@@ -169,29 +157,6 @@ class SearchSource:
         mode = self.reuse.mode if self.reuse else "none"
         attrs["reuse"] = run_summary(mode, [s.get("reuse") for s in shards], built)
         return attrs
-
-
-def check_filters(filters: FilterParams, reuse: ReuseParams | None) -> None:
-    """Refuse filters where they are not applied the same way to every profile."""
-    if filters.active and reuse is not None and reuse.mode != "none":
-        raise ConfigError(
-            "alignment filters do not combine with search reuse (members' profiles come from "
-            "their family's alignment, which the filters would not see); use one or the other"
-        )
-
-
-def search_provenance(
-    fingerprint: dict[str, Any],
-    search: SearchParams,
-    profile: ProfileParams,
-    filters: FilterParams,
-) -> dict[str, Any]:
-    """The provenance of searched profiles; the filters are recorded only when on, so a store
-    built without them is the same as before they existed."""
-    attrs = provenance(fingerprint, asdict(search), asdict(profile))
-    if filters.active:
-        attrs["filters"] = asdict(filters)
-    return attrs
 
 
 @dataclass

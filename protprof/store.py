@@ -31,7 +31,7 @@ import datetime
 import json
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,10 @@ RESIDUE_ARRAYS = ("tokens", "profiles")
 # Arrays whose chunks readers check when they open a store (small: one value per sequence).
 INDEX_ARRAYS = ("offsets", "ids", *_PER_SEQUENCE)
 ARRAYS = (*RESIDUE_ARRAYS, *INDEX_ARRAYS)
+# A store's size, first estimate: tokens and profiles are stored uncompressed (21 bytes per
+# residue); offsets, ids and the per-sequence arrays add some per sequence.
+STORE_BYTES_PER_RESIDUE = 21
+STORE_BYTES_PER_SEQUENCE = 48
 
 
 @dataclass
@@ -124,6 +128,13 @@ def store_sequences(data: StoreData) -> list[str]:
     return [
         decode(data.tokens[data.offsets[i] : data.offsets[i + 1]]) for i in range(len(data.ids))
     ]
+
+
+def store_bytes(items: Sequence[Any]) -> int:
+    """About how many bytes a store of these items (anything with a `sequence`) takes on
+    disk."""
+    residues = sum(len(r.sequence) for r in items)
+    return STORE_BYTES_PER_RESIDUE * residues + STORE_BYTES_PER_SEQUENCE * len(items)
 
 
 def provenance(

@@ -233,16 +233,16 @@ def read_only(folder: Path, where: Path) -> Iterator[Path]:
 
 def _searches(monkeypatch) -> list[int]:
     """Counts the searches `build --cache` starts."""
-    import protprof.pipeline
+    import protprof.sources
 
     started: list[int] = []
-    search = protprof.pipeline.search_records
+    search = protprof.sources.search_records
 
     def counted(records, *args, **kwargs):
         started.append(len(records))
         return search(records, *args, **kwargs)
 
-    monkeypatch.setattr(protprof.pipeline, "search_records", counted)
+    monkeypatch.setattr(protprof.sources, "search_records", counted)
     return started
 
 

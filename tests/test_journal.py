@@ -22,9 +22,9 @@ from helpers import DEMO_DB, write_queries
 from protprof.cli import main
 from protprof.fasta import read_fasta
 from protprof.journal import FRAME_BYTES, journal_path, read_segment
-from protprof.pipeline import search_records
 from protprof.profiles import ProfileParams
 from protprof.search import SearchParams
+from protprof.search_store import search_records
 from protprof.store import open_store, write_stores
 
 pytestmark = pytest.mark.integration
