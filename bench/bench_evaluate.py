@@ -25,7 +25,7 @@ from protprof.embed import embed_sequences  # noqa: E402
 from protprof.evaluation import TASKS  # noqa: E402
 from protprof.evaluation import datasets as ds  # noqa: E402
 from protprof.evaluation.report import evaluate  # noqa: E402
-from protprof.evaluation.tasks import Limits  # noqa: E402
+from protprof.evaluation.settings import Limits  # noqa: E402
 
 
 def all_sequences(data: Path) -> list[str]:

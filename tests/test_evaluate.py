@@ -19,7 +19,8 @@ from protprof.embed import embed_sequences
 from protprof.evaluation import TASKS
 from protprof.evaluation import datasets as ds
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
-from protprof.evaluation.tasks import RUNNERS, Limits, sample, variant_scores
+from protprof.evaluation.settings import Limits
+from protprof.evaluation.tasks import RUNNERS, sample, variant_scores
 from protprof.fasta import Record, read_fasta
 from protprof.store import open_store
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from protprof.errors import ConfigError
 
 if TYPE_CHECKING:
-    from protprof.evaluation.tasks import Limits, Result
+    from protprof.evaluation.settings import Limits
+    from protprof.evaluation.tasks import Result
 
 HEADS = ("MLM head", "profile head")
 KINDS = ("probe", "zero-shot", "store")

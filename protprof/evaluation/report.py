@@ -13,8 +13,8 @@ import numpy as np
 from protprof._atomic import atomic_output
 from protprof.errors import ConfigError, InputFormatError
 from protprof.evaluation import registry
-from protprof.evaluation.settings import CompareParams
-from protprof.evaluation.tasks import Limits, Result
+from protprof.evaluation.settings import CompareParams, Limits
+from protprof.evaluation.tasks import Result
 from protprof.formats import check, stamp
 
 log = logging.getLogger(__name__)
