@@ -20,7 +20,7 @@ from typing import Any
 from protprof import __version__
 from protprof.errors import ProtprofError, StoreError
 
-log = logging.getLogger("protprof")
+log = logging.getLogger(__name__)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
 
 
