@@ -41,6 +41,8 @@ def check(data: dict[str, Any], kind: str, path: str | Path) -> None:
     Raises:
         InputFormatError: one line naming the file, its format and what this protprof reads.
     """
+    if not isinstance(data, dict):
+        raise InputFormatError(f"{path}: not a protprof.{kind} file (a JSON object expected)")
     found = data.get("format")
     if found is None:  # written before files carried a version: 1.0
         return

@@ -323,11 +323,18 @@ def check_files(directory: Path) -> None:
 
 
 def _provenance(directory: Path) -> dict[str, Any]:
-    try:
-        value = json.loads((directory / PROVENANCE).read_text())
-    except (OSError, ValueError):
+    """protprof.json's records: none for a directory from elsewhere (no such file); a file
+    that is there but unreadable is refused, or its checksums would go unchecked."""
+    path = directory / PROVENANCE
+    if not path.exists():
         return {}
-    return value if isinstance(value, dict) else {}
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e}); export the model again") from e
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: not protprof's export record (a JSON object expected)")
+    return value
 
 
 def _read_weights(directory: Path) -> dict[str, torch.Tensor]:

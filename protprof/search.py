@@ -225,10 +225,15 @@ def load_database(path: str | Path, fingerprint: dict[str, Any] | None = None) -
 def read_fingerprint(path: str | Path) -> dict[str, Any]:
     """Read a fingerprint JSON written by `protprof prepare-db`."""
     try:
-        data = dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, TypeError) as e:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
         raise InputFormatError(f"{path}: not a database fingerprint JSON ({e})") from e
     check(data, "fingerprint", path)
+    missing = [k for k in ("sha256", "n_sequences", "n_residues") if k not in data]
+    if missing:
+        raise InputFormatError(
+            f"{path}: not a fingerprint of `protprof prepare-db` (no {', '.join(missing)})"
+        )
     # the version describes the file, not the database: stores record what build computes
     return {k: v for k, v in data.items() if k not in ("format", "format_version")}
 

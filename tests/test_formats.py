@@ -65,3 +65,11 @@ def test_embeddings_carry_their_format(tmp_path):
     with np.load(out) as archive:
         assert str(archive["format"]) == "protprof.embeddings"
         assert str(archive["format_version"]) == VERSIONS["embeddings"]
+
+
+@pytest.mark.parametrize("text", ["{}", "[1, 2]", '{"sha256": "x"}'])
+def test_a_fingerprint_without_its_keys_is_one_line(tmp_path, text):
+    path = tmp_path / "fp.json"
+    path.write_text(text)
+    with pytest.raises(InputFormatError, match=str(path)):
+        read_fingerprint(path)

@@ -19,6 +19,7 @@ from protprof.alphabet import MASK, PAD, VOCAB, encode, pad_tokens
 from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
 from protprof.data import ProfileDataset, TokenBudgetBatchSampler, loader
+from protprof.errors import CheckpointError
 from protprof.esm_config import ESM_TOKENS
 from protprof.fasta import read_fasta
 from protprof.huggingface import PROFILE_HEAD, PROVENANCE, TO_ESM, load_profile_head
@@ -428,3 +429,13 @@ def test_a_damaged_exported_file_is_refused_naming_it(checkpoint, tmp_path, caps
     path.unlink()
     assert main(["embed", str(out), str(fasta), "--out", str(tmp_path / "e.npz")]) == 1
     assert "missing" in capsys.readouterr().err
+
+
+def test_an_unreadable_export_record_is_refused_not_skipped(checkpoint, tmp_path):
+    """protprof.json holds the checksums: a damaged one must not turn the check off."""
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 0
+    record = out / PROVENANCE
+    record.write_text(record.read_text()[:-40])
+    with pytest.raises(CheckpointError, match=r"protprof.json: unreadable"):
+        load_any(out)
