@@ -5,21 +5,29 @@
 #   ci/slurm-local.sh check  only the checks `up` makes before changing anything
 #   ci/slurm-local.sh down   cancel this cluster's jobs and stop exactly the daemons `up`
 #                            started, by the PIDs it recorded
+#   ci/slurm-local.sh show slurm.conf|slurmdbd.conf
+#                            print the file `up` would write there; changes nothing
 # Needs root and apt (Debian 12). It changes the system (packages, /etc/slurm, daemons), so it
 # runs only where that is wanted: under CI=true (a disposable CI machine) or with
 # PROTPROF_SLURM_LOCAL=1; otherwise it exits non-zero and changes nothing.
 # Even then it refuses to overwrite a file it did not write (slurm.conf, slurmdbd.conf, the
 # munge key) or to start beside a SLURM, munge or MariaDB daemon it did not start: every file
 # it writes carries a header line and is recorded, with its checksum, in $STATE/written.
-#   SLURM_LOCAL_DIR   state, PIDs and the record of written files (default /tmp/protprof-slurm)
+# The record lives as long as the files it vouches for (not in /tmp, which a reboot clears
+# while /etc stays). A file whose record was lost anyway is still taken as this script's when
+# it starts with the header and is otherwise what `show` prints, apart from the lines filled
+# in from this machine (the node's hardware) and from the state folder (slurmdbd's PID file).
+#   SLURM_LOCAL_DIR   state, PIDs and the record of written files
+#                     (default /var/lib/protprof-slurm-local)
 #   SLURM_LOCAL_CONF  the SLURM configuration folder (default /etc/slurm)
 set -euo pipefail
-STATE=${SLURM_LOCAL_DIR:-/tmp/protprof-slurm}
+STATE=${SLURM_LOCAL_DIR:-/var/lib/protprof-slurm-local}
 CONF=${SLURM_LOCAL_CONF:-/etc/slurm}
 MUNGE_KEY=/etc/munge/munge.key
 MYSQL_DATA=/var/lib/mysql
 WRITTEN=$STATE/written
-HEADER="# Written by protprof's ci/slurm-local.sh (recorded in $WRITTEN); it rewrites only its own files."
+HEADER_START="# Written by protprof's ci/slurm-local.sh"
+HEADER="$HEADER_START (recorded in $WRITTEN); it rewrites only its own files."
 PASS=protprof-ci
 DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged)  # in the order `down` stops them
 
@@ -37,8 +45,29 @@ allowed() {
 # The record: `sha256  path` lines (sha256sum's format), one per file this script wrote.
 ours() {  # ours PATH: written by this script and unchanged since
   local line
-  line=$(recorded "$1") && [ -n "$line" ] && echo "$line" | sha256sum --check --status 2>/dev/null
+  line=$(recorded "$1") || true
+  if [ -n "$line" ]; then
+    echo "$line" | sha256sum --check --status 2>/dev/null
+  else
+    unrecorded_but_ours "$1"
+  fi
 }
+# A file with no line in the record (the record was lost): ours if it starts with the header
+# and the rest is what `show` prints, apart from the lines that depend on the machine or the
+# state folder. The MariaDB marker holds the header alone.
+unrecorded_but_ours() {
+  local path=$1 name
+  [ -f "$path" ] && [ "$(head -c ${#HEADER_START} "$path")" = "$HEADER_START" ] || return 1
+  name=$(basename "$path")
+  case "$name" in
+    protprof-slurm-local) [ "$(wc -l < "$path")" -eq 1 ] ;;
+    slurm.conf | slurmdbd.conf)
+      diff -q <(tail -n +2 "$path" | machine_lines_out) \
+        <(show "$name" | tail -n +2 | machine_lines_out) >/dev/null ;;
+    *) return 1 ;;
+  esac
+}
+machine_lines_out() { grep -v -e '^NodeName=localhost NodeAddr=127.0.0.1 ' -e '^PidFile=' || true; }
 recorded() {  # recorded PATH: its line in the record (64 hex digits, 2 spaces, the path)
   [ -f "$WRITTEN" ] && awk -v p="$1" 'substr($0, 67) == p' "$WRITTEN" | tail -n 1
 }
@@ -103,13 +132,16 @@ install() {
   fi
 }
 
-write_configs() {
-  mkdir -p "$CONF" /var/log/slurm /var/spool/slurmctld /var/spool/slurmd /run/munge /run/mysqld
-  chown munge:munge /run/munge; chown mysql:mysql /run/mysqld
+show() {  # show slurm.conf|slurmdbd.conf: the file `up` writes there
   local hw mem
-  hw=$(slurmd -C | head -n 1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ RealMemory=[0-9]*//')
-  mem=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
-  cat > "$CONF/slurm.conf" <<CFG
+  case "$1" in
+    slurm.conf)
+      # The node's hardware as slurmd sees it (before SLURM is installed: the CPU count alone).
+      hw=$(slurmd -C 2>/dev/null | head -n 1 | sed -e 's/^NodeName=[^ ]* //' -e 's/ RealMemory=[0-9]*//') \
+        || true
+      [ -n "$hw" ] || hw="CPUs=$(nproc)"
+      mem=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
+      cat <<CFG
 $HEADER
 ClusterName=protprof
 SlurmctldHost=localhost
@@ -133,7 +165,9 @@ SlurmdLogFile=/var/log/slurm/slurmd.log
 NodeName=localhost NodeAddr=127.0.0.1 $hw RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CFG
-  (umask 077; cat > "$CONF/slurmdbd.conf" <<CFG
+      ;;
+    slurmdbd.conf)
+      cat <<CFG
 $HEADER
 AuthType=auth/munge
 DbdHost=localhost
@@ -147,7 +181,16 @@ StorageLoc=slurm_acct_db
 LogFile=/var/log/slurm/slurmdbd.log
 PidFile=$STATE/slurmdbd-internal.pid
 CFG
-  )
+      ;;
+    *) echo "usage: $0 show slurm.conf|slurmdbd.conf" >&2; exit 2 ;;
+  esac
+}
+
+write_configs() {
+  mkdir -p "$CONF" /var/log/slurm /var/spool/slurmctld /var/spool/slurmd /run/munge /run/mysqld
+  chown munge:munge /run/munge; chown mysql:mysql /run/mysqld
+  show slurm.conf > "$CONF/slurm.conf"
+  (umask 077; show slurmdbd.conf > "$CONF/slurmdbd.conf")
   chmod 600 "$CONF/slurmdbd.conf"
   record "$CONF/slurm.conf" "$CONF/slurmdbd.conf"
 }
@@ -171,11 +214,10 @@ up() {
   if [ ! -d "$MYSQL_DATA/mysql" ]; then
     mariadb-install-db --user=mysql >/dev/null
   fi
-  # The data folder is new (the package or the line above made it): mark it as this script's.
-  if [ ! -e "$MYSQL_DATA/protprof-slurm-local" ]; then
-    echo "$HEADER" > "$MYSQL_DATA/protprof-slurm-local"
-    record "$MYSQL_DATA/protprof-slurm-local"
-  fi
+  # The data folder is new (the package or the line above made it) or already marked as this
+  # script's (check_foreign refused any other): mark it, and record the mark.
+  echo "$HEADER" > "$MYSQL_DATA/protprof-slurm-local"
+  record "$MYSQL_DATA/protprof-slurm-local"
   daemon mariadbd root --user=mysql --skip-networking \
     --innodb-buffer-pool-size=256M --innodb-lock-wait-timeout=900
   wait_for 60 mariadb mariadb-admin ping
@@ -207,7 +249,8 @@ down() {
 
 case "${1:-}" in
   check) allowed; check_foreign ;;
+  show) show "${2:-}" ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down|check" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|check|show FILE" >&2; exit 2 ;;
 esac

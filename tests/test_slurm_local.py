@@ -27,7 +27,11 @@ def script(command: str, opt_in: bool, **paths: Path) -> subprocess.CompletedPro
         env["PROTPROF_SLURM_LOCAL"] = "1"
     env.update({f"SLURM_LOCAL_{name.upper()}": str(path) for name, path in paths.items()})
     return subprocess.run(
-        ["bash", str(SCRIPT), command], capture_output=True, text=True, env=env, timeout=60
+        ["bash", str(SCRIPT), *command.split()],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -45,7 +49,11 @@ def test_without_opt_in_it_exits_nonzero_and_changes_nothing(tmp_path, command):
     assert list(tmp_path.iterdir()) == []
     # With the default folders too: /etc/slurm, the state folder and the munge key stay as
     # they were.
-    defaults = [Path("/etc/slurm"), Path("/tmp/protprof-slurm"), Path("/etc/munge/munge.key")]
+    defaults = [
+        Path("/etc/slurm"),
+        Path("/var/lib/protprof-slurm-local"),
+        Path("/etc/munge/munge.key"),
+    ]
     before = snapshot(*defaults)
     run = script(command, opt_in=False)
     assert run.returncode != 0 and "refusing" in run.stderr
@@ -86,6 +94,42 @@ def test_its_own_file_changed_since_is_refused_and_unchanged_passes(tmp_path):
         assert f"refusing: {mine} exists and was not written by this script" in run.stderr
     assert mine.read_text().endswith("NodeName=gpu01\n")
     assert sorted(p.name for p in state.iterdir()) == ["written"]
+
+
+def test_its_own_file_whose_record_was_lost_passes_and_an_edited_one_is_refused(tmp_path):
+    """The record was lost (an older version kept it in /tmp, which a reboot clears): a file
+    with the header that is what `show` prints, apart from the machine's node line and the
+    state folder's PID file, is the script's own; one line more and it is someone's edit."""
+    state, conf = tmp_path / "state", tmp_path / "conf"
+    conf.mkdir()
+    old_header = (
+        "# Written by protprof's ci/slurm-local.sh (recorded in /tmp/protprof-slurm/written); "
+        "it rewrites only its own files.\n"
+    )
+    for name in ("slurm.conf", "slurmdbd.conf"):
+        shown = script(f"show {name}", opt_in=False, dir=state, conf=conf)
+        assert shown.returncode == 0, shown.stderr
+        body = shown.stdout.split("\n", 1)[1]
+        body = body.replace(f"PidFile={state}/", "PidFile=/tmp/protprof-slurm/")
+        body = "\n".join(
+            "NodeName=localhost NodeAddr=127.0.0.1 CPUs=64 RealMemory=500000 State=UNKNOWN"
+            if line.startswith("NodeName=")
+            else line
+            for line in body.split("\n")
+        )
+        (conf / name).write_text(old_header + body)
+    run = script("check", opt_in=True, dir=state, conf=conf)
+    assert "slurm.conf" not in run.stderr, run.stderr
+    assert not state.exists()  # `check` changes nothing
+    edited = conf / "slurm.conf"
+    edited.write_text(edited.read_text() + "PartitionName=gpu Nodes=gpu01\n")
+    run = script("check", opt_in=True, dir=state, conf=conf)
+    assert run.returncode != 0
+    assert f"refusing: {edited} exists and was not written by this script" in run.stderr
+    # Without the header it is not the script's, whatever it holds.
+    edited.write_text(body)
+    run = script("check", opt_in=True, dir=state, conf=conf)
+    assert f"refusing: {edited} exists and was not written by this script" in run.stderr
 
 
 def test_down_with_no_cluster_of_its_own_stops_nothing(tmp_path):
