@@ -1228,11 +1228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProtprofError as e:
         print(f"protprof {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_status", 1)
-    except KeyboardInterrupt:
-        print(
-            f"protprof {args.command}: interrupted; nothing incomplete was left behind",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt as e:
+        # What was kept for a rerun (a search journal) says so in a note on the exception.
+        kept = "; ".join(getattr(e, "__notes__", [])) or "nothing incomplete was left behind"
+        print(f"protprof {args.command}: interrupted; {kept}", file=sys.stderr)
         # Abandon searches still running in worker threads (a chunk of a large database can
         # take minutes): exiting normally would wait for them. Outputs are safe: nothing
         # complete-looking exists before its final rename, and the kernel drops our locks.

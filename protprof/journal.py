@@ -205,6 +205,7 @@ class Journal:
         self.path = path
         self.entries = entries
         self._fd: int | None = None
+        self.appended = 0  # records this run made durable
         # Worker threads append: one record at a time, so a partial write (or O_APPEND on
         # NFS, which is not atomic) never interleaves two records.
         self._lock = threading.Lock()
@@ -224,6 +225,7 @@ class Journal:
         frame = encode(entry)
         with self._lock:
             self._write(frame)
+            self.appended += 1
 
     def _write(self, frame: bytes) -> None:
         try:
@@ -346,5 +348,18 @@ def open_journal(path: Path | None, wanted: dict[str, Any]) -> Iterator[Journal 
             raise output_error(path, e) from e
         try:
             yield journal
+        except KeyboardInterrupt as e:
+            # Ctrl-C: the finished queries stay for the rerun, and the user is told where; an
+            # empty journal is not left behind.
+            journal.close()
+            finished = len(journal.entries) + journal.appended
+            if finished:
+                e.add_note(
+                    f"the {finished} queries searched so far are kept in {path}: "
+                    "the same command continues from them"
+                )
+            else:
+                journal.remove()
+            raise
         finally:
             journal.close()

@@ -16,16 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import DEMO_DB, write_queries
 
 from protprof.cli import main
 from protprof.fasta import read_fasta
-from protprof.journal import FRAME_BYTES, journal_path, read_segment
+from protprof.journal import FRAME_BYTES, Entry, journal_path, open_journal, read_segment
 from protprof.profiles import ProfileParams
 from protprof.search import SearchParams
 from protprof.search_store import search_records
-from protprof.store import open_store, write_stores
+from protprof.store import QUANT, open_store, write_stores
 
 pytestmark = pytest.mark.integration
 
@@ -232,3 +233,31 @@ def test_torn_and_corrupt_records_are_skipped_and_the_journal_outlives_temporari
     stale.mkdir()
     write_stores(out, [], {})  # what a store write does first: clear the output's temporaries
     assert not stale.exists() and journaled(journal) == 2
+
+
+def test_ctrl_c_keeps_a_journal_with_records_and_names_it_and_drops_an_empty_one(tmp_path):
+    """KeyboardInterrupt through an open journal: with a finished query the journal stays and
+    the exception carries a note naming it (the CLI prints it); with none it is removed."""
+    wanted = {"settings": "test"}
+    profile = np.zeros((3, 20), np.uint8)
+    profile[:, 0] = QUANT  # rows of a quantised profile sum to QUANT
+    entry = Entry("q1", "MKV", profile, 2, 1.5)
+    for append, kept in ((False, False), (True, True)):
+        path = journal_path(tmp_path / f"{append}.zarr")
+        with pytest.raises(KeyboardInterrupt) as raised:
+            with open_journal(path, wanted) as journal:
+                assert journal is not None
+                if append:
+                    journal.append(entry)
+                raise KeyboardInterrupt
+        assert path.exists() == kept
+        notes = getattr(raised.value, "__notes__", [])
+        if kept:
+            assert notes == [
+                f"the 1 queries searched so far are kept in {path}: "
+                "the same command continues from them"
+            ]
+            with open_journal(path, wanted) as journal:
+                assert journal is not None and list(journal.entries) == [("q1", "MKV")]
+        else:
+            assert notes == []
