@@ -86,7 +86,8 @@ pid_of() {  # pid_of NAME: our daemon's PID, if it runs
   local pid
   [ -s "$STATE/$1.pid" ] || return 1
   pid=$(cat "$STATE/$1.pid")
-  [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "/usr/sbin/$1" ] && echo "$pid"
+  # /proc names the program's real file: Debian's /usr/sbin/slurmctld is a link to slurmctld-wlm.
+  [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "/usr/sbin/$1")" ] && echo "$pid"
 }
 
 # Everything `up` would overwrite or run beside, checked before it changes anything.

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from helpers import BIN, ROOT, job_counts, kill_pids, slurm_job_pids, write_config
@@ -50,7 +51,26 @@ def cluster():
     if up.returncode != 0:
         _unavailable(f"ci/slurm-local.sh up failed: {up.stderr[-2000:]}")
     yield
-    subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
+    down = subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
+    assert down.returncode == 0, down.stderr
+    # `down` stops every daemon `up` started (Debian's slurmctld and slurmd are links to
+    # *-wlm programs, which an earlier `down` did not recognise as its own and left running).
+    assert live_daemons() == [], live_daemons()
+
+
+def live_daemons() -> list[str]:
+    """The SLURM, munge and MariaDB daemons running (zombies aside)."""
+    names = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd")
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" (", 1)
+        except OSError:
+            continue  # the process ended meanwhile
+        name, state = rest.rsplit(") ", 1)[0], rest.rsplit(") ", 1)[1][0]
+        if name in names and state != "Z":
+            found.append(f"{name} (PID {pid})")
+    return found
 
 
 def test_workflow_on_real_slurm(cluster, tmp_path, capsys):
