@@ -129,14 +129,12 @@ class Database:
 def _describe(path: Path, n_sequences: int, n_residues: int) -> dict[str, Any]:
     """The fingerprint of a database whose sequences were already counted: only the checksum
     needs another (byte-level) pass over the file."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
     return {
         "path": str(path),
         "size_bytes": path.stat().st_size,
-        "sha256": digest.hexdigest(),
+        "sha256": digest,
         "n_sequences": n_sequences,
         "n_residues": n_residues,
     }
