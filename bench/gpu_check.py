@@ -3,10 +3,11 @@
 On a GPU: the speed of each preset is measured on cuda:0 in bf16 (fp16 where the GPU has no
 bf16), protprof's `ProteinEncoder` and transformers' `EsmForMaskedLM` (SDPA attention, plus
 the same profile head) alternating over rounds, on the same batches of a real profile store.
-MFU = tokens/s x training FLOPs per token (`protprof.jobs.train_flops_per_token`, attention at
-the batches' mean width) / the GPU's dense bf16 peak (a table of common GPUs, or
---peak-tflops). With --cpu-smoke every step runs on CPU at a small scale (tiny and esm2-8m,
-two processes for the DDP run) so CI keeps the script working; its numbers mean nothing.
+MFU = tokens/s x training FLOPs per token
+(`protprof.workflow_params.train_flops_per_token`, attention at the batches' mean width) / the
+GPU's dense bf16 peak (a table of common GPUs, or --peak-tflops). With --cpu-smoke every step
+runs on CPU at a small scale (tiny and esm2-8m, two processes for the DDP run) so CI keeps the
+script working; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -141,9 +142,9 @@ def check_ddp(store: Path, processes: int, device: str, smoke: bool) -> tuple[st
 def speed(store, plan, device, dtype, peak) -> list[str]:
     from bench_model import EsmWithProfileHead
 
-    from protprof.jobs import train_flops_per_token
     from protprof.model import ProteinEncoder
     from protprof.model_config import PRESETS
+    from protprof.workflow_params import train_flops_per_token
 
     smoke = device.type == "cpu"
     batches = _batches(store, 1024, 128, 4) if smoke else _batches(store, 16384, 512, 16)

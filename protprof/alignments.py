@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from protprof._atomic import Kind, atomic_output
+from protprof.atomic import Kind, atomic_output
+from protprof.jackhmmer import QueryResult
 from protprof.msa_formats import write_a3m
 from protprof.params import check_params, param
-from protprof.search import QueryResult
 
 MSA_FORMATS = {"stockholm": ".sto", "a2m": ".a2m", "a3m": ".a3m"}
 MSA_INDEX = "index.tsv"

@@ -13,7 +13,7 @@ An entry's key is a hash of its (cropped) sequence and its *context*: the databa
 version and protprof's profile format. A changed context gives new keys, so a stale entry can
 never be found; an entry is never searched again while its key holds.
 
-Segments are written under a temporary name and renamed into place (see `_atomic`), so readers
+Segments are written under a temporary name and renamed into place (see `atomic`), so readers
 and concurrent writers only ever see complete segments, and a killed writer leaves nothing that
 looks complete. A store searched with reuse is published as several segments (its
 representatives', its members', ...) that are only valid together: a member's profile depends on
@@ -49,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from protprof._atomic import Kind, atomic_output, require_space
 from protprof.alphabet import N_STANDARD
+from protprof.atomic import Kind, atomic_output, require_space
 from protprof.errors import OutputError, ProtprofError, StoreError
 from protprof.reuse_provenance import MEMBER
 from protprof.store import (

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from protprof._atomic import atomic_output
+from protprof.atomic import atomic_output
 from protprof.errors import CheckpointError
 from protprof.model import ProteinEncoder, non_finite
 from protprof.model_config import ModelConfig

@@ -38,10 +38,10 @@ from pyhmmer.easel import (
 )
 from pyhmmer.plan7 import HMM, Background, TopHits, Trace
 
-from protprof._atomic import atomic_output
+from protprof.atomic import atomic_output
 from protprof.errors import InputFormatError
 from protprof.fasta import Record, write_fasta
-from protprof.search import (
+from protprof.jackhmmer import (
     AMINO,
     QueryResult,
     SearchParams,

@@ -42,9 +42,9 @@ def command(name: str, help: str, hidden: bool = False) -> Callable:
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     from protprof.alignments import MsaOutput
+    from protprof.jackhmmer import Preset, SearchParams
     from protprof.params import add_options
     from protprof.profiles import ProfileParams
-    from protprof.search import Preset, SearchParams
 
     g = p.add_argument_group("search (jackhmmer's option names; defaults from --preset)")
     add_options(g, Preset)
@@ -96,9 +96,9 @@ def _reuse_params(args: argparse.Namespace) -> Any:
 
 
 def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    from protprof.jackhmmer import SearchParams, search_params
     from protprof.params import from_args, given
     from protprof.profiles import ProfileParams
-    from protprof.search import SearchParams, search_params
 
     search = search_params(args.preset, **given(SearchParams, args))
     return search, from_args(ProfileParams, args)
@@ -160,7 +160,7 @@ def _add_force(p: argparse.ArgumentParser) -> None:
 def _claim(args: argparse.Namespace, *outputs: tuple[Path | None, Any]) -> Iterator[None]:
     """Lock and check every (path, kind) output before any work: an unwritable, locked or
     foreign output fails now, in one line, not after a whole search."""
-    from protprof._atomic import claim_output
+    from protprof.atomic import claim_output
 
     with ExitStack() as stack:
         for path, kind in outputs:
@@ -204,9 +204,9 @@ def _prepare_db_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_prepare_db(args: argparse.Namespace) -> None:
-    from protprof._atomic import atomic_output
+    from protprof.atomic import atomic_output
     from protprof.formats import stamp
-    from protprof.search import FINGERPRINT, fingerprint_database
+    from protprof.jackhmmer import FINGERPRINT, fingerprint_database
 
     with _claim(args, (args.out, FINGERPRINT)):
         fingerprint = fingerprint_database(args.database)
@@ -221,7 +221,7 @@ def _run_prepare_db(args: argparse.Namespace) -> None:
 
 
 def _load_database(args: argparse.Namespace) -> Any:
-    from protprof.search import load_database, read_fingerprint
+    from protprof.jackhmmer import load_database, read_fingerprint
 
     fingerprint = (
         read_fingerprint(args.fingerprint) if getattr(args, "fingerprint", None) else None
@@ -244,7 +244,7 @@ def _run_search(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
     from protprof.ingest import read_shard
     from protprof.journal import journal_path
-    from protprof.pipeline import search_shard
+    from protprof.stages import search_shard
     from protprof.store import STORE
 
     search, profile = _search_settings(args)
@@ -279,7 +279,7 @@ def _split_db_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_split_db(args: argparse.Namespace) -> None:
-    from protprof._atomic import FILE
+    from protprof.atomic import FILE
     from protprof.chunked import split_database
 
     with _claim(args, *((path, FILE) for path in args.out)):
@@ -302,7 +302,7 @@ def _init_state_args(p: argparse.ArgumentParser) -> None:
 
 def _run_init_state(args: argparse.Namespace) -> None:
     from protprof import chunked
-    from protprof._atomic import FILE
+    from protprof.atomic import FILE
     from protprof.ingest import read_shard
 
     with _claim(args, (args.out, FILE)):
@@ -323,8 +323,8 @@ def _search_chunk_args(p: argparse.ArgumentParser) -> None:
 
 def _run_search_chunk(args: argparse.Namespace) -> None:
     from protprof import chunked
-    from protprof._atomic import FILE
-    from protprof.search import read_block, read_fingerprint
+    from protprof.atomic import FILE
+    from protprof.jackhmmer import read_block, read_fingerprint
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -342,7 +342,7 @@ def _merge_iteration_args(p: argparse.ArgumentParser) -> None:
 
 def _run_merge_iteration(args: argparse.Namespace) -> None:
     from protprof import chunked
-    from protprof._atomic import FILE
+    from protprof.atomic import FILE
     from protprof.ingest import read_shard
 
     with _claim(args, (args.out, FILE)):
@@ -366,8 +366,8 @@ def _finish_shard_args(p: argparse.ArgumentParser) -> None:
 def _run_finish_shard(args: argparse.Namespace) -> None:
     from protprof import chunked
     from protprof.ingest import read_shard
-    from protprof.pipeline import finish_chunked_shard
-    from protprof.search import read_fingerprint
+    from protprof.jackhmmer import read_fingerprint
+    from protprof.stages import finish_chunked_shard
 
     search, profile = _search_settings(args)
     from protprof.alignments import MSA_DIR
@@ -429,8 +429,8 @@ def _run_assemble(args: argparse.Namespace) -> None:
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
     from protprof import cache
     from protprof.ingest import read_shard
+    from protprof.jackhmmer import read_fingerprint
     from protprof.reuse_provenance import settings_of
-    from protprof.search import read_fingerprint
     from protprof.sources import SearchSource, assemble_cached
     from protprof.store import open_store
 
@@ -481,8 +481,8 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 def _run_plan(args: argparse.Namespace) -> None:
     from protprof import cache
     from protprof.ingest import read_shard
+    from protprof.jackhmmer import read_fingerprint
     from protprof.planning import PLAN, plan_searches, write_plan
-    from protprof.search import read_fingerprint
     from protprof.sources import SearchSource
 
     if args.shards < 1:
@@ -657,9 +657,9 @@ def _run_build(args: argparse.Namespace) -> None:
     from protprof.clusters import mmseqs_program
     from protprof.ingest import assign_splits, ingest_attrs, select_records
     from protprof.journal import journal_path
-    from protprof.pipeline import build
     from protprof.search_store import check_filters
     from protprof.sources import SearchSource, build_cached
+    from protprof.stages import build
     from protprof.store import STORE
 
     search, profile = _search_settings(args)
@@ -751,9 +751,9 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 def _run_import(args: argparse.Namespace) -> None:
     from protprof.alignment_files import ImportParams
     from protprof.params import from_args
-    from protprof.pipeline import import_alignments
     from protprof.profiles import ProfileParams
     from protprof.sources import FileSource
+    from protprof.stages import import_alignments
     from protprof.store import STORE
 
     params, profile = from_args(ImportParams, args), from_args(ProfileParams, args)
@@ -804,7 +804,7 @@ def _combine_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_combine(args: argparse.Namespace) -> None:
-    from protprof.pipeline import combine_sources
+    from protprof.stages import combine_sources
     from protprof.store import STORE
 
     with _claim(args, (args.out, STORE)):
@@ -1043,14 +1043,14 @@ def _guard_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_guard(args: argparse.Namespace) -> None:
-    from protprof._atomic import FILE
+    from protprof.atomic import FILE
 
     with _claim(args, (args.out, FILE), (args.report, FILE)):
         _guard(args)
 
 
 def _guard(args: argparse.Namespace) -> None:
-    from protprof._atomic import atomic_output
+    from protprof.atomic import atomic_output
     from protprof.evaluation.leakage import guard_files
     from protprof.fasta import write_fasta
     from protprof.formats import stamp
@@ -1115,7 +1115,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from protprof._atomic import Kind
+    from protprof.atomic import Kind
     from protprof.evaluation.report import evaluate, markdown, write_report
     from protprof.evaluation.settings import Limits
     from protprof.params import from_args
@@ -1181,7 +1181,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from protprof._atomic import FILE, atomic_output
+    from protprof.atomic import FILE, atomic_output
     from protprof.evaluation.report import compare
 
     with _claim(args, (args.out, FILE), (args.figure, FILE)):

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import encode, pad_tokens
+from protprof.atomic import Kind, atomic_output
 from protprof.formats import stamp
 from protprof.model import ProteinEncoder
 from protprof.model_config import EmbedParams

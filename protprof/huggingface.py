@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import STANDARD, VOCAB
+from protprof.atomic import Kind, atomic_output
 from protprof.errors import CheckpointError
 from protprof.esm_config import ESM_TOKENS, REQUIRED, read_config
 from protprof.model import LoadedModel, ProteinEncoder, non_finite

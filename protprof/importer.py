@@ -26,9 +26,9 @@ from protprof import msa_formats
 from protprof.alignment_files import Found, ImportParams, discover, in_shard
 from protprof.errors import InputFormatError
 from protprof.ingest import IngestParams
+from protprof.jackhmmer import alignment_depth
 from protprof.msa_filter import FilterParams, filter_msa
 from protprof.profiles import Profiled, ProfileParams, build_hmm, profile_from_msa
-from protprof.search import alignment_depth
 from protprof.sources_table import SOURCES_FILE, Source, format_sources
 from protprof.store import columns, quantise, write_stores
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from protprof._atomic import Kind, atomic_output
+from protprof.atomic import Kind, atomic_output
 from protprof.clusters import COVERAGE_MODE, EVALUE, SENSITIVITY, homology_clusters
 from protprof.errors import ConfigError, InputFormatError
 from protprof.fasta import Record, read_fasta, write_fasta

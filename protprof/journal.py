@@ -21,7 +21,7 @@ profile and filter parameters; pyhmmer's version; the alignment format) is disca
 warning naming what differs. The journal is removed once the output is written.
 
 The name is not one of the output's temporaries (`.<out>.tmp-*`, cleared when the output is next
-written, see `_atomic`): the journal outlives the killed job by design.
+written, see `atomic`): the journal outlives the killed job by design.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from protprof import cache
-from protprof._atomic import Kind, claim_output, output_error
 from protprof.alphabet import N_STANDARD
+from protprof.atomic import Kind, claim_output, output_error
 from protprof.errors import OutputError
 from protprof.fasta import Record
 from protprof.store import QUANT
@@ -257,7 +257,7 @@ class Journal:
 
 def _drop(path: Path) -> None:
     """Remove a journal folder, renamed first to a name the output's next write clears
-    (`_atomic._recover`) should the removal be cut short."""
+    (`atomic._recover`) should the removal be cut short."""
     doomed = path.with_name(f".{path.name.removesuffix('.journal')}.tmp-journal")
     if doomed.exists():
         shutil.rmtree(doomed)

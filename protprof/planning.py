@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from protprof import cache
-from protprof._atomic import Kind, atomic_output
+from protprof.atomic import Kind, atomic_output
 from protprof.fasta import Record, write_fasta
 from protprof.formats import stamp
 from protprof.ingest import shard_of

@@ -26,12 +26,12 @@ from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequenceBlock, TextSequen
 from pyhmmer.plan7 import HMM, Background, Builder, TraceAligner
 
 from protprof.errors import SearchError
+from protprof.jackhmmer import HMMER_SEED
 from protprof.msa_filter import FilterParams, filter_msa
 from protprof.params import check_params, param
-from protprof.search import HMMER_SEED
 
 if TYPE_CHECKING:
-    from protprof.search import QueryResult
+    from protprof.jackhmmer import QueryResult
 
 AMINO = Alphabet.amino()
 METHODS = ("hmm", "frequency")

@@ -62,10 +62,10 @@ from pyhmmer.plan7 import HMM, Pipeline, TopHits
 
 from protprof.errors import ConfigError, SearchError
 from protprof.fasta import Record
+from protprof.jackhmmer import AMINO, Database, JackhmmerSearch, SearchParams
 from protprof.params import check_params, param
 from protprof.profiles import Profiled, ProfileParams, family_profile, profile_result
 from protprof.reuse_provenance import JS_TOLERANCE, MEMBER
-from protprof.search import AMINO, Database, JackhmmerSearch, SearchParams
 
 log = logging.getLogger(__name__)
 MODES = ("none", "pool", "family")

@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 
 from protprof import cache
-from protprof._atomic import require_space
 from protprof.alignments import MsaOutput, alignment_bytes, write_alignment_files
+from protprof.atomic import require_space
 from protprof.errors import ConfigError
 from protprof.fasta import Record
+from protprof.jackhmmer import Database, JackhmmerSearch, QueryResult, SearchParams
 from protprof.journal import Entry, Journal, open_journal, settings
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import Profiled, ProfileParams, profile_result
 from protprof.reuse import ReuseParams, search_with_reuse
 from protprof.reuse_provenance import per_query_summary
-from protprof.search import Database, JackhmmerSearch, QueryResult, SearchParams
 from protprof.store import columns, provenance, quantise, store_bytes, write_stores
 
 log = logging.getLogger(__name__)

@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from protprof import cache
-from protprof._atomic import require_space
 from protprof.alignment_files import ImportParams
+from protprof.atomic import require_space
 from protprof.importer import Item, import_provenance, write_imported
+from protprof.jackhmmer import Database, SearchParams
 from protprof.journal import journal_path, remove_journal
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import ProfileParams
 from protprof.reuse import ReuseParams
 from protprof.reuse_provenance import run_summary
-from protprof.search import Database, SearchParams
 from protprof.search_store import check_filters, search_provenance, search_records
 from protprof.store import open_store, store_bytes
 
@@ -291,7 +291,7 @@ def build_cached(
     items from it (arrays equal to those of a build without the cache)."""
     profiles = cache.ProfileCache(cache_path)
     # The temporary shard store is named like the output's temporaries, so a killed build's
-    # leftover is cleared when the output is next written (`_atomic._recover`).
+    # leftover is cleared when the output is next written (`atomic._recover`).
     work = out.with_name(f".{out.name}.tmp-{source.name}")
     # The journal is named after the output, not the temporary shard store: it must outlive
     # a killed build, whose temporaries the next write clears.

@@ -40,8 +40,8 @@ import numpy as np
 import zarr
 
 from protprof import __version__
-from protprof._atomic import Kind, atomic_output
 from protprof.alphabet import FIRST_RESIDUE, N_STANDARD, VOCAB_SIZE, decode, encode
+from protprof.atomic import Kind, atomic_output
 from protprof.errors import StoreError
 
 FORMAT = "protprof.profiles"

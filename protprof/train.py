@@ -31,8 +31,8 @@ from typing import Any, cast
 import torch
 import torch.distributed as dist
 
-from protprof._atomic import atomic_output, claim_output
 from protprof.alphabet import IGNORE
+from protprof.atomic import atomic_output, claim_output
 from protprof.checkpoint import load_checkpoint, model_state, save_checkpoint
 from protprof.data import (
     ProfileDataset,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import DEMO_DB, TINY_STORE, require_mounts
 
-from protprof.search import load_database
+from protprof.jackhmmer import load_database
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from protprof.embed import write_embeddings
 from protprof.errors import InputFormatError
 from protprof.evaluation.report import read_reports
 from protprof.formats import VERSIONS, check, stamp
-from protprof.search import read_fingerprint
+from protprof.jackhmmer import read_fingerprint
 
 
 def test_a_fingerprint_carries_its_version_and_reads_back_without_it(tmp_path):

@@ -14,7 +14,7 @@ from pyhmmer.easel import MSAFile
 from protprof.alignments import msa_filename
 from protprof.cli import COMMANDS, HIDDEN, main
 from protprof.ingest import SPLITS, read_shard
-from protprof.search import AMINO
+from protprof.jackhmmer import AMINO
 from protprof.store import open_store
 
 

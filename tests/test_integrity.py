@@ -22,7 +22,7 @@ from protprof.cli import main
 from protprof.data import ProfileDataset
 from protprof.errors import StoreError
 from protprof.fasta import read_fasta
-from protprof.search import JackhmmerSearch, SearchParams, load_database, read_block
+from protprof.jackhmmer import JackhmmerSearch, SearchParams, load_database, read_block
 from protprof.store import open_store, verify
 
 

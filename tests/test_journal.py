@@ -22,9 +22,9 @@ from helpers import DEMO_DB, write_queries
 
 from protprof.cli import main
 from protprof.fasta import read_fasta
+from protprof.jackhmmer import SearchParams
 from protprof.journal import FRAME_BYTES, Entry, journal_path, open_journal, read_segment
 from protprof.profiles import ProfileParams
-from protprof.search import SearchParams
 from protprof.search_store import search_records
 from protprof.store import QUANT, open_store, write_stores
 

@@ -27,11 +27,11 @@ from protprof.data import (
 from protprof.errors import ConfigError, TrainingError
 from protprof.fasta import read_fasta
 from protprof.ingest import IngestParams, select_records
+from protprof.jackhmmer import SearchParams
 from protprof.model import ProteinEncoder, mlm_loss, profile_kl, total_loss
 from protprof.model_config import PRESETS
-from protprof.pipeline import build
 from protprof.profiles import ProfileParams
-from protprof.search import SearchParams
+from protprof.stages import build
 from protprof.train import Trainer, lr_factor, train
 from protprof.train_config import load_config
 

@@ -14,6 +14,7 @@ from helpers import DEMO_QUERIES, SHARED_DATA
 
 from protprof.errors import ConfigError, InputFormatError
 from protprof.fasta import Record
+from protprof.jackhmmer import JackhmmerSearch, SearchParams
 from protprof.msa_filter import FilterParams, filter_alignment, filter_msa, kept_rows
 from protprof.msa_formats import (
     Alignment,
@@ -27,7 +28,6 @@ from protprof.msa_formats import (
     write_a3m,
 )
 from protprof.profiles import ProfileParams, build_hmm, profile_from_msa
-from protprof.search import JackhmmerSearch, SearchParams
 from protprof.store import quantise
 
 OPENFOLD = SHARED_DATA / "msa_openfold"

@@ -13,6 +13,7 @@ import pytest
 from protprof.alignment_files import ImportParams
 from protprof.errors import ConfigError
 from protprof.ingest import IngestParams
+from protprof.jackhmmer import SearchParams
 from protprof.msa_filter import FilterParams
 from protprof.params import (
     add_options,
@@ -25,7 +26,6 @@ from protprof.params import (
 )
 from protprof.profiles import ProfileParams
 from protprof.reuse import ReuseParams
-from protprof.search import SearchParams
 
 
 @dataclass(frozen=True)

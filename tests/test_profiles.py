@@ -15,6 +15,7 @@ from pyhmmer.easel import MSAFile
 from pyhmmer.plan7 import HMMFile
 
 from protprof.errors import SearchError
+from protprof.jackhmmer import AMINO
 from protprof.profiles import (
     ProfileParams,
     consensus_columns,
@@ -22,7 +23,6 @@ from protprof.profiles import (
     henikoff_weights,
     profile_from_msa,
 )
-from protprof.search import AMINO
 
 ALIGNMENT = Path(__file__).parent / "data" / "alignment.sto"
 QUERY, LENGTH = "tr|A2BGT9|A2BGT9_DANRE", 361

@@ -22,6 +22,7 @@ from pyhmmer.plan7 import HMM, Background, Builder
 from protprof.cli import main
 from protprof.errors import ConfigError
 from protprof.fasta import Record, read_fasta, write_fasta
+from protprof.jackhmmer import JackhmmerSearch, SearchParams
 from protprof.profiles import ProfileParams, family_profile, profile_result
 from protprof.reuse import (
     ReuseParams,
@@ -32,7 +33,6 @@ from protprof.reuse import (
     search_with_reuse,
 )
 from protprof.reuse_provenance import MEMBER, combined_summary, per_query_summary, run_summary
-from protprof.search import JackhmmerSearch, SearchParams
 from protprof.store import open_store
 
 AMINO = Alphabet.amino()
@@ -361,16 +361,16 @@ def test_a_family_build_through_a_warm_per_query_cache_gets_family_targets(
 # Runs `protprof build`, SIGKILLed at the KILL-th atomic rename (0: none); prints the renames.
 _KILLED_BUILD = """
 import os, signal, sys
-from protprof import _atomic
+from protprof import atomic
 from protprof.cli import main
-kill, calls, rename = int(sys.argv[1]), [0], _atomic._replace
+kill, calls, rename = int(sys.argv[1]), [0], atomic._replace
 def renamed(tmp, target):
     calls[0] += 1
     if calls[0] == kill:
         os.kill(os.getpid(), signal.SIGKILL)
     rename(tmp, target)
     print("renamed", target, flush=True)
-_atomic._replace = renamed
+atomic._replace = renamed
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from protprof._atomic import Kind, atomic_output
+from protprof.atomic import Kind, atomic_output
 from protprof.errors import InputFormatError
 from protprof.evaluation.datasets import DatasetError
 from protprof.fasta import Record
@@ -54,8 +54,8 @@ def compute(
     Raises:
         DatasetError: the store's database is not found or is not the one it was built from.
     """
+    from protprof.jackhmmer import JackhmmerSearch, SearchParams, load_database
     from protprof.profiles import ProfileParams, profile_result
-    from protprof.search import JackhmmerSearch, SearchParams, load_database
 
     fingerprint, search, profile, _ = store_settings(store_path)
     path = Path(database or fingerprint.get("path", ""))

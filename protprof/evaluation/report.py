@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protprof._atomic import atomic_output
+from protprof.atomic import atomic_output
 from protprof.errors import ConfigError, InputFormatError
 from protprof.evaluation import registry
 from protprof.evaluation.settings import CompareParams, Limits

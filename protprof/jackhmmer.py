@@ -31,7 +31,7 @@ import pyhmmer
 from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequence, DigitalSequenceBlock, SequenceFile
 from pyhmmer.plan7 import HMM, Builder, IterativeSearch, Pipeline, TopHits
 
-from protprof._atomic import Kind
+from protprof.atomic import Kind
 from protprof.errors import InputFormatError, SearchError
 from protprof.fasta import Record, refuse_if_corrupt_gzip
 from protprof.formats import check

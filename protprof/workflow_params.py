@@ -21,12 +21,12 @@ from protprof.clusters import mmseqs_program
 from protprof.errors import ConfigError
 from protprof.evaluation.settings import BenchmarkData, GuardParams, Limits
 from protprof.ingest import IngestParams, ShardParams
+from protprof.jackhmmer import Preset, SearchParams, search_params
 from protprof.model_config import PRESETS, ModelConfig
 from protprof.msa_filter import FilterParams
 from protprof.params import from_config, option_string, schema_mismatch, schema_of
 from protprof.profiles import ProfileParams
 from protprof.reuse import ReuseParams
-from protprof.search import Preset, SearchParams, search_params
 
 # Measured on the demo data (bench/RESULTS.md): pyhmmer holds ~3 bytes per database residue.
 DB_BYTES_PER_RESIDUE = 3
