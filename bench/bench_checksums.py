@@ -33,9 +33,9 @@ import zarr
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof import store as store_module  # noqa: E402
 from protprof.errors import StoreError  # noqa: E402
-from protprof.store import ProfileStore, StoreData, open_store, write_stores  # noqa: E402
+from protprof.store import zarr_store as store_module  # noqa: E402
+from protprof.store.zarr_store import ProfileStore, StoreData, open_store, write_stores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

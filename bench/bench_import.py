@@ -25,7 +25,7 @@ from _results import record
 from protprof.msa_filter import FilterParams, filter_alignment
 from protprof.msa_formats import read_alignment
 from protprof.profiles import ProfileParams, build_hmm, profile_from_msa
-from protprof.store import quantise
+from protprof.store.zarr_store import quantise
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILTERS = {

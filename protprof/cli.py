@@ -133,7 +133,7 @@ def _add_exclude(p: argparse.ArgumentParser) -> None:
 
 def _excluded(args: argparse.Namespace, records: list[Any], splits: list[int]) -> Any:
     """The records (and their splits) whose sequence is in none of `--exclude-stores`."""
-    from protprof.store import open_store, store_sequences
+    from protprof.store.zarr_store import open_store, store_sequences
 
     if not args.exclude_stores:
         return records, splits
@@ -205,8 +205,8 @@ def _prepare_db_args(p: argparse.ArgumentParser) -> None:
 
 def _run_prepare_db(args: argparse.Namespace) -> None:
     from protprof.atomic import atomic_output
-    from protprof.formats import stamp
     from protprof.jackhmmer import FINGERPRINT, fingerprint_database
+    from protprof.store.file_versions import stamp
 
     with _claim(args, (args.out, FINGERPRINT)):
         fingerprint = fingerprint_database(args.database)
@@ -245,7 +245,7 @@ def _run_search(args: argparse.Namespace) -> None:
     from protprof.ingest import read_shard
     from protprof.journal import journal_path
     from protprof.stages import search_shard
-    from protprof.store import STORE
+    from protprof.store.zarr_store import STORE
 
     search, profile = _search_settings(args)
     reuse = _reuse_params(args)
@@ -371,7 +371,7 @@ def _run_finish_shard(args: argparse.Namespace) -> None:
 
     search, profile = _search_settings(args)
     from protprof.alignments import MSA_DIR
-    from protprof.store import STORE
+    from protprof.store.zarr_store import STORE
 
     with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
         records, _ = read_shard(args.shard)
@@ -413,7 +413,7 @@ def _assemble_args(p: argparse.ArgumentParser) -> None:
 def _run_assemble(args: argparse.Namespace) -> None:
     from protprof.ingest import IngestParams, ingest_attrs
     from protprof.params import given
-    from protprof.store import STORE, assemble
+    from protprof.store.zarr_store import STORE, assemble
 
     ingest = ingest_attrs(_ingest_params(args)) if given(IngestParams, args) else None
     with _claim(args, (args.out, STORE)):
@@ -427,12 +427,12 @@ def _run_assemble(args: argparse.Namespace) -> None:
 
 
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
-    from protprof import cache
     from protprof.ingest import read_shard
     from protprof.jackhmmer import read_fingerprint
-    from protprof.reuse_provenance import settings_of
     from protprof.sources import SearchSource, assemble_cached
-    from protprof.store import open_store
+    from protprof.store import cache
+    from protprof.store.reuse_records import settings_of
+    from protprof.store.zarr_store import open_store
 
     if not (args.queries and args.fingerprint):
         raise ProtprofError("assemble --cache needs --queries and --fingerprint")
@@ -479,11 +479,11 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> None:
-    from protprof import cache
     from protprof.ingest import read_shard
     from protprof.jackhmmer import read_fingerprint
     from protprof.planning import PLAN, plan_searches, write_plan
     from protprof.sources import SearchSource
+    from protprof.store import cache
 
     if args.shards < 1:
         raise ProtprofError(f"plan: --shards must be at least 1, got {args.shards}")
@@ -534,7 +534,7 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_cache(args: argparse.Namespace) -> None:
-    from protprof import cache
+    from protprof.store import cache
 
     profiles = cache.ProfileCache(args.path, create=False)
     if args.action == "gc":
@@ -660,7 +660,7 @@ def _run_build(args: argparse.Namespace) -> None:
     from protprof.search_store import check_filters
     from protprof.sources import SearchSource, build_cached
     from protprof.stages import build
-    from protprof.store import STORE
+    from protprof.store.zarr_store import STORE
 
     search, profile = _search_settings(args)
     reuse = _reuse_params(args)
@@ -754,7 +754,7 @@ def _run_import(args: argparse.Namespace) -> None:
     from protprof.profiles import ProfileParams
     from protprof.sources import FileSource
     from protprof.stages import import_alignments
-    from protprof.store import STORE
+    from protprof.store.zarr_store import STORE
 
     params, profile = from_args(ImportParams, args), from_args(ProfileParams, args)
     source = FileSource(params, profile, _filter_params(args), args.threads)
@@ -805,7 +805,7 @@ def _combine_args(p: argparse.ArgumentParser) -> None:
 
 def _run_combine(args: argparse.Namespace) -> None:
     from protprof.stages import combine_sources
-    from protprof.store import STORE
+    from protprof.store.zarr_store import STORE
 
     with _claim(args, (args.out, STORE)):
         combine_sources(args.imported, args.searched, args.out, _ingest_params(args), args.prefer)
@@ -818,7 +818,7 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_inspect(args: argparse.Namespace) -> None:
-    from protprof.store import open_store, summary
+    from protprof.store.zarr_store import open_store, summary
 
     info = summary(open_store(args.store))
     if args.json:
@@ -884,7 +884,7 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 def _run_verify(args: argparse.Namespace) -> None:
     import time
 
-    from protprof.store import open_store, unchecked, verify
+    from protprof.store.zarr_store import open_store, unchecked, verify
 
     start = time.perf_counter()
     _fail_on_problems(args.store, verify(args.store), "verify")
@@ -1053,7 +1053,7 @@ def _guard(args: argparse.Namespace) -> None:
     from protprof.atomic import atomic_output
     from protprof.evaluation.leakage import guard_files
     from protprof.fasta import write_fasta
-    from protprof.formats import stamp
+    from protprof.store.file_versions import stamp
 
     result = guard_files(args.queries, args.data, args.evalue, args.threads)
     if not result.kept:

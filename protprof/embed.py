@@ -12,9 +12,9 @@ import torch
 
 from protprof.alphabet import encode, pad_tokens
 from protprof.atomic import Kind, atomic_output
-from protprof.formats import stamp
 from protprof.model import ProteinEncoder
 from protprof.model_config import EmbedParams
+from protprof.store.file_versions import stamp
 
 
 @torch.inference_mode()

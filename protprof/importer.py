@@ -29,8 +29,8 @@ from protprof.ingest import IngestParams
 from protprof.jackhmmer import alignment_depth
 from protprof.msa_filter import FilterParams, filter_msa
 from protprof.profiles import Profiled, ProfileParams, build_hmm, profile_from_msa
-from protprof.sources_table import SOURCES_FILE, Source, format_sources
-from protprof.store import columns, quantise, write_stores
+from protprof.store.sources_table import SOURCES_FILE, Source, format_sources
+from protprof.store.zarr_store import columns, quantise, write_stores
 
 log = logging.getLogger(__name__)
 

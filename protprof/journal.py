@@ -43,12 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from protprof import cache
 from protprof.alphabet import N_STANDARD
 from protprof.atomic import Kind, claim_output, output_error
 from protprof.errors import OutputError
 from protprof.fasta import Record
-from protprof.store import QUANT
+from protprof.store import cache
+from protprof.store.zarr_store import QUANT
 
 log = logging.getLogger(__name__)
 FORMAT = "protprof.journal"

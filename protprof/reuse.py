@@ -39,7 +39,7 @@ divergence of the profiles say what reuse cost (provenance, log, a warning below
 The parts: `greedy_groups` decides the roles (bookkeeping only, given a coverage callback:
 testable without searches or threads); `ReuseScheduler` runs the searches on one engine
 session; `audit_extra` and `audit_summary` choose and score the audit. What a store records
-(roles, summaries) is `protprof.reuse_provenance`'s.
+(roles, summaries) is `protprof.store.reuse_records`'s.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from protprof.fasta import Record
 from protprof.jackhmmer import AMINO, Database, JackhmmerSearch, SearchParams
 from protprof.params import check_params, param
 from protprof.profiles import Profiled, ProfileParams, family_profile, profile_result
-from protprof.reuse_provenance import JS_TOLERANCE, MEMBER
+from protprof.store.reuse_records import JS_TOLERANCE, MEMBER
 
 log = logging.getLogger(__name__)
 MODES = ("none", "pool", "family")

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from protprof import cache
 from protprof.alignments import MsaOutput, alignment_bytes, write_alignment_files
 from protprof.atomic import require_space
 from protprof.errors import ConfigError
@@ -25,8 +24,9 @@ from protprof.journal import Entry, Journal, open_journal, settings
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import Profiled, ProfileParams, profile_result
 from protprof.reuse import ReuseParams, search_with_reuse
-from protprof.reuse_provenance import per_query_summary
-from protprof.store import columns, provenance, quantise, store_bytes, write_stores
+from protprof.store import cache
+from protprof.store.reuse_records import per_query_summary
+from protprof.store.zarr_store import columns, provenance, quantise, store_bytes, write_stores
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from protprof import cache
 from protprof.alignment_files import ImportParams
 from protprof.atomic import require_space
 from protprof.importer import Item, import_provenance, write_imported
@@ -34,9 +33,10 @@ from protprof.journal import journal_path, remove_journal
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import ProfileParams
 from protprof.reuse import ReuseParams
-from protprof.reuse_provenance import run_summary
 from protprof.search_store import check_filters, search_provenance, search_records
-from protprof.store import open_store, store_bytes
+from protprof.store import cache
+from protprof.store.reuse_records import run_summary
+from protprof.store.zarr_store import open_store, store_bytes
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from protprof.search_store import (
     write_entries,
 )
 from protprof.sources import FileSource, build_cached
-from protprof.sources_table import SOURCES_FILE, Source, format_sources, read_sources
-from protprof.store import (
+from protprof.store.sources_table import SOURCES_FILE, Source, format_sources, read_sources
+from protprof.store.zarr_store import (
     StoreData,
     open_store,
     store_bytes,

@@ -23,7 +23,7 @@ import yaml
 
 from protprof.cli import main
 from protprof.fasta import read_fasta
-from protprof.store import StoreData, open_store
+from protprof.store.zarr_store import StoreData, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DB = ROOT / "data" / "demo" / "uniprot_5k.fasta.gz"

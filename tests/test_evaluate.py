@@ -22,7 +22,7 @@ from protprof.evaluation.leakage import evaluation_test_sequences, guard
 from protprof.evaluation.settings import Limits
 from protprof.evaluation.tasks import RUNNERS, sample, variant_scores
 from protprof.fasta import Record, read_fasta
-from protprof.store import open_store
+from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"

@@ -13,8 +13,8 @@ from protprof.cli import main
 from protprof.embed import write_embeddings
 from protprof.errors import InputFormatError
 from protprof.evaluation.report import read_reports
-from protprof.formats import VERSIONS, check, stamp
 from protprof.jackhmmer import read_fingerprint
+from protprof.store.file_versions import VERSIONS, check, stamp
 
 
 def test_a_fingerprint_carries_its_version_and_reads_back_without_it(tmp_path):

@@ -15,7 +15,7 @@ from protprof.alignments import msa_filename
 from protprof.cli import COMMANDS, HIDDEN, main
 from protprof.ingest import SPLITS, read_shard
 from protprof.jackhmmer import AMINO
-from protprof.store import open_store
+from protprof.store.zarr_store import open_store
 
 
 @pytest.mark.integration

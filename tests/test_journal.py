@@ -26,7 +26,7 @@ from protprof.jackhmmer import SearchParams
 from protprof.journal import FRAME_BYTES, Entry, journal_path, open_journal, read_segment
 from protprof.profiles import ProfileParams
 from protprof.search_store import search_records
-from protprof.store import QUANT, open_store, write_stores
+from protprof.store.zarr_store import QUANT, open_store, write_stores
 
 pytestmark = pytest.mark.integration
 

@@ -28,7 +28,7 @@ from protprof.msa_formats import (
     write_a3m,
 )
 from protprof.profiles import ProfileParams, build_hmm, profile_from_msa
-from protprof.store import quantise
+from protprof.store.zarr_store import quantise
 
 OPENFOLD = SHARED_DATA / "msa_openfold"
 ESM = SHARED_DATA / "msa_examples_esm"

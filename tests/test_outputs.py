@@ -21,7 +21,7 @@ from protprof import jackhmmer
 from protprof.atomic import atomic_output, claim_output
 from protprof.cli import main
 from protprof.journal import journal_path
-from protprof.store import STORE, open_store
+from protprof.store.zarr_store import STORE, open_store
 
 
 def user_folder(path: Path) -> Path:

@@ -32,8 +32,8 @@ from protprof.reuse import (
     js_bits,
     search_with_reuse,
 )
-from protprof.reuse_provenance import MEMBER, combined_summary, per_query_summary, run_summary
-from protprof.store import open_store
+from protprof.store.reuse_records import MEMBER, combined_summary, per_query_summary, run_summary
+from protprof.store.zarr_store import open_store
 
 AMINO = Alphabet.amino()
 PFAM = SHARED_DATA / "pfam_seeds_hmmer"

@@ -21,7 +21,7 @@ from helpers import BIN, ROOT, job_counts, kill_pids, slurm_job_pids, write_conf
 
 from protprof.checkpoint import load_model
 from protprof.model_config import PRESETS
-from protprof.store import open_store
+from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "ci" / "slurm-local.sh"

@@ -28,7 +28,7 @@ from protprof.ingest import (
     read_shard,
     split_of,
 )
-from protprof.store import open_store, verify
+from protprof.store.zarr_store import open_store, verify
 
 needs_mmseqs = pytest.mark.skipif(
     shutil.which("mmseqs") is None, reason="MMseqs2 is not installed (apt-get install mmseqs2)"

@@ -25,7 +25,7 @@ from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
 from protprof.model import ProteinEncoder
 from protprof.model_config import PRESETS
-from protprof.store import open_store
+from protprof.store.zarr_store import open_store
 
 pytestmark = [
     pytest.mark.slow,

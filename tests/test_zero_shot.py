@@ -21,7 +21,7 @@ from protprof.ingest import IngestParams
 from protprof.jackhmmer import SearchParams
 from protprof.profiles import ProfileParams
 from protprof.stages import build
-from protprof.store import open_store
+from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"

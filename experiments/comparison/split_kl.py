@@ -27,7 +27,7 @@ from protprof.clusters import homolog_pairs
 from protprof.embed import embed_sequences
 from protprof.evaluation import metrics
 from protprof.evaluation.tasks import STANDARD, background_frequencies, blosum62_conditionals
-from protprof.store import open_store
+from protprof.store.zarr_store import open_store
 
 HERE = Path("experiments/comparison")
 SPLITS = {  # ingest.split_method -> (config files, results folder)

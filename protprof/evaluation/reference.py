@@ -21,7 +21,7 @@ from protprof.atomic import Kind, atomic_output
 from protprof.errors import InputFormatError
 from protprof.evaluation.datasets import DatasetError
 from protprof.fasta import Record
-from protprof.formats import check, stamp
+from protprof.store.file_versions import check, stamp
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ REFERENCE = Kind("an alignment reference .npz of `protprof reference`", _is_refe
 
 def store_settings(store_path: Path) -> tuple[dict, dict, dict, str]:
     """The store's database fingerprint, search and profile settings, and store_id."""
-    from protprof.store import open_store
+    from protprof.store.zarr_store import open_store
 
     store = open_store(store_path)
     attrs = store.attrs

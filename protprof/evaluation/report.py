@@ -15,7 +15,7 @@ from protprof.errors import ConfigError, InputFormatError
 from protprof.evaluation import registry
 from protprof.evaluation.settings import CompareParams, Limits
 from protprof.evaluation.tasks import Result
-from protprof.formats import check, stamp
+from protprof.store.file_versions import check, stamp
 
 log = logging.getLogger(__name__)
 

@@ -370,7 +370,7 @@ def profile_prediction(
     model: ProteinEncoder, store_path: Path | None, limits: Limits
 ) -> list[Result]:
     """KL(store profile || prediction) on the store's test split, against two baselines."""
-    from protprof.store import open_store
+    from protprof.store.zarr_store import open_store
 
     if store_path is None:
         raise ds.DatasetError("evaluate: the profile task needs --store (a profile store)")

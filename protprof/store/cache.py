@@ -52,8 +52,8 @@ import numpy as np
 from protprof.alphabet import N_STANDARD
 from protprof.atomic import Kind, atomic_output, require_space
 from protprof.errors import OutputError, ProtprofError, StoreError
-from protprof.reuse_provenance import MEMBER
-from protprof.store import (
+from protprof.store.reuse_records import MEMBER
+from protprof.store.zarr_store import (
     CHUNK_ROWS,
     ProfileStore,
     StoreData,
@@ -187,7 +187,7 @@ def _key_texts(store: ProfileStore, data: StoreData) -> list[str]:
     sequences = store_sequences(data)
     if "import" not in store.attrs:
         return sequences
-    from protprof.sources_table import read_sources
+    from protprof.store.sources_table import read_sources
 
     sources = read_sources(store)
     return [import_key(seq, sources[i].sha256) for i, seq in zip(data.ids, sequences, strict=True)]

@@ -927,7 +927,7 @@ def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None
 
     `ingest`, the settings the shards' queries were ingested with, is recorded as provenance.
     """
-    from protprof.reuse_provenance import combined_summary, settings_of
+    from protprof.store.reuse_records import combined_summary, settings_of
 
     stores = [open_store(p) for p in shards]
     if not stores:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from protprof.errors import StoreError
 from protprof.ingest import SPLITS
-from protprof.store import ProfileStore
+from protprof.store.zarr_store import ProfileStore
 
 SOURCES_FILE = "sources.tsv"  # per sequence: its ID, split, and the files its alignment came from
 

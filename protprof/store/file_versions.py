@@ -1,10 +1,10 @@
 """Format versions of the small files protprof writes beside its stores.
 
-The profile store and the cache carry their own (`store.FORMAT_VERSION`, `cache.FORMAT_VERSION`).
-The kinds in `VERSIONS` carry `format` and `format_version`; where protprof reads one back (the
-fingerprint, report.json, the alignment reference), `check` refuses a file from an older or
-newer protprof by name instead of misreading it. A reader accepts any minor version of the
-major it knows: minor versions only add keys. (An exported Hugging Face directory's
+The profile store and the cache carry their own (`zarr_store.FORMAT_VERSION`,
+`cache.FORMAT_VERSION`). The kinds in `VERSIONS` carry `format` and `format_version`; where
+protprof reads one back (the fingerprint, report.json, the alignment reference), `check` refuses a
+file from an older or newer protprof by name instead of misreading it. A reader accepts any minor
+version of the major it knows: minor versions only add keys. (An exported Hugging Face directory's
 protprof.json carries none.)
 
 Files written before they carried a version hold no `format` key; they read as version 1.0,
