@@ -30,7 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof.fasta import read_fasta, write_fasta  # noqa: E402
+from protprof.queries.fasta import read_fasta, write_fasta  # noqa: E402
 from protprof.store import cache  # noqa: E402
 from protprof.store.zarr_store import StoreData, assemble, open_store, write_stores  # noqa: E402
 

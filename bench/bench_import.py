@@ -71,7 +71,7 @@ def run_command(paths: list[str], threads: int, out: Path) -> float:
 
     from protprof.alignment_files import Found, ImportParams
     from protprof.importer import read_found, write_imported
-    from protprof.ingest import IngestParams
+    from protprof.queries.ingest import IngestParams
 
     params, ingest = ImportParams(), IngestParams(max_length=100_000)
     found = [Found(f"a{i}", (Path(p),)) for i, p in enumerate(paths)]

@@ -51,7 +51,7 @@ def demo_store() -> Path:
     store = WORK / "store.zarr"
     if not store.exists():
         WORK.mkdir(parents=True, exist_ok=True)
-        from protprof.fasta import read_fasta
+        from protprof.queries.fasta import read_fasta
 
         queries = WORK / "queries.fasta"
         records = read_fasta(ROOT / "data/demo/queries_150.fasta.gz")[:48]

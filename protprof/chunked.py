@@ -40,7 +40,6 @@ from pyhmmer.plan7 import HMM, Background, TopHits, Trace
 
 from protprof.atomic import atomic_output
 from protprof.errors import InputFormatError
-from protprof.fasta import Record, write_fasta
 from protprof.jackhmmer import (
     AMINO,
     QueryResult,
@@ -52,6 +51,7 @@ from protprof.jackhmmer import (
     make_pipeline,
     read_database,
 )
+from protprof.queries.fasta import Record, write_fasta
 
 STATE_VERSION = 2
 STATE_MAGIC = b"protprof search state\n"

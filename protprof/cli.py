@@ -107,15 +107,15 @@ def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
 def _add_ingest_options(
     p: argparse.ArgumentParser, title: str = "ingest", defaults: bool = True
 ) -> None:
-    from protprof.ingest import IngestParams
     from protprof.params import add_options
+    from protprof.queries.ingest import IngestParams
 
     add_options(p.add_argument_group(title), IngestParams, defaults)
 
 
 def _ingest_params(args: argparse.Namespace) -> Any:
-    from protprof.ingest import IngestParams
     from protprof.params import from_args
+    from protprof.queries.ingest import IngestParams
 
     return from_args(IngestParams, args)
 
@@ -189,7 +189,7 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_ingest(args: argparse.Namespace) -> None:
-    from protprof.ingest import SHARD, ingest
+    from protprof.queries.ingest import SHARD, ingest
 
     with _claim(args, *((path, SHARD) for path in args.out)):
         counts = ingest(args.queries, args.out, _ingest_params(args), args.threads)
@@ -242,8 +242,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 def _run_search(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
-    from protprof.ingest import read_shard
     from protprof.journal import journal_path
+    from protprof.queries.ingest import read_shard
     from protprof.stages import search_shard
     from protprof.store.zarr_store import STORE
 
@@ -303,7 +303,7 @@ def _init_state_args(p: argparse.ArgumentParser) -> None:
 def _run_init_state(args: argparse.Namespace) -> None:
     from protprof import chunked
     from protprof.atomic import FILE
-    from protprof.ingest import read_shard
+    from protprof.queries.ingest import read_shard
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -343,7 +343,7 @@ def _merge_iteration_args(p: argparse.ArgumentParser) -> None:
 def _run_merge_iteration(args: argparse.Namespace) -> None:
     from protprof import chunked
     from protprof.atomic import FILE
-    from protprof.ingest import read_shard
+    from protprof.queries.ingest import read_shard
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -365,8 +365,8 @@ def _finish_shard_args(p: argparse.ArgumentParser) -> None:
 
 def _run_finish_shard(args: argparse.Namespace) -> None:
     from protprof import chunked
-    from protprof.ingest import read_shard
     from protprof.jackhmmer import read_fingerprint
+    from protprof.queries.ingest import read_shard
     from protprof.stages import finish_chunked_shard
 
     search, profile = _search_settings(args)
@@ -411,8 +411,8 @@ def _assemble_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_assemble(args: argparse.Namespace) -> None:
-    from protprof.ingest import IngestParams, ingest_attrs
     from protprof.params import given
+    from protprof.queries.ingest import IngestParams, ingest_attrs
     from protprof.store.zarr_store import STORE, assemble
 
     ingest = ingest_attrs(_ingest_params(args)) if given(IngestParams, args) else None
@@ -427,8 +427,8 @@ def _run_assemble(args: argparse.Namespace) -> None:
 
 
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
-    from protprof.ingest import read_shard
     from protprof.jackhmmer import read_fingerprint
+    from protprof.queries.ingest import read_shard
     from protprof.sources import SearchSource, assemble_cached
     from protprof.store import cache
     from protprof.store.reuse_records import settings_of
@@ -459,8 +459,8 @@ def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None
 
 @command("plan", "list the queries the profile cache lacks and shard them for searching")
 def _plan_args(p: argparse.ArgumentParser) -> None:
-    from protprof.ingest import ShardParams
     from protprof.params import add_options
+    from protprof.queries.ingest import ShardParams
 
     p.add_argument("queries", type=Path, help="every query (one FASTA written by `ingest`)")
     p.add_argument("--fingerprint", type=Path, required=True, help="the database fingerprint")
@@ -479,9 +479,9 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> None:
-    from protprof.ingest import read_shard
     from protprof.jackhmmer import read_fingerprint
     from protprof.planning import PLAN, plan_searches, write_plan
+    from protprof.queries.ingest import read_shard
     from protprof.sources import SearchSource
     from protprof.store import cache
 
@@ -654,9 +654,9 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def _run_build(args: argparse.Namespace) -> None:
     from protprof.alignments import MSA_DIR
-    from protprof.clusters import mmseqs_program
-    from protprof.ingest import assign_splits, ingest_attrs, select_records
     from protprof.journal import journal_path
+    from protprof.queries.clusters import mmseqs_program
+    from protprof.queries.ingest import assign_splits, ingest_attrs, select_records
     from protprof.search_store import check_filters
     from protprof.sources import SearchSource, build_cached
     from protprof.stages import build
@@ -975,8 +975,8 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 def _run_embed(args: argparse.Namespace) -> None:
     from protprof.embed import EMBEDDINGS, embed_sequences, write_embeddings
-    from protprof.fasta import read_fasta
     from protprof.loading import load_any
+    from protprof.queries.fasta import read_fasta
 
     with _claim(args, (args.out, EMBEDDINGS)):
         records = read_fasta(args.fasta)
@@ -1052,7 +1052,7 @@ def _run_guard(args: argparse.Namespace) -> None:
 def _guard(args: argparse.Namespace) -> None:
     from protprof.atomic import atomic_output
     from protprof.evaluation.leakage import guard_files
-    from protprof.fasta import write_fasta
+    from protprof.queries.fasta import write_fasta
     from protprof.store.file_versions import stamp
 
     result = guard_files(args.queries, args.data, args.evalue, args.threads)

@@ -25,10 +25,10 @@ import pyhmmer
 from protprof import msa_formats
 from protprof.alignment_files import Found, ImportParams, discover, in_shard
 from protprof.errors import InputFormatError
-from protprof.ingest import IngestParams
 from protprof.jackhmmer import alignment_depth
 from protprof.msa_filter import FilterParams, filter_msa
 from protprof.profiles import Profiled, ProfileParams, build_hmm, profile_from_msa
+from protprof.queries.ingest import IngestParams
 from protprof.store.sources_table import SOURCES_FILE, Source, format_sources
 from protprof.store.zarr_store import columns, quantise, write_stores
 

@@ -33,8 +33,8 @@ from pyhmmer.plan7 import HMM, Builder, IterativeSearch, Pipeline, TopHits
 
 from protprof.atomic import Kind
 from protprof.errors import InputFormatError, SearchError
-from protprof.fasta import Record, refuse_if_corrupt_gzip
 from protprof.params import check_params, param
+from protprof.queries.fasta import Record, refuse_if_corrupt_gzip
 from protprof.store.file_versions import check
 
 log = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ import numpy as np
 from protprof.alphabet import N_STANDARD
 from protprof.atomic import Kind, claim_output, output_error
 from protprof.errors import OutputError
-from protprof.fasta import Record
+from protprof.queries.fasta import Record
 from protprof.store import cache
 from protprof.store.zarr_store import QUANT
 

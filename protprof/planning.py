@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from protprof.atomic import Kind, atomic_output
-from protprof.fasta import Record, write_fasta
-from protprof.ingest import shard_of
+from protprof.queries.fasta import Record, write_fasta
+from protprof.queries.ingest import shard_of
 from protprof.reuse import family_shards
 from protprof.sources import SearchSource
 from protprof.store import cache

@@ -61,10 +61,10 @@ from pyhmmer.easel import DigitalSequenceBlock, TextSequence
 from pyhmmer.plan7 import HMM, Pipeline, TopHits
 
 from protprof.errors import ConfigError, SearchError
-from protprof.fasta import Record
 from protprof.jackhmmer import AMINO, Database, JackhmmerSearch, SearchParams
 from protprof.params import check_params, param
 from protprof.profiles import Profiled, ProfileParams, family_profile, profile_result
+from protprof.queries.fasta import Record
 from protprof.store.reuse_records import JS_TOLERANCE, MEMBER
 
 log = logging.getLogger(__name__)

@@ -20,12 +20,12 @@ from protprof.alignment_files import PREFER
 from protprof.alignments import MsaOutput
 from protprof.atomic import require_space
 from protprof.errors import ConfigError, StoreError
-from protprof.fasta import Record
 from protprof.importer import Item, read_alignments, sources_file, write_imported
-from protprof.ingest import IngestParams, assign_splits, ingest_attrs, read_shard
 from protprof.jackhmmer import Database, QueryResult, SearchParams
 from protprof.msa_filter import NO_FILTERS, FilterParams
 from protprof.profiles import ProfileParams, profile_result
+from protprof.queries.fasta import Record
+from protprof.queries.ingest import IngestParams, assign_splits, ingest_attrs, read_shard
 from protprof.search_store import (
     search_provenance,
     search_records,

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from protprof.cli import main
-from protprof.fasta import read_fasta
+from protprof.queries.fasta import read_fasta
 from protprof.store.zarr_store import StoreData, open_store
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from protprof import cli, workflow_params
-from protprof.ingest import IngestParams
+from protprof.queries.ingest import IngestParams
 from protprof.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

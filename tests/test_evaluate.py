@@ -21,7 +21,7 @@ from protprof.evaluation import datasets as ds
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
 from protprof.evaluation.settings import Limits
 from protprof.evaluation.tasks import RUNNERS, sample, variant_scores
-from protprof.fasta import Record, read_fasta
+from protprof.queries.fasta import Record, read_fasta
 from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.skipif(

@@ -21,11 +21,11 @@ from protprof.cli import main
 from protprof.data import ProfileDataset, TokenBudgetBatchSampler, loader
 from protprof.errors import CheckpointError
 from protprof.esm_config import ESM_TOKENS
-from protprof.fasta import read_fasta
 from protprof.huggingface import PROFILE_HEAD, PROVENANCE, TO_ESM, load_profile_head
 from protprof.loading import load_any
 from protprof.model import ProteinEncoder
 from protprof.model_config import PRESETS
+from protprof.queries.fasta import read_fasta
 from protprof.train import Trainer
 from protprof.train_config import load_config
 

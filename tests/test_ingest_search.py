@@ -13,8 +13,8 @@ from pyhmmer.easel import MSAFile
 
 from protprof.alignments import msa_filename
 from protprof.cli import COMMANDS, HIDDEN, main
-from protprof.ingest import SPLITS, read_shard
 from protprof.jackhmmer import AMINO
+from protprof.queries.ingest import SPLITS, read_shard
 from protprof.store.zarr_store import open_store
 
 

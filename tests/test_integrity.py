@@ -20,8 +20,8 @@ from protprof.alphabet import FIRST_RESIDUE, N_STANDARD
 from protprof.cli import main
 from protprof.data import ProfileDataset
 from protprof.errors import StoreError
-from protprof.fasta import read_fasta
 from protprof.jackhmmer import JackhmmerSearch, SearchParams, load_database, read_block
+from protprof.queries.fasta import read_fasta
 from protprof.store.cache import ProfileCache
 from protprof.store.zarr_store import open_store, verify
 

@@ -25,12 +25,12 @@ from protprof.data import (
     profile_targets,
 )
 from protprof.errors import ConfigError, TrainingError
-from protprof.fasta import read_fasta
-from protprof.ingest import IngestParams, select_records
 from protprof.jackhmmer import SearchParams
 from protprof.model import ProteinEncoder, mlm_loss, profile_kl, total_loss
 from protprof.model_config import PRESETS
 from protprof.profiles import ProfileParams
+from protprof.queries.fasta import read_fasta
+from protprof.queries.ingest import IngestParams, select_records
 from protprof.stages import build
 from protprof.train import Trainer, lr_factor, train
 from protprof.train_config import load_config

@@ -12,7 +12,6 @@ import pytest
 
 from protprof.alignment_files import ImportParams
 from protprof.errors import ConfigError
-from protprof.ingest import IngestParams
 from protprof.jackhmmer import SearchParams
 from protprof.msa_filter import FilterParams
 from protprof.params import (
@@ -25,6 +24,7 @@ from protprof.params import (
     schema_of,
 )
 from protprof.profiles import ProfileParams
+from protprof.queries.ingest import IngestParams
 from protprof.reuse import ReuseParams
 
 

@@ -15,7 +15,7 @@ from protprof.cli import main
 from protprof.errors import ConfigError
 from protprof.evaluation import registry
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
-from protprof.fasta import Record, read_fasta
+from protprof.queries.fasta import Record, read_fasta
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"

@@ -21,9 +21,9 @@ from pyhmmer.plan7 import HMM, Background, Builder
 
 from protprof.cli import main
 from protprof.errors import ConfigError
-from protprof.fasta import Record, read_fasta, write_fasta
 from protprof.jackhmmer import JackhmmerSearch, SearchParams
 from protprof.profiles import ProfileParams, family_profile, profile_result
+from protprof.queries.fasta import Record, read_fasta, write_fasta
 from protprof.reuse import (
     ReuseParams,
     TargetIndex,

@@ -17,10 +17,10 @@ from helpers import DEMO_QUERIES, SHARED_DATA
 
 from protprof import workflow_params
 from protprof.cli import main
-from protprof.clusters import homology_clusters
 from protprof.errors import ConfigError
-from protprof.fasta import Record, read_fasta
-from protprof.ingest import (
+from protprof.queries.clusters import homology_clusters
+from protprof.queries.fasta import Record, read_fasta
+from protprof.queries.ingest import (
     IngestParams,
     _digest,
     assign_splits,

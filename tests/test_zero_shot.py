@@ -16,10 +16,10 @@ from protprof.cli import main
 from protprof.evaluation import datasets as ds
 from protprof.evaluation import reference as ref
 from protprof.evaluation.tasks import log_odds
-from protprof.fasta import Record
-from protprof.ingest import IngestParams
 from protprof.jackhmmer import SearchParams
 from protprof.profiles import ProfileParams
+from protprof.queries.fasta import Record
+from protprof.queries.ingest import IngestParams
 from protprof.stages import build
 from protprof.store.zarr_store import open_store
 

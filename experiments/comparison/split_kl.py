@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from protprof.checkpoint import load_model
-from protprof.clusters import homolog_pairs
 from protprof.embed import embed_sequences
 from protprof.evaluation import metrics
 from protprof.evaluation.tasks import STANDARD, background_frequencies, blosum62_conditionals
+from protprof.queries.clusters import homolog_pairs
 from protprof.store.zarr_store import open_store
 
 HERE = Path("experiments/comparison")

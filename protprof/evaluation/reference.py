@@ -20,7 +20,7 @@ import numpy as np
 from protprof.atomic import Kind, atomic_output
 from protprof.errors import InputFormatError
 from protprof.evaluation.datasets import DatasetError
-from protprof.fasta import Record
+from protprof.queries.fasta import Record
 from protprof.store.file_versions import check, stamp
 
 log = logging.getLogger(__name__)

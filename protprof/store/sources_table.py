@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from protprof.errors import StoreError
-from protprof.ingest import SPLITS
+from protprof.queries.ingest import SPLITS
 from protprof.store.zarr_store import ProfileStore
 
 SOURCES_FILE = "sources.tsv"  # per sequence: its ID, split, and the files its alignment came from

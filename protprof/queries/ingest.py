@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from protprof.atomic import Kind, atomic_output
-from protprof.clusters import COVERAGE_MODE, EVALUE, SENSITIVITY, homology_clusters
 from protprof.errors import ConfigError, InputFormatError
-from protprof.fasta import Record, read_fasta, write_fasta
 from protprof.params import check_params, param
+from protprof.queries.clusters import COVERAGE_MODE, EVALUE, SENSITIVITY, homology_clusters
+from protprof.queries.fasta import Record, read_fasta, write_fasta
 
 log = logging.getLogger(__name__)
 
