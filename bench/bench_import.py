@@ -22,9 +22,9 @@ from pathlib import Path
 
 from _results import record
 
-from protprof.msa_filter import FilterParams, filter_alignment
-from protprof.msa_formats import read_alignment
-from protprof.profiles import ProfileParams, build_hmm, profile_from_msa
+from protprof.alignments.filters import FilterParams, filter_alignment
+from protprof.alignments.formats import read_alignment
+from protprof.alignments.profiles import ProfileParams, build_hmm, profile_from_msa
 from protprof.store.zarr_store import quantise
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,8 +69,8 @@ def run_command(paths: list[str], threads: int, out: Path) -> float:
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
-    from protprof.alignment_files import Found, ImportParams
-    from protprof.importer import read_found, write_imported
+    from protprof.alignments.files import Found, ImportParams
+    from protprof.alignments.importer import read_found, write_imported
     from protprof.queries.ingest import IngestParams
 
     params, ingest = ImportParams(), IngestParams(max_length=100_000)

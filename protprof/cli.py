@@ -41,10 +41,10 @@ def command(name: str, help: str, hidden: bool = False) -> Callable:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    from protprof.alignments import MsaOutput
+    from protprof.alignments.folder import MsaOutput
+    from protprof.alignments.profiles import ProfileParams
     from protprof.jackhmmer import Preset, SearchParams
     from protprof.params import add_options
-    from protprof.profiles import ProfileParams
 
     g = p.add_argument_group("search (jackhmmer's option names; defaults from --preset)")
     add_options(g, Preset)
@@ -64,7 +64,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_filter_options(p: argparse.ArgumentParser) -> None:
-    from protprof.msa_filter import FilterParams
+    from protprof.alignments.filters import FilterParams
     from protprof.params import add_options
 
     g = p.add_argument_group(
@@ -74,7 +74,7 @@ def _add_filter_options(p: argparse.ArgumentParser) -> None:
 
 
 def _filter_params(args: argparse.Namespace) -> Any:
-    from protprof.msa_filter import FilterParams
+    from protprof.alignments.filters import FilterParams
     from protprof.params import from_args
 
     return from_args(FilterParams, args)
@@ -96,9 +96,9 @@ def _reuse_params(args: argparse.Namespace) -> Any:
 
 
 def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    from protprof.alignments.profiles import ProfileParams
     from protprof.jackhmmer import SearchParams, search_params
     from protprof.params import from_args, given
-    from protprof.profiles import ProfileParams
 
     search = search_params(args.preset, **given(SearchParams, args))
     return search, from_args(ProfileParams, args)
@@ -241,7 +241,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> None:
-    from protprof.alignments import MSA_DIR
+    from protprof.alignments.folder import MSA_DIR
     from protprof.journal import journal_path
     from protprof.queries.ingest import read_shard
     from protprof.stages import search_shard
@@ -370,7 +370,7 @@ def _run_finish_shard(args: argparse.Namespace) -> None:
     from protprof.stages import finish_chunked_shard
 
     search, profile = _search_settings(args)
-    from protprof.alignments import MSA_DIR
+    from protprof.alignments.folder import MSA_DIR
     from protprof.store.zarr_store import STORE
 
     with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
@@ -653,7 +653,7 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> None:
-    from protprof.alignments import MSA_DIR
+    from protprof.alignments.folder import MSA_DIR
     from protprof.journal import journal_path
     from protprof.queries.clusters import mmseqs_program
     from protprof.queries.ingest import assign_splits, ingest_attrs, select_records
@@ -709,10 +709,10 @@ def _run_build(args: argparse.Namespace) -> None:
 
 @command("import", "profiles from existing alignments (a3m, Stockholm, a2m): no search")
 def _import_args(p: argparse.ArgumentParser) -> None:
-    from protprof.alignment_files import ImportParams
+    from protprof.alignments.files import ImportParams
+    from protprof.alignments.profiles import ProfileParams
     from protprof.evaluation.settings import GuardParams
     from protprof.params import add_options
-    from protprof.profiles import ProfileParams
 
     p.add_argument(
         "alignments",
@@ -749,9 +749,9 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> None:
-    from protprof.alignment_files import ImportParams
+    from protprof.alignments.files import ImportParams
+    from protprof.alignments.profiles import ProfileParams
     from protprof.params import from_args
-    from protprof.profiles import ProfileParams
     from protprof.sources import FileSource
     from protprof.stages import import_alignments
     from protprof.store.zarr_store import STORE
@@ -792,7 +792,7 @@ def _shard(text: str) -> tuple[int, int]:
     "when alignments are configured)",
 )
 def _combine_args(p: argparse.ArgumentParser) -> None:
-    from protprof.alignment_files import ImportJobs
+    from protprof.alignments.files import ImportJobs
     from protprof.params import add_options
 
     p.add_argument("imported", nargs="+", type=Path, help="stores written by `import`")

@@ -60,10 +60,10 @@ import numpy as np
 from pyhmmer.easel import DigitalSequenceBlock, TextSequence
 from pyhmmer.plan7 import HMM, Pipeline, TopHits
 
+from protprof.alignments.profiles import Profiled, ProfileParams, family_profile, profile_result
 from protprof.errors import ConfigError, SearchError
 from protprof.jackhmmer import AMINO, Database, JackhmmerSearch, SearchParams
 from protprof.params import check_params, param
-from protprof.profiles import Profiled, ProfileParams, family_profile, profile_result
 from protprof.queries.fasta import Record
 from protprof.store.reuse_records import JS_TOLERANCE, MEMBER
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from protprof.alignments import MsaOutput, alignment_bytes, write_alignment_files
+from protprof.alignments.filters import NO_FILTERS, FilterParams
+from protprof.alignments.folder import MsaOutput, alignment_bytes, write_alignment_files
+from protprof.alignments.profiles import Profiled, ProfileParams, profile_result
 from protprof.atomic import require_space
 from protprof.errors import ConfigError
 from protprof.jackhmmer import Database, JackhmmerSearch, QueryResult, SearchParams
 from protprof.journal import Entry, Journal, open_journal, settings
-from protprof.msa_filter import NO_FILTERS, FilterParams
-from protprof.profiles import Profiled, ProfileParams, profile_result
 from protprof.queries.fasta import Record
 from protprof.reuse import ReuseParams, search_with_reuse
 from protprof.store import cache

@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from protprof.alignment_files import ImportParams
+from protprof.alignments.files import ImportParams
+from protprof.alignments.filters import NO_FILTERS, FilterParams
+from protprof.alignments.importer import Item, import_provenance, write_imported
+from protprof.alignments.profiles import ProfileParams
 from protprof.atomic import require_space
-from protprof.importer import Item, import_provenance, write_imported
 from protprof.jackhmmer import Database, SearchParams
 from protprof.journal import journal_path, remove_journal
-from protprof.msa_filter import NO_FILTERS, FilterParams
-from protprof.profiles import ProfileParams
 from protprof.reuse import ReuseParams
 from protprof.search_store import check_filters, search_provenance, search_records
 from protprof.store import cache

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from protprof.alignment_files import PREFER
-from protprof.alignments import MsaOutput
+from protprof.alignments.files import PREFER
+from protprof.alignments.filters import NO_FILTERS, FilterParams
+from protprof.alignments.folder import MsaOutput
+from protprof.alignments.importer import Item, read_alignments, sources_file, write_imported
+from protprof.alignments.profiles import ProfileParams, profile_result
 from protprof.atomic import require_space
 from protprof.errors import ConfigError, StoreError
-from protprof.importer import Item, read_alignments, sources_file, write_imported
 from protprof.jackhmmer import Database, QueryResult, SearchParams
-from protprof.msa_filter import NO_FILTERS, FilterParams
-from protprof.profiles import ProfileParams, profile_result
 from protprof.queries.fasta import Record
 from protprof.queries.ingest import IngestParams, assign_splits, ingest_attrs, read_shard
 from protprof.search_store import (

@@ -14,16 +14,16 @@ import shlex
 import shutil
 from typing import Any
 
-from protprof.alignment_files import ImportJobs, ImportParams, discover, in_shard
-from protprof.alignments import MsaOutput
+from protprof.alignments.files import ImportJobs, ImportParams, discover, in_shard
+from protprof.alignments.filters import FilterParams
+from protprof.alignments.folder import MsaOutput
+from protprof.alignments.profiles import ProfileParams
 from protprof.alphabet import N_STANDARD, VOCAB_SIZE
 from protprof.errors import ConfigError
 from protprof.evaluation.settings import BenchmarkData, GuardParams, Limits
 from protprof.jackhmmer import Preset, SearchParams, search_params
 from protprof.model_config import PRESETS, ModelConfig
-from protprof.msa_filter import FilterParams
 from protprof.params import from_config, option_string, schema_mismatch, schema_of
-from protprof.profiles import ProfileParams
 from protprof.queries.clusters import mmseqs_program
 from protprof.queries.ingest import IngestParams, ShardParams
 from protprof.reuse import ReuseParams

@@ -10,8 +10,8 @@ import pytest
 from helpers import DEMO_DB, DEMO_QUERIES
 
 from protprof import chunked
+from protprof.alignments.profiles import ProfileParams, profile_from_msa
 from protprof.jackhmmer import JackhmmerSearch, SearchParams, read_block
-from protprof.profiles import ProfileParams, profile_from_msa
 from protprof.queries.fasta import read_fasta
 
 PARAMS = SearchParams(iterations=3)

@@ -11,7 +11,7 @@ import pytest
 from helpers import DEMO_DB, write_queries
 from pyhmmer.easel import MSAFile
 
-from protprof.alignments import msa_filename
+from protprof.alignments.folder import msa_filename
 from protprof.cli import COMMANDS, HIDDEN, main
 from protprof.jackhmmer import AMINO
 from protprof.queries.ingest import SPLITS, read_shard

@@ -14,6 +14,7 @@ import torch
 from helpers import DEMO_DB
 
 import protprof.train
+from protprof.alignments.profiles import ProfileParams
 from protprof.alphabet import IGNORE
 from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
@@ -28,7 +29,6 @@ from protprof.errors import ConfigError, TrainingError
 from protprof.jackhmmer import SearchParams
 from protprof.model import ProteinEncoder, mlm_loss, profile_kl, total_loss
 from protprof.model_config import PRESETS
-from protprof.profiles import ProfileParams
 from protprof.queries.fasta import read_fasta
 from protprof.queries.ingest import IngestParams, select_records
 from protprof.stages import build

@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 from helpers import DEMO_QUERIES, SHARED_DATA
 
-from protprof.errors import ConfigError, InputFormatError
-from protprof.jackhmmer import JackhmmerSearch, SearchParams
-from protprof.msa_filter import FilterParams, filter_alignment, filter_msa, kept_rows
-from protprof.msa_formats import (
+from protprof.alignments.filters import FilterParams, filter_alignment, filter_msa, kept_rows
+from protprof.alignments.formats import (
     Alignment,
     _layout_matrix,
     crop,
@@ -26,7 +24,9 @@ from protprof.msa_formats import (
     select_rows,
     write_a3m,
 )
-from protprof.profiles import ProfileParams, build_hmm, profile_from_msa
+from protprof.alignments.profiles import ProfileParams, build_hmm, profile_from_msa
+from protprof.errors import ConfigError, InputFormatError
+from protprof.jackhmmer import JackhmmerSearch, SearchParams
 from protprof.queries.fasta import Record
 from protprof.store.zarr_store import quantise
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass, fields
 
 import pytest
 
-from protprof.alignment_files import ImportParams
+from protprof.alignments.files import ImportParams
+from protprof.alignments.filters import FilterParams
+from protprof.alignments.profiles import ProfileParams
 from protprof.errors import ConfigError
 from protprof.jackhmmer import SearchParams
-from protprof.msa_filter import FilterParams
 from protprof.params import (
     add_options,
     check_params,
@@ -23,7 +24,6 @@ from protprof.params import (
     param,
     schema_of,
 )
-from protprof.profiles import ProfileParams
 from protprof.queries.ingest import IngestParams
 from protprof.reuse import ReuseParams
 

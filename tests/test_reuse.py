@@ -19,10 +19,10 @@ from helpers import DEMO_DB, DEMO_QUERIES, SHARED_DATA
 from pyhmmer.easel import Alphabet, DigitalSequenceBlock, MSAFile
 from pyhmmer.plan7 import HMM, Background, Builder
 
+from protprof.alignments.profiles import ProfileParams, family_profile, profile_result
 from protprof.cli import main
 from protprof.errors import ConfigError
 from protprof.jackhmmer import JackhmmerSearch, SearchParams
-from protprof.profiles import ProfileParams, family_profile, profile_result
 from protprof.queries.fasta import Record, read_fasta, write_fasta
 from protprof.reuse import (
     ReuseParams,

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from helpers import SHARED_DATA
 
+from protprof.alignments.profiles import ProfileParams
 from protprof.cli import main
 from protprof.evaluation import datasets as ds
 from protprof.evaluation import reference as ref
 from protprof.evaluation.tasks import log_odds
 from protprof.jackhmmer import SearchParams
-from protprof.profiles import ProfileParams
 from protprof.queries.fasta import Record
 from protprof.queries.ingest import IngestParams
 from protprof.stages import build

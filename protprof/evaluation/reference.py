@@ -54,8 +54,8 @@ def compute(
     Raises:
         DatasetError: the store's database is not found or is not the one it was built from.
     """
+    from protprof.alignments.profiles import ProfileParams, profile_result
     from protprof.jackhmmer import JackhmmerSearch, SearchParams, load_database
-    from protprof.profiles import ProfileParams, profile_result
 
     fingerprint, search, profile, _ = store_settings(store_path)
     path = Path(database or fingerprint.get("path", ""))

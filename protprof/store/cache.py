@@ -121,7 +121,7 @@ def contexts(
 ) -> list[dict[str, Any]]:
     """The contexts whose entries a build with these settings may use, best first: the
     representatives' context (the per-query one, except in family mode), then (with reuse)
-    the members' context. Alignment filters (`msa_filter.FilterParams`) enter only when on, so
+    the members' context. Alignment filters (`filters.FilterParams`) enter only when on, so
     the entries of builds without them keep their keys."""
     ctx = settings_context(fingerprint, search, profile)
     if filters is not None and filters.active:

@@ -25,9 +25,9 @@ import numpy as np
 from pyhmmer.easel import Alphabet, DigitalMSA, DigitalSequenceBlock, TextSequence
 from pyhmmer.plan7 import HMM, Background, Builder, TraceAligner
 
+from protprof.alignments.filters import FilterParams, filter_msa
 from protprof.errors import SearchError
 from protprof.jackhmmer import HMMER_SEED
-from protprof.msa_filter import FilterParams, filter_msa
 from protprof.params import check_params, param
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
 """Profiles from alignments that already exist: the alignment-file source.
 
 A jackhmmer search against UniRef90 costs core-hours per query; building HMMER's model of a
-finished alignment costs milliseconds. `read_alignments` reads the files `alignment_files`
-finds (a3m, Stockholm, aligned FASTA/a2m; `msa_formats`) and applies the ingest rules;
+finished alignment costs milliseconds. `read_alignments` reads the files `files.discover`
+finds (a3m, Stockholm, aligned FASTA/a2m; `formats`) and applies the ingest rules;
 `write_imported` applies the alignment filters exactly as a search's alignment gets them,
 builds each profile as `profiles.profile_from_msa` builds a searched one, and writes a store
 with `sources.tsv` (each sequence's files and their SHA-256).
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pyhmmer
 
-from protprof import msa_formats
-from protprof.alignment_files import Found, ImportParams, discover, in_shard
+from protprof.alignments import formats
+from protprof.alignments.files import Found, ImportParams, discover, in_shard
+from protprof.alignments.filters import FilterParams, filter_msa
+from protprof.alignments.profiles import Profiled, ProfileParams, build_hmm, profile_from_msa
 from protprof.errors import InputFormatError
 from protprof.jackhmmer import alignment_depth
-from protprof.msa_filter import FilterParams, filter_msa
-from protprof.profiles import Profiled, ProfileParams, build_hmm, profile_from_msa
 from protprof.queries.ingest import IngestParams
 from protprof.store.sources_table import SOURCES_FILE, Source, format_sources
 from protprof.store.zarr_store import columns, quantise, write_stores
@@ -35,18 +35,18 @@ from protprof.store.zarr_store import columns, quantise, write_stores
 log = logging.getLogger(__name__)
 
 
-def merge(alignments: Sequence[msa_formats.Alignment]) -> msa_formats.Alignment:
+def merge(alignments: Sequence[formats.Alignment]) -> formats.Alignment:
     """One alignment of the rows of several alignments of the same query: the query once, then
     each file's rows in order, a row already there (the same residues in the same columns)
     dropped. Consensus columns line up by the query's residues; each insert block is as wide
     as the widest of the files' blocks there, a file's insertions left-justified in it."""
     first = alignments[0]
-    matrices = [msa_formats.msa_matrix(a.msa) for a in alignments]
+    matrices = [formats.msa_matrix(a.msa) for a in alignments]
     length = len(first.query)
     # For each alignment, the column where each of the L + 1 insert blocks starts and ends.
     bounds = []
     for matrix in matrices:
-        consensus = np.flatnonzero(matrix[0] != msa_formats.GAP)
+        consensus = np.flatnonzero(matrix[0] != formats.GAP)
         starts = np.concatenate([[0], consensus + 1])
         stops = np.concatenate([consensus, [matrix.shape[1]]])
         bounds.append((consensus, starts, stops))
@@ -59,7 +59,7 @@ def merge(alignments: Sequence[msa_formats.Alignment]) -> msa_formats.Alignment:
     for alignment, matrix, (consensus, starts, stops) in zip(
         alignments, matrices, bounds, strict=True
     ):
-        merged = np.full((len(matrix), n_columns), msa_formats.GAP, np.uint8)
+        merged = np.full((len(matrix), n_columns), formats.GAP, np.uint8)
         merged[:, block_start[:-1] + widths[:-1]] = matrix[:, consensus]
         for k in range(length + 1):
             width = stops[k] - starts[k]
@@ -72,8 +72,8 @@ def merge(alignments: Sequence[msa_formats.Alignment]) -> msa_formats.Alignment:
             seen.add(key)
             rows.append(row)
             names.append(labels[i])
-    _, _, matrix = msa_formats.normalise(np.stack(rows))
-    msa = msa_formats.msa_from_matrix(names, matrix, first.query_id)
+    _, _, matrix = formats.normalise(np.stack(rows))
+    msa = formats.msa_from_matrix(names, matrix, first.query_id)
     sha = hashlib.sha256("".join(a.sha256 for a in alignments).encode()).hexdigest()
     return replace(first, sha256=sha, msa=msa)
 
@@ -85,14 +85,14 @@ class Item:
 
     id: str
     sequence: str
-    alignment: msa_formats.Alignment
+    alignment: formats.Alignment
     paths: tuple[Path, ...]
     sha256: tuple[str, ...]
 
 
 def read_found(item: Found, params: ImportParams, ingest: IngestParams) -> Item | None:
     """The (merged, cropped) alignment of one query, or None when ingest skips it."""
-    alignments = [msa_formats.read_alignment(p, params.fmt, params.query_id) for p in item.paths]
+    alignments = [formats.read_alignment(p, params.fmt, params.query_id) for p in item.paths]
     alignment = alignments[0]
     for other in alignments[1:]:
         if other.query != alignment.query:
@@ -108,7 +108,7 @@ def read_found(item: Found, params: ImportParams, ingest: IngestParams) -> Item 
     if length > ingest.max_length:
         if ingest.too_long == "skip":
             return None
-        alignment = msa_formats.crop(alignment, ingest.max_length)
+        alignment = formats.crop(alignment, ingest.max_length)
     return Item(
         item.id, alignment.query, alignment, item.paths, tuple(a.sha256 for a in alignments)
     )

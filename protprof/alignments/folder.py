@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from protprof.alignments.formats import write_a3m
 from protprof.atomic import Kind, atomic_output
 from protprof.jackhmmer import QueryResult
-from protprof.msa_formats import write_a3m
 from protprof.params import check_params, param
 
 MSA_FORMATS = {"stockholm": ".sto", "a2m": ".a2m", "a3m": ".a3m"}

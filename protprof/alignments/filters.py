@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pyhmmer.easel import DigitalMSA
 
-from protprof.msa_formats import GAP, Alignment, msa_matrix, select_rows
+from protprof.alignments.formats import GAP, Alignment, msa_matrix, select_rows
 from protprof.params import check_params, param
 
 _FRACTION = "[0, 1]"

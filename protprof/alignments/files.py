@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from protprof import msa_formats
-from protprof.alignments import MSA_INDEX, _is_msa_dir
+from protprof.alignments import formats
+from protprof.alignments.folder import MSA_INDEX, _is_msa_dir
 from protprof.errors import ConfigError, InputFormatError
 from protprof.params import check_params, param
 
@@ -77,7 +77,7 @@ class ImportParams:
         ".stockholm, .afa, .fasta, .fa, .aln)",
         flag="--format",
         key="format",
-        choices=tuple(msa_formats.FORMATS),
+        choices=tuple(formats.FORMATS),
     )
 
     def __post_init__(self) -> None:
@@ -121,7 +121,7 @@ class Discovery:
     missing: list[str] = field(default_factory=list)  # chains without a picked file
 
 
-_SUFFIXES = {suffix for suffixes in msa_formats.FORMATS.values() for suffix in suffixes}
+_SUFFIXES = {suffix for suffixes in formats.FORMATS.values() for suffix in suffixes}
 
 
 def _alignment_files(folder: Path) -> list[Path]:
