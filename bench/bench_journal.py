@@ -36,9 +36,9 @@ from conftest import DEMO_DB, write_queries  # noqa: E402
 from protprof.alignments.filters import NO_FILTERS  # noqa: E402
 from protprof.alignments.profiles import ProfileParams  # noqa: E402
 from protprof.jackhmmer import SearchParams, load_database  # noqa: E402
-from protprof.journal import journal_path, open_journal, read_segment, settings  # noqa: E402
 from protprof.queries.fasta import read_fasta  # noqa: E402
-from protprof.search_store import search_records  # noqa: E402
+from protprof.search.journal import journal_path, open_journal, read_segment, settings  # noqa: E402
+from protprof.search.to_store import search_records  # noqa: E402
 
 PROTPROF = Path(sys.executable).parent / "protprof"
 RESUMED = re.compile(r"(\d+) of (\d+) queries finished by an earlier run; searching (\d+)")

@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
 from protprof.queries.fasta import Record, write_fasta  # noqa: E402
-from protprof.reuse import js_bits  # noqa: E402
+from protprof.search.family import js_bits  # noqa: E402
 from protprof.store.zarr_store import open_store  # noqa: E402
 
 SOURCE = Path("/usr/share/doc/mmseqs2/example-data/DB.fasta.gz")

@@ -82,7 +82,7 @@ def _filter_params(args: argparse.Namespace) -> Any:
 
 def _add_reuse_options(p: argparse.ArgumentParser) -> None:
     from protprof.params import add_options
-    from protprof.reuse import ReuseParams
+    from protprof.search.family import ReuseParams
 
     g = p.add_argument_group("family-scale search (one whole-database search per family)")
     add_options(g, ReuseParams)
@@ -90,7 +90,7 @@ def _add_reuse_options(p: argparse.ArgumentParser) -> None:
 
 def _reuse_params(args: argparse.Namespace) -> Any:
     from protprof.params import from_args
-    from protprof.reuse import ReuseParams
+    from protprof.search.family import ReuseParams
 
     return from_args(ReuseParams, args)
 
@@ -242,8 +242,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 def _run_search(args: argparse.Namespace) -> None:
     from protprof.alignments.folder import MSA_DIR
-    from protprof.journal import journal_path
     from protprof.queries.ingest import read_shard
+    from protprof.search.journal import journal_path
     from protprof.stages import search_shard
     from protprof.store.zarr_store import STORE
 
@@ -280,7 +280,7 @@ def _split_db_args(p: argparse.ArgumentParser) -> None:
 
 def _run_split_db(args: argparse.Namespace) -> None:
     from protprof.atomic import FILE
-    from protprof.chunked import split_database
+    from protprof.search.chunked import split_database
 
     with _claim(args, *((path, FILE) for path in args.out)):
         counts = split_database(args.database, args.out)
@@ -301,9 +301,9 @@ def _init_state_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_init_state(args: argparse.Namespace) -> None:
-    from protprof import chunked
     from protprof.atomic import FILE
     from protprof.queries.ingest import read_shard
+    from protprof.search import chunked
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -322,9 +322,9 @@ def _search_chunk_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_search_chunk(args: argparse.Namespace) -> None:
-    from protprof import chunked
     from protprof.atomic import FILE
     from protprof.jackhmmer import read_block, read_fingerprint
+    from protprof.search import chunked
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -341,9 +341,9 @@ def _merge_iteration_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_merge_iteration(args: argparse.Namespace) -> None:
-    from protprof import chunked
     from protprof.atomic import FILE
     from protprof.queries.ingest import read_shard
+    from protprof.search import chunked
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -364,9 +364,9 @@ def _finish_shard_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_finish_shard(args: argparse.Namespace) -> None:
-    from protprof import chunked
     from protprof.jackhmmer import read_fingerprint
     from protprof.queries.ingest import read_shard
+    from protprof.search import chunked
     from protprof.stages import finish_chunked_shard
 
     search, profile = _search_settings(args)
@@ -654,10 +654,10 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 def _run_build(args: argparse.Namespace) -> None:
     from protprof.alignments.folder import MSA_DIR
-    from protprof.journal import journal_path
     from protprof.queries.clusters import mmseqs_program
     from protprof.queries.ingest import assign_splits, ingest_attrs, select_records
-    from protprof.search_store import check_filters
+    from protprof.search.journal import journal_path
+    from protprof.search.to_store import check_filters
     from protprof.sources import SearchSource, build_cached
     from protprof.stages import build
     from protprof.store.zarr_store import STORE

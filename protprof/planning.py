@@ -14,7 +14,7 @@ from typing import Any
 from protprof.atomic import Kind, atomic_output
 from protprof.queries.fasta import Record, write_fasta
 from protprof.queries.ingest import shard_of
-from protprof.reuse import family_shards
+from protprof.search.family import family_shards
 from protprof.sources import SearchSource
 from protprof.store import cache
 from protprof.store.file_versions import stamp

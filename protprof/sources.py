@@ -31,9 +31,9 @@ from protprof.alignments.importer import Item, import_provenance, write_imported
 from protprof.alignments.profiles import ProfileParams
 from protprof.atomic import require_space
 from protprof.jackhmmer import Database, SearchParams
-from protprof.journal import journal_path, remove_journal
-from protprof.reuse import ReuseParams
-from protprof.search_store import check_filters, search_provenance, search_records
+from protprof.search.family import ReuseParams
+from protprof.search.journal import journal_path, remove_journal
+from protprof.search.to_store import check_filters, search_provenance, search_records
 from protprof.store import cache
 from protprof.store.reuse_records import run_summary
 from protprof.store.zarr_store import open_store, store_bytes
@@ -96,7 +96,7 @@ class AlignmentSource(Protocol):
 
 @dataclass
 class SearchSource:
-    """jackhmmer searches against `database` (`search_store.search_records`)."""
+    """jackhmmer searches against `database` (`to_store.search_records`)."""
 
     fingerprint: dict[str, Any]  # of the database: what the cache keys depend on
     search: SearchParams
@@ -133,7 +133,7 @@ class SearchSource:
         progress: Callable[[object], None] | None = None,
         journal: Path | None = None,
     ) -> Path:
-        """Search, profile and write the items (`search_store.search_records`), journaled."""
+        """Search, profile and write the items (`to_store.search_records`), journaled."""
         if self.database is None:
             raise TypeError("SearchSource.write needs the loaded database")
         return search_records(

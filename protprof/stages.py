@@ -26,7 +26,7 @@ from protprof.errors import ConfigError, StoreError
 from protprof.jackhmmer import Database, QueryResult, SearchParams
 from protprof.queries.fasta import Record
 from protprof.queries.ingest import IngestParams, assign_splits, ingest_attrs, read_shard
-from protprof.search_store import (
+from protprof.search.to_store import (
     search_provenance,
     search_records,
     store_entry,

@@ -26,7 +26,7 @@ from protprof.model_config import PRESETS, ModelConfig
 from protprof.params import from_config, option_string, schema_mismatch, schema_of
 from protprof.queries.clusters import mmseqs_program
 from protprof.queries.ingest import IngestParams, ShardParams
-from protprof.reuse import ReuseParams
+from protprof.search.family import ReuseParams
 
 # Measured on the demo data (bench/RESULTS.md): pyhmmer holds ~3 bytes per database residue.
 DB_BYTES_PER_RESIDUE = 3

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from helpers import DEMO_DB, DEMO_QUERIES
 
-from protprof import chunked
 from protprof.alignments.profiles import ProfileParams, profile_from_msa
 from protprof.jackhmmer import JackhmmerSearch, SearchParams, read_block
 from protprof.queries.fasta import read_fasta
+from protprof.search import chunked
 
 PARAMS = SearchParams(iterations=3)
 

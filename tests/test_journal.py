@@ -23,9 +23,9 @@ from helpers import DEMO_DB, write_queries
 from protprof.alignments.profiles import ProfileParams
 from protprof.cli import main
 from protprof.jackhmmer import SearchParams
-from protprof.journal import FRAME_BYTES, Entry, journal_path, open_journal, read_segment
 from protprof.queries.fasta import read_fasta
-from protprof.search_store import search_records
+from protprof.search.journal import FRAME_BYTES, Entry, journal_path, open_journal, read_segment
+from protprof.search.to_store import search_records
 from protprof.store.zarr_store import QUANT, open_store, write_stores
 
 pytestmark = pytest.mark.integration

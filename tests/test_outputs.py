@@ -20,7 +20,7 @@ from helpers import CLI, DEMO_DB, DEMO_QUERIES, one_error_line, require_mounts, 
 from protprof import jackhmmer
 from protprof.atomic import atomic_output, claim_output
 from protprof.cli import main
-from protprof.journal import journal_path
+from protprof.search.journal import journal_path
 from protprof.store.zarr_store import STORE, open_store
 
 

@@ -25,7 +25,7 @@ from protprof.params import (
     schema_of,
 )
 from protprof.queries.ingest import IngestParams
-from protprof.reuse import ReuseParams
+from protprof.search.family import ReuseParams
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from protprof.cli import main
 from protprof.errors import ConfigError
 from protprof.jackhmmer import JackhmmerSearch, SearchParams
 from protprof.queries.fasta import Record, read_fasta, write_fasta
-from protprof.reuse import (
+from protprof.search.family import (
     ReuseParams,
     TargetIndex,
     audit_rank,

@@ -10,7 +10,7 @@ from pyhmmer.plan7 import HMM, Background, Builder
 
 from protprof.jackhmmer import SearchParams
 from protprof.queries.fasta import read_fasta
-from protprof.reuse import LOOKAHEAD, audit_extra, audit_rank, covered, greedy_groups
+from protprof.search.family import LOOKAHEAD, audit_extra, audit_rank, covered, greedy_groups
 
 AMINO = Alphabet.amino()
 Z = 5000  # the demo database's size

@@ -205,7 +205,7 @@ def profile_result(
         msa = filter_msa(result.msa, filters)
         hmm = build_hmm(msa, result.id, length, params.seed)
         values, neff = profile_from_msa(msa, result.id, length, params, hmm)
-        depth = len(msa.sequences) - 1  # rows besides the query's, as `search.alignment_depth`
+        depth = len(msa.sequences) - 1  # rows besides the query's, as `jackhmmer.alignment_depth`
         return Profiled(result.id, result.sequence, values, neff, depth, hmm, result)
     hmm = (
         build_hmm(result.msa, result.id, length, params.seed)

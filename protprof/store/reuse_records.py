@@ -2,7 +2,7 @@
 build without reuse, and the summaries of shards combined into one store's.
 
 The store, the cache and the assembly read and combine these records without importing the
-search (`protprof.reuse`), which writes them.
+search (`protprof.search.family`), which writes them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Search records and write their store: the one path from queries to a searched store part.
 
-`pipeline`'s stage runners and the cache's `SearchSource` call `search_records`; neither
+The stage runners (`stages`) and the cache's `SearchSource` call `search_records`; neither
 imports the other for it.
 """
 
@@ -21,9 +21,9 @@ from protprof.alignments.profiles import Profiled, ProfileParams, profile_result
 from protprof.atomic import require_space
 from protprof.errors import ConfigError
 from protprof.jackhmmer import Database, JackhmmerSearch, QueryResult, SearchParams
-from protprof.journal import Entry, Journal, open_journal, settings
 from protprof.queries.fasta import Record
-from protprof.reuse import ReuseParams, search_with_reuse
+from protprof.search.family import ReuseParams, search_with_reuse
+from protprof.search.journal import Entry, Journal, open_journal, settings
 from protprof.store import cache
 from protprof.store.reuse_records import per_query_summary
 from protprof.store.zarr_store import columns, provenance, quantise, store_bytes, write_stores
@@ -73,7 +73,7 @@ def search_records(
     resumed: Callable[[int], None] | None = None,
 ) -> Path:
     """Search records, build their profiles and write one store at `out` (atomically).
-    With `reuse` (pool or family), families share whole-database searches (`reuse.py`) and
+    With `reuse` (pool or family), families share whole-database searches (`family.py`) and
     the store records each row's role (`cache.ROLES`); either way `attrs["reuse"]` says how
     many whole-database searches ran. `filters` (off by default) choose the rows of each final
     alignment that build its profile; they do not combine with reuse.
