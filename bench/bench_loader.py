@@ -37,8 +37,8 @@ from protprof.data import (
     mask_tokens,
     profile_targets,
 )
-from protprof.model import ProteinEncoder, total_loss  # noqa: E402
-from protprof.model_config import PRESETS  # noqa: E402
+from protprof.model.config import PRESETS  # noqa: E402
+from protprof.model.encoder import ProteinEncoder, total_loss  # noqa: E402
 from protprof.store.zarr_store import ProfileStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

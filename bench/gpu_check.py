@@ -64,7 +64,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 def _step(model, batch, generator, device, dtype) -> float:
     from protprof.data import mask_tokens, profile_targets
-    from protprof.model import total_loss
+    from protprof.model.encoder import total_loss
 
     inputs, labels = mask_tokens(batch["tokens"], 0.15, generator)
     args = [inputs, labels, profile_targets(batch["profiles"]), batch["residue_mask"]]
@@ -99,8 +99,8 @@ def rate(model, batches, steps, device, dtype, warmup=2) -> float:
 def check_forward(batch, device, dtype) -> list[tuple[str, bool, str]]:
     """CPU fp32 vs the device in fp32 (TF32 off), and a finite loss under low precision."""
     from protprof.data import profile_targets
-    from protprof.model import ProteinEncoder
-    from protprof.model_config import PRESETS
+    from protprof.model.config import PRESETS
+    from protprof.model.encoder import ProteinEncoder
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -142,8 +142,8 @@ def check_ddp(store: Path, processes: int, device: str, smoke: bool) -> tuple[st
 def speed(store, plan, device, dtype, peak) -> list[str]:
     from bench_model import EsmWithProfileHead
 
-    from protprof.model import ProteinEncoder
-    from protprof.model_config import PRESETS
+    from protprof.model.config import PRESETS
+    from protprof.model.encoder import ProteinEncoder
     from protprof.workflow_params import train_flops_per_token
 
     smoke = device.type == "cpu"

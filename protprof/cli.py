@@ -963,7 +963,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 @command("embed", "write per-residue and mean embeddings and predicted profiles (.npz)")
 def _embed_args(p: argparse.ArgumentParser) -> None:
-    from protprof.model_config import EmbedParams
+    from protprof.model.config import EmbedParams
     from protprof.params import add_options
 
     p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
@@ -974,8 +974,8 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> None:
-    from protprof.embed import EMBEDDINGS, embed_sequences, write_embeddings
-    from protprof.loading import load_any
+    from protprof.model.embed import EMBEDDINGS, embed_sequences, write_embeddings
+    from protprof.model.loading import load_any
     from protprof.queries.fasta import read_fasta
 
     with _claim(args, (args.out, EMBEDDINGS)):
@@ -1006,8 +1006,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
-    from protprof.huggingface import HF_EXPORT, export
-    from protprof.loading import load_any
+    from protprof.model.huggingface import HF_EXPORT, export
+    from protprof.model.loading import load_any
 
     with _claim(args, (args.out, HF_EXPORT)):
         loaded = load_any(args.checkpoint)

@@ -25,7 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from protprof.model import ProteinEncoder
+from protprof.model.encoder import ProteinEncoder
 
 # Whole tensors on the CPU of every rank (rank 0 writes them).
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)

@@ -33,7 +33,6 @@ import torch.distributed as dist
 
 from protprof.alphabet import IGNORE
 from protprof.atomic import atomic_output, claim_output
-from protprof.checkpoint import load_checkpoint, model_state, save_checkpoint
 from protprof.data import (
     ProfileDataset,
     TokenBudgetBatchSampler,
@@ -42,8 +41,9 @@ from protprof.data import (
     profile_targets,
 )
 from protprof.errors import CheckpointError, ConfigError, Preempted, TrainingError
-from protprof.model import ProteinEncoder, non_finite, objective_weights
-from protprof.model_config import ModelConfig
+from protprof.model.checkpoint import load_checkpoint, model_state, save_checkpoint
+from protprof.model.config import ModelConfig
+from protprof.model.encoder import ProteinEncoder, non_finite, objective_weights
 from protprof.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,8 @@ class Trainer:
     def start_from(self, directory: str | Path) -> None:
         """Take the weights of a Hugging Face ESM directory (its shape was checked with the
         settings); the profile head too if protprof exported it, else it stays fresh."""
-        from protprof.esm_config import describe
-        from protprof.huggingface import load_directory
+        from protprof.model.esm_config import describe
+        from protprof.model.huggingface import load_directory
 
         loaded = load_directory(directory)
         theirs = dataclasses.replace(loaded.model.config, dropout=self.model.config.dropout)

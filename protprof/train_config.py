@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from protprof.errors import CheckpointError, ConfigError
-from protprof.model_config import OBJECTIVES, PRESETS, ModelConfig
+from protprof.model.config import OBJECTIVES, PRESETS, ModelConfig
 from protprof.params import check_params, check_value, declared, describe, meta, param
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -36,7 +36,7 @@ class TrainConfig:
     profile_weight: float = param(1.0, help="weight of the profile loss", bounds=_ZERO_UP)
     mask_prob: float = param(0.15, help="share of residues masked", bounds="(0, 1)")
     model: str = param(
-        "tiny", help="a preset of protprof.model_config.PRESETS", choices=tuple(PRESETS)
+        "tiny", help="a preset of protprof.model.config.PRESETS", choices=tuple(PRESETS)
     )
     model_overrides: dict = param(
         help="encoder shape changes, e.g. {n_layers: 4}", default_factory=dict
@@ -127,7 +127,7 @@ class TrainConfig:
         """
         if not self.init_from:
             return
-        from protprof.esm_config import check_init_from
+        from protprof.model.esm_config import check_init_from
 
         try:
             check_init_from(self.init_from, self.model_config(), self.model)

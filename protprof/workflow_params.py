@@ -22,7 +22,7 @@ from protprof.alphabet import N_STANDARD, VOCAB_SIZE
 from protprof.errors import ConfigError
 from protprof.evaluation.settings import BenchmarkData, GuardParams, Limits
 from protprof.jackhmmer import Preset, SearchParams, search_params
-from protprof.model_config import PRESETS, ModelConfig
+from protprof.model.config import PRESETS, ModelConfig
 from protprof.params import from_config, option_string, schema_mismatch, schema_of
 from protprof.queries.clusters import mmseqs_program
 from protprof.queries.ingest import IngestParams, ShardParams

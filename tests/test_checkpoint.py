@@ -12,15 +12,15 @@ import pytest
 import torch
 from helpers import BAD, ROOT, checkpoint_state, write_bad, write_queries
 
-from protprof.checkpoint import (
+from protprof.cli import main
+from protprof.errors import CheckpointError, OutputError
+from protprof.model.checkpoint import (
     load_checkpoint,
     load_model,
     model_from_state,
     save_checkpoint,
 )
-from protprof.cli import main
-from protprof.errors import CheckpointError, OutputError
-from protprof.model import ProteinEncoder
+from protprof.model.encoder import ProteinEncoder
 
 
 def test_state_keys_are_as_documented():
@@ -101,10 +101,10 @@ def test_inference_does_not_import_the_trainer():
     """checkpoint.py and model.py: no trainer, torch.distributed, YAML or loader; embed, the
     evaluation package, the benchmark and the baseline: no trainer for models."""
     lean = {"protprof.train", "torch.distributed", "yaml", "protprof.data"}
-    for module in ("protprof/checkpoint.py", "protprof/model.py"):
+    for module in ("protprof/model/checkpoint.py", "protprof/model/encoder.py"):
         assert not _imports(ROOT / module) & lean, module
     inference = [
-        ROOT / "protprof/embed.py",
+        ROOT / "protprof/model/embed.py",
         ROOT / "bench/bench_evaluate.py",
         *sorted((ROOT / "protprof/evaluation").glob("*.py")),
     ]
@@ -118,7 +118,7 @@ def test_inference_does_not_import_the_trainer():
         [
             sys.executable,
             "-c",
-            "import sys, protprof.checkpoint, protprof.embed, "
+            "import sys, protprof.model.checkpoint, protprof.model.embed, "
             "protprof.evaluation.report; print(sorted(m for m in sys.modules if "
             "m == 'protprof.train'))",
         ],

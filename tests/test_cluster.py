@@ -18,12 +18,12 @@ import yaml
 from helpers import ROOT
 
 from protprof import workflow_params
-from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
 from protprof.data import ProfileDataset, TokenBudgetBatchSampler
 from protprof.errors import ConfigError
-from protprof.model import ProteinEncoder
-from protprof.model_config import PRESETS
+from protprof.model.checkpoint import load_checkpoint, load_model
+from protprof.model.config import PRESETS
+from protprof.model.encoder import ProteinEncoder
 from protprof.train import Trainer, resolve_precision
 from protprof.train_config import load_config
 

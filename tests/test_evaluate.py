@@ -13,14 +13,14 @@ from pyhmmer.easel import Alphabet
 from pyhmmer.plan7 import Background
 
 from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, encode
-from protprof.checkpoint import load_model
 from protprof.cli import main
-from protprof.embed import embed_sequences
 from protprof.evaluation import TASKS
 from protprof.evaluation import datasets as ds
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
 from protprof.evaluation.settings import Limits
 from protprof.evaluation.tasks import RUNNERS, sample, variant_scores
+from protprof.model.checkpoint import load_model
+from protprof.model.embed import embed_sequences
 from protprof.queries.fasta import Record, read_fasta
 from protprof.store.zarr_store import open_store
 

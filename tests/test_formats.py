@@ -10,10 +10,10 @@ import pytest
 from helpers import DEMO_DB
 
 from protprof.cli import main
-from protprof.embed import write_embeddings
 from protprof.errors import InputFormatError
 from protprof.evaluation.report import read_reports
 from protprof.jackhmmer import read_fingerprint
+from protprof.model.embed import write_embeddings
 from protprof.store.file_versions import VERSIONS, check, stamp
 
 

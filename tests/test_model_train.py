@@ -16,7 +16,6 @@ from helpers import DEMO_DB
 import protprof.train
 from protprof.alignments.profiles import ProfileParams
 from protprof.alphabet import IGNORE
-from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
 from protprof.data import (
     ProfileDataset,
@@ -27,8 +26,9 @@ from protprof.data import (
 )
 from protprof.errors import ConfigError, TrainingError
 from protprof.jackhmmer import SearchParams
-from protprof.model import ProteinEncoder, mlm_loss, profile_kl, total_loss
-from protprof.model_config import PRESETS
+from protprof.model.checkpoint import load_checkpoint, load_model
+from protprof.model.config import PRESETS
+from protprof.model.encoder import ProteinEncoder, mlm_loss, profile_kl, total_loss
 from protprof.queries.fasta import read_fasta
 from protprof.queries.ingest import IngestParams, select_records
 from protprof.stages import build

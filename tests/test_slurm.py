@@ -19,8 +19,8 @@ import time
 import pytest
 from helpers import BIN, ROOT, job_counts, kill_pids, slurm_job_pids, write_config
 
-from protprof.checkpoint import load_model
-from protprof.model_config import PRESETS
+from protprof.model.checkpoint import load_model
+from protprof.model.config import PRESETS
 from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.slow

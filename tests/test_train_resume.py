@@ -20,8 +20,8 @@ import torch
 from helpers import BAD, write_bad
 
 import protprof.train
-from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
+from protprof.model.checkpoint import load_checkpoint
 from protprof.train_config import load_config
 
 PROTPROF = Path(sys.executable).parent / "protprof"
@@ -466,7 +466,7 @@ def test_a_damaged_optimizer_state_is_not_called_the_last_good_checkpoint(
 ):
     """Resumed from a checkpoint whose optimizer state is damaged, training diverged and named
     that same file as the last good checkpoint."""
-    from protprof.checkpoint import save_checkpoint
+    from protprof.model.checkpoint import save_checkpoint
 
     real = protprof.train.objective_weights
     calls = []

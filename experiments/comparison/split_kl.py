@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from protprof.checkpoint import load_model
-from protprof.embed import embed_sequences
 from protprof.evaluation import metrics
 from protprof.evaluation.tasks import STANDARD, background_frequencies, blosum62_conditionals
+from protprof.model.checkpoint import load_model
+from protprof.model.embed import embed_sequences
 from protprof.queries.clusters import homolog_pairs
 from protprof.store.zarr_store import open_store
 

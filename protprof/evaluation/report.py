@@ -33,7 +33,7 @@ def evaluate(
     """Every number of every task, with timings, as a JSON-ready dict. `label` names the
     model in reports and comparisons (default: its training objective)."""
     from protprof.evaluation import reference as ref
-    from protprof.loading import load_any
+    from protprof.model.loading import load_any
 
     known = registry.names()
     unknown = sorted(set(tasks) - set(known))

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from protprof.alphabet import FIRST_RESIDUE, MASK, N_STANDARD, STANDARD, encode, pad_tokens
-from protprof.embed import embed_sequences
 from protprof.evaluation import datasets as ds
 from protprof.evaluation import metrics, probes, registry
 from protprof.evaluation.settings import Limits
-from protprof.model import ProteinEncoder
+from protprof.model.embed import embed_sequences
+from protprof.model.encoder import ProteinEncoder
 
 
 @dataclass

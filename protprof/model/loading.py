@@ -1,5 +1,5 @@
 """A model for inference from whatever path it is given: a protprof checkpoint file
-(`protprof.checkpoint`) or a local Hugging Face ESM directory (`protprof.huggingface`).
+(`protprof.model.checkpoint`) or a local Hugging Face ESM directory (`protprof.model.huggingface`).
 
 The choice between the two readers lives here, so neither reader imports the other.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protprof.checkpoint import load_checkpoint, model_from_state
-from protprof.huggingface import load_directory
-from protprof.model import LoadedModel
+from protprof.model.checkpoint import load_checkpoint, model_from_state
+from protprof.model.encoder import LoadedModel
+from protprof.model.huggingface import load_directory
 
 
 def load_any(path: str | Path) -> LoadedModel:

@@ -5,7 +5,7 @@ A checkpoint is a `torch.save`d dict of plain types and tensors (it loads with
 `config` (the training settings) and `step`; the trainer's also hold what resuming needs
 (`optimizer`, `scheduler`, `sampler`, `rng`). Inference (embed, evaluation, benchmarks) imports
 this module, never the trainer: no torch.distributed, YAML or data loader. Hugging Face
-directories are `protprof.huggingface`'s; `protprof.loading` chooses between the two.
+directories are `protprof.model.huggingface`'s; `protprof.model.loading` chooses between the two.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch
 
 from protprof.atomic import atomic_output
 from protprof.errors import CheckpointError
-from protprof.model import ProteinEncoder, non_finite
-from protprof.model_config import ModelConfig
+from protprof.model.config import ModelConfig
+from protprof.model.encoder import ProteinEncoder, non_finite
 
 REQUIRED = ("model_config", "model", "config", "step")  # what every protprof checkpoint holds
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format (since PyTorch 1.6)

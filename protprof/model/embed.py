@@ -12,8 +12,8 @@ import torch
 
 from protprof.alphabet import encode, pad_tokens
 from protprof.atomic import Kind, atomic_output
-from protprof.model import ProteinEncoder
-from protprof.model_config import EmbedParams
+from protprof.model.config import EmbedParams
+from protprof.model.encoder import ProteinEncoder
 from protprof.store.file_versions import stamp
 
 

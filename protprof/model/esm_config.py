@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from protprof.errors import CheckpointError
-from protprof.model_config import ModelConfig
+from protprof.model.config import ModelConfig
 
 # ESM-2's alphabet (fair-esm `Alphabet.from_architecture("ESM-1b")`, the vocab.txt of every
 # facebook/esm2_* directory), in id order.

@@ -1,7 +1,7 @@
 """Transformer encoder with an MLM head (tied to the embedding) and a 20-way profile head.
 
 The layout is exactly ESM-2's as `transformers.models.esm` implements it, so weights map one to
-one (`protprof.huggingface`): pre-LayerNorm blocks, a final LayerNorm and none on the
+one (`protprof.model.huggingface`): pre-LayerNorm blocks, a final LayerNorm and none on the
 embeddings; rotary position embeddings (RoFormer, Su et al. 2021) rotating the two halves of
 each head; exact (erf) GELU; an MLM head of dense -> GELU -> LayerNorm -> the tied embedding
 plus its own bias; optional ESM-2 token dropout. Attention is one fused q/k/v projection and
@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from protprof.alphabet import IGNORE, MASK, N_STANDARD, PAD, VOCAB_SIZE
-from protprof.model_config import ModelConfig
+from protprof.model.config import ModelConfig
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Hugging Face ESM directories: export protprof models as `EsmForMaskedLM`, and read any local
 ESM-2 directory as a protprof encoder (for embed, evaluate and `train --init-from`).
 
-protprof's encoder has ESM-2's layout (`protprof.model`), so weights map one to one. Three
+protprof's encoder has ESM-2's layout (`protprof.model.encoder`), so weights map one to one. Three
 differences are bridged here:
 - attention: protprof fuses the query, key and value projections; ESM keeps three.
 - vocabulary: protprof has 30 tokens, ESM 33 with other ids. Every protprof token has an ESM
@@ -28,9 +28,9 @@ import torch
 from protprof.alphabet import STANDARD, VOCAB
 from protprof.atomic import Kind, atomic_output
 from protprof.errors import CheckpointError
-from protprof.esm_config import ESM_TOKENS, REQUIRED, read_config
-from protprof.model import LoadedModel, ProteinEncoder, non_finite
-from protprof.model_config import ModelConfig
+from protprof.model.config import ModelConfig
+from protprof.model.encoder import LoadedModel, ProteinEncoder, non_finite
+from protprof.model.esm_config import ESM_TOKENS, REQUIRED, read_config
 
 log = logging.getLogger(__name__)
 
