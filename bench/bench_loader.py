@@ -30,16 +30,16 @@ import zarr
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof.data import (
+from protprof.model.config import PRESETS  # noqa: E402
+from protprof.model.encoder import ProteinEncoder, total_loss  # noqa: E402
+from protprof.store.zarr_store import ProfileStore  # noqa: E402
+from protprof.train.data import (
     ProfileDataset,
     TokenBudgetBatchSampler,
     collate,  # noqa: E402
     mask_tokens,
     profile_targets,
 )
-from protprof.model.config import PRESETS  # noqa: E402
-from protprof.model.encoder import ProteinEncoder, total_loss  # noqa: E402
-from protprof.store.zarr_store import ProfileStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

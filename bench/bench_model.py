@@ -29,16 +29,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
 from protprof.alphabet import IGNORE  # noqa: E402
-from protprof.data import (  # noqa: E402
+from protprof.model.config import PRESETS, ModelConfig  # noqa: E402
+from protprof.model.encoder import ProteinEncoder, profile_kl, total_loss  # noqa: E402
+from protprof.model.huggingface import TO_ESM  # noqa: E402
+from protprof.train.data import (  # noqa: E402
     ProfileDataset,
     TokenBudgetBatchSampler,
     collate,
     mask_tokens,
     profile_targets,
 )
-from protprof.model.config import PRESETS, ModelConfig  # noqa: E402
-from protprof.model.encoder import ProteinEncoder, profile_kl, total_loss  # noqa: E402
-from protprof.model.huggingface import TO_ESM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work" / "model"

@@ -51,7 +51,7 @@ SMOKE_PLAN = {"tiny": (2, 1), "esm2-8m": (1, 1)}
 
 
 def _batches(store: Path, max_tokens: int, max_len: int, count: int) -> list[dict]:
-    from protprof.data import ProfileDataset, TokenBudgetBatchSampler, collate
+    from protprof.train.data import ProfileDataset, TokenBudgetBatchSampler, collate
 
     data = ProfileDataset(store, "all", max_len=max_len)
     sampler = TokenBudgetBatchSampler(data.lengths, max_tokens, seed=0)
@@ -63,8 +63,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def _step(model, batch, generator, device, dtype) -> float:
-    from protprof.data import mask_tokens, profile_targets
     from protprof.model.encoder import total_loss
+    from protprof.train.data import mask_tokens, profile_targets
 
     inputs, labels = mask_tokens(batch["tokens"], 0.15, generator)
     args = [inputs, labels, profile_targets(batch["profiles"]), batch["residue_mask"]]
@@ -98,9 +98,9 @@ def rate(model, batches, steps, device, dtype, warmup=2) -> float:
 
 def check_forward(batch, device, dtype) -> list[tuple[str, bool, str]]:
     """CPU fp32 vs the device in fp32 (TF32 off), and a finite loss under low precision."""
-    from protprof.data import profile_targets
     from protprof.model.config import PRESETS
     from protprof.model.encoder import ProteinEncoder
+    from protprof.train.data import profile_targets
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -902,7 +902,7 @@ def _run_verify(args: argparse.Namespace) -> None:
 
 @command("train", "pretrain a model on a profile store (MLM, profile or multitask)")
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from protprof.train_config import describe_keys
+    from protprof.train.config import describe_keys
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = "training keys (the YAML's keys; --set KEY=VALUE):\n" + describe_keys()
@@ -938,8 +938,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from protprof.train import train
-    from protprof.train_config import load_config
+    from protprof.train.config import load_config
+    from protprof.train.loop import train
 
     overrides = list(args.set)
     overrides += [f"store={args.store}"] if args.store else []

@@ -287,7 +287,7 @@ def evaluation_labels(config: dict[str, Any]) -> dict[str, str]:
 def check_training(config: dict[str, Any], store: str) -> None:
     """Validate the training YAML with every objective and seed the workflow will train, so a
     bad key or value fails at `--dry-run`, naming it, before any search runs."""
-    from protprof.train_config import load_config
+    from protprof.train.config import load_config
 
     train = config["train"]
     for objective in train["objectives"]:
@@ -551,7 +551,7 @@ TRAIN_RUNTIME_MARGIN = 3.0
 def _training_settings(config: dict[str, Any]) -> Any:
     """The training YAML as the workflow runs it (objective and seed do not change a job's
     size)."""
-    from protprof.train_config import load_config
+    from protprof.train.config import load_config
 
     train = config["train"]
     overrides = [

@@ -12,7 +12,7 @@ import yaml
 
 from protprof import cli, workflow_params
 from protprof.queries.ingest import IngestParams
-from protprof.train_config import TrainConfig
+from protprof.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNKED_STEPS = {"init-state", "search-chunk", "merge-iteration", "finish-shard"}

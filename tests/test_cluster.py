@@ -19,13 +19,13 @@ from helpers import ROOT
 
 from protprof import workflow_params
 from protprof.cli import main
-from protprof.data import ProfileDataset, TokenBudgetBatchSampler
 from protprof.errors import ConfigError
 from protprof.model.checkpoint import load_checkpoint, load_model
 from protprof.model.config import PRESETS
 from protprof.model.encoder import ProteinEncoder
-from protprof.train import Trainer, resolve_precision
-from protprof.train_config import load_config
+from protprof.train.config import load_config
+from protprof.train.data import ProfileDataset, TokenBudgetBatchSampler
+from protprof.train.loop import Trainer, resolve_precision
 
 # The tiny model on the small store, one micro-batch per step.
 BASE = ["max_tokens=1024", "max_len=128", "warmup_steps=0", "eval_every=1000"]
@@ -96,7 +96,7 @@ def test_auto_precision_on_cpu_is_the_fp32_run_bit_for_bit(small_store, tmp_path
 # (epoch, item) pairs per batch): the data each process saw, in order.
 TRACING = """
 import json, os, sys
-import protprof.data as data
+import protprof.train.data as data
 
 original = data.TokenBudgetBatchSampler.stream
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, IGNORE, MASK, PAD
-from protprof.data import (
+from protprof.store.zarr_store import open_store
+from protprof.train.data import (
     ProfileDataset,
     TokenBudgetBatchSampler,
     collate,
@@ -20,7 +21,6 @@ from protprof.data import (
     mask_tokens,
     profile_targets,
 )
-from protprof.store.zarr_store import open_store
 
 
 def _tokens(b: int = 64, t: int = 300) -> torch.Tensor:

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 from protprof.alphabet import FIRST_RESIDUE, IGNORE, MASK, N_STANDARD, pad_tokens
 from protprof.errors import ConfigError, StoreError
 from protprof.store.zarr_store import QUANT, SPLIT_NAMES, ProfileStore, open_store
-from protprof.train_config import TrainConfig
+from protprof.train.config import TrainConfig
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 

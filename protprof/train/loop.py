@@ -33,18 +33,18 @@ import torch.distributed as dist
 
 from protprof.alphabet import IGNORE
 from protprof.atomic import atomic_output, claim_output
-from protprof.data import (
+from protprof.errors import CheckpointError, ConfigError, Preempted, TrainingError
+from protprof.model.checkpoint import load_checkpoint, model_state, save_checkpoint
+from protprof.model.config import ModelConfig
+from protprof.model.encoder import ProteinEncoder, non_finite, objective_weights
+from protprof.train.config import TrainConfig
+from protprof.train.data import (
     ProfileDataset,
     TokenBudgetBatchSampler,
     loader,
     mask_tokens,
     profile_targets,
 )
-from protprof.errors import CheckpointError, ConfigError, Preempted, TrainingError
-from protprof.model.checkpoint import load_checkpoint, model_state, save_checkpoint
-from protprof.model.config import ModelConfig
-from protprof.model.encoder import ProteinEncoder, non_finite, objective_weights
-from protprof.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"  # published when training ends
@@ -119,7 +119,7 @@ class Trainer:
     def _wrap(self, model: ProteinEncoder) -> torch.nn.Module:
         model.activation_checkpointing = self.config.activation_checkpointing
         if self.sharded:
-            from protprof.sharding import shard
+            from protprof.train.sharding import shard
 
             shard(model)  # in place: the model is its own sharded network
         network: torch.nn.Module = model
@@ -145,7 +145,7 @@ class Trainer:
         state = model_state(self.model, dataclasses.asdict(self.config), self.step)
         optimizer = self.optimizer.state_dict()
         if self.fsdp:
-            from protprof.sharding import full_state
+            from protprof.train.sharding import full_state
 
             state["model"], optimizer = full_state(self.model, self.optimizer)
         return {
@@ -185,7 +185,7 @@ class Trainer:
                 "to start over"
             )
         if self.fsdp:
-            from protprof.sharding import load_full_state
+            from protprof.train.sharding import load_full_state
 
             load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
         else:
@@ -238,7 +238,7 @@ class Trainer:
         if not loaded.has_profile_head:
             weights = {k: v for k, v in weights.items() if not k.startswith("profile_head.")}
         if self.fsdp:
-            from protprof.sharding import load_full_state
+            from protprof.train.sharding import load_full_state
 
             load_full_state(self.model, None, weights, strict=loaded.has_profile_head)
         else:
