@@ -54,7 +54,7 @@ def repeated(data: StoreData, copies: int) -> StoreData:
 
 
 def _with_codec(create: Callable) -> Callable:
-    """`store._create` with zarr's crc32c codec after every array's compressors."""
+    """`zarr_store._create` with zarr's crc32c codec after every array's compressors."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     def create_with_crc(group: zarr.Group, n_seq: int, n_res: int, chunk_rows: int) -> dict:

@@ -133,7 +133,7 @@ def main() -> None:
         "Command: `.venv/bin/python bench/bench_import.py --workers "
         f"{args.workers} --count {args.count} --repeats {args.repeats}`. Import = "
         "`read_alignment` + `filter_alignment` + `profile_from_msa` (method hmm, which builds "
-        "the model) + `store.quantise`; builder = `profiles.build_hmm` on alignments parsed "
+        "the model) + `zarr_store.quantise`; builder = `profiles.build_hmm` on alignments parsed "
         "beforehand; these run in worker processes and do not write a store. The command "
         "contender is `protprof import`'s code in one process with its threads, store "
         "written.",

@@ -74,7 +74,7 @@ SUPPORTED_MAJOR = 1
 PROFILE_FORMAT = 3
 MARKER = "cache.json"
 KEYS = "keys.npy"  # in each segment: its entry keys, raw, in row order
-# In a shard store searched with reuse: each row's role (`reuse_provenance.MEMBER`).
+# In a shard store searched with reuse: each row's role (`reuse_records.MEMBER`).
 ROLES = "roles.npy"
 COMMIT = ".commit"  # segments/<publish id>.commit: that publish's segments are complete
 
