@@ -30,9 +30,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof import cache  # noqa: E402
-from protprof.fasta import read_fasta, write_fasta  # noqa: E402
-from protprof.store import StoreData, assemble, open_store, write_stores  # noqa: E402
+from protprof.queries.fasta import read_fasta, write_fasta  # noqa: E402
+from protprof.store import cache  # noqa: E402
+from protprof.store.zarr_store import StoreData, assemble, open_store, write_stores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -33,9 +33,9 @@ import zarr
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof import store as store_module  # noqa: E402
 from protprof.errors import StoreError  # noqa: E402
-from protprof.store import ProfileStore, StoreData, open_store, write_stores  # noqa: E402
+from protprof.store import zarr_store as store_module  # noqa: E402
+from protprof.store.zarr_store import ProfileStore, StoreData, open_store, write_stores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def repeated(data: StoreData, copies: int) -> StoreData:
 
 
 def _with_codec(create: Callable) -> Callable:
-    """`store._create` with zarr's crc32c codec after every array's compressors."""
+    """`zarr_store._create` with zarr's crc32c codec after every array's compressors."""
     from zarr.codecs import Crc32cCodec, ZstdCodec
 
     def create_with_crc(group: zarr.Group, n_seq: int, n_res: int, chunk_rows: int) -> dict:

@@ -45,7 +45,7 @@ def job(*args: str) -> tuple[float, float]:
 
 
 LOAD = (
-    "import resource, sys; from protprof.search import read_block; "
+    "import resource, sys; from protprof.jackhmmer import read_block; "
     "r = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; a = r(); "
     "b = read_block(sys.argv[1]); print(r() - a)"
 )

@@ -20,12 +20,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import record  # noqa: E402
 
-from protprof.checkpoint import load_model  # noqa: E402
-from protprof.embed import embed_sequences  # noqa: E402
 from protprof.evaluation import TASKS  # noqa: E402
 from protprof.evaluation import datasets as ds  # noqa: E402
 from protprof.evaluation.report import evaluate  # noqa: E402
 from protprof.evaluation.settings import Limits  # noqa: E402
+from protprof.model.checkpoint import load_model  # noqa: E402
+from protprof.model.embed import embed_sequences  # noqa: E402
 
 
 def all_sequences(data: Path) -> list[str]:

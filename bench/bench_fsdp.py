@@ -34,8 +34,8 @@ def worker(store: str) -> None:
     """Under torchrun: time both strategies; rank 0 prints the seconds per step as JSON."""
     import torch.distributed as dist
 
-    from protprof.train import Trainer
-    from protprof.train_config import load_config
+    from protprof.train.config import load_config
+    from protprof.train.loop import Trainer
 
     times: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as out:

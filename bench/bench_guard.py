@@ -21,7 +21,7 @@ from _results import record  # noqa: E402
 from protprof.alphabet import STANDARD  # noqa: E402
 from protprof.evaluation import registry  # noqa: E402
 from protprof.evaluation.leakage import guard  # noqa: E402
-from protprof.fasta import Record, read_fasta  # noqa: E402
+from protprof.queries.fasta import Record, read_fasta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDED_LATER = {"variants/Pab1", "variants/Ube4b", "variants/Bgl3", "variants/GB1"}

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from _results import record
 
-from protprof.msa_filter import FilterParams, filter_alignment
-from protprof.msa_formats import read_alignment
-from protprof.profiles import ProfileParams, build_hmm, profile_from_msa
-from protprof.store import quantise
+from protprof.alignments.filters import FilterParams, filter_alignment
+from protprof.alignments.formats import read_alignment
+from protprof.alignments.profiles import ProfileParams, build_hmm, profile_from_msa
+from protprof.store.zarr_store import quantise
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILTERS = {
@@ -69,9 +69,9 @@ def run_command(paths: list[str], threads: int, out: Path) -> float:
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
 
-    from protprof.alignment_files import Found, ImportParams
-    from protprof.importer import read_found, write_imported
-    from protprof.ingest import IngestParams
+    from protprof.alignments.files import Found, ImportParams
+    from protprof.alignments.importer import read_found, write_imported
+    from protprof.queries.ingest import IngestParams
 
     params, ingest = ImportParams(), IngestParams(max_length=100_000)
     found = [Found(f"a{i}", (Path(p),)) for i, p in enumerate(paths)]
@@ -133,7 +133,7 @@ def main() -> None:
         "Command: `.venv/bin/python bench/bench_import.py --workers "
         f"{args.workers} --count {args.count} --repeats {args.repeats}`. Import = "
         "`read_alignment` + `filter_alignment` + `profile_from_msa` (method hmm, which builds "
-        "the model) + `store.quantise`; builder = `profiles.build_hmm` on alignments parsed "
+        "the model) + `zarr_store.quantise`; builder = `profiles.build_hmm` on alignments parsed "
         "beforehand; these run in worker processes and do not write a store. The command "
         "contender is `protprof import`'s code in one process with its threads, store "
         "written.",

@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import DEMO_DB, write_queries  # noqa: E402
 
-from protprof.fasta import read_fasta  # noqa: E402
-from protprof.journal import journal_path, open_journal, read_segment, settings  # noqa: E402
-from protprof.msa_filter import NO_FILTERS  # noqa: E402
-from protprof.profiles import ProfileParams  # noqa: E402
-from protprof.search import SearchParams, load_database  # noqa: E402
-from protprof.search_store import search_records  # noqa: E402
+from protprof.alignments.filters import NO_FILTERS  # noqa: E402
+from protprof.alignments.profiles import ProfileParams  # noqa: E402
+from protprof.jackhmmer import SearchParams, load_database  # noqa: E402
+from protprof.queries.fasta import read_fasta  # noqa: E402
+from protprof.search.journal import journal_path, open_journal, read_segment, settings  # noqa: E402
+from protprof.search.to_store import search_records  # noqa: E402
 
 PROTPROF = Path(sys.executable).parent / "protprof"
 RESUMED = re.compile(r"(\d+) of (\d+) queries finished by an earlier run; searching (\d+)")

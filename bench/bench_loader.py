@@ -30,16 +30,16 @@ import zarr
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof.data import (
+from protprof.model.config import PRESETS  # noqa: E402
+from protprof.model.encoder import ProteinEncoder, total_loss  # noqa: E402
+from protprof.store.zarr_store import ProfileStore  # noqa: E402
+from protprof.train.data import (
     ProfileDataset,
     TokenBudgetBatchSampler,
     collate,  # noqa: E402
     mask_tokens,
     profile_targets,
 )
-from protprof.model import ProteinEncoder, total_loss  # noqa: E402
-from protprof.model_config import PRESETS  # noqa: E402
-from protprof.store import ProfileStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def whole_path(store_path: Path, seconds: float = 5.0) -> tuple[float, float]:
 def checks_off() -> Iterator[None]:
     """The readers without their checksum checks (the peer of the checks' cost)."""
     with (
-        mock.patch("protprof.store._array_problems", lambda *a, **k: []),
+        mock.patch("protprof.store.zarr_store._array_problems", lambda *a, **k: []),
         mock.patch.object(ProfileStore, "_check_chunk", lambda *a: None),
     ):
         yield

@@ -2,7 +2,7 @@
 
 For each preset (tiny, esm2-8m, tape-base), multitask training steps (MLM + profile KL, AdamW)
 on the same real batches of a profile store, in rounds that alternate the implementations:
-- `protprof`: `protprof.model.ProteinEncoder` as it is now;
+- `protprof`: `protprof.model.encoder.ProteinEncoder` as it is now;
 - `before`: the encoder before the ESM-2 changes (protprof/model.py at commit BASELINE, read
   from git), the figure the interop issue must stay within 0.9x of;
 - `transformers`: `transformers.EsmForMaskedLM` (SDPA attention) of the same shape plus a
@@ -29,16 +29,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
 from protprof.alphabet import IGNORE  # noqa: E402
-from protprof.data import (  # noqa: E402
+from protprof.model.config import PRESETS, ModelConfig  # noqa: E402
+from protprof.model.encoder import ProteinEncoder, profile_kl, total_loss  # noqa: E402
+from protprof.model.huggingface import TO_ESM  # noqa: E402
+from protprof.train.data import (  # noqa: E402
     ProfileDataset,
     TokenBudgetBatchSampler,
     collate,
     mask_tokens,
     profile_targets,
 )
-from protprof.huggingface import TO_ESM  # noqa: E402
-from protprof.model import ProteinEncoder, profile_kl, total_loss  # noqa: E402
-from protprof.model_config import PRESETS, ModelConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / "work" / "model"
@@ -51,7 +51,7 @@ def demo_store() -> Path:
     store = WORK / "store.zarr"
     if not store.exists():
         WORK.mkdir(parents=True, exist_ok=True)
-        from protprof.fasta import read_fasta
+        from protprof.queries.fasta import read_fasta
 
         queries = WORK / "queries.fasta"
         records = read_fasta(ROOT / "data/demo/queries_150.fasta.gz")[:48]
@@ -82,6 +82,8 @@ def baseline_encoder() -> type:
         capture_output=True,
         text=True,
     ).stdout
+    # The configuration it imports has moved since (protprof/model_config.py -> model/config.py).
+    source = source.replace("protprof.model_config import", "protprof.model.config import")
     path = WORK / "model_before.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("protprof_model_before", path)
@@ -98,7 +100,7 @@ class EsmWithProfileHead(torch.nn.Module):
         super().__init__()
         from transformers import EsmConfig, EsmForMaskedLM
 
-        from protprof.huggingface import _esm_config
+        from protprof.model.huggingface import _esm_config
 
         self.esm = EsmForMaskedLM._from_config(
             EsmConfig(**_esm_config(c)), attn_implementation="sdpa"

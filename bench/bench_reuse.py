@@ -41,9 +41,9 @@ from pyhmmer.easel import Alphabet, DigitalSequenceBlock, SequenceFile
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import record  # noqa: E402
 
-from protprof.fasta import Record, write_fasta  # noqa: E402
-from protprof.reuse import js_bits  # noqa: E402
-from protprof.store import open_store  # noqa: E402
+from protprof.queries.fasta import Record, write_fasta  # noqa: E402
+from protprof.search.family import js_bits  # noqa: E402
+from protprof.store.zarr_store import open_store  # noqa: E402
 
 SOURCE = Path("/usr/share/doc/mmseqs2/example-data/DB.fasta.gz")
 WORK = Path(__file__).parent / "work" / "reuse"

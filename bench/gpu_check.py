@@ -3,10 +3,11 @@
 On a GPU: the speed of each preset is measured on cuda:0 in bf16 (fp16 where the GPU has no
 bf16), protprof's `ProteinEncoder` and transformers' `EsmForMaskedLM` (SDPA attention, plus
 the same profile head) alternating over rounds, on the same batches of a real profile store.
-MFU = tokens/s x training FLOPs per token (`protprof.jobs.train_flops_per_token`, attention at
-the batches' mean width) / the GPU's dense bf16 peak (a table of common GPUs, or
---peak-tflops). With --cpu-smoke every step runs on CPU at a small scale (tiny and esm2-8m,
-two processes for the DDP run) so CI keeps the script working; its numbers mean nothing.
+MFU = tokens/s x training FLOPs per token
+(`protprof.workflow_params.train_flops_per_token`, attention at the batches' mean width) / the
+GPU's dense bf16 peak (a table of common GPUs, or --peak-tflops). With --cpu-smoke every step
+runs on CPU at a small scale (tiny and esm2-8m, two processes for the DDP run) so CI keeps the
+script working; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ SMOKE_PLAN = {"tiny": (2, 1), "esm2-8m": (1, 1)}
 
 
 def _batches(store: Path, max_tokens: int, max_len: int, count: int) -> list[dict]:
-    from protprof.data import ProfileDataset, TokenBudgetBatchSampler, collate
+    from protprof.train.data import ProfileDataset, TokenBudgetBatchSampler, collate
 
     data = ProfileDataset(store, "all", max_len=max_len)
     sampler = TokenBudgetBatchSampler(data.lengths, max_tokens, seed=0)
@@ -62,8 +63,8 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def _step(model, batch, generator, device, dtype) -> float:
-    from protprof.data import mask_tokens, profile_targets
-    from protprof.model import total_loss
+    from protprof.model.encoder import total_loss
+    from protprof.train.data import mask_tokens, profile_targets
 
     inputs, labels = mask_tokens(batch["tokens"], 0.15, generator)
     args = [inputs, labels, profile_targets(batch["profiles"]), batch["residue_mask"]]
@@ -97,9 +98,9 @@ def rate(model, batches, steps, device, dtype, warmup=2) -> float:
 
 def check_forward(batch, device, dtype) -> list[tuple[str, bool, str]]:
     """CPU fp32 vs the device in fp32 (TF32 off), and a finite loss under low precision."""
-    from protprof.data import profile_targets
-    from protprof.model import ProteinEncoder
-    from protprof.model_config import PRESETS
+    from protprof.model.config import PRESETS
+    from protprof.model.encoder import ProteinEncoder
+    from protprof.train.data import profile_targets
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -141,9 +142,9 @@ def check_ddp(store: Path, processes: int, device: str, smoke: bool) -> tuple[st
 def speed(store, plan, device, dtype, peak) -> list[str]:
     from bench_model import EsmWithProfileHead
 
-    from protprof.jobs import train_flops_per_token
-    from protprof.model import ProteinEncoder
-    from protprof.model_config import PRESETS
+    from protprof.model.config import PRESETS
+    from protprof.model.encoder import ProteinEncoder
+    from protprof.workflow_params import train_flops_per_token
 
     smoke = device.type == "cpu"
     batches = _batches(store, 1024, 128, 4) if smoke else _batches(store, 16384, 512, 16)

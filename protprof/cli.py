@@ -41,10 +41,10 @@ def command(name: str, help: str, hidden: bool = False) -> Callable:
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
-    from protprof.alignments import MsaOutput
+    from protprof.alignments.folder import MsaOutput
+    from protprof.alignments.profiles import ProfileParams
+    from protprof.jackhmmer import Preset, SearchParams
     from protprof.params import add_options
-    from protprof.profiles import ProfileParams
-    from protprof.search import Preset, SearchParams
 
     g = p.add_argument_group("search (jackhmmer's option names; defaults from --preset)")
     add_options(g, Preset)
@@ -64,7 +64,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_filter_options(p: argparse.ArgumentParser) -> None:
-    from protprof.msa_filter import FilterParams
+    from protprof.alignments.filters import FilterParams
     from protprof.params import add_options
 
     g = p.add_argument_group(
@@ -74,7 +74,7 @@ def _add_filter_options(p: argparse.ArgumentParser) -> None:
 
 
 def _filter_params(args: argparse.Namespace) -> Any:
-    from protprof.msa_filter import FilterParams
+    from protprof.alignments.filters import FilterParams
     from protprof.params import from_args
 
     return from_args(FilterParams, args)
@@ -82,7 +82,7 @@ def _filter_params(args: argparse.Namespace) -> Any:
 
 def _add_reuse_options(p: argparse.ArgumentParser) -> None:
     from protprof.params import add_options
-    from protprof.reuse import ReuseParams
+    from protprof.search.family import ReuseParams
 
     g = p.add_argument_group("family-scale search (one whole-database search per family)")
     add_options(g, ReuseParams)
@@ -90,15 +90,15 @@ def _add_reuse_options(p: argparse.ArgumentParser) -> None:
 
 def _reuse_params(args: argparse.Namespace) -> Any:
     from protprof.params import from_args
-    from protprof.reuse import ReuseParams
+    from protprof.search.family import ReuseParams
 
     return from_args(ReuseParams, args)
 
 
 def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    from protprof.alignments.profiles import ProfileParams
+    from protprof.jackhmmer import SearchParams, search_params
     from protprof.params import from_args, given
-    from protprof.profiles import ProfileParams
-    from protprof.search import SearchParams, search_params
 
     search = search_params(args.preset, **given(SearchParams, args))
     return search, from_args(ProfileParams, args)
@@ -107,15 +107,15 @@ def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
 def _add_ingest_options(
     p: argparse.ArgumentParser, title: str = "ingest", defaults: bool = True
 ) -> None:
-    from protprof.ingest import IngestParams
     from protprof.params import add_options
+    from protprof.queries.ingest import IngestParams
 
     add_options(p.add_argument_group(title), IngestParams, defaults)
 
 
 def _ingest_params(args: argparse.Namespace) -> Any:
-    from protprof.ingest import IngestParams
     from protprof.params import from_args
+    from protprof.queries.ingest import IngestParams
 
     return from_args(IngestParams, args)
 
@@ -133,7 +133,7 @@ def _add_exclude(p: argparse.ArgumentParser) -> None:
 
 def _excluded(args: argparse.Namespace, records: list[Any], splits: list[int]) -> Any:
     """The records (and their splits) whose sequence is in none of `--exclude-stores`."""
-    from protprof.store import open_store, store_sequences
+    from protprof.store.zarr_store import open_store, store_sequences
 
     if not args.exclude_stores:
         return records, splits
@@ -160,7 +160,7 @@ def _add_force(p: argparse.ArgumentParser) -> None:
 def _claim(args: argparse.Namespace, *outputs: tuple[Path | None, Any]) -> Iterator[None]:
     """Lock and check every (path, kind) output before any work: an unwritable, locked or
     foreign output fails now, in one line, not after a whole search."""
-    from protprof._atomic import claim_output
+    from protprof.atomic import claim_output
 
     with ExitStack() as stack:
         for path, kind in outputs:
@@ -189,7 +189,7 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_ingest(args: argparse.Namespace) -> None:
-    from protprof.ingest import SHARD, ingest
+    from protprof.queries.ingest import SHARD, ingest
 
     with _claim(args, *((path, SHARD) for path in args.out)):
         counts = ingest(args.queries, args.out, _ingest_params(args), args.threads)
@@ -204,9 +204,9 @@ def _prepare_db_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_prepare_db(args: argparse.Namespace) -> None:
-    from protprof._atomic import atomic_output
-    from protprof.formats import stamp
-    from protprof.search import FINGERPRINT, fingerprint_database
+    from protprof.atomic import atomic_output
+    from protprof.jackhmmer import FINGERPRINT, fingerprint_database
+    from protprof.store.file_versions import stamp
 
     with _claim(args, (args.out, FINGERPRINT)):
         fingerprint = fingerprint_database(args.database)
@@ -221,7 +221,7 @@ def _run_prepare_db(args: argparse.Namespace) -> None:
 
 
 def _load_database(args: argparse.Namespace) -> Any:
-    from protprof.search import load_database, read_fingerprint
+    from protprof.jackhmmer import load_database, read_fingerprint
 
     fingerprint = (
         read_fingerprint(args.fingerprint) if getattr(args, "fingerprint", None) else None
@@ -241,11 +241,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_search(args: argparse.Namespace) -> None:
-    from protprof.alignments import MSA_DIR
-    from protprof.ingest import read_shard
-    from protprof.journal import journal_path
-    from protprof.pipeline import search_shard
-    from protprof.store import STORE
+    from protprof.alignments.folder import MSA_DIR
+    from protprof.queries.ingest import read_shard
+    from protprof.search.journal import journal_path
+    from protprof.stages import search_shard
+    from protprof.store.zarr_store import STORE
 
     search, profile = _search_settings(args)
     reuse = _reuse_params(args)
@@ -279,8 +279,8 @@ def _split_db_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_split_db(args: argparse.Namespace) -> None:
-    from protprof._atomic import FILE
-    from protprof.chunked import split_database
+    from protprof.atomic import FILE
+    from protprof.search.chunked import split_database
 
     with _claim(args, *((path, FILE) for path in args.out)):
         counts = split_database(args.database, args.out)
@@ -301,9 +301,9 @@ def _init_state_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_init_state(args: argparse.Namespace) -> None:
-    from protprof import chunked
-    from protprof._atomic import FILE
-    from protprof.ingest import read_shard
+    from protprof.atomic import FILE
+    from protprof.queries.ingest import read_shard
+    from protprof.search import chunked
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -322,9 +322,9 @@ def _search_chunk_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_search_chunk(args: argparse.Namespace) -> None:
-    from protprof import chunked
-    from protprof._atomic import FILE
-    from protprof.search import read_block, read_fingerprint
+    from protprof.atomic import FILE
+    from protprof.jackhmmer import read_block, read_fingerprint
+    from protprof.search import chunked
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -341,9 +341,9 @@ def _merge_iteration_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_merge_iteration(args: argparse.Namespace) -> None:
-    from protprof import chunked
-    from protprof._atomic import FILE
-    from protprof.ingest import read_shard
+    from protprof.atomic import FILE
+    from protprof.queries.ingest import read_shard
+    from protprof.search import chunked
 
     with _claim(args, (args.out, FILE)):
         search, _ = _search_settings(args)
@@ -364,14 +364,14 @@ def _finish_shard_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_finish_shard(args: argparse.Namespace) -> None:
-    from protprof import chunked
-    from protprof.ingest import read_shard
-    from protprof.pipeline import finish_chunked_shard
-    from protprof.search import read_fingerprint
+    from protprof.jackhmmer import read_fingerprint
+    from protprof.queries.ingest import read_shard
+    from protprof.search import chunked
+    from protprof.stages import finish_chunked_shard
 
     search, profile = _search_settings(args)
-    from protprof.alignments import MSA_DIR
-    from protprof.store import STORE
+    from protprof.alignments.folder import MSA_DIR
+    from protprof.store.zarr_store import STORE
 
     with _claim(args, (args.out, STORE), (args.msa_dir, MSA_DIR)):
         records, _ = read_shard(args.shard)
@@ -411,9 +411,9 @@ def _assemble_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_assemble(args: argparse.Namespace) -> None:
-    from protprof.ingest import IngestParams, ingest_attrs
     from protprof.params import given
-    from protprof.store import STORE, assemble
+    from protprof.queries.ingest import IngestParams, ingest_attrs
+    from protprof.store.zarr_store import STORE, assemble
 
     ingest = ingest_attrs(_ingest_params(args)) if given(IngestParams, args) else None
     with _claim(args, (args.out, STORE)):
@@ -427,12 +427,12 @@ def _run_assemble(args: argparse.Namespace) -> None:
 
 
 def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None) -> None:
-    from protprof import cache
-    from protprof.ingest import read_shard
-    from protprof.reuse_provenance import settings_of
-    from protprof.search import read_fingerprint
+    from protprof.jackhmmer import read_fingerprint
+    from protprof.queries.ingest import read_shard
     from protprof.sources import SearchSource, assemble_cached
-    from protprof.store import open_store
+    from protprof.store import cache
+    from protprof.store.reuse_records import settings_of
+    from protprof.store.zarr_store import open_store
 
     if not (args.queries and args.fingerprint):
         raise ProtprofError("assemble --cache needs --queries and --fingerprint")
@@ -459,8 +459,8 @@ def _assemble_from_cache(args: argparse.Namespace, ingest: dict[str, Any] | None
 
 @command("plan", "list the queries the profile cache lacks and shard them for searching")
 def _plan_args(p: argparse.ArgumentParser) -> None:
-    from protprof.ingest import ShardParams
     from protprof.params import add_options
+    from protprof.queries.ingest import ShardParams
 
     p.add_argument("queries", type=Path, help="every query (one FASTA written by `ingest`)")
     p.add_argument("--fingerprint", type=Path, required=True, help="the database fingerprint")
@@ -479,11 +479,11 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_plan(args: argparse.Namespace) -> None:
-    from protprof import cache
-    from protprof.ingest import read_shard
+    from protprof.jackhmmer import read_fingerprint
     from protprof.planning import PLAN, plan_searches, write_plan
-    from protprof.search import read_fingerprint
+    from protprof.queries.ingest import read_shard
     from protprof.sources import SearchSource
+    from protprof.store import cache
 
     if args.shards < 1:
         raise ProtprofError(f"plan: --shards must be at least 1, got {args.shards}")
@@ -534,7 +534,7 @@ def _cache_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_cache(args: argparse.Namespace) -> None:
-    from protprof import cache
+    from protprof.store import cache
 
     profiles = cache.ProfileCache(args.path, create=False)
     if args.action == "gc":
@@ -653,14 +653,14 @@ def _build_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_build(args: argparse.Namespace) -> None:
-    from protprof.alignments import MSA_DIR
-    from protprof.clusters import mmseqs_program
-    from protprof.ingest import assign_splits, ingest_attrs, select_records
-    from protprof.journal import journal_path
-    from protprof.pipeline import build
-    from protprof.search_store import check_filters
+    from protprof.alignments.folder import MSA_DIR
+    from protprof.queries.clusters import mmseqs_program
+    from protprof.queries.ingest import assign_splits, ingest_attrs, select_records
+    from protprof.search.journal import journal_path
+    from protprof.search.to_store import check_filters
     from protprof.sources import SearchSource, build_cached
-    from protprof.store import STORE
+    from protprof.stages import build
+    from protprof.store.zarr_store import STORE
 
     search, profile = _search_settings(args)
     reuse = _reuse_params(args)
@@ -709,10 +709,10 @@ def _run_build(args: argparse.Namespace) -> None:
 
 @command("import", "profiles from existing alignments (a3m, Stockholm, a2m): no search")
 def _import_args(p: argparse.ArgumentParser) -> None:
-    from protprof.alignment_files import ImportParams
+    from protprof.alignments.files import ImportParams
+    from protprof.alignments.profiles import ProfileParams
     from protprof.evaluation.settings import GuardParams
     from protprof.params import add_options
-    from protprof.profiles import ProfileParams
 
     p.add_argument(
         "alignments",
@@ -749,12 +749,12 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_import(args: argparse.Namespace) -> None:
-    from protprof.alignment_files import ImportParams
+    from protprof.alignments.files import ImportParams
+    from protprof.alignments.profiles import ProfileParams
     from protprof.params import from_args
-    from protprof.pipeline import import_alignments
-    from protprof.profiles import ProfileParams
     from protprof.sources import FileSource
-    from protprof.store import STORE
+    from protprof.stages import import_alignments
+    from protprof.store.zarr_store import STORE
 
     params, profile = from_args(ImportParams, args), from_args(ProfileParams, args)
     source = FileSource(params, profile, _filter_params(args), args.threads)
@@ -792,7 +792,7 @@ def _shard(text: str) -> tuple[int, int]:
     "when alignments are configured)",
 )
 def _combine_args(p: argparse.ArgumentParser) -> None:
-    from protprof.alignment_files import ImportJobs
+    from protprof.alignments.files import ImportJobs
     from protprof.params import add_options
 
     p.add_argument("imported", nargs="+", type=Path, help="stores written by `import`")
@@ -804,8 +804,8 @@ def _combine_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_combine(args: argparse.Namespace) -> None:
-    from protprof.pipeline import combine_sources
-    from protprof.store import STORE
+    from protprof.stages import combine_sources
+    from protprof.store.zarr_store import STORE
 
     with _claim(args, (args.out, STORE)):
         combine_sources(args.imported, args.searched, args.out, _ingest_params(args), args.prefer)
@@ -818,7 +818,7 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_inspect(args: argparse.Namespace) -> None:
-    from protprof.store import open_store, summary
+    from protprof.store.zarr_store import open_store, summary
 
     info = summary(open_store(args.store))
     if args.json:
@@ -884,7 +884,7 @@ def _verify_args(p: argparse.ArgumentParser) -> None:
 def _run_verify(args: argparse.Namespace) -> None:
     import time
 
-    from protprof.store import open_store, unchecked, verify
+    from protprof.store.zarr_store import open_store, unchecked, verify
 
     start = time.perf_counter()
     _fail_on_problems(args.store, verify(args.store), "verify")
@@ -902,7 +902,7 @@ def _run_verify(args: argparse.Namespace) -> None:
 
 @command("train", "pretrain a model on a profile store (MLM, profile or multitask)")
 def _train_args(p: argparse.ArgumentParser) -> None:
-    from protprof.train_config import describe_keys
+    from protprof.train.config import describe_keys
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = "training keys (the YAML's keys; --set KEY=VALUE):\n" + describe_keys()
@@ -938,8 +938,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from protprof.train import train
-    from protprof.train_config import load_config
+    from protprof.train.config import load_config
+    from protprof.train.loop import train
 
     overrides = list(args.set)
     overrides += [f"store={args.store}"] if args.store else []
@@ -963,7 +963,7 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 @command("embed", "write per-residue and mean embeddings and predicted profiles (.npz)")
 def _embed_args(p: argparse.ArgumentParser) -> None:
-    from protprof.model_config import EmbedParams
+    from protprof.model.config import EmbedParams
     from protprof.params import add_options
 
     p.add_argument("checkpoint", type=Path, help=_MODEL_HELP)
@@ -974,9 +974,9 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_embed(args: argparse.Namespace) -> None:
-    from protprof.embed import EMBEDDINGS, embed_sequences, write_embeddings
-    from protprof.fasta import read_fasta
-    from protprof.loading import load_any
+    from protprof.model.embed import EMBEDDINGS, embed_sequences, write_embeddings
+    from protprof.model.loading import load_any
+    from protprof.queries.fasta import read_fasta
 
     with _claim(args, (args.out, EMBEDDINGS)):
         records = read_fasta(args.fasta)
@@ -1006,8 +1006,8 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
-    from protprof.huggingface import HF_EXPORT, export
-    from protprof.loading import load_any
+    from protprof.model.huggingface import HF_EXPORT, export
+    from protprof.model.loading import load_any
 
     with _claim(args, (args.out, HF_EXPORT)):
         loaded = load_any(args.checkpoint)
@@ -1043,17 +1043,17 @@ def _guard_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_guard(args: argparse.Namespace) -> None:
-    from protprof._atomic import FILE
+    from protprof.atomic import FILE
 
     with _claim(args, (args.out, FILE), (args.report, FILE)):
         _guard(args)
 
 
 def _guard(args: argparse.Namespace) -> None:
-    from protprof._atomic import atomic_output
+    from protprof.atomic import atomic_output
     from protprof.evaluation.leakage import guard_files
-    from protprof.fasta import write_fasta
-    from protprof.formats import stamp
+    from protprof.queries.fasta import write_fasta
+    from protprof.store.file_versions import stamp
 
     result = guard_files(args.queries, args.data, args.evalue, args.threads)
     if not result.kept:
@@ -1115,7 +1115,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from protprof._atomic import Kind
+    from protprof.atomic import Kind
     from protprof.evaluation.report import evaluate, markdown, write_report
     from protprof.evaluation.settings import Limits
     from protprof.params import from_args
@@ -1181,7 +1181,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> None:
-    from protprof._atomic import FILE, atomic_output
+    from protprof.atomic import FILE, atomic_output
     from protprof.evaluation.report import compare
 
     with _claim(args, (args.out, FILE), (args.figure, FILE)):

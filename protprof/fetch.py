@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from protprof._atomic import FILE, claim_output, output_error, require_space
+from protprof.atomic import FILE, claim_output, output_error, require_space
 from protprof.errors import ProtprofError
 from protprof.progress import Progress
 
@@ -423,7 +423,7 @@ DERIVERS: dict[str, tuple[tuple[str, ...], Callable[[Path, str], str]]] = {
 
 def derive(entry: Entry, out_dir: Path, base: str = GITHUB_RAW, force: bool = False) -> bool:
     """Make a derived file and check it against the manifest's sha256 before it appears."""
-    from protprof._atomic import atomic_output
+    from protprof.atomic import atomic_output
 
     dest = out_dir / entry.path
     if entry.path not in DERIVERS:
@@ -499,7 +499,7 @@ def fetch_all(
 def write_provenance(out: Path) -> Path:
     """After a complete evaluation fetch: the manifest as `PROVENANCE.tsv`, the staged data
     folder's own record (written last, so its presence means every file is there)."""
-    from protprof._atomic import atomic_output
+    from protprof.atomic import atomic_output
 
     text = resources.files("protprof.evaluation").joinpath("sources.tsv").read_text()
     path = out / "PROVENANCE.tsv"

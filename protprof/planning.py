@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protprof import cache
-from protprof._atomic import Kind, atomic_output
-from protprof.fasta import Record, write_fasta
-from protprof.formats import stamp
-from protprof.ingest import shard_of
-from protprof.reuse import family_shards
+from protprof.atomic import Kind, atomic_output
+from protprof.queries.fasta import Record, write_fasta
+from protprof.queries.ingest import shard_of
+from protprof.search.family import family_shards
 from protprof.sources import SearchSource
+from protprof.store import cache
+from protprof.store.file_versions import stamp
 
 log = logging.getLogger(__name__)
 PLAN = Kind("a protprof search plan", lambda p: (p / "plan.json").is_file())

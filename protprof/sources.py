@@ -25,18 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from protprof import cache
-from protprof._atomic import require_space
-from protprof.alignment_files import ImportParams
-from protprof.importer import Item, import_provenance, write_imported
-from protprof.journal import journal_path, remove_journal
-from protprof.msa_filter import NO_FILTERS, FilterParams
-from protprof.profiles import ProfileParams
-from protprof.reuse import ReuseParams
-from protprof.reuse_provenance import run_summary
-from protprof.search import Database, SearchParams
-from protprof.search_store import check_filters, search_provenance, search_records
-from protprof.store import open_store, store_bytes
+from protprof.alignments.files import ImportParams
+from protprof.alignments.filters import NO_FILTERS, FilterParams
+from protprof.alignments.importer import Item, import_provenance, write_imported
+from protprof.alignments.profiles import ProfileParams
+from protprof.atomic import require_space
+from protprof.jackhmmer import Database, SearchParams
+from protprof.search.family import ReuseParams
+from protprof.search.journal import journal_path, remove_journal
+from protprof.search.to_store import check_filters, search_provenance, search_records
+from protprof.store import cache
+from protprof.store.reuse_records import run_summary
+from protprof.store.zarr_store import open_store, store_bytes
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class AlignmentSource(Protocol):
 
 @dataclass
 class SearchSource:
-    """jackhmmer searches against `database` (`search_store.search_records`)."""
+    """jackhmmer searches against `database` (`to_store.search_records`)."""
 
     fingerprint: dict[str, Any]  # of the database: what the cache keys depend on
     search: SearchParams
@@ -133,7 +133,7 @@ class SearchSource:
         progress: Callable[[object], None] | None = None,
         journal: Path | None = None,
     ) -> Path:
-        """Search, profile and write the items (`search_store.search_records`), journaled."""
+        """Search, profile and write the items (`to_store.search_records`), journaled."""
         if self.database is None:
             raise TypeError("SearchSource.write needs the loaded database")
         return search_records(
@@ -291,7 +291,7 @@ def build_cached(
     items from it (arrays equal to those of a build without the cache)."""
     profiles = cache.ProfileCache(cache_path)
     # The temporary shard store is named like the output's temporaries, so a killed build's
-    # leftover is cleared when the output is next written (`_atomic._recover`).
+    # leftover is cleared when the output is next written (`atomic._recover`).
     work = out.with_name(f".{out.name}.tmp-{source.name}")
     # The journal is named after the output, not the temporary shard store: it must outlive
     # a killed build, whose temporaries the next write clears.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import DEMO_DB, TINY_STORE, require_mounts
 
-from protprof.search import load_database
+from protprof.jackhmmer import load_database
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +31,8 @@ def small_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(small_store, tmp_path_factory) -> Path:
     """The tiny multitask model trained 30 steps on `small_store` (a real checkpoint)."""
-    from protprof.train import train
-    from protprof.train_config import load_config
+    from protprof.train.config import load_config
+    from protprof.train.loop import train
 
     out = tmp_path_factory.mktemp("tiny")
     values = {

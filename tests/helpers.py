@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from protprof.cli import main
-from protprof.fasta import read_fasta
-from protprof.store import StoreData, open_store
+from protprof.queries.fasta import read_fasta
+from protprof.store.zarr_store import StoreData, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DB = ROOT / "data" / "demo" / "uniprot_5k.fasta.gz"
@@ -52,7 +52,7 @@ def esm_directory(path: Path, layers=2, width=64, heads=4, seed=0, **config) -> 
     import torch
     from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
 
-    from protprof.esm_config import ESM_TOKENS
+    from protprof.model.esm_config import ESM_TOKENS
 
     torch.manual_seed(seed)
     settings = dict(
@@ -259,9 +259,9 @@ def checkpoint_state(seed: int = 0) -> dict:
     """A real checkpoint's contents: the tiny model, random, at step 7."""
     import torch
 
-    from protprof.checkpoint import model_state
-    from protprof.model import ProteinEncoder
-    from protprof.model_config import PRESETS
+    from protprof.model.checkpoint import model_state
+    from protprof.model.config import PRESETS
+    from protprof.model.encoder import ProteinEncoder
 
     torch.manual_seed(seed)
     return model_state(ProteinEncoder(PRESETS["tiny"]), {"objective": "mlm"}, step=7)
@@ -271,7 +271,7 @@ def write_bad(kind: str, path: Path) -> Path:
     """A file that is not a usable protprof checkpoint, of the given kind (a key of BAD)."""
     import torch
 
-    from protprof.checkpoint import save_checkpoint
+    from protprof.model.checkpoint import save_checkpoint
 
     good = checkpoint_state()
     if kind == "text":

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from helpers import DEMO_DB, SHARED_DATA, write_queries
 
-from protprof.checkpoint import model_state, save_checkpoint
 from protprof.cli import COMMANDS, main
-from protprof.model import ProteinEncoder
-from protprof.model_config import PRESETS
+from protprof.model.checkpoint import model_state, save_checkpoint
+from protprof.model.config import PRESETS
+from protprof.model.encoder import ProteinEncoder
 
 BAD_KINDS = ["missing", "folder", "empty", "binary", "text"]
 

@@ -32,9 +32,9 @@ from helpers import (
     write_queries,
 )
 
-from protprof.cache import ProfileCache
 from protprof.cli import main
-from protprof.store import open_store
+from protprof.store.cache import ProfileCache
+from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.integration
 

@@ -12,15 +12,15 @@ import pytest
 import torch
 from helpers import BAD, ROOT, checkpoint_state, write_bad, write_queries
 
-from protprof.checkpoint import (
+from protprof.cli import main
+from protprof.errors import CheckpointError, OutputError
+from protprof.model.checkpoint import (
     load_checkpoint,
     load_model,
     model_from_state,
     save_checkpoint,
 )
-from protprof.cli import main
-from protprof.errors import CheckpointError, OutputError
-from protprof.model import ProteinEncoder
+from protprof.model.encoder import ProteinEncoder
 
 
 def test_state_keys_are_as_documented():
@@ -70,8 +70,8 @@ def test_full_disk_is_one_line_and_keeps_the_previous_checkpoint(small_disk):
 def test_untrained_baseline_checkpoint_is_the_trainers_step_zero(small_store, tmp_path):
     """experiments/comparison/untrained_baseline.py builds the model without a Trainer: the
     weights must be the initialisation every trained arm starts from."""
-    from protprof.train import Trainer
-    from protprof.train_config import load_config
+    from protprof.train.config import load_config
+    from protprof.train.loop import Trainer
 
     config = load_config(
         ROOT / "experiments/comparison/train.yaml",
@@ -98,18 +98,18 @@ def _imports(module: Path) -> set[str]:
 
 @pytest.mark.integration
 def test_inference_does_not_import_the_trainer():
-    """checkpoint.py and model.py: no trainer, torch.distributed, YAML or loader; embed, the
-    evaluation package, the benchmark and the baseline: no trainer for models."""
-    lean = {"protprof.train", "torch.distributed", "yaml", "protprof.data"}
-    for module in ("protprof/checkpoint.py", "protprof/model.py"):
+    """model/checkpoint.py and model/encoder.py: no trainer, torch.distributed, YAML or loader;
+    embed, the evaluation package, the benchmark and the baseline: no trainer for models."""
+    lean = {"protprof.train.loop", "torch.distributed", "yaml", "protprof.train.data"}
+    for module in ("protprof/model/checkpoint.py", "protprof/model/encoder.py"):
         assert not _imports(ROOT / module) & lean, module
     inference = [
-        ROOT / "protprof/embed.py",
+        ROOT / "protprof/model/embed.py",
         ROOT / "bench/bench_evaluate.py",
         *sorted((ROOT / "protprof/evaluation").glob("*.py")),
     ]
     for module in inference:
-        assert "protprof.train" not in _imports(module), module
+        assert "protprof.train.loop" not in _imports(module), module
     # The baseline reads the training YAML with train.load_config, but builds and saves its
     # model through the checkpoint module.
     baseline = (ROOT / "experiments/comparison/untrained_baseline.py").read_text()
@@ -118,9 +118,9 @@ def test_inference_does_not_import_the_trainer():
         [
             sys.executable,
             "-c",
-            "import sys, protprof.checkpoint, protprof.embed, "
+            "import sys, protprof.model.checkpoint, protprof.model.embed, "
             "protprof.evaluation.report; print(sorted(m for m in sys.modules if "
-            "m == 'protprof.train'))",
+            "m == 'protprof.train.loop'))",
         ],
         capture_output=True,
         text=True,

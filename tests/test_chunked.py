@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from helpers import DEMO_DB, DEMO_QUERIES
 
-from protprof import chunked
-from protprof.fasta import read_fasta
-from protprof.profiles import ProfileParams, profile_from_msa
-from protprof.search import JackhmmerSearch, SearchParams, read_block
+from protprof.alignments.profiles import ProfileParams, profile_from_msa
+from protprof.jackhmmer import JackhmmerSearch, SearchParams, read_block
+from protprof.queries.fasta import read_fasta
+from protprof.search import chunked
 
 PARAMS = SearchParams(iterations=3)
 
@@ -48,7 +48,7 @@ def test_chunked_equals_in_memory(tmp_path, queries, in_memory, k):
 
 
 def test_balanced_bounds_exact():
-    from protprof.search import balanced_bounds
+    from protprof.jackhmmer import balanced_bounds
 
     assert balanced_bounds([5, 5, 5, 5], 2) == [(0, 2), (2, 4)]
     assert balanced_bounds([10, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 2) == [(0, 1), (1, 11)]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from protprof import cli, jobs
-from protprof.ingest import IngestParams
-from protprof.train_config import TrainConfig
+from protprof import cli, workflow_params
+from protprof.queries.ingest import IngestParams
+from protprof.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNKED_STEPS = {"init-state", "search-chunk", "merge-iteration", "finish-shard"}
@@ -25,11 +25,11 @@ def _build_args(*extra: str):
 def test_build_defaults_are_the_workflow_defaults():
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     search, profile = cli._search_settings(_build_args())
-    assert search == jobs.search(config)
+    assert search == workflow_params.search(config)
     assert search.iterations == 3
-    assert profile == jobs.profile(config)
+    assert profile == workflow_params.profile(config)
     ingest = cli._ingest_params(_build_args())
-    assert ingest == IngestParams(**config["ingest"])  # what jobs.ingest builds, without MMseqs2
+    assert ingest == IngestParams(**config["ingest"])  # workflow_params.ingest, without MMseqs2
 
 
 def test_cpu_is_hmmer_name_for_threads():

@@ -17,15 +17,15 @@ import torch
 import yaml
 from helpers import ROOT
 
-from protprof import jobs
-from protprof.checkpoint import load_checkpoint, load_model
+from protprof import workflow_params
 from protprof.cli import main
-from protprof.data import ProfileDataset, TokenBudgetBatchSampler
 from protprof.errors import ConfigError
-from protprof.model import ProteinEncoder
-from protprof.model_config import PRESETS
-from protprof.train import Trainer, resolve_precision
-from protprof.train_config import load_config
+from protprof.model.checkpoint import load_checkpoint, load_model
+from protprof.model.config import PRESETS
+from protprof.model.encoder import ProteinEncoder
+from protprof.train.config import load_config
+from protprof.train.data import ProfileDataset, TokenBudgetBatchSampler
+from protprof.train.loop import Trainer, resolve_precision
 
 # The tiny model on the small store, one micro-batch per step.
 BASE = ["max_tokens=1024", "max_len=128", "warmup_steps=0", "eval_every=1000"]
@@ -96,7 +96,7 @@ def test_auto_precision_on_cpu_is_the_fp32_run_bit_for_bit(small_store, tmp_path
 # (epoch, item) pairs per batch): the data each process saw, in order.
 TRACING = """
 import json, os, sys
-import protprof.data as data
+import protprof.train.data as data
 
 original = data.TokenBudgetBatchSampler.stream
 
@@ -270,7 +270,7 @@ def test_two_nodes_of_one_process_end_bit_identical_to_one_node_of_two(small_sto
     assert single.returncode == 0, single.stderr[-3000:]
 
     two = tmp_path / "two-nodes"
-    command = jobs.torchrun_command(2, 1, f"127.0.0.1:{_free_port()}", "pytest").split()
+    command = workflow_params.torchrun_command(2, 1, f"127.0.0.1:{_free_port()}", "pytest").split()
     assert command[0] == "torchrun"
     command[0] = str(TORCHRUN)
     with ThreadPoolExecutor(2) as pool:
@@ -317,19 +317,30 @@ def test_launcher_resources_and_slurm_options_by_node_and_gpu_count():
     def train(devices: int, nodes: int) -> dict:
         return {"train": {"devices": devices, "nodes": nodes}}
 
-    assert jobs.train_launcher(train(0, 1)) == jobs.train_launcher(train(1, 1)) == "protprof"
-    assert jobs.train_launcher(train(4, 1)) == (
+    assert (
+        workflow_params.train_launcher(train(0, 1))
+        == workflow_params.train_launcher(train(1, 1))
+        == "protprof"
+    )
+    assert workflow_params.train_launcher(train(4, 1)) == (
         "torchrun --standalone --nproc-per-node 4 -m protprof.cli"
     )
-    assert jobs.train_resources(train(4, 1)) == {"nodes": 1, "gpu": 4}
-    assert jobs.train_slurm_extra(train(4, 1)) == "'--signal=USR1@600 --gpus=4'"
+    assert workflow_params.train_resources(train(4, 1)) == {"nodes": 1, "gpu": 4}
+    assert workflow_params.train_slurm_extra(train(4, 1)) == "'--signal=USR1@600 --gpus=4'"
     # CPU nodes: one process each
-    assert jobs.train_launcher(train(0, 3)).startswith(
+    assert workflow_params.train_launcher(train(0, 3)).startswith(
         "srun --nodes 3 --ntasks-per-node 1 torchrun --nnodes 3 --nproc-per-node 1 "
     )
-    assert jobs.train_resources(train(0, 3)) == {"nodes": 3, "tasks": 3, "mpi": "srun", "gpu": 0}
-    assert jobs.train_slurm_extra(train(0, 3)) == "'--signal=USR1@600 --ntasks-per-node=1'"
-    assert jobs.train_slurm_extra(train(8, 2)) == (
+    assert workflow_params.train_resources(train(0, 3)) == {
+        "nodes": 3,
+        "tasks": 3,
+        "mpi": "srun",
+        "gpu": 0,
+    }
+    assert (
+        workflow_params.train_slurm_extra(train(0, 3)) == "'--signal=USR1@600 --ntasks-per-node=1'"
+    )
+    assert workflow_params.train_slurm_extra(train(8, 2)) == (
         "'--signal=USR1@600 --ntasks-per-node=1 --gpus-per-node=8'"
     )
 
@@ -425,14 +436,14 @@ def test_global_tokens_derive_the_accumulation_from_the_world_size(small_store, 
 
 def test_gpu_plans_load_and_state_their_estimates(small_store):
     """The GPU plans' trainer YAMLs load for 4 and 8 GPUs with one global batch, and the
-    GPU-hours their comments state are what protprof.jobs computes from the anchor."""
+    GPU-hours their comments state are what protprof.workflow_params computes from the anchor."""
     for preset in ("tiny", "esm2-8m", "esm2-35m"):  # the count the estimate rests on
-        assert jobs.model_parameters(PRESETS[preset]) == (
+        assert workflow_params.model_parameters(PRESETS[preset]) == (
             ProteinEncoder(PRESETS[preset]).n_parameters()
         )
     # The anchor itself runs at the anchor's rate.
-    anchor = PRESETS[jobs.ANCHOR_MODEL]
-    assert jobs.train_gpu_hours(anchor, 42_700 * 3600) == pytest.approx(1.0)
+    anchor = PRESETS[workflow_params.ANCHOR_MODEL]
+    assert workflow_params.train_gpu_hours(anchor, 42_700 * 3600) == pytest.approx(1.0)
     for name, hours, gpus in (("esm2-35m", "0.27 GPU-hours", 4), ("esm2-150m", "4.9 GPU", 4)):
         path = ROOT / "workflow" / "plans" / f"train-{name}.yaml"
         config = load_config(path, [f"store={small_store}", f"devices={gpus}"])
@@ -440,7 +451,7 @@ def test_gpu_plans_load_and_state_their_estimates(small_store):
         accumulations = [config.accumulation(g) for g in (gpus, 2 * gpus)]
         assert accumulations[0] == 2 * accumulations[1] >= 2
         tokens = config.max_steps * config.global_tokens
-        estimate = jobs.train_gpu_hours(config.model_config(), tokens)
+        estimate = workflow_params.train_gpu_hours(config.model_config(), tokens)
         assert f"{estimate:.2g}".rstrip("0") in hours and hours in path.read_text()
     plan = yaml.safe_load((ROOT / "workflow" / "plans" / "uniref90.yaml").read_text())
     assert plan["train"] == {

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from protprof.alphabet import CLS, EOS, FIRST_RESIDUE, IGNORE, MASK, PAD
-from protprof.data import (
+from protprof.store.zarr_store import open_store
+from protprof.train.data import (
     ProfileDataset,
     TokenBudgetBatchSampler,
     collate,
@@ -20,7 +21,6 @@ from protprof.data import (
     mask_tokens,
     profile_targets,
 )
-from protprof.store import open_store
 
 
 def _tokens(b: int = 64, t: int = 300) -> torch.Tensor:
@@ -178,7 +178,7 @@ def test_a_store_with_an_unknown_split_code_is_refused_not_dropped(small_store, 
     import dataclasses
 
     from protprof.cli import main
-    from protprof.store import write_stores
+    from protprof.store.zarr_store import write_stores
 
     source = open_store(small_store)
     data = source.read_all()

@@ -13,16 +13,16 @@ from pyhmmer.easel import Alphabet
 from pyhmmer.plan7 import Background
 
 from protprof.alphabet import FIRST_RESIDUE, MASK, RESIDUES, encode
-from protprof.checkpoint import load_model
 from protprof.cli import main
-from protprof.embed import embed_sequences
 from protprof.evaluation import TASKS
 from protprof.evaluation import datasets as ds
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
 from protprof.evaluation.settings import Limits
 from protprof.evaluation.tasks import RUNNERS, sample, variant_scores
-from protprof.fasta import Record, read_fasta
-from protprof.store import open_store
+from protprof.model.checkpoint import load_model
+from protprof.model.embed import embed_sequences
+from protprof.queries.fasta import Record, read_fasta
+from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"

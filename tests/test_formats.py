@@ -10,11 +10,11 @@ import pytest
 from helpers import DEMO_DB
 
 from protprof.cli import main
-from protprof.embed import write_embeddings
 from protprof.errors import InputFormatError
 from protprof.evaluation.report import read_reports
-from protprof.formats import VERSIONS, check, stamp
-from protprof.search import read_fingerprint
+from protprof.jackhmmer import read_fingerprint
+from protprof.model.embed import write_embeddings
+from protprof.store.file_versions import VERSIONS, check, stamp
 
 
 def test_a_fingerprint_carries_its_version_and_reads_back_without_it(tmp_path):

@@ -16,18 +16,18 @@ from helpers import DEMO_QUERIES, SHARED_DATA, esm_directory
 from transformers import EsmForMaskedLM, EsmModel, EsmTokenizer
 
 from protprof.alphabet import MASK, PAD, VOCAB, encode, pad_tokens
-from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
-from protprof.data import ProfileDataset, TokenBudgetBatchSampler, loader
 from protprof.errors import CheckpointError
-from protprof.esm_config import ESM_TOKENS
-from protprof.fasta import read_fasta
-from protprof.huggingface import PROFILE_HEAD, PROVENANCE, TO_ESM, load_profile_head
-from protprof.loading import load_any
-from protprof.model import ProteinEncoder
-from protprof.model_config import PRESETS
-from protprof.train import Trainer
-from protprof.train_config import load_config
+from protprof.model.checkpoint import load_checkpoint
+from protprof.model.config import PRESETS
+from protprof.model.encoder import ProteinEncoder
+from protprof.model.esm_config import ESM_TOKENS
+from protprof.model.huggingface import PROFILE_HEAD, PROVENANCE, TO_ESM, load_profile_head
+from protprof.model.loading import load_any
+from protprof.queries.fasta import read_fasta
+from protprof.train.config import load_config
+from protprof.train.data import ProfileDataset, TokenBudgetBatchSampler, loader
+from protprof.train.loop import Trainer
 
 TOLERANCE = 1e-4  # the issue's: hidden states and logits within 1e-4
 

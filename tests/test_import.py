@@ -13,7 +13,7 @@ import pytest
 from helpers import DEMO_DB, SHARED_DATA, write_queries
 
 from protprof.cli import main
-from protprof.store import open_store
+from protprof.store.zarr_store import open_store
 
 OPENFOLD = SHARED_DATA / "msa_openfold"
 ESM = SHARED_DATA / "msa_examples_esm"

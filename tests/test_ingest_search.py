@@ -11,11 +11,11 @@ import pytest
 from helpers import DEMO_DB, write_queries
 from pyhmmer.easel import MSAFile
 
-from protprof.alignments import msa_filename
+from protprof.alignments.folder import msa_filename
 from protprof.cli import COMMANDS, HIDDEN, main
-from protprof.ingest import SPLITS, read_shard
-from protprof.search import AMINO
-from protprof.store import open_store
+from protprof.jackhmmer import AMINO
+from protprof.queries.ingest import SPLITS, read_shard
+from protprof.store.zarr_store import open_store
 
 
 @pytest.mark.integration

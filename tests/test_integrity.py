@@ -15,15 +15,15 @@ import pytest
 import zarr
 from helpers import DEMO_DB, DEMO_QUERIES, write_queries
 
-from protprof import chunked
 from protprof.alphabet import FIRST_RESIDUE, N_STANDARD
-from protprof.cache import ProfileCache
 from protprof.cli import main
-from protprof.data import ProfileDataset
 from protprof.errors import StoreError
-from protprof.fasta import read_fasta
-from protprof.search import JackhmmerSearch, SearchParams, load_database, read_block
-from protprof.store import open_store, verify
+from protprof.jackhmmer import JackhmmerSearch, SearchParams, load_database, read_block
+from protprof.queries.fasta import read_fasta
+from protprof.search import chunked
+from protprof.store.cache import ProfileCache
+from protprof.store.zarr_store import open_store, verify
+from protprof.train.data import ProfileDataset
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from protprof import jobs
+from protprof import workflow_params
 from protprof.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +23,20 @@ def uniref90_plan(**changes: object) -> dict:
 def test_unchunked_uniref90_jobs_are_cut_to_the_limit():
     # 3.5e7 query residues x 5.5e10 x 3 iterations x 3e-10 s / 16 threads x 1.5, per shard.
     unlimited = uniref90_plan(database_chunks=0, max_job_hours=1000)
-    assert (jobs.search_shards(unlimited), jobs.search_runtime_min(unlimited)) == (100, 27071)
+    assert (
+        workflow_params.search_shards(unlimited),
+        workflow_params.search_runtime_min(unlimited),
+    ) == (100, 27071)
     config = uniref90_plan(database_chunks=0)  # max_job_hours: 24, config.yaml's
-    shards = jobs.search_shards(config)
-    assert jobs.search_runtime_min(config) <= 24 * 60
+    shards = workflow_params.search_shards(config)
+    assert workflow_params.search_runtime_min(config) <= 24 * 60
     # The fewest shards that fit: one fewer would not.
-    assert jobs.search_runtime_min({**config, "max_job_hours": 1000, "shards": shards - 1}) > 1440
+    assert (
+        workflow_params.search_runtime_min({**config, "max_job_hours": 1000, "shards": shards - 1})
+        > 1440
+    )
     assert shards == 1880
-    assert jobs.plan_summary(config) == (
+    assert workflow_params.plan_summary(config) == (
         "protprof plan: 1880 search shards (raised from shards: 100 so that none exceeds it); "
         "the longest search job is estimated at 24.0 h of max_job_hours 24"
     )
@@ -38,14 +44,17 @@ def test_unchunked_uniref90_jobs_are_cut_to_the_limit():
 
 def test_chunked_plan_already_fits():
     config = uniref90_plan()  # 16 chunks: one iteration on 1/16 of the database per job
-    assert (jobs.search_shards(config), jobs.search_runtime_min(config)) == (100, 564)
-    assert jobs.plan_summary(config).startswith("protprof plan: 100 search shards; ")
+    assert (workflow_params.search_shards(config), workflow_params.search_runtime_min(config)) == (
+        100,
+        564,
+    )
+    assert workflow_params.plan_summary(config).startswith("protprof plan: 100 search shards; ")
 
 
 def test_a_limit_no_sharding_can_meet_is_refused():
     config = uniref90_plan(database_chunks=0, max_job_hours=1)
     with pytest.raises(ConfigError) as e:
-        jobs.search_shards(config)
+        workflow_params.search_shards(config)
     # One 1,000-residue query: 1000 x 5.5e10 x 3 x 3e-10 / 16 x 1.5 s = 77.3 min.
     assert str(e.value) == (
         "max_job_hours: 1 h is shorter than the estimated search of one query of "

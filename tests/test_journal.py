@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from helpers import DEMO_DB, write_queries
 
+from protprof.alignments.profiles import ProfileParams
 from protprof.cli import main
-from protprof.fasta import read_fasta
-from protprof.journal import FRAME_BYTES, Entry, journal_path, open_journal, read_segment
-from protprof.profiles import ProfileParams
-from protprof.search import SearchParams
-from protprof.search_store import search_records
-from protprof.store import QUANT, open_store, write_stores
+from protprof.jackhmmer import SearchParams
+from protprof.queries.fasta import read_fasta
+from protprof.search.journal import FRAME_BYTES, Entry, journal_path, open_journal, read_segment
+from protprof.search.to_store import search_records
+from protprof.store.zarr_store import QUANT, open_store, write_stores
 
 pytestmark = pytest.mark.integration
 

@@ -13,27 +13,27 @@ import pytest
 import torch
 from helpers import DEMO_DB
 
-import protprof.train
+import protprof.train.loop
+from protprof.alignments.profiles import ProfileParams
 from protprof.alphabet import IGNORE
-from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
-from protprof.data import (
+from protprof.errors import ConfigError, TrainingError
+from protprof.jackhmmer import SearchParams
+from protprof.model.checkpoint import load_checkpoint, load_model
+from protprof.model.config import PRESETS
+from protprof.model.encoder import ProteinEncoder, mlm_loss, profile_kl, total_loss
+from protprof.queries.fasta import read_fasta
+from protprof.queries.ingest import IngestParams, select_records
+from protprof.stages import build
+from protprof.train.config import load_config
+from protprof.train.data import (
     ProfileDataset,
     TokenBudgetBatchSampler,
     loader,
     mask_tokens,
     profile_targets,
 )
-from protprof.errors import ConfigError, TrainingError
-from protprof.fasta import read_fasta
-from protprof.ingest import IngestParams, select_records
-from protprof.model import ProteinEncoder, mlm_loss, profile_kl, total_loss
-from protprof.model_config import PRESETS
-from protprof.pipeline import build
-from protprof.profiles import ProfileParams
-from protprof.search import SearchParams
-from protprof.train import Trainer, lr_factor, train
-from protprof.train_config import load_config
+from protprof.train.loop import Trainer, lr_factor, train
 
 
 def test_profile_kl_is_zero_at_target_and_positive_elsewhere():
@@ -157,8 +157,8 @@ def test_two_process_gloo_ddp_sees_disjoint_data(small_store, tmp_path):
     script = tmp_path / "ddp_check.py"
     script.write_text(
         "import torch.distributed as dist, sys\n"
-        "from protprof.train import Trainer\n"
-        "from protprof.train_config import load_config\n"
+        "from protprof.train.loop import Trainer\n"
+        "from protprof.train.config import load_config\n"
         f"c = load_config(None, ['store={small_store}', 'out_dir={tmp_path / 'o'}', "
         "'max_steps=3', 'eval_every=3', 'max_tokens=512', 'max_len=128'])\n"
         "t = Trainer(c)\n"
@@ -271,14 +271,14 @@ def test_training_through_micro_batches_without_masked_positions(
     with its specials, two are more) over 150 steps draw several empty masks; training goes
     through them with finite losses instead of stopping with NaN."""
     empty = []
-    real = protprof.train.mask_tokens
+    real = protprof.train.loop.mask_tokens
 
     def counting(tokens, p, generator):
         inputs, labels = real(tokens, p, generator)
         empty.append(bool((labels == IGNORE).all()))
         return inputs, labels
 
-    monkeypatch.setattr(protprof.train, "mask_tokens", counting)
+    monkeypatch.setattr(protprof.train.loop, "mask_tokens", counting)
     settings = [
         f"store={short_store}",
         f"out_dir={tmp_path}",

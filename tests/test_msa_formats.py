@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 from helpers import DEMO_QUERIES, SHARED_DATA
 
-from protprof.errors import ConfigError, InputFormatError
-from protprof.fasta import Record
-from protprof.msa_filter import FilterParams, filter_alignment, filter_msa, kept_rows
-from protprof.msa_formats import (
+from protprof.alignments.filters import FilterParams, filter_alignment, filter_msa, kept_rows
+from protprof.alignments.formats import (
     Alignment,
     _layout_matrix,
     crop,
@@ -26,9 +24,11 @@ from protprof.msa_formats import (
     select_rows,
     write_a3m,
 )
-from protprof.profiles import ProfileParams, build_hmm, profile_from_msa
-from protprof.search import JackhmmerSearch, SearchParams
-from protprof.store import quantise
+from protprof.alignments.profiles import ProfileParams, build_hmm, profile_from_msa
+from protprof.errors import ConfigError, InputFormatError
+from protprof.jackhmmer import JackhmmerSearch, SearchParams
+from protprof.queries.fasta import Record
+from protprof.store.zarr_store import quantise
 
 OPENFOLD = SHARED_DATA / "msa_openfold"
 ESM = SHARED_DATA / "msa_examples_esm"
@@ -216,7 +216,7 @@ def test_filter_params_validated(field, value):
 
 @pytest.fixture(scope="module")
 def searched(demo_database):
-    from protprof.fasta import read_fasta
+    from protprof.queries.fasta import read_fasta
 
     records = [Record(r.id, r.sequence[:300]) for r in read_fasta(DEMO_QUERIES)[:8]]
     search = JackhmmerSearch(

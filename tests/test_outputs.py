@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from helpers import CLI, DEMO_DB, DEMO_QUERIES, one_error_line, require_mounts, write_queries
 
-from protprof import search
-from protprof._atomic import atomic_output, claim_output
+from protprof import jackhmmer
+from protprof.atomic import atomic_output, claim_output
 from protprof.cli import main
-from protprof.journal import journal_path
-from protprof.store import STORE, open_store
+from protprof.search.journal import journal_path
+from protprof.store.zarr_store import STORE, open_store
 
 
 def user_folder(path: Path) -> Path:
@@ -179,7 +179,7 @@ def test_second_writer_of_one_output_is_refused(tmp_path):
 # Claims an output as a command does, says so, and holds it until killed.
 _HOLDER = """
 import sys, time
-from protprof._atomic import claim_output
+from protprof.atomic import claim_output
 with claim_output(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)
@@ -209,7 +209,7 @@ def test_unwritable_output_fails_before_the_search(tmp_path, capsys, monkeypatch
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     loaded = []
-    monkeypatch.setattr(search, "load_database", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr(jackhmmer, "load_database", lambda *a, **k: loaded.append(a))
     assert main(build(queries, blocker / "out.zarr")) == 1
     one_error_line(capsys, str(blocker / "out.zarr"), "cannot write there")
     assert not loaded  # found before loading the database (and so before searching)

@@ -10,10 +10,11 @@ from dataclasses import dataclass, fields
 
 import pytest
 
-from protprof.alignment_files import ImportParams
+from protprof.alignments.files import ImportParams
+from protprof.alignments.filters import FilterParams
+from protprof.alignments.profiles import ProfileParams
 from protprof.errors import ConfigError
-from protprof.ingest import IngestParams
-from protprof.msa_filter import FilterParams
+from protprof.jackhmmer import SearchParams
 from protprof.params import (
     add_options,
     check_params,
@@ -23,9 +24,8 @@ from protprof.params import (
     param,
     schema_of,
 )
-from protprof.profiles import ProfileParams
-from protprof.reuse import ReuseParams
-from protprof.search import SearchParams
+from protprof.queries.ingest import IngestParams
+from protprof.search.family import ReuseParams
 
 
 @dataclass(frozen=True)

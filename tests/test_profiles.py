@@ -14,15 +14,15 @@ import pytest
 from pyhmmer.easel import MSAFile
 from pyhmmer.plan7 import HMMFile
 
-from protprof.errors import SearchError
-from protprof.profiles import (
+from protprof.alignments.profiles import (
     ProfileParams,
     consensus_columns,
     frequency_profile,
     henikoff_weights,
     profile_from_msa,
 )
-from protprof.search import AMINO
+from protprof.errors import SearchError
+from protprof.jackhmmer import AMINO
 
 ALIGNMENT = Path(__file__).parent / "data" / "alignment.sto"
 QUERY, LENGTH = "tr|A2BGT9|A2BGT9_DANRE", 361

@@ -10,7 +10,7 @@ import pytest
 from helpers import DEMO_DB, DEMO_QUERIES
 
 from protprof.cli import main
-from protprof.fasta import read_fasta
+from protprof.queries.fasta import read_fasta
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from helpers import DEMO_QUERIES, SHARED_DATA
 
-from protprof import jobs
+from protprof import workflow_params
 from protprof.cli import main
 from protprof.errors import ConfigError
 from protprof.evaluation import registry
 from protprof.evaluation.leakage import evaluation_test_sequences, guard
-from protprof.fasta import Record, read_fasta
+from protprof.queries.fasta import Record, read_fasta
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"
@@ -171,9 +171,11 @@ def test_evaluate_and_compare_pick_up_a_registered_task(toy, tiny_checkpoint, tm
     assert registry.describe("toy task (LuxC)", "toy distance").direction == "lower is better"
     # The workflow's parse-time check accepts the new name (and still refuses unknown ones).
     config = {"evaluation": {"data": "d", "tasks": ["toy"], "max_train": 0, "max_test": 0}}
-    assert "--tasks toy" in jobs.evaluation_options(config)
+    assert "--tasks toy" in workflow_params.evaluation_options(config)
     with pytest.raises(ConfigError, match="unknown task"):
-        jobs.evaluation_options({"evaluation": {**config["evaluation"], "tasks": ["nope"]}})
+        workflow_params.evaluation_options(
+            {"evaluation": {**config["evaluation"], "tasks": ["nope"]}}
+        )
 
 
 def test_without_the_entry_the_same_rows_fall_back_to_name_conventions():

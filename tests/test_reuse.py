@@ -19,11 +19,12 @@ from helpers import DEMO_DB, DEMO_QUERIES, SHARED_DATA
 from pyhmmer.easel import Alphabet, DigitalSequenceBlock, MSAFile
 from pyhmmer.plan7 import HMM, Background, Builder
 
+from protprof.alignments.profiles import ProfileParams, family_profile, profile_result
 from protprof.cli import main
 from protprof.errors import ConfigError
-from protprof.fasta import Record, read_fasta, write_fasta
-from protprof.profiles import ProfileParams, family_profile, profile_result
-from protprof.reuse import (
+from protprof.jackhmmer import JackhmmerSearch, SearchParams
+from protprof.queries.fasta import Record, read_fasta, write_fasta
+from protprof.search.family import (
     ReuseParams,
     TargetIndex,
     audit_rank,
@@ -31,9 +32,8 @@ from protprof.reuse import (
     js_bits,
     search_with_reuse,
 )
-from protprof.reuse_provenance import MEMBER, combined_summary, per_query_summary, run_summary
-from protprof.search import JackhmmerSearch, SearchParams
-from protprof.store import open_store
+from protprof.store.reuse_records import MEMBER, combined_summary, per_query_summary, run_summary
+from protprof.store.zarr_store import open_store
 
 AMINO = Alphabet.amino()
 PFAM = SHARED_DATA / "pfam_seeds_hmmer"
@@ -361,16 +361,16 @@ def test_a_family_build_through_a_warm_per_query_cache_gets_family_targets(
 # Runs `protprof build`, SIGKILLed at the KILL-th atomic rename (0: none); prints the renames.
 _KILLED_BUILD = """
 import os, signal, sys
-from protprof import _atomic
+from protprof import atomic
 from protprof.cli import main
-kill, calls, rename = int(sys.argv[1]), [0], _atomic._replace
+kill, calls, rename = int(sys.argv[1]), [0], atomic._replace
 def renamed(tmp, target):
     calls[0] += 1
     if calls[0] == kill:
         os.kill(os.getpid(), signal.SIGKILL)
     rename(tmp, target)
     print("renamed", target, flush=True)
-_atomic._replace = renamed
+atomic._replace = renamed
 sys.exit(main(sys.argv[2:]))
 """
 

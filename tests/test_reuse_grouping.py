@@ -8,9 +8,9 @@ from helpers import DEMO_QUERIES
 from pyhmmer.easel import Alphabet, DigitalSequenceBlock, TextSequence
 from pyhmmer.plan7 import HMM, Background, Builder
 
-from protprof.fasta import read_fasta
-from protprof.reuse import LOOKAHEAD, audit_extra, audit_rank, covered, greedy_groups
-from protprof.search import SearchParams
+from protprof.jackhmmer import SearchParams
+from protprof.queries.fasta import read_fasta
+from protprof.search.family import LOOKAHEAD, audit_extra, audit_rank, covered, greedy_groups
 
 AMINO = Alphabet.amino()
 Z = 5000  # the demo database's size

@@ -18,9 +18,9 @@ from helpers import DEMO_DB, DEMO_QUERIES
 from pyhmmer.easel import MSAFile
 from pyhmmer.plan7 import HMM, Background, Builder
 
-from protprof.fasta import read_fasta
-from protprof.profiles import ProfileParams, build_hmm, hmm_profile, profile_from_msa
-from protprof.search import AMINO, JackhmmerSearch, SearchParams
+from protprof.alignments.profiles import ProfileParams, build_hmm, hmm_profile, profile_from_msa
+from protprof.jackhmmer import AMINO, JackhmmerSearch, SearchParams
+from protprof.queries.fasta import read_fasta
 
 JACKHMMER = shutil.which("jackhmmer", path=str(Path(sys.executable).parent)) or shutil.which(
     "jackhmmer"

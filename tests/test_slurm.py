@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from helpers import BIN, ROOT, job_counts, kill_pids, slurm_job_pids, write_config
 
-from protprof.checkpoint import load_model
-from protprof.model_config import PRESETS
-from protprof.store import open_store
+from protprof.model.checkpoint import load_model
+from protprof.model.config import PRESETS
+from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "ci" / "slurm-local.sh"

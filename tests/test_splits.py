@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from helpers import DEMO_QUERIES, SHARED_DATA
 
-from protprof import jobs
+from protprof import workflow_params
 from protprof.cli import main
-from protprof.clusters import homology_clusters
 from protprof.errors import ConfigError
-from protprof.fasta import Record, read_fasta
-from protprof.ingest import (
+from protprof.queries.clusters import homology_clusters
+from protprof.queries.fasta import Record, read_fasta
+from protprof.queries.ingest import (
     IngestParams,
     _digest,
     assign_splits,
@@ -28,7 +28,7 @@ from protprof.ingest import (
     read_shard,
     split_of,
 )
-from protprof.store import open_store, verify
+from protprof.store.zarr_store import open_store, verify
 
 needs_mmseqs = pytest.mark.skipif(
     shutil.which("mmseqs") is None, reason="MMseqs2 is not installed (apt-get install mmseqs2)"
@@ -210,5 +210,5 @@ def test_without_mmseqs_ingest_refuses_in_one_line_and_hash_still_works(tmp_path
 def test_the_workflow_refuses_mmseqs_splits_without_mmseqs_at_parse_time(monkeypatch):
     monkeypatch.setenv("PATH", VENV_BIN)
     with pytest.raises(ConfigError, match=r"apt-get install mmseqs2\) or set ingest.split_method"):
-        jobs.ingest({"ingest": {}})
-    assert jobs.ingest({"ingest": {"split_method": "hash"}}).split_method == "hash"
+        workflow_params.ingest({"ingest": {}})
+    assert workflow_params.ingest({"ingest": {"split_method": "hash"}}).split_method == "hash"

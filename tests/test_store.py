@@ -13,7 +13,7 @@ import pytest
 from protprof.alphabet import encode
 from protprof.cli import main
 from protprof.errors import StoreError
-from protprof.store import StoreData, dequantise, open_store, quantise, write_stores
+from protprof.store.zarr_store import StoreData, dequantise, open_store, quantise, write_stores
 
 ARCHIVED = Path(__file__).parent / "data" / "store-v1.0.zarr"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import TEST_DATA, TINY_STORE, assert_same_arrays
 
-from protprof.store import FORMAT_VERSION, open_store, verify
+from protprof.store.zarr_store import FORMAT_VERSION, open_store, verify
 
 REGENERATE = "regenerate it: python tests/data/make_tiny_store.py"
 

@@ -19,10 +19,10 @@ import pytest
 import torch
 from helpers import BAD, write_bad
 
-import protprof.train
-from protprof.checkpoint import load_checkpoint
+import protprof.train.loop
 from protprof.cli import main
-from protprof.train_config import load_config
+from protprof.model.checkpoint import load_checkpoint
+from protprof.train.config import load_config
 
 PROTPROF = Path(sys.executable).parent / "protprof"
 PUBLISHED = ["checkpoint.pt", "curves.png", "metrics.jsonl"]  # all a finished out-dir holds
@@ -156,7 +156,7 @@ def test_killed_run_resumes_bit_identical_with_each_metrics_line_once(
     """Items 3 and 5: the stale lock does not block the rerun, which logs where it resumed,
     ends with the uninterrupted run's weights bit for bit and writes each step's line once."""
     out = killed["out"]
-    caplog.set_level(logging.INFO, logger="protprof.train")
+    caplog.set_level(logging.INFO, logger="protprof.train.loop")
     assert _train(small_store, out, resume=True) == 0
     assert f"resumed from {out / 'last.pt'} at step 10" in caplog.messages
     assert _train(small_store, tmp_path / "whole") == 0
@@ -362,14 +362,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 ):
     """The loss turns NaN at step 14 (a NaN weight, injected); the checkpoint of step 10 stays,
     its weights finite, and nothing is published."""
-    real = protprof.train.objective_weights
+    real = protprof.train.loop.objective_weights
     calls = []
 
     def nan_from_step_14(*args):
         calls.append(1)
         return (float("nan"), 1.0) if len(calls) >= 14 else real(*args)
 
-    monkeypatch.setattr(protprof.train, "objective_weights", nan_from_step_14)
+    monkeypatch.setattr(protprof.train.loop, "objective_weights", nan_from_step_14)
     out = tmp_path / "run"
     assert _train(small_store, out) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
@@ -389,14 +389,14 @@ def test_nan_from_damaged_targets_names_the_term_and_not_the_learning_rate(
 ):
     """Profile targets holding NaN (as a damaged store would give) make the profile loss NaN:
     the message names the term and the inputs, and does not blame the learning rate."""
-    real = protprof.train.profile_targets
+    real = protprof.train.loop.profile_targets
 
     def damaged(quantised):
         targets = real(quantised)
         targets[0, 1, 0] = float("nan")
         return targets
 
-    monkeypatch.setattr(protprof.train, "profile_targets", damaged)
+    monkeypatch.setattr(protprof.train.loop, "profile_targets", damaged)
     assert _train(small_store, tmp_path / "run") == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith("protprof train: error: the profile loss is nan at step 1 (")
@@ -466,19 +466,19 @@ def test_a_damaged_optimizer_state_is_not_called_the_last_good_checkpoint(
 ):
     """Resumed from a checkpoint whose optimizer state is damaged, training diverged and named
     that same file as the last good checkpoint."""
-    from protprof.checkpoint import save_checkpoint
+    from protprof.model.checkpoint import save_checkpoint
 
-    real = protprof.train.objective_weights
+    real = protprof.train.loop.objective_weights
     calls = []
 
     def nan_at_step_14(*args):
         calls.append(1)
         return (float("nan"), 1.0) if len(calls) == 14 else real(*args)
 
-    monkeypatch.setattr(protprof.train, "objective_weights", nan_at_step_14)
+    monkeypatch.setattr(protprof.train.loop, "objective_weights", nan_at_step_14)
     out = tmp_path / "run"
     assert _train(small_store, out) == 1  # stops at step 14, last.pt of step 10 kept
-    monkeypatch.setattr(protprof.train, "objective_weights", real)
+    monkeypatch.setattr(protprof.train.loop, "objective_weights", real)
     last = out / "last.pt"
     good = torch.load(last, weights_only=True)
     # finite but impossible: a negative second moment makes every update NaN

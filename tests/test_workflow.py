@@ -21,11 +21,11 @@ from helpers import (
     write_config,
 )
 
-from protprof.checkpoint import load_checkpoint, load_model
 from protprof.cli import main
-from protprof.model import ProteinEncoder
-from protprof.model_config import PRESETS
-from protprof.store import open_store
+from protprof.model.checkpoint import load_checkpoint, load_model
+from protprof.model.config import PRESETS
+from protprof.model.encoder import ProteinEncoder
+from protprof.store.zarr_store import open_store
 
 pytestmark = [
     pytest.mark.slow,

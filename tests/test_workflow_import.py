@@ -14,7 +14,7 @@ import yaml
 from helpers import SHARED_DATA, snakemake, write_config
 
 from protprof.cli import main
-from protprof.store import open_store
+from protprof.store.zarr_store import open_store
 
 ESM = SHARED_DATA / "msa_examples_esm"
 OPENFOLD = SHARED_DATA / "msa_openfold"

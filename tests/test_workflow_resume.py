@@ -16,8 +16,8 @@ import torch
 import yaml
 from helpers import BIN, ROOT, SNAKEMAKE, job_counts, snakemake, write_config
 
-from protprof.checkpoint import load_checkpoint
 from protprof.cli import main
+from protprof.model.checkpoint import load_checkpoint
 
 pytestmark = [
     pytest.mark.slow,

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 from helpers import SHARED_DATA
 
+from protprof.alignments.profiles import ProfileParams
 from protprof.cli import main
 from protprof.evaluation import datasets as ds
 from protprof.evaluation import reference as ref
 from protprof.evaluation.tasks import log_odds
-from protprof.fasta import Record
-from protprof.ingest import IngestParams
-from protprof.pipeline import build
-from protprof.profiles import ProfileParams
-from protprof.search import SearchParams
-from protprof.store import open_store
+from protprof.jackhmmer import SearchParams
+from protprof.queries.fasta import Record
+from protprof.queries.ingest import IngestParams
+from protprof.stages import build
+from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"benchmark data {SHARED_DATA} not present"
@@ -98,7 +98,7 @@ def test_alignment_reference_equals_the_pipelines_profile(small_store, tmp_path)
     assert set(profiles) == set(wild_types)
     attrs = open_store(small_store).attrs
     known = {k: v for k, v in attrs["search"].items() if k != "Z"}
-    from protprof.search import load_database
+    from protprof.jackhmmer import load_database
 
     database = load_database(attrs["database"]["path"])
     built = build(

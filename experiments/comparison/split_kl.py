@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from protprof.checkpoint import load_model
-from protprof.clusters import homolog_pairs
-from protprof.embed import embed_sequences
 from protprof.evaluation import metrics
 from protprof.evaluation.tasks import STANDARD, background_frequencies, blosum62_conditionals
-from protprof.store import open_store
+from protprof.model.checkpoint import load_model
+from protprof.model.embed import embed_sequences
+from protprof.queries.clusters import homolog_pairs
+from protprof.store.zarr_store import open_store
 
 HERE = Path("experiments/comparison")
 SPLITS = {  # ingest.split_method -> (config files, results folder)

@@ -13,8 +13,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from protprof.clusters import homolog_pairs
-from protprof.ingest import IngestParams, assign_splits, read_shard
+from protprof.queries.clusters import homolog_pairs
+from protprof.queries.ingest import IngestParams, assign_splits, read_shard
 
 
 def leaky(splits: list[int], pairs: set[tuple[int, int]]) -> int:

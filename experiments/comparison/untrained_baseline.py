@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from protprof.checkpoint import model_state, save_checkpoint
 from protprof.cli import main as protprof
-from protprof.model import ProteinEncoder
-from protprof.train import CHECKPOINT
-from protprof.train_config import load_config
+from protprof.model.checkpoint import model_state, save_checkpoint
+from protprof.model.encoder import ProteinEncoder
+from protprof.train.config import load_config
+from protprof.train.loop import CHECKPOINT
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -14,7 +14,7 @@ from typing import Any
 
 from protprof.evaluation import registry
 from protprof.evaluation.settings import GuardParams
-from protprof.fasta import Record, read_fasta
+from protprof.queries.fasta import Record, read_fasta
 
 DEFAULT_EVALUE = GuardParams.evalue
 

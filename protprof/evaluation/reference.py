@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from protprof._atomic import Kind, atomic_output
+from protprof.atomic import Kind, atomic_output
 from protprof.errors import InputFormatError
 from protprof.evaluation.datasets import DatasetError
-from protprof.fasta import Record
-from protprof.formats import check, stamp
+from protprof.queries.fasta import Record
+from protprof.store.file_versions import check, stamp
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ REFERENCE = Kind("an alignment reference .npz of `protprof reference`", _is_refe
 
 def store_settings(store_path: Path) -> tuple[dict, dict, dict, str]:
     """The store's database fingerprint, search and profile settings, and store_id."""
-    from protprof.store import open_store
+    from protprof.store.zarr_store import open_store
 
     store = open_store(store_path)
     attrs = store.attrs
@@ -54,8 +54,8 @@ def compute(
     Raises:
         DatasetError: the store's database is not found or is not the one it was built from.
     """
-    from protprof.profiles import ProfileParams, profile_result
-    from protprof.search import JackhmmerSearch, SearchParams, load_database
+    from protprof.alignments.profiles import ProfileParams, profile_result
+    from protprof.jackhmmer import JackhmmerSearch, SearchParams, load_database
 
     fingerprint, search, profile, _ = store_settings(store_path)
     path = Path(database or fingerprint.get("path", ""))

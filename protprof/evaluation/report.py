@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from protprof._atomic import atomic_output
+from protprof.atomic import atomic_output
 from protprof.errors import ConfigError, InputFormatError
 from protprof.evaluation import registry
 from protprof.evaluation.settings import CompareParams, Limits
 from protprof.evaluation.tasks import Result
-from protprof.formats import check, stamp
+from protprof.store.file_versions import check, stamp
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def evaluate(
     """Every number of every task, with timings, as a JSON-ready dict. `label` names the
     model in reports and comparisons (default: its training objective)."""
     from protprof.evaluation import reference as ref
-    from protprof.loading import load_any
+    from protprof.model.loading import load_any
 
     known = registry.names()
     unknown = sorted(set(tasks) - set(known))

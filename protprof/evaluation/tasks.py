@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from protprof.alphabet import FIRST_RESIDUE, MASK, N_STANDARD, STANDARD, encode, pad_tokens
-from protprof.embed import embed_sequences
 from protprof.evaluation import datasets as ds
 from protprof.evaluation import metrics, probes, registry
 from protprof.evaluation.settings import Limits
-from protprof.model import ProteinEncoder
+from protprof.model.embed import embed_sequences
+from protprof.model.encoder import ProteinEncoder
 
 
 @dataclass
@@ -370,7 +370,7 @@ def profile_prediction(
     model: ProteinEncoder, store_path: Path | None, limits: Limits
 ) -> list[Result]:
     """KL(store profile || prediction) on the store's test split, against two baselines."""
-    from protprof.store import open_store
+    from protprof.store.zarr_store import open_store
 
     if store_path is None:
         raise ds.DatasetError("evaluate: the profile task needs --store (a profile store)")

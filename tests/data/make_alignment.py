@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from protprof.fasta import read_fasta
-from protprof.search import JackhmmerSearch, SearchParams, load_database
+from protprof.jackhmmer import JackhmmerSearch, SearchParams, load_database
+from protprof.queries.fasta import read_fasta
 
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parents[1] / "data" / "demo"

@@ -15,11 +15,11 @@ import os
 import sys
 from pathlib import Path
 
-from protprof.fasta import read_fasta
-from protprof.ingest import IngestParams, select_records
-from protprof.pipeline import build
-from protprof.profiles import ProfileParams
-from protprof.search import SearchParams, load_database
+from protprof.alignments.profiles import ProfileParams
+from protprof.jackhmmer import SearchParams, load_database
+from protprof.queries.fasta import read_fasta
+from protprof.queries.ingest import IngestParams, select_records
+from protprof.stages import build
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

@@ -17,7 +17,7 @@ rule import_alignments:
     threads: IMPORT["threads"]
     resources:
         mem_mb=RESOURCES["import_alignments"]["mem_mb"],
-        runtime=lambda wildcards, threads: jobs.import_runtime_min(
+        runtime=lambda wildcards, threads: workflow_params.import_runtime_min(
             len(IMPORT_INPUTS[int(wildcards.job)]), threads
         ),
     params:
