@@ -98,9 +98,10 @@ def _reuse_params(args: argparse.Namespace) -> Any:
 def _search_settings(args: argparse.Namespace) -> tuple[Any, Any]:
     from protprof.alignments.profiles import ProfileParams
     from protprof.jackhmmer import SearchParams, search_params
-    from protprof.params import from_args, given
+    from protprof.params import flags_named, from_args, given
 
-    search = search_params(args.preset, **given(SearchParams, args))
+    with flags_named(SearchParams, args):
+        search = search_params(args.preset, **given(SearchParams, args))
     return search, from_args(ProfileParams, args)
 
 

@@ -17,6 +17,8 @@ import argparse
 import dataclasses
 import math
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, Field, dataclass
 from pathlib import Path
 from typing import Any
@@ -249,7 +251,28 @@ def given(cls: Any, args: argparse.Namespace, prefix: str = "") -> dict[str, Any
 
 def from_args(cls: Any, args: argparse.Namespace, prefix: str = "", **extra: Any) -> Any:
     """An instance of `cls` from parsed options (unset ones at their defaults)."""
-    return cls(**{**given(cls, args, prefix), **extra})
+    with flags_named(cls, args, prefix, not_options=tuple(extra)):
+        return cls(**{**given(cls, args, prefix), **extra})
+
+
+@contextmanager
+def flags_named(
+    cls: Any, args: argparse.Namespace, prefix: str = "", not_options: tuple[str, ...] = ()
+) -> Iterator[None]:
+    """A bad value the user gave as an option is named by that option, as typed (`-N 0`: "-N
+    must be >= 1"), with its config key after it; checks name config keys otherwise (and for
+    the fields in `not_options`, which the caller set)."""
+    try:
+        yield
+    except ConfigError as e:
+        name, sep, rest = str(e).partition(" must ")
+        set_here = given(cls, args, prefix)
+        for f, m in declared(cls):
+            options = m.cli and f.name in set_here and f.name not in not_options
+            if sep and options and name.endswith(f".{key_of(f, m)}"):
+                flag = f"--{prefix}-{f.name}".replace("_", "-") if prefix else flag_of(f, m)
+                raise ConfigError(f"{flag} must {rest} (the config key {name})") from None
+        raise
 
 
 def from_config(cls: Any, section: dict[str, Any], **extra: Any) -> Any:

@@ -17,7 +17,7 @@ from transformers import EsmForMaskedLM, EsmModel, EsmTokenizer
 
 from protprof.alphabet import MASK, PAD, VOCAB, encode, pad_tokens
 from protprof.cli import main
-from protprof.errors import CheckpointError
+from protprof.errors import CheckpointError, InputFormatError
 from protprof.model.checkpoint import load_checkpoint
 from protprof.model.config import PRESETS
 from protprof.model.encoder import ProteinEncoder
@@ -438,4 +438,15 @@ def test_an_unreadable_export_record_is_refused_not_skipped(checkpoint, tmp_path
     record = out / PROVENANCE
     record.write_text(record.read_text()[:-40])
     with pytest.raises(CheckpointError, match=r"protprof.json: unreadable"):
+        load_any(out)
+
+
+def test_an_export_record_carries_its_format_and_another_major_is_refused(checkpoint, tmp_path):
+    out = tmp_path / "hf"
+    assert main(["export", str(checkpoint), "--format", "hf", "--out", str(out)]) == 0
+    record = out / PROVENANCE
+    written = json.loads(record.read_text())
+    assert (written["format"], written["format_version"]) == ("protprof.export", "1.0")
+    record.write_text(json.dumps({**written, "format_version": "2.0"}))
+    with pytest.raises(InputFormatError, match=r"protprof.json: protprof.export format 2.0"):
         load_any(out)

@@ -75,6 +75,17 @@ def test_check_names_the_key_and_value(changes, message):
         Example(**changes)
 
 
+def test_a_bad_option_is_named_as_typed_with_its_config_key():
+    """On the command line the user typed a flag, not a config key: the error names the flag."""
+    parser = argparse.ArgumentParser()
+    add_options(parser, Example)
+    with pytest.raises(ConfigError, match=r"^--count must be >= 1, got 0 \(the config key "):
+        from_args(Example, parser.parse_args(["--count", "0"]))
+    # A value not given as an option keeps the key alone.
+    with pytest.raises(ConfigError, match=r"^example\.count must be >= 1, got 0$"):
+        from_args(Example, parser.parse_args([]), count=0)
+
+
 def test_int_for_float_becomes_float_and_list_a_tuple():
     example = Example(share=1, names=["z"])  # type: ignore[arg-type]
     assert example.share == 1.0 and isinstance(example.share, float)

@@ -438,7 +438,10 @@ def test_build_without_reuse_reports_one_search_per_query(tmp_path, family_recor
     ("argv", "message"),
     [
         (["--reuse", "pool", "--coverage", "0"], "coverage must be in"),
-        (["--reuse", "pool", "--audit", "2"], "search.audit must be in [0, 1]"),
+        (
+            ["--reuse", "pool", "--audit", "2"],
+            "--audit must be in [0, 1], got 2.0 (the config key search.audit)",
+        ),
     ],
 )
 def test_bad_reuse_settings_fail_in_one_line(tmp_path, family_records, capsys, argv, message):

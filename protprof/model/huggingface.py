@@ -31,6 +31,7 @@ from protprof.errors import CheckpointError
 from protprof.model.config import ModelConfig
 from protprof.model.encoder import LoadedModel, ProteinEncoder, non_finite
 from protprof.model.esm_config import ESM_TOKENS, REQUIRED, read_config
+from protprof.store.file_versions import check, stamp
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ def export(loaded: LoadedModel, out: str | Path, force: bool = False) -> None:
     if decoder.data_ptr() != embedding.data_ptr():
         raise RuntimeError("export: the MLM decoder is not tied to the embeddings")
     provenance = {
+        **stamp("export"),
         "exported_by": "protprof export",
         "source": str(Path(loaded.source).resolve()),
         "step": loaded.step,
@@ -331,6 +333,7 @@ def _provenance(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({e}); export the model again") from e
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: not protprof's export record (a JSON object expected)")
+    check(value, "export", path)
     return value
 
 

@@ -53,6 +53,7 @@ from protprof.alphabet import N_STANDARD
 from protprof.atomic import Kind, atomic_output, require_space
 from protprof.errors import OutputError, ProtprofError, StoreError
 from protprof.store.reuse_records import MEMBER
+from protprof.store.sources_table import read_sources
 from protprof.store.zarr_store import (
     CHUNK_ROWS,
     ProfileStore,
@@ -187,8 +188,6 @@ def _key_texts(store: ProfileStore, data: StoreData) -> list[str]:
     sequences = store_sequences(data)
     if "import" not in store.attrs:
         return sequences
-    from protprof.store.sources_table import read_sources
-
     sources = read_sources(store)
     return [import_key(seq, sources[i].sha256) for i, seq in zip(data.ids, sequences, strict=True)]
 

@@ -4,8 +4,7 @@ The profile store and the cache carry their own (`zarr_store.FORMAT_VERSION`,
 `cache.FORMAT_VERSION`). The kinds in `VERSIONS` carry `format` and `format_version`; where
 protprof reads one back (the fingerprint, report.json, the alignment reference), `check` refuses a
 file from an older or newer protprof by name instead of misreading it. A reader accepts any minor
-version of the major it knows: minor versions only add keys. (An exported Hugging Face directory's
-protprof.json carries none.)
+version of the major it knows: minor versions only add keys.
 
 Files written before they carried a version hold no `format` key; they read as version 1.0,
 which is what they are.
@@ -27,6 +26,7 @@ VERSIONS = {
     "guard": "1.0",  # guard --report: what the leakage guard dropped
     "reference": "1.0",  # reference: the alignment reference .npz's meta
     "embeddings": "1.0",  # embed: the embeddings .npz
+    "export": "1.0",  # export: protprof.json in an exported Hugging Face directory
 }
 
 

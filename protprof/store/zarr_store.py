@@ -43,6 +43,7 @@ from protprof import __version__
 from protprof.alphabet import FIRST_RESIDUE, N_STANDARD, VOCAB_SIZE, decode, encode
 from protprof.atomic import Kind, atomic_output
 from protprof.errors import StoreError
+from protprof.store.reuse_records import combined_summary, settings_of
 
 FORMAT = "protprof.profiles"
 # 1.1 adds `store_id` and per-chunk `checksums` of `tokens` and `profiles` to the root
@@ -927,8 +928,6 @@ def assemble(shards: list[Path], out: Path, ingest: dict[str, Any] | None = None
 
     `ingest`, the settings the shards' queries were ingested with, is recorded as provenance.
     """
-    from protprof.store.reuse_records import combined_summary, settings_of
-
     stores = [open_store(p) for p in shards]
     if not stores:
         raise StoreError("assemble: no shard stores given")
