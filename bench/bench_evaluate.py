@@ -22,7 +22,7 @@ from _results import record  # noqa: E402
 
 from protprof.evaluation import TASKS  # noqa: E402
 from protprof.evaluation import datasets as ds  # noqa: E402
-from protprof.evaluation.report import evaluate  # noqa: E402
+from protprof.evaluation.evaluate import evaluate  # noqa: E402
 from protprof.evaluation.settings import Limits  # noqa: E402
 from protprof.model.checkpoint import load_model  # noqa: E402
 from protprof.model.embed import embed_sequences  # noqa: E402

@@ -1117,7 +1117,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     from protprof.atomic import Kind
-    from protprof.evaluation.report import evaluate, markdown, write_report
+    from protprof.evaluation.evaluate import evaluate, markdown, write_report
     from protprof.evaluation.settings import Limits
     from protprof.params import from_args
 
@@ -1183,7 +1183,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 def _run_compare(args: argparse.Namespace) -> None:
     from protprof.atomic import FILE, atomic_output
-    from protprof.evaluation.report import compare
+    from protprof.evaluation.compare import compare
 
     with _claim(args, (args.out, FILE), (args.figure, FILE)):
         table = compare(args.reports, args.baseline, args.figure)

@@ -119,7 +119,7 @@ def test_inference_does_not_import_the_trainer():
             sys.executable,
             "-c",
             "import sys, protprof.model.checkpoint, protprof.model.embed, "
-            "protprof.evaluation.report; print(sorted(m for m in sys.modules if "
+            "protprof.evaluation.evaluate; print(sorted(m for m in sys.modules if "
             "m == 'protprof.train.loop'))",
         ],
         capture_output=True,

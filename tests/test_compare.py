@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -172,3 +174,22 @@ def test_arms_without_seeds_to_pair_are_named_once(tmp_path, caplog):
     table = (tmp_path / "c.md").read_text()
     assert "| task A | m | profile | 3 | +1.000 [+1.000, +1.000] | yes |" in table
     assert "| m | untrained |" not in table  # no difference row
+
+
+@pytest.mark.integration
+def test_compare_never_imports_torch(tmp_path):
+    """Comparing reports reads JSON and the registry's metadata: seconds of torch start-up (and
+    a GPU node's CUDA initialisation) would be for nothing."""
+    paths = [write_report(tmp_path / f"{arm}.json", arm, 0, [0.5, 0.6]) for arm in ("mlm", "mt")]
+    code = (
+        "import sys; from protprof.cli import main; "
+        f"assert main(['-q', 'compare', *{[str(p) for p in paths]!r}, '--out', "
+        f"{str(tmp_path / 'c.md')!r}]) == 0; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (
+        "| task A | m | 0.500 [0.400, 0.600] | 0.500 [0.400, 0.600] |"
+        in (tmp_path / "c.md").read_text()
+    )

@@ -11,7 +11,7 @@ from helpers import DEMO_DB
 
 from protprof.cli import main
 from protprof.errors import InputFormatError
-from protprof.evaluation.report import read_reports
+from protprof.evaluation.compare import read_reports
 from protprof.jackhmmer import read_fingerprint
 from protprof.model.embed import write_embeddings
 from protprof.store.file_versions import VERSIONS, check, stamp
