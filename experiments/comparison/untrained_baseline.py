@@ -22,7 +22,7 @@ from protprof.cli import main as protprof
 from protprof.model.checkpoint import model_state, save_checkpoint
 from protprof.model.encoder import ProteinEncoder
 from protprof.train.config import load_config
-from protprof.train.loop import CHECKPOINT
+from protprof.train.run_dir import CHECKPOINT
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
