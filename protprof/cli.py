@@ -52,7 +52,7 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--threads",
         "--cpu",
-        type=int,
+        type=_threads,
         default=1,
         help="cores to use (default 1; --cpu: HMMER's name)",
     )
@@ -183,7 +183,7 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="+", type=Path, help="FASTA or FASTA.gz query files")
     p.add_argument("--out", nargs="+", type=Path, required=True, help="one path per shard")
     p.add_argument(
-        "--threads", type=int, default=1, help="MMseqs2 threads for --split-method mmseqs"
+        "--threads", type=_threads, default=1, help="MMseqs2 threads for --split-method mmseqs"
     )
     _add_ingest_options(p)
     _add_force(p)
@@ -723,7 +723,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="the store to write (.zarr)")
     add_options(p, ImportParams)
     p.add_argument(
-        "--threads", "--cpu", type=int, default=1, help="parallel readers and model builds"
+        "--threads", "--cpu", type=_threads, default=1, help="parallel readers and model builds"
     )
     p.add_argument(
         "--cache",
@@ -752,12 +752,14 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 def _run_import(args: argparse.Namespace) -> None:
     from protprof.alignments.files import ImportParams
     from protprof.alignments.profiles import ProfileParams
+    from protprof.evaluation.settings import GuardParams
     from protprof.params import from_args
     from protprof.sources import FileSource
     from protprof.stages import import_alignments
     from protprof.store.zarr_store import STORE
 
     params, profile = from_args(ImportParams, args), from_args(ProfileParams, args)
+    guard = from_args(GuardParams, args, prefix="guard")  # bounds checked before any work
     source = FileSource(params, profile, _filter_params(args), args.threads)
     with _claim(args, (args.out, STORE)), ExitStack() as stack:
         bars: list[Any] = []
@@ -775,9 +777,16 @@ def _run_import(args: argparse.Namespace) -> None:
             on_read=on_read,
             shard=args.shard,
             guard_data=args.guard_data,
-            guard_evalue=args.guard_evalue,
+            guard_evalue=guard.evalue,
         )
     log.info("wrote %s", args.out)
+
+
+def _threads(text: str) -> int:
+    """A thread count: a whole number >= 1 (0 or less was silently taken as 1)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"threads must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -1039,7 +1048,7 @@ def _guard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="the kept queries (FASTA)")
     p.add_argument("--report", type=Path, help="JSON: counts and every dropped query")
     add_options(p, GuardParams)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=_threads, default=1)
     _add_force(p)
 
 
@@ -1053,10 +1062,13 @@ def _run_guard(args: argparse.Namespace) -> None:
 def _guard(args: argparse.Namespace) -> None:
     from protprof.atomic import atomic_output
     from protprof.evaluation.leakage import guard_files
+    from protprof.evaluation.settings import GuardParams
+    from protprof.params import from_args
     from protprof.queries.fasta import write_fasta
     from protprof.store.file_versions import stamp
 
-    result = guard_files(args.queries, args.data, args.evalue, args.threads)
+    evalue = from_args(GuardParams, args).evalue  # bounds checked: E <= 0 would drop nothing
+    result = guard_files(args.queries, args.data, evalue, args.threads)
     if not result.kept:
         raise ProtprofError(
             f"guard: every one of {len(result.dropped)} queries is homologous "
@@ -1072,7 +1084,7 @@ def _guard(args: argparse.Namespace) -> None:
         "leakage guard: dropped %d of %d queries (phmmer E <= %g against %d test sequences)",
         report["n_dropped"],
         report["n_queries"],
-        args.evalue,
+        evalue,
         result.n_test_sequences,
     )
 
@@ -1106,7 +1118,9 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         help="the wild types' alignment profiles from `protprof reference` (searched once for "
         "many evaluations)",
     )
-    p.add_argument("--threads", type=int, default=2, help="for the alignment reference search")
+    p.add_argument(
+        "--threads", type=_threads, default=2, help="for the alignment reference search"
+    )
     add_options(p, Limits)
     p.add_argument("--label", help="name in reports and comparisons (default: the objective)")
     p.add_argument(
@@ -1151,7 +1165,7 @@ def _reference_args(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="the store's database FASTA (default: the path its provenance records)",
     )
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=_threads, default=2)
     p.add_argument("--out", type=Path, required=True, help="the alignment reference (.npz)")
     _add_force(p)
 

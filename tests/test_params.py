@@ -148,3 +148,36 @@ def test_prefixed_and_required_options():
     assert from_args(GuardParams, args, prefix="guard") == GuardParams(0.5)
     assert from_args(BenchmarkData, args).data == Path("d")
     assert BenchmarkData("x").data == Path("x")  # a config's string becomes a path
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        # E <= 0 would make phmmer report nothing, so the guard would drop nothing, silently
+        (
+            ["guard", "q.fasta", "--data", "data", "--out", "g.fasta", "-E", "0"],
+            "-E must be > 0, got 0.0",
+        ),
+        (["import", "a.a3m", "--out", "i.zarr", "--guard-evalue", "-1"], "--guard-evalue must"),
+        (["build", "q.fasta", "--database", "d.fasta", "--out", "o.zarr", "--cpu", "0"], ">= 1"),
+        (
+            ["guard", "q.fasta", "--data", "data", "--out", "g.fasta", "--threads", "-2"],
+            ">= 1, got '-2'",
+        ),
+    ],
+)
+def test_guard_evalue_and_thread_counts_are_checked_before_any_work(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    from protprof.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("q.fasta", "d.fasta", "a.a3m"):
+        (tmp_path / name).write_text(">q\nMKV\n")
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors (a bad type)
+        code = e.code
+    assert code != 0
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.a3m", "d.fasta", "q.fasta"]
