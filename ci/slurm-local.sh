@@ -43,31 +43,39 @@ allowed() {
 }
 
 # The record: `sha256  path` lines (sha256sum's format), one per file this script wrote.
-ours() {  # ours PATH: written by this script and unchanged since
+# A file is ours if it is recorded and unchanged since, or (the record lost, or an `up` cut
+# between writing a file and recording it) if it starts with the header and the rest is what
+# `show` prints now, apart from the values read from this machine: the node's hardware and
+# memory figures, and slurmdbd's PID file in the state folder. The MariaDB marker holds the
+# header alone. Overwriting such a file rewrites what is there.
+ours() {  # ours PATH
   local line
   line=$(recorded "$1") || true
-  if [ -n "$line" ]; then
-    echo "$line" | sha256sum --check --status 2>/dev/null
-  else
-    unrecorded_but_ours "$1"
+  if [ -n "$line" ] && echo "$line" | sha256sum --check --status 2>/dev/null; then
+    return 0
   fi
+  as_shown "$1"
 }
-# A file with no line in the record (the record was lost): ours if it starts with the header
-# and the rest is what `show` prints, apart from the lines that depend on the machine or the
-# state folder. The MariaDB marker holds the header alone.
-unrecorded_but_ours() {
+as_shown() {  # as_shown PATH: the header, then what `show` prints (machine values aside)
   local path=$1 name
   [ -f "$path" ] && [ "$(head -c ${#HEADER_START} "$path")" = "$HEADER_START" ] || return 1
   name=$(basename "$path")
   case "$name" in
     protprof-slurm-local) [ "$(wc -l < "$path")" -eq 1 ] ;;
     slurm.conf | slurmdbd.conf)
-      diff -q <(tail -n +2 "$path" | machine_lines_out) \
-        <(show "$name" | tail -n +2 | machine_lines_out) >/dev/null ;;
+      diff -q <(tail -n +2 "$path" | machine_values_out) \
+        <(show "$name" | tail -n +2 | machine_values_out) >/dev/null ;;
     *) return 1 ;;
   esac
 }
-machine_lines_out() { grep -v -e '^NodeName=localhost NodeAddr=127.0.0.1 ' -e '^PidFile=' || true; }
+# The node line with numeric hardware fields only (CPUs=, Boards=, ..., RealMemory=) and the
+# PID file of slurmdbd in a state folder become placeholders; any other line, or a node line
+# with anything more (Gres=, Features=, another node), is compared as it is.
+machine_values_out() {
+  sed -E \
+    -e 's/^NodeName=localhost NodeAddr=127\.0\.0\.1 CPUs=[0-9]+( [A-Za-z]+=[0-9]+)* RealMemory=[0-9]+ State=UNKNOWN$/NodeName=localhost (this machine)/' \
+    -e 's|^PidFile=/[^ ]*/slurmdbd-internal\.pid$|PidFile=(state folder)/slurmdbd-internal.pid|'
+}
 recorded() {  # recorded PATH: its line in the record (64 hex digits, 2 spaces, the path)
   [ -f "$WRITTEN" ] && awk -v p="$1" 'substr($0, 67) == p' "$WRITTEN" | tail -n 1
 }
@@ -81,13 +89,28 @@ record() {  # record PATH...: after writing them
     sha256sum "$path" >> "$WRITTEN"
   done
 }
-# A daemon is ours if its PID file (in $STATE) names a live process running that program.
+# A daemon is ours if its PID file (in $STATE) was written since the last boot (the boot ID
+# `up` recorded: after a reboot the same PID may be a packaged daemon that systemd started)
+# and names a live process running that program.
+BOOT_ID=/proc/sys/kernel/random/boot_id
 pid_of() {  # pid_of NAME: our daemon's PID, if it runs
   local pid
-  [ -s "$STATE/$1.pid" ] || return 1
+  [ -s "$STATE/$1.pid" ] && [ "$(cat "$STATE/boot_id" 2>/dev/null)" = "$(cat "$BOOT_ID")" ] \
+    || return 1
   pid=$(cat "$STATE/$1.pid")
   # /proc names the program's real file: Debian's /usr/sbin/slurmctld is a link to slurmctld-wlm.
   [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(readlink -f "/usr/sbin/$1")" ] && echo "$pid"
+}
+stale_pid_file() {  # stale_pid_file NAME: its PID file names no live process of this boot
+  local pid
+  [ "$(cat "$STATE/boot_id" 2>/dev/null)" = "$(cat "$BOOT_ID")" ] || return 0
+  pid=$(cat "$STATE/$1.pid" 2>/dev/null) || return 0
+  ! alive "$pid"
+}
+alive() {  # alive PID: a process that has not exited (a zombie has)
+  local state
+  state=$(sed -e 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
 }
 
 # Everything `up` would overwrite or run beside, checked before it changes anything.
@@ -106,7 +129,7 @@ check_foreign() {
   for name in "${DAEMONS[@]}" mysqld; do
     mine=$(pid_of "$name" || true)
     for pid in $(pgrep -x "$name" || true); do
-      if [ "$pid" != "$mine" ]; then
+      if [ "$pid" != "$mine" ] && alive "$pid"; then
         refuse "$name (PID $pid) runs and was not started by this script. Nothing changed."
       fi
     done
@@ -203,6 +226,10 @@ up() {
   fi
   check_foreign
   mkdir -p "$STATE"
+  if [ "$(cat "$STATE/boot_id" 2>/dev/null)" != "$(cat "$BOOT_ID")" ]; then
+    rm -f "$STATE"/*.pid  # from before a reboot: they name nothing of ours
+    cat "$BOOT_ID" > "$STATE/boot_id"  # the PID files written from here belong to this boot
+  fi
   install
   write_configs
   if [ ! -s "$MUNGE_KEY" ]; then  # Debian's munge package normally creates one: used as it is
@@ -241,10 +268,17 @@ down() {
     scancel --user root >/dev/null 2>&1 || true
   fi
   for name in "${DAEMONS[@]}"; do
+    [ -e "$STATE/$name.pid" ] || continue
     if pid=$(pid_of "$name"); then
       start-stop-daemon --stop --quiet --retry 10 --pid "$pid" --exec "/usr/sbin/$name" || true
     fi
-    rm -f "$STATE/$name.pid"
+    # Forget a PID only once nothing runs under it: a daemon left running stays known.
+    if stale_pid_file "$name"; then
+      rm -f "$STATE/$name.pid"
+    else
+      log "kept $STATE/$name.pid: PID $(cat "$STATE/$name.pid") still runs (not $name, or it" \
+        "did not stop); nothing else was stopped under it"
+    fi
   done
 }
 

@@ -126,6 +126,16 @@ def test_its_own_file_whose_record_was_lost_passes_and_an_edited_one_is_refused(
     run = script("check", opt_in=True, dir=state, conf=conf)
     assert run.returncode != 0
     assert f"refusing: {edited} exists and was not written by this script" in run.stderr
+    # A node line with more than this machine's figures (a GPU, a feature) is an edit too.
+    node = "NodeName=localhost NodeAddr=127.0.0.1 CPUs=64 RealMemory=500000 State=UNKNOWN"
+    gpus = (
+        "NodeName=localhost NodeAddr=127.0.0.1 CPUs=64 Gres=gpu:4 RealMemory=500000 State=UNKNOWN"
+    )
+    edited.write_text(edited.read_text().replace("PartitionName=gpu Nodes=gpu01\n", ""))
+    assert "slurm.conf" not in script("check", opt_in=True, dir=state, conf=conf).stderr
+    edited.write_text(edited.read_text().replace(node, gpus))
+    run = script("check", opt_in=True, dir=state, conf=conf)
+    assert f"refusing: {edited} exists and was not written by this script" in run.stderr
     # Without the header it is not the script's, whatever it holds.
     edited.write_text(body)
     run = script("check", opt_in=True, dir=state, conf=conf)
@@ -133,16 +143,22 @@ def test_its_own_file_whose_record_was_lost_passes_and_an_edited_one_is_refused(
 
 
 def test_down_with_no_cluster_of_its_own_stops_nothing(tmp_path):
-    """`down` stops daemons by the PIDs `up` recorded; with none recorded it stops nothing,
-    and a PID file naming another program's process is not acted on."""
+    """`down` stops daemons by the PIDs `up` recorded; with none recorded it stops nothing.
+    A PID file of this boot naming another program's live process is not acted on and is kept
+    (the process is not forgotten); one from before a reboot names nothing and is dropped."""
     state = tmp_path / "state"
     state.mkdir()
     bystander = subprocess.Popen(["sleep", "300"])
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text()
     try:
-        (state / "slurmctld.pid").write_text(f"{bystander.pid}\n")
-        run = script("down", opt_in=True, dir=state, conf=tmp_path / "conf")
-        assert run.returncode == 0, run.stderr
-        assert bystander.poll() is None  # not a slurmctld: still running
+        for boot_id, kept in ((boot, True), ("another boot\n", False)):
+            (state / "boot_id").write_text(boot_id)
+            (state / "slurmctld.pid").write_text(f"{bystander.pid}\n")
+            run = script("down", opt_in=True, dir=state, conf=tmp_path / "conf")
+            assert run.returncode == 0, run.stderr
+            assert bystander.poll() is None  # not a slurmctld: still running
+            assert (state / "slurmctld.pid").exists() == kept, run.stderr
+            assert ("kept" in run.stderr) == kept
     finally:
         bystander.kill()
         bystander.wait()
