@@ -257,6 +257,9 @@ def test_ctrl_c_keeps_a_journal_with_records_and_names_it_and_drops_an_empty_one
                 f"the 1 queries searched so far are kept in {path}: "
                 "the same command continues from them"
             ]
+            # A search still running when Ctrl-C came finishes later: it appends nothing.
+            assert journal is not None
+            journal.append(Entry("q2", "MKL", profile, 1, 1.0))
             with open_journal(path, wanted) as journal:
                 assert journal is not None and list(journal.entries) == [("q1", "MKV")]
         else:

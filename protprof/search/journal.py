@@ -206,6 +206,7 @@ class Journal:
         self.entries = entries
         self._fd: int | None = None
         self.appended = 0  # records this run made durable
+        self._stopped = False  # after Ctrl-C: searches still finishing append nothing
         # Worker threads append: one record at a time, so a partial write (or O_APPEND on
         # NFS, which is not atomic) never interleaves two records.
         self._lock = threading.Lock()
@@ -224,8 +225,18 @@ class Journal:
         from the search's worker threads."""
         frame = encode(entry)
         with self._lock:
+            if self._stopped:
+                return
             self._write(frame)
             self.appended += 1
+
+    def stop(self) -> int:
+        """Stop appending (worker threads may still finish searches after Ctrl-C) and close
+        the segment; the number of finished queries the journal holds."""
+        with self._lock:
+            self._stopped = True
+            self.close()
+            return len(self.entries) + self.appended
 
     def _write(self, frame: bytes) -> None:
         try:
@@ -351,15 +362,17 @@ def open_journal(path: Path | None, wanted: dict[str, Any]) -> Iterator[Journal 
         except KeyboardInterrupt as e:
             # Ctrl-C: the finished queries stay for the rerun, and the user is told where; an
             # empty journal is not left behind.
-            journal.close()
-            finished = len(journal.entries) + journal.appended
+            finished = journal.stop()
             if finished:
                 e.add_note(
                     f"the {finished} queries searched so far are kept in {path}: "
                     "the same command continues from them"
                 )
             else:
-                journal.remove()
+                try:
+                    journal.remove()
+                except OSError as error:  # the interrupt stays what the user sees
+                    log.warning("%s: not removed (%s)", path, error)
             raise
         finally:
             journal.close()
