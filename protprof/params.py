@@ -259,9 +259,9 @@ def from_args(cls: Any, args: argparse.Namespace, prefix: str = "", **extra: Any
 def flags_named(
     cls: Any, args: argparse.Namespace, prefix: str = "", not_options: tuple[str, ...] = ()
 ) -> Iterator[None]:
-    """A bad value the user gave as an option is named by that option, as typed (`-N 0`: "-N
-    must be >= 1"), with its config key after it; checks name config keys otherwise (and for
-    the fields in `not_options`, which the caller set)."""
+    """A bad value the user gave as an option is named by that option (its first name: `-N 0`
+    and `--iterations 0` both give "-N must be >= 1"), with its config key after it; checks
+    name config keys otherwise (and for the fields in `not_options`, which the caller set)."""
     try:
         yield
     except ConfigError as e:

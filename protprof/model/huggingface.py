@@ -263,7 +263,9 @@ def load_directory(directory: str | Path) -> LoadedModel:
     the profile head written by `protprof export` when there is one.
 
     Raises:
-        CheckpointError: one line: see `read_config`; weights missing or of another shape.
+        CheckpointError: one line: see `read_config`; weights missing or of another shape; a
+            recorded file missing or changed.
+        InputFormatError: protprof.json of another format or major version.
     """
     directory = Path(directory)
     check_files(directory)
@@ -306,6 +308,7 @@ def check_files(directory: Path) -> None:
 
     Raises:
         CheckpointError: a recorded file is missing or its bytes changed.
+        InputFormatError: protprof.json of another format or major version.
     """
     recorded = _provenance(directory).get("sha256")
     if not isinstance(recorded, dict):

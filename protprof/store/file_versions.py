@@ -2,9 +2,10 @@
 
 The profile store and the cache carry their own (`zarr_store.FORMAT_VERSION`,
 `cache.FORMAT_VERSION`). The kinds in `VERSIONS` carry `format` and `format_version`; where
-protprof reads one back (the fingerprint, report.json, the alignment reference), `check` refuses a
-file from an older or newer protprof by name instead of misreading it. A reader accepts any minor
-version of the major it knows: minor versions only add keys.
+protprof reads one back (the fingerprint, report.json, the alignment reference, an export's
+protprof.json), `check` refuses a file from an older or newer protprof by name instead of
+misreading it. A reader accepts any minor version of the major it knows: minor versions only
+add keys.
 
 Files written before they carried a version hold no `format` key; they read as version 1.0,
 which is what they are.
