@@ -224,22 +224,24 @@ def commands(stdout: str) -> dict[str, list[list[str]]]:
 # Processes of a local SLURM cluster's jobs.
 
 
-def slurm_job_pids(cluster: str, *words: str) -> list[int]:
-    """PIDs of the processes running inside a job of SLURM cluster `cluster` (their
-    environment says so) whose command line contains every one of `words`."""
-    marker = f"SLURM_CLUSTER_NAME={cluster}".encode()
+def slurm_job_pids(*words: str) -> list[int]:
+    """PIDs of the processes of the local cluster's running jobs, as SLURM lists them
+    (`scontrol listpids`: only processes the cluster started for a job of its own), whose
+    command line contains every one of `words`. No process outside those jobs is considered."""
+    jobs = subprocess.run(
+        ["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True
+    ).stdout.split()
     pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # ended meanwhile, or not ours to read
-            continue
-        in_job = marker in environ and any(e.startswith(b"SLURM_JOB_ID=") for e in environ)
-        if in_job and all(word in argv for word in words):
-            pids.append(int(entry.name))
+    for job in jobs:
+        listed = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True)
+        for line in listed.stdout.splitlines()[1:]:  # PID JOBID STEPID LOCALID GLOBALID
+            pid = line.split()[0] if line.split() else ""
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, UnicodeDecodeError):  # ended meanwhile
+                continue
+            if pid.isdigit() and all(word in argv for word in words):
+                pids.append(int(pid))
     return pids
 
 

@@ -26,7 +26,6 @@ from protprof.store.zarr_store import open_store
 
 pytestmark = pytest.mark.slow
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
-CLUSTER_NAME = "protprof"  # ClusterName in the slurm.conf that ci/slurm-local.sh writes
 OPT_IN = os.environ.get("CI") == "true" or os.environ.get("PROTPROF_SLURM_LOCAL") == "1"
 
 
@@ -146,12 +145,12 @@ def test_killed_search_job_leaves_nothing_complete_and_rerun_redoes_only_it(clus
         text=True,
     )
     # SIGKILL the search inside its SLURM job, as the OOM killer or a node failure would: by
-    # PID, only processes of a job on the local cluster running this shard's search.
+    # PID, among the processes SLURM lists for this cluster's jobs, the one searching this shard.
     # (`scancel` is not used: plugin 2.8.0 never noticed a job in state "CANCELLED by 0" and
     # waited until the timeout; a killed process gives the job state FAILED.)
     shard = "0000"
     for _ in range(1200):
-        pids = slurm_job_pids(CLUSTER_NAME, "protprof search", f"plan/shards/{shard}.fasta")
+        pids = slurm_job_pids("protprof search", f"plan/shards/{shard}.fasta")
         if pids:
             kill_pids(pids)
             break

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, kill_pids, slurm_job_pids
+from helpers import ROOT
 
 SCRIPT = ROOT / "ci" / "slurm-local.sh"
 pytestmark = [
@@ -162,22 +162,3 @@ def test_down_with_no_cluster_of_its_own_stops_nothing(tmp_path):
     finally:
         bystander.kill()
         bystander.wait()
-
-
-def test_the_slurm_test_kills_only_its_own_jobs_processes(tmp_path):
-    """The killed-search test's helper: processes of a job of the named cluster whose command
-    line matches, and no other."""
-    cluster = f"protprof-test-{os.getpid()}"
-    job = {**os.environ, "SLURM_CLUSTER_NAME": cluster, "SLURM_JOB_ID": "7"}
-    inside = subprocess.Popen(["sleep", "301"], env=job)
-    other_job = subprocess.Popen(["sleep", "302"], env=job)
-    outside = subprocess.Popen(["sleep", "301"])  # the same command, not in a job
-    try:
-        assert slurm_job_pids(cluster, "sleep", "301") == [inside.pid]
-        kill_pids([inside.pid])
-        assert inside.wait(timeout=10) == -9
-        assert other_job.poll() is None and outside.poll() is None
-    finally:
-        for process in (inside, other_job, outside):
-            process.kill()
-            process.wait()
