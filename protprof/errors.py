@@ -23,6 +23,19 @@ class ConfigError(ProtprofError, ValueError):
     """A configuration key is unknown or its value is out of bounds."""
 
 
+class BadValue(ConfigError):
+    """A configuration value fails its check: "`key` must `requirement`". The parts are kept so
+    a caller can name the command-line option the user typed instead of the key."""
+
+    def __init__(self, key: str, requirement: str) -> None:
+        super().__init__(key, requirement)  # both in args, so the error survives pickling
+        self.key = key
+        self.requirement = requirement
+
+    def __str__(self) -> str:
+        return f"{self.key} must {self.requirement}"
+
+
 class StoreError(ProtprofError, ValueError):
     """A profile store is missing, malformed, or of an unsupported format version."""
 

@@ -23,7 +23,7 @@ from dataclasses import MISSING, Field, dataclass
 from pathlib import Path
 from typing import Any
 
-from protprof.errors import ConfigError
+from protprof.errors import BadValue
 
 _KEY = "protprof.param"
 
@@ -149,12 +149,12 @@ def check_value(
     if kind in ("int", "float"):
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if kind == "int" and not (number and isinstance(value, int)):
-            raise ConfigError(f"{name} must be an integer{describe(bounds)}, got {value!r}")
+            raise BadValue(name, f"be an integer{describe(bounds)}, got {value!r}")
         if not number or not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number{describe(bounds)}, got {value!r}")
+            raise BadValue(name, f"be a finite number{describe(bounds)}, got {value!r}")
         value = int(value) if kind == "int" else float(value)
         if bounds is not None and not within(value, bounds):
-            raise ConfigError(f"{name} must be{describe(bounds)}, got {value!r}")
+            raise BadValue(name, f"be{describe(bounds)}, got {value!r}")
     else:
         expected = {"str": str, "Path": Path, "bool": bool, "dict": dict, "tuple": tuple}[kind]
         if kind == "tuple" and isinstance(value, list):
@@ -162,9 +162,9 @@ def check_value(
         if kind == "Path" and isinstance(value, str):
             value = Path(value)
         if not isinstance(value, expected):
-            raise ConfigError(f"{name} must be a {kind}, got {value!r}")
+            raise BadValue(name, f"be a {kind}, got {value!r}")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+        raise BadValue(name, f"be one of {choices}, got {value!r}")
     return value
 
 
@@ -264,14 +264,13 @@ def flags_named(
     name config keys otherwise (and for the fields in `not_options`, which the caller set)."""
     try:
         yield
-    except ConfigError as e:
-        name, sep, rest = str(e).partition(" must ")
+    except BadValue as e:
         set_here = given(cls, args, prefix)
         for f, m in declared(cls):
             options = m.cli and f.name in set_here and f.name not in not_options
-            if sep and options and name.endswith(f".{key_of(f, m)}"):
+            if options and e.key.endswith(f".{key_of(f, m)}"):
                 flag = f"--{prefix}-{f.name}".replace("_", "-") if prefix else flag_of(f, m)
-                raise ConfigError(f"{flag} must {rest} (the config key {name})") from None
+                raise BadValue(flag, f"{e.requirement} (the config key {e.key})") from None
         raise
 
 

@@ -5,6 +5,7 @@ option string back to the same instance."""
 from __future__ import annotations
 
 import argparse
+import pickle
 import shlex
 from dataclasses import dataclass, fields
 
@@ -84,6 +85,15 @@ def test_a_bad_option_is_named_as_typed_with_its_config_key():
     # A value not given as an option keeps the key alone.
     with pytest.raises(ConfigError, match=r"^example\.count must be >= 1, got 0$"):
         from_args(Example, parser.parse_args([]), count=0)
+
+
+def test_a_bad_value_keeps_its_parts_across_processes():
+    """Worker processes send errors back pickled: the key and the requirement survive."""
+    with pytest.raises(ConfigError) as caught:
+        Example(count=0)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert str(copy) == str(caught.value) == "example.count must be >= 1, got 0"
+    assert isinstance(copy, ConfigError)
 
 
 def test_int_for_float_becomes_float_and_list_a_tuple():
