@@ -17,8 +17,8 @@ from helpers import DEMO_QUERIES, SHARED_DATA
 
 from protprof import workflow_params
 from protprof.cli import main
-from protprof.errors import ConfigError
-from protprof.queries.clusters import homology_clusters
+from protprof.errors import ConfigError, ProtprofError
+from protprof.queries.clusters import homolog_pairs, homology_clusters
 from protprof.queries.fasta import Record, read_fasta
 from protprof.queries.ingest import (
     IngestParams,
@@ -212,3 +212,11 @@ def test_the_workflow_refuses_mmseqs_splits_without_mmseqs_at_parse_time(monkeyp
     with pytest.raises(ConfigError, match=r"apt-get install mmseqs2\) or set ingest.split_method"):
         workflow_params.ingest({"ingest": {}})
     assert workflow_params.ingest({"ingest": {"split_method": "hash"}}).split_method == "hash"
+
+
+@needs_mmseqs
+def test_an_mmseqs_failure_is_one_error_with_its_own_message():
+    """MMseqs2 refusing a call (here an option it does not know) is a ProtprofError that says
+    which step failed and carries MMseqs2's own complaint, not a traceback or an empty result."""
+    with pytest.raises(ProtprofError, match=r"^mmseqs easy-search failed: .*no-such-option"):
+        homolog_pairs(["MKVLAAGIVG", "MKVLAAGIVA"], 0.3, 0.8, 1, "--no-such-option")

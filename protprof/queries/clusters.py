@@ -16,12 +16,10 @@ MMseqs2: Steinegger & Soeding 2017, Nat. Biotechnol. 35:1026 (Debian package `mm
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
+from protprof import mmseqs
 from protprof.errors import ConfigError, ProtprofError
 
 log = logging.getLogger(__name__)
@@ -37,15 +35,13 @@ def mmseqs_program() -> str:
     Raises:
         ConfigError: MMseqs2 is not installed, naming the way out.
     """
-    program = shutil.which("mmseqs")
-    if program is None:
-        raise ConfigError(
-            "split_method mmseqs splits queries by homology cluster with MMseqs2, which is not "
-            "on PATH: install it (Debian: apt-get install mmseqs2) or set ingest.split_method: "
-            "hash (--split-method hash: by sequence hash, close homologs may then sit in "
-            "different splits)"
-        )
-    return program
+    return mmseqs.find(
+        "split_method mmseqs splits queries by homology cluster with MMseqs2, which is not "
+        "on PATH: install it (Debian: apt-get install mmseqs2) or set ingest.split_method: "
+        "hash (--split-method hash: by sequence hash, close homologs may then sit in "
+        "different splits)",
+        ConfigError,
+    )
 
 
 def mmseqs_version() -> str:
@@ -65,17 +61,15 @@ def homolog_pairs(
         ProtprofError: MMseqs2 failed (its last error lines).
     """
     program = mmseqs_program()
-    with tempfile.TemporaryDirectory(prefix="protprof-split-") as tmp:
-        fasta = Path(tmp) / "queries.fasta"
-        fasta.write_text("".join(f">{i}\n{seq}\n" for i, seq in enumerate(sequences)))
-        hits = Path(tmp) / "hits.tsv"
+    with mmseqs.scratch(sequences, "protprof-split-") as (tmp, fasta):
+        hits = tmp / "hits.tsv"
         command = [
             program,
             "easy-search",
             str(fasta),
             str(fasta),
             str(hits),
-            f"{tmp}/work",
+            str(tmp / "work"),
             "--min-seq-id",
             str(identity),
             "-c",
@@ -94,14 +88,8 @@ def homolog_pairs(
             "1",
             *extra,
         ]
-        run = subprocess.run(command, capture_output=True, text=True)
-        if run.returncode != 0:
-            raise ProtprofError(f"mmseqs easy-search failed: {run.stderr.strip()[-500:]}")
-        pairs = set()
-        for line in hits.read_text().splitlines():
-            a, b = map(int, line.split("\t"))
-            if a != b:
-                pairs.add((min(a, b), max(a, b)))
+        mmseqs.run(command, ProtprofError)
+        pairs = {(min(a, b), max(a, b)) for a, b in mmseqs.index_pairs(hits) if a != b}
     return pairs
 
 

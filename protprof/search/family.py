@@ -46,20 +46,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pyhmmer.easel import DigitalSequenceBlock, TextSequence
 from pyhmmer.plan7 import HMM, Pipeline, TopHits
 
+from protprof import mmseqs
 from protprof.alignments.profiles import Profiled, ProfileParams, family_profile, profile_result
 from protprof.errors import ConfigError, SearchError
 from protprof.jackhmmer import AMINO, Database, JackhmmerSearch, SearchParams
@@ -578,22 +575,18 @@ def family_shards(sequences: Sequence[str], n_shards: int, threads: int = 1) -> 
     largest cluster first. A family split over two jobs only costs an extra representative."""
     if n_shards <= 1 or len(sequences) <= 1:
         return [0] * len(sequences)
-    mmseqs = shutil.which("mmseqs")
-    if mmseqs is None:
-        raise SearchError(
-            "search.reuse with more than one search job keeps families together with MMseqs2 "
-            "clustering: install it (Debian: apt-get install mmseqs2) or use one job "
-            "(shards: 1)"
-        )
-    with tempfile.TemporaryDirectory(prefix="protprof-cluster-") as tmp:
-        fasta = Path(tmp) / "queries.fasta"
-        fasta.write_text("".join(f">{i}\n{seq}\n" for i, seq in enumerate(sequences)))
+    program = mmseqs.find(
+        "search.reuse with more than one search job keeps families together with MMseqs2 "
+        "clustering: install it (Debian: apt-get install mmseqs2) or use one job (shards: 1)",
+        SearchError,
+    )
+    with mmseqs.scratch(sequences, "protprof-cluster-") as (tmp, fasta):
         command = [
-            mmseqs,
+            program,
             "easy-cluster",
             str(fasta),
-            f"{tmp}/out",
-            f"{tmp}/work",
+            str(tmp / "out"),
+            str(tmp / "work"),
             "-e",
             "1e-3",
             "-c",
@@ -607,12 +600,9 @@ def family_shards(sequences: Sequence[str], n_shards: int, threads: int = 1) -> 
             "-v",
             "1",
         ]
-        run = subprocess.run(command, capture_output=True, text=True)
-        if run.returncode != 0:
-            raise SearchError(f"mmseqs easy-cluster failed: {run.stderr.strip()[-500:]}")
+        mmseqs.run(command, SearchError)
         clusters: dict[int, list[int]] = {}
-        for line in Path(f"{tmp}/out_cluster.tsv").read_text().splitlines():
-            rep, member = map(int, line.split("\t"))
+        for rep, member in mmseqs.index_pairs(tmp / "out_cluster.tsv"):
             clusters.setdefault(rep, []).append(member)
     load = [0] * n_shards
     shard = [0] * len(sequences)
