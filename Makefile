@@ -28,7 +28,7 @@ demo: $(STAMP)
 	@cat results/evaluation/comparison.md 2>/dev/null || true
 
 # The paper's comparison (MLM vs profile vs multitask, per-query and family targets, 5 seeds)
-# at this machine's scale: ~2.5 hours on 2 cores. Rerun after an interruption: it resumes.
+# at this machine's scale: ~2 h 10 min on 2 cores. Rerun after an interruption: it resumes.
 COMPARISON := experiments/comparison
 comparison: $(STAMP)
 	$(BIN)/python $(COMPARISON)/make_data.py
