@@ -19,7 +19,6 @@ from typing import Any
 
 from protprof import __version__
 from protprof.errors import ProtprofError, StoreError
-from protprof.interrupts import interruptible
 
 log = logging.getLogger(__name__)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {}
@@ -1240,8 +1239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        with interruptible():
-            globals()[f"_run_{args.command.replace('-', '_')}"](args)
+        globals()[f"_run_{args.command.replace('-', '_')}"](args)
     except ProtprofError as e:
         print(f"protprof {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_status", 1)

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import IO, Any
 
-from protprof import interrupts
-
 log = logging.getLogger(__name__)
 
 # Log lines at most every MIN_INTERVAL s (a log stays readable) and at least every
@@ -91,9 +89,7 @@ class Progress:
             self._bar.update(done)
 
     def update(self, n: int = 1) -> None:
-        """Add `n` units; log a line if one is due. A Ctrl-C that a library swallowed is
-        raised again here (`interrupts.check`)."""
-        interrupts.check()
+        """Add `n` units; log a line if one is due."""
         self.done += n
         if self._bar is not None:
             self._bar.update(n)
