@@ -309,14 +309,21 @@ def test_ctrl_c_stops_a_build_and_keeps_its_finished_searches(tmp_path, caplog):
     out = tmp_path / "out.zarr"
     journal = journal_path(out)
     build_cmd = build(DEMO_QUERIES, out, "-N", "3")
-    process = subprocess.Popen([*CLI, "-q", *build_cmd], stderr=subprocess.PIPE, text=True)
+    # A runner started in the background (`cmd &` without job control, nohup) passes SIGINT on
+    # ignored, and Python then keeps ignoring it: give the build the terminal's default.
+    process = subprocess.Popen(
+        [*CLI, "-q", *build_cmd],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while not any(s.stat().st_size for s in journal.glob("*.seg")):  # a query is journaled
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)  # the demo's in-flight searches take < 1 s
-    assert process.returncode == 130
+    assert process.returncode == 130, err
     (line,) = err.strip().splitlines()
     kept = re.fullmatch(
         r"protprof build: interrupted; the (\d+) queries searched so far are kept in "
